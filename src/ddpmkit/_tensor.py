@@ -23,3 +23,10 @@ def extract(table: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tens
     """`table[t]` as `x.dtype` on `x.device`, shaped [B, 1, ...] to broadcast with `x`."""
     values = table.to(x.device)[t.to(x.device).long()]
     return append_dims(values.to(x.dtype), x.ndim)
+
+
+def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard normal noise shaped like `x`, drawn from `generator` on its own device
+    (so a seed gives the same numbers whatever device `x` is on), moved to `x`."""
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)

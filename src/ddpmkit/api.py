@@ -1,0 +1,249 @@
+"""The Python API the CLI is a thin layer over: train a run, sample from it, draw it.
+
+    from ddpmkit import api
+    config = api.default_config("moons")
+    result = api.train(config, "runs/moons")
+    points = api.sample("runs/moons", 2000, "runs/moons/samples", seed=0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import checkpoint, metrics, process, viz
+from ._tensor import randn_like
+from .build import (
+    Run,
+    build_denoiser,
+    build_net,
+    build_schedule,
+    is_toy,
+    load_data,
+    load_run,
+    pick_device,
+    toy_dataset_from_config,
+)
+from .config import DataConfig, DiffusionConfig, RunConfig, TrainConfig
+from .data.toy import toy_points
+from .errors import UserError
+from .nets.mlp import MLPConfig
+from .nets.unet import UNetConfig
+from .samplers import SAMPLERS, Trajectory
+from .train import Trainer, TrainResult, read_log
+
+PICTURE_STEPS = 10  # scatters in the forward / reverse strips
+
+
+def default_config(data: str = "digits") -> RunConfig:
+    """Defaults that train well on a 2-core CPU: toy 2-D data in well under a minute."""
+    if is_toy(data):
+        return RunConfig(
+            data=DataConfig(name=data),
+            net=MLPConfig(),
+            diffusion=DiffusionConfig(schedule="cosine", num_steps=1000),
+            train=TrainConfig(steps=3000, batch_size=256, lr=1e-3, ema_decay=0.995, log_every=100),
+        )
+    return RunConfig(data=DataConfig(name=data), net=UNetConfig(), diffusion=DiffusionConfig(), train=TrainConfig())
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+# ---- training ---------------------------------------------------------------------------
+def train(
+    config: RunConfig,
+    run_dir: Path | str,
+    *,
+    device: str | None = None,
+    resume: bool = False,
+    report=lambda message: None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `config` into `run_dir` (or continue it with resume=True) and draw its pictures."""
+    run_dir = Path(run_dir)
+    dev = pick_device(device)
+    dataset, data = load_data(config.data, config.seed)
+    config = _fit_net_to_data(dataclasses.replace(config, data=data))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.atomic_write_text(run_dir / "config.json", config.to_json())
+    net = build_net(config)
+    report(f"model: {type(net).__name__} with {count_parameters(net):,} parameters; data: {len(dataset):,} examples; device: {dev}")
+    trainer = Trainer(
+        config,
+        net,
+        dataset,
+        run_dir,
+        device=dev,
+        prepare=_preparer(config, dev),
+        augment=_hflip if config.data.hflip else None,
+        on_sample=lambda step, ema_net: _step_picture(config, ema_net, run_dir, step),
+        report=report,
+        progress=progress,
+    )
+    if resume:
+        report(f"resuming from step {trainer.resume()}")
+    result = trainer.fit()
+    viz.loss_curve(read_log(run_dir / "log.jsonl"), run_dir / "loss.png")
+    if config.is_toy:
+        _toy_pictures(config, trainer.ema.model, dataset, run_dir)
+    return result
+
+
+def _fit_net_to_data(config: RunConfig) -> RunConfig:
+    """Set the network's data-dependent sizes (dims, channels, classes) from the data."""
+    net = config.net
+    if config.is_toy:
+        return dataclasses.replace(config, net=dataclasses.replace(net, dim=len(config.data.mean)))
+    channels = config.data.channels
+    net = dataclasses.replace(net, in_channels=channels, out_channels=channels, image_size=min(config.data.image_size))
+    net.check_image_size(*config.data.image_size)
+    return dataclasses.replace(config, net=net)
+
+
+def _preparer(config: RunConfig, device: torch.device):
+    if config.is_toy:
+        return lambda x: x.to(device)
+    from .data.images import to_model_space
+
+    return lambda x: to_model_space(x.to(device))
+
+
+def _hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip each image left-right with probability 1/2."""
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    return torch.where(flip.to(x.device).view(-1, *([1] * (x.ndim - 1))), x.flip(-1), x)
+
+
+# ---- sampling -------------------------------------------------------------------------
+@dataclass
+class Samples:
+    model: torch.Tensor  # [N, ...] in model space
+    data: np.ndarray  # points [N, D] float in data space, or images [N, H, W, C] uint8
+    trajectory: Trajectory | None
+
+
+def draw(
+    run: Run, n: int, *, seed: int = 0, sampler: str = "ddpm", keep: list[int] | None = None, batch_size: int = 4096
+) -> Samples:
+    """n samples from a loaded run, in model space and data space."""
+    if n <= 0:
+        raise UserError(f"the number of samples must be positive, got {n}")
+    if sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+    device = next(run.net.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    trajectory = Trajectory(keep) if keep is not None else None
+    grid = run.denoiser.schedule.full_grid()
+    chunks = []
+    for start in range(0, n, batch_size):
+        shape = run.sample_shape(min(batch_size, n - start))
+        x_T = randn_like(torch.empty(shape, device=device), generator)
+        chunks.append(SAMPLERS[sampler](run.denoiser, x_T, grid, generator=generator, callback=trajectory if start == 0 else None).cpu())
+    x = torch.cat(chunks)
+    return Samples(x, to_data_space(run.config, x), trajectory)
+
+
+def to_data_space(config: RunConfig, x: torch.Tensor) -> np.ndarray:
+    if config.is_toy:
+        return toy_dataset_from_config(config.data).to_data_space(x)
+    from .data.images import to_uint8
+
+    return to_uint8(x).permute(0, 2, 3, 1).numpy()
+
+
+def sample(
+    run_dir: Path | str,
+    n: int,
+    out: Path | str,
+    *,
+    seed: int = 0,
+    ema: bool = True,
+    device: str | None = None,
+    sampler: str = "ddpm",
+) -> np.ndarray:
+    """Write out/samples.npy and out/samples.png for a run; returns the data-space samples."""
+    run = load_run(Path(run_dir), ema=ema, device=pick_device(device))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    samples = draw(run, n, seed=seed, sampler=sampler)
+    checkpoint.atomic_write(out / "samples.npy", lambda tmp: np.save(open(tmp, "wb"), samples.data))
+    if run.config.is_toy:
+        reference, _ = toy_points(run.config.data.name, min(n, 5000), seed=_FRESH_SEED)
+        viz.scatter(samples.data, out / "samples.png", f"{n} samples", reference=reference)
+    else:
+        _save_grid(samples.data, out / "samples.png")
+    return samples.data
+
+
+_FRESH_SEED = 10_000_019  # toy data for metrics is drawn with a seed no training run uses by default
+
+
+def toy_distances(config: RunConfig, points: np.ndarray, seed: int = _FRESH_SEED) -> dict[str, float]:
+    """MMD² (RBF, median bandwidth) and sliced Wasserstein between samples and fresh data,
+    both in the normalised space so numbers compare across data sets."""
+    fresh, _ = toy_points(config.data.name, len(points), seed=seed)
+    ds = toy_dataset_from_config(config.data)
+    a, b = (points - ds.mean) / ds.scale, (fresh - ds.mean) / ds.scale
+    return {"mmd": metrics.mmd_rbf(a, b), "sliced_wasserstein": metrics.sliced_wasserstein(a, b)}
+
+
+# ---- pictures ---------------------------------------------------------------------------
+def _save_grid(images: np.ndarray, path: Path, rows: int | None = None) -> None:
+    picture = viz.image_grid(images, rows=rows, scale=viz.grid_scale(images.shape[1], images.shape[2]))
+    checkpoint.atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+
+
+def _step_picture(config: RunConfig, ema_net: nn.Module, run_dir: Path, step: int) -> None:
+    """Samples from the EMA network during training: samples/step-N.png."""
+    was_training = ema_net.training
+    run = Run(run_dir, config, ema_net.eval(), build_denoiser(config, ema_net))
+    samples = draw(run, 1000 if config.is_toy else 64, seed=config.seed)
+    (run_dir / "samples").mkdir(exist_ok=True)
+    path = run_dir / "samples" / f"step-{step:08d}.png"
+    if config.is_toy:
+        viz.scatter(samples.data, path, f"step {step}")
+    else:
+        _save_grid(samples.data, path)
+    ema_net.train(was_training)
+
+
+def _picture_steps(T: int, count: int) -> list[int]:
+    return sorted({int(round(v)) for v in np.linspace(0, T - 1, count)})
+
+
+def _toy_pictures(config: RunConfig, ema_net: nn.Module, dataset, run_dir: Path, n: int = 2000) -> None:
+    """forward.png, reverse.png, diffusion.gif (forward then reverse) and samples.png,
+    all in the normalised space the model sees."""
+    T = config.diffusion.num_steps
+    schedule = build_schedule(config)
+    x0 = dataset.points[:n]
+    generator = torch.Generator().manual_seed(config.seed)
+    forward_t = _picture_steps(T, PICTURE_STEPS - 1)
+    gif_t = _picture_steps(T, 24)
+
+    def forward_frames(ts):
+        noise = randn_like(x0, generator)  # one ε for every frame: each point drifts smoothly
+        return [process.q_sample(schedule, x0, torch.full((len(x0),), t), noise).numpy() for t in ts]
+
+    titles = lambda ts: [f"t = {t}" for t in ts]  # noqa: E731
+    viz.scatter_strip([x0.numpy(), *forward_frames(forward_t)], ["data", *titles(forward_t)], run_dir / "forward.png")
+
+    run = Run(run_dir, config, ema_net.eval(), build_denoiser(config, ema_net))
+    samples = draw(run, len(x0), seed=config.seed, keep=sorted(set(forward_t) | set(gif_t)))
+    traj = dict(zip(samples.trajectory.steps, samples.trajectory.xs))
+    final = samples.model.numpy()
+    rev_t = forward_t[::-1]
+    viz.scatter_strip([traj[t].numpy() for t in rev_t] + [final], [*titles(rev_t), "samples"], run_dir / "reverse.png")
+    frames = [x0.numpy(), *forward_frames(gif_t), *[traj[t].numpy() for t in gif_t[::-1]], final]
+    names = ["data", *[f"forward t = {t}" for t in gif_t], *[f"reverse t = {t}" for t in gif_t[::-1]], "samples"]
+    viz.scatter_gif(frames, names, run_dir / "diffusion.gif")
+    viz.scatter(samples.data, run_dir / "samples.png", f"{len(x0)} samples (EMA)", reference=toy_dataset_from_config(config.data).to_data_space(x0))
+    checkpoint.atomic_write_text(run_dir / "metrics.json", json.dumps(toy_distances(config, samples.data), indent=2))

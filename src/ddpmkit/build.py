@@ -1,0 +1,140 @@
+"""The only place that maps names (strings) to objects: data sets, networks,
+schedules and denoisers from a RunConfig, and runs rebuilt from their directory."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import checkpoint
+from .config import DataConfig, RunConfig
+from .data.toy import TOY_CLASSES, PointDataset, canonical_toy_name, normalisation, toy_points
+from .denoiser import ClippedDenoiser, Denoiser, DenoiserLike
+from .errors import UserError
+from .nets.mlp import MLP, GatedMLP, GatedMLPConfig, MLPConfig
+from .nets.unet import UNet, UNetConfig
+from .schedules import NoiseSchedule
+
+NETS: dict[type, type[nn.Module]] = {MLPConfig: MLP, GatedMLPConfig: GatedMLP, UNetConfig: UNet}
+
+
+def is_toy(data_name: str) -> bool:
+    return canonical_toy_name(data_name) is not None
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """`name` if given, else CUDA, then Apple MPS, then CPU."""
+    if name:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise UserError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but CUDA is not available here; use --device cpu")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise UserError("--device mps was asked for but Apple MPS is not available here; use --device cpu")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+# ---- data -----------------------------------------------------------------------------
+def load_toy(data: DataConfig, seed: int) -> tuple[PointDataset, DataConfig]:
+    """Draw the training points; records their normalisation in the returned config."""
+    name = canonical_toy_name(data.name)
+    points, labels = toy_points(name, data.num_points, seed)
+    mean, scale = normalisation(points)
+    dataset = PointDataset(points, labels, mean, scale)
+    resolved = dataclasses.replace(
+        data, name=name, mean=tuple(float(m) for m in mean), scale=scale, num_classes=TOY_CLASSES.get(name, 0)
+    )
+    return dataset, resolved
+
+
+def load_images(data: DataConfig):
+    """The image data set and a config recording its resolved size, channels and classes."""
+    from .data.images import load_image_data
+
+    dataset = load_image_data(data.name, image_size=data.image_size, channels=data.channels)
+    resolved = dataclasses.replace(
+        data, image_size=tuple(dataset.image_size), channels=dataset.channels, num_classes=dataset.num_classes
+    )
+    return dataset, resolved
+
+
+def load_data(data: DataConfig, seed: int):
+    return load_toy(data, seed) if is_toy(data.name) else load_images(data)
+
+
+def toy_dataset_from_config(data: DataConfig) -> PointDataset:
+    """An empty PointDataset carrying a run's normalisation (to map samples to data space)."""
+    return PointDataset(np.zeros((0, len(data.mean)), np.float32), None, np.array(data.mean), data.scale)
+
+
+# ---- model ---------------------------------------------------------------------------
+def build_net(config: RunConfig) -> nn.Module:
+    return NETS[type(config.net)](config.net)
+
+
+def build_schedule(config: RunConfig) -> NoiseSchedule:
+    return NoiseSchedule.from_name(config.diffusion.schedule, config.diffusion.num_steps)
+
+
+def build_denoiser(config: RunConfig, net: nn.Module) -> DenoiserLike:
+    """The denoiser for sampling: images (known range [-1, 1]) get x̂_0 clipped."""
+    denoiser = Denoiser(net, build_schedule(config), config.diffusion.prediction, config.diffusion.variance)
+    return denoiser if config.is_toy else ClippedDenoiser(denoiser)
+
+
+@dataclass
+class Run:
+    """A trained run loaded back from its directory."""
+
+    directory: Path
+    config: RunConfig
+    net: nn.Module
+    denoiser: DenoiserLike
+
+    def sample_shape(self, n: int) -> tuple[int, ...]:
+        if self.config.is_toy:
+            return (n, self.config.net.dim)
+        h, w = self.config.data.image_size
+        return (n, self.config.data.channels, h, w)
+
+
+def load_run(run_dir: Path, ema: bool = True, device: torch.device | None = None) -> Run:
+    """Rebuild a run's network from config.json and load its (EMA) weights."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist; pass the --out directory of a finished training run")
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"{run_dir} has no config.json, so it is not a ddpmkit run; pass the --out directory of ddpmkit train")
+    config = RunConfig.load(config_path)
+    net = build_net(config)
+    weights = checkpoint.load_weights(run_dir / ("ema.safetensors" if ema else "model.safetensors"))
+    load_matching(net, weights, run_dir)
+    net = net.to(device or torch.device("cpu")).eval().requires_grad_(False)
+    return Run(run_dir, config, net, build_denoiser(config, net))
+
+
+def load_matching(net: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Load weights that must match the network exactly, with a clear error if not."""
+    own = net.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{what}: {names[:3]}" for what, names in (("missing", missing), ("unexpected", unexpected), ("shape differs", wrong)) if names
+        )
+        raise UserError(f"the weights in {source} do not fit the model its config describes ({detail}); was config.json edited?")
+    net.load_state_dict(weights)

@@ -1,0 +1,147 @@
+"""Run directories on disk: atomic writes, checkpoints, safe loads.
+
+A run directory holds
+    config.json          RunConfig: rebuilds network + schedule
+    model.safetensors    latest live weights      } hard links to the newest
+    ema.safetensors      latest EMA weights       } complete checkpoint
+    state.pt             latest training state    }
+    checkpoints/step-NNNNNNNN/{model,ema}.safetensors, state.pt, meta.json
+    log.jsonl, pictures, samples/
+A checkpoint directory is written under a temporary name and renamed when every file
+in it is on disk (meta.json last), so a crash never leaves a half checkpoint that
+looks complete, and never replaces a good one. Nothing is unpickled on load:
+weights are safetensors and state.pt loads with torch.load(weights_only=True).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import UserError
+
+CHECKPOINTS = "checkpoints"
+WEIGHT_FILES = ("model.safetensors", "ema.safetensors", "state.pt")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(tmp) for a temporary file beside `path`, fsync it, rename it over `path`.
+    If anything fails the old `path` is untouched and the temporary file is removed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise FloatingPointError(f"refusing to save {what}: non-finite values in {bad[:3]}")
+
+
+def save_weights(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    _check_finite(tensors, str(path))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not Path(path).is_file():
+        raise UserError(f"no weights at {path}; train a model first or pass the right --run directory")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types
+        raise UserError(f"{path} is not a readable safetensors file ({e})") from None
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def step_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"step-{step:08d}"
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint directories (with meta.json), oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / "meta.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: dict[str, torch.Tensor],
+    ema: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write checkpoint `step` atomically, point the top-level files at it, keep the newest `keep`."""
+    run_dir = Path(run_dir)
+    final = step_dir(run_dir, step)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        save_weights(tmp / "model.safetensors", model)
+        save_weights(tmp / "ema.safetensors", ema)
+        atomic_write(tmp / "state.pt", lambda p: torch.save(state, p))
+        atomic_write_text(tmp / "meta.json", json.dumps({"step": step}))
+        if final.exists():  # the same step written again after a resume from before it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _fsync_dir(final.parent)
+    for name in WEIGHT_FILES:
+        _link_over(final / name, run_dir / name)
+    for old in complete_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _link_over(src: Path, dst: Path) -> None:
+    """Make `dst` the same file as `src` (a hard link, else a copy), atomically."""
+
+    def write(tmp: Path) -> None:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+    atomic_write(dst, write)
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    found = complete_checkpoints(run_dir)
+    return found[-1] if found else None

@@ -1,0 +1,223 @@
+"""Command line: `ddpmkit train | sample | show-forward`.
+
+Parses, validates, calls the API. The only module that prints for the user or exits
+with a code: 0 success, 1 training diverged, 2 bad input (one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from .config import LR_DECAYS, RunConfig
+from .data.toy import TOY_DATASETS
+from .denoiser import PREDICTIONS, VARIANCES
+from .errors import UserError
+from .losses import LOSSES
+from .schedules import SCHEDULES
+
+DATA_HELP = f"{', '.join(TOY_DATASETS)} (2-D toy sets), digits (8x8 images, the default), a folder of images, a .npy/.npz array file, or hf:NAME"
+
+# CLI option -> (config section, field). None means "leave the default".
+TRAIN_OPTIONS = {
+    "schedule": ("diffusion", "schedule"),
+    "timesteps": ("diffusion", "num_steps"),
+    "prediction": ("diffusion", "prediction"),
+    "variance": ("diffusion", "variance"),
+    "loss": ("diffusion", "loss"),
+    "steps": ("train", "steps"),
+    "batch_size": ("train", "batch_size"),
+    "lr": ("train", "lr"),
+    "weight_decay": ("train", "weight_decay"),
+    "warmup_steps": ("train", "warmup_steps"),
+    "lr_decay": ("train", "lr_decay"),
+    "grad_clip": ("train", "grad_clip"),
+    "ema_decay": ("train", "ema_decay"),
+    "grad_accum": ("train", "grad_accum"),
+    "workers": ("train", "num_workers"),
+    "log_every": ("train", "log_every"),
+    "sample_every": ("train", "sample_every"),
+    "checkpoint_every": ("train", "checkpoint_every"),
+    "keep": ("train", "keep"),
+    "num_points": ("data", "num_points"),
+    "channels": ("data", "channels"),
+    "hflip": ("data", "hflip"),
+}
+# Options a resumed run may change (the rest of its config is fixed by config.json).
+RESUMABLE = {"steps", "workers", "log_every", "sample_every", "checkpoint_every", "keep"}
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a diffusion model (default: 8x8 digits images)",
+        description="Train a diffusion model and write a run directory: config.json, model.safetensors, "
+        "ema.safetensors, state.pt, log.jsonl, checkpoints/ and pictures.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", default="digits", help=DATA_HELP)
+    p.add_argument("--out", type=Path, help="run directory to create (default: runs/<data>-<time>/)")
+    p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its newest complete checkpoint")
+    g = p.add_argument_group("diffusion")
+    g.add_argument("--schedule", choices=None, help=f"beta schedule: {', '.join(SCHEDULES)} (default cosine)")
+    g.add_argument("--timesteps", type=int, help="T, the number of diffusion steps (default 1000)")
+    g.add_argument("--prediction", help=f"network target: {', '.join(PREDICTIONS)} (default eps)")
+    g.add_argument("--variance", help=f"reverse variance: {', '.join(VARIANCES)} (default fixed_small)")
+    g.add_argument("--loss", help=f"loss on the target: {', '.join(LOSSES)} (default l2)")
+    g = p.add_argument_group("network")
+    g.add_argument("--net", help="2-D data: mlp (sinusoidal time embedding, default) or gated-mlp (per-timestep gates)")
+    g.add_argument("--width", type=int, help="hidden width (MLP) or base channel width (U-Net)")
+    g = p.add_argument_group("data")
+    g.add_argument("--num-points", type=int, help="2-D data: training points drawn once (default 20000)")
+    g.add_argument("--image-size", help="images: SIZE or HEIGHTxWIDTH after resize and centre crop")
+    g.add_argument("--channels", type=int, help="images: 1 (grey), 3 (RGB) or 4 (RGBA); default from the data")
+    g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips (default: on for folders)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, help="optimiser steps")
+    g.add_argument("--batch-size", type=int, help="examples per optimiser step")
+    g.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
+    g.add_argument("--warmup-steps", type=int, help="linear LR warm-up steps")
+    g.add_argument("--lr-decay", help=f"after warm-up: {', '.join(LR_DECAYS)}")
+    g.add_argument("--grad-clip", type=float, help="max gradient norm (0 disables)")
+    g.add_argument("--ema-decay", type=float, help="EMA decay per step, in [0, 1)")
+    g.add_argument("--grad-accum", type=int, help="micro-batches per optimiser step")
+    g.add_argument("--workers", type=int, help="data-loader worker processes")
+    g.add_argument("--seed", type=int, help="seed for weights, batch order, t and noise (default 0)")
+    g = p.add_argument_group("output")
+    g.add_argument("--log-every", type=int, help="steps per log.jsonl record")
+    g.add_argument("--sample-every", type=int, help="steps between sample pictures in samples/ (0: end only)")
+    g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: end only)")
+    g.add_argument("--keep", type=int, help="step checkpoints kept on disk (default 3)")
+    g.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_sample(sub) -> None:
+    p = sub.add_parser(
+        "sample",
+        help="draw samples from a trained run",
+        description="Draw samples from a run: SDIR/samples.npy (2-D: float [N, 2] in data space; images: uint8 "
+        "[N, H, W, C]) and SDIR/samples.png. For 2-D data also prints the distance to fresh data.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--run", type=Path, required=True, help="a run directory written by ddpmkit train")
+    p.add_argument("-n", "--num-samples", type=int, default=64, help="how many samples")
+    p.add_argument("--out", type=Path, help="output directory (default: RUN/samples)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ddpmkit",
+        description="Train, sample and evaluate denoising diffusion probabilistic models. "
+        "Start with `ddpmkit train` (8x8 digits, a few minutes on a CPU) or `ddpmkit train --data moons` (2-D, under a minute).",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_sample(sub)
+    return p
+
+
+def _train_config(args) -> RunConfig:
+    from .api import default_config
+    from .nets.mlp import GatedMLPConfig, MLPConfig
+
+    config = default_config(args.data)
+    sections = {name: getattr(config, name) for name in ("data", "diffusion", "train")}
+    changes: dict[str, dict] = {name: {} for name in sections}
+    for option, (section, field) in TRAIN_OPTIONS.items():
+        value = getattr(args, option)
+        if value is not None:
+            changes[section][field] = value
+    if args.image_size is not None:
+        from .data.images import parse_image_size
+
+        changes["data"]["image_size"] = parse_image_size(args.image_size)
+    new = {name: dataclasses.replace(sections[name], **changes[name]) for name in sections}
+    net = config.net
+    if args.net is not None:
+        kinds = {"mlp": MLPConfig, "gated-mlp": GatedMLPConfig}
+        if not config.is_toy or args.net not in kinds:
+            raise UserError(f"--net {args.net!r} is not available for {args.data}; 2-D data takes: {', '.join(kinds)}")
+        net = kinds[args.net]()
+    if isinstance(net, GatedMLPConfig):
+        net = dataclasses.replace(net, num_steps=new["diffusion"].num_steps)
+    if args.width is not None:
+        field = "base_width" if not config.is_toy else "hidden"
+        net = dataclasses.replace(net, **{field: args.width})
+    seed = config.seed if args.seed is None else args.seed
+    return dataclasses.replace(config, net=net, seed=seed, **new)
+
+
+def _run_train(args) -> int:
+    from .api import train
+
+    if args.resume is not None:
+        given = sorted(o for o in (*TRAIN_OPTIONS, "net", "width", "image_size", "seed") if getattr(args, o) is not None and o not in RESUMABLE)
+        if given:
+            raise UserError(f"--resume continues a run with its own config.json; drop {', '.join('--' + g.replace('_', '-') for g in given)}")
+        if args.out is not None and args.out != args.resume:
+            raise UserError("--resume writes into the run it continues; drop --out")
+        if not (args.resume / "config.json").is_file():
+            raise UserError(f"{args.resume} is not a ddpmkit run (no config.json); pass the directory ddpmkit train wrote")
+        config = RunConfig.load(args.resume / "config.json")
+        resumable = {TRAIN_OPTIONS[o][1]: getattr(args, o) for o in RESUMABLE if getattr(args, o) is not None}
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, **resumable))
+        out = args.resume
+    else:
+        config = _train_config(args)
+        out = args.out or Path("runs") / f"{Path(args.data).stem or 'data'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (out / "config.json").exists():
+            raise UserError(f"{out} already holds a run; continue it with --resume {out} or pick another --out")
+        if args.out is None:
+            print(f"writing the run to {out}")
+    result = train(config, out, device=args.device, resume=args.resume is not None, report=print, progress=not args.no_progress)
+    print(f"trained {result.steps} steps in {result.seconds:.1f} s (final loss {result.final_loss:.4f}); run directory: {out}")
+    return 0
+
+
+def _run_sample(args) -> int:
+    from .api import sample, toy_distances
+    from .build import load_run
+
+    out = args.out or args.run / "samples"
+    started = time.perf_counter()
+    points = sample(args.run, args.num_samples, out, seed=args.seed, ema=args.ema, device=args.device)
+    print(f"wrote {len(points)} samples to {out}/samples.npy and samples.png in {time.perf_counter() - started:.1f} s")
+    config = RunConfig.load(args.run / "config.json")
+    if config.is_toy and len(points) > 1:
+        d = toy_distances(config, points)
+        print(f"distance to {len(points)} fresh {config.data.name} points: MMD² {d['mmd']:.5f}, sliced Wasserstein {d['sliced_wasserstein']:.4f}")
+    return 0
+
+
+COMMANDS = {"train": _run_train, "sample": _run_sample}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"ddpmkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last complete checkpoint is intact (continue with --resume)", file=sys.stderr)
+        return 130
+    except Exception as e:
+        from .train import TrainingDiverged
+
+        if isinstance(e, TrainingDiverged):
+            print(f"ddpmkit {args.command}: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The frozen dataclasses a run is made of, their validation, and their JSON round trip.
+
+`config.json` in a run directory is `RunConfig.to_json()`: everything needed to
+rebuild the network and the schedule without the training data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from .denoiser import PREDICTIONS, VARIANCES
+from .errors import UserError
+from .losses import LOSSES
+from .nets.mlp import GatedMLPConfig, MLPConfig
+from .nets.unet import UNetConfig
+from .schedules import SCHEDULES
+
+NetConfig = MLPConfig | GatedMLPConfig | UNetConfig
+NET_KINDS: dict[str, type] = {"mlp": MLPConfig, "gated-mlp": GatedMLPConfig, "unet": UNetConfig}
+LRDecay = Literal["constant", "cosine"]
+LR_DECAYS: tuple[str, ...] = get_args(LRDecay)
+
+
+def _choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"unknown {option} {value!r}; choose one of: {', '.join(choices)}")
+
+
+def _positive(option: str, value: float | int, integer: bool = True) -> None:
+    if (integer and not isinstance(value, int)) or value <= 0:
+        raise UserError(f"{option} must be a positive {'integer' if integer else 'number'}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"  # a toy set name, "digits", an image folder, a .npy/.npz file or hf:NAME
+    num_points: int = 20_000  # toy data: points drawn once for training
+    image_size: tuple[int, int] | None = None  # images: (height, width) in px after resize and crop
+    channels: int | None = None  # images: 1, 3 or 4
+    hflip: bool = False  # images: random horizontal flips during training
+    mean: tuple[float, ...] | None = None  # toy data: per-axis mean removed before training
+    scale: float | None = None  # toy data: the scale divided out before training
+    num_classes: int = 0  # classes in the data (0: unlabelled)
+
+    def __post_init__(self) -> None:
+        _positive("--num-points", self.num_points)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    schedule: str = "cosine"  # β schedule: linear, cosine, quadratic, sigmoid
+    num_steps: int = 1000  # T, training timesteps
+    prediction: str = "eps"  # what the network outputs: eps, x0, v
+    variance: str = "fixed_small"  # reverse-process variance: fixed_small (β̃) or fixed_large (β)
+    loss: str = "l2"  # l2, l1, huber
+
+    def __post_init__(self) -> None:
+        _choice("schedule", self.schedule, SCHEDULES)
+        _positive("the number of diffusion steps T (--timesteps)", self.num_steps)
+        _choice("prediction", self.prediction, PREDICTIONS)
+        _choice("variance", self.variance, VARIANCES)
+        _choice("loss", self.loss, LOSSES)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 3000  # optimiser steps
+    batch_size: int = 256  # examples per optimiser step (split over grad_accum micro-batches)
+    lr: float = 1e-3  # peak learning rate of AdamW
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    warmup_steps: int = 0  # linear learning-rate warm-up from 0, in steps
+    lr_decay: str = "constant"  # after warm-up: constant or cosine (to 0 at the last step)
+    grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
+    ema_decay: float = 0.999  # EMA decay per step, in [0, 1)
+    ema_warmup: bool = True  # ramp the EMA decay as (1+n)/(10+n) early on
+    grad_accum: int = 1  # micro-batches per optimiser step
+    num_workers: int = 0  # data-loader worker processes (0: load in the main process)
+    log_every: int = 100  # steps per log.jsonl record
+    sample_every: int = 0  # steps between sample pictures (0: only at the end)
+    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
+    keep: int = 3  # step checkpoints kept on disk
+    max_nonfinite: int = 5  # consecutive non-finite steps that stop training
+
+    def __post_init__(self) -> None:
+        _positive("--steps", self.steps)
+        _positive("--batch-size", self.batch_size)
+        _positive("--lr", self.lr, integer=False)
+        _positive("--grad-accum", self.grad_accum)
+        _positive("--log-every", self.log_every)
+        _positive("--keep", self.keep)
+        _positive("--max-nonfinite", self.max_nonfinite)
+        _choice("lr decay (--lr-decay)", self.lr_decay, LR_DECAYS)
+        if self.batch_size % self.grad_accum:
+            raise UserError(f"--batch-size {self.batch_size} must be divisible by --grad-accum {self.grad_accum}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UserError(f"--ema-decay must lie in [0, 1), got {self.ema_decay}")
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "num_workers", "sample_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    net: NetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0  # seeds the weights, the batch order, t and ε
+
+    @property
+    def is_toy(self) -> bool:
+        return not isinstance(self.net, UNetConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        kind = next(k for k, cls in NET_KINDS.items() if isinstance(self.net, cls))
+        d["net"] = {"kind": kind, **d["net"]}
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        net = dict(d.get("net", {}))
+        kind = net.pop("kind", None)
+        if kind not in NET_KINDS:
+            raise UserError(f"config has an unknown network kind {kind!r}; expected one of: {', '.join(NET_KINDS)}")
+        parts = {"data": DataConfig, "diffusion": DiffusionConfig, "train": TrainConfig}
+        kwargs: dict[str, Any] = {name: _build(sub, d.get(name, {}), name) for name, sub in parts.items()}
+        kwargs["net"] = _build(NET_KINDS[kind], net, "net")
+        unknown = set(d) - {"data", "net", "diffusion", "train", "seed"}
+        if unknown:
+            raise UserError(f"config has unknown sections {sorted(unknown)}; was it written by a newer ddpmkit?")
+        return cls(seed=int(d.get("seed", 0)), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def load(cls, path: Path) -> "RunConfig":
+        try:
+            return cls.from_json(Path(path).read_text())
+        except (json.JSONDecodeError, TypeError) as e:
+            raise UserError(f"{path} is not a valid ddpmkit config ({e}); rebuild it or train again") from None
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _build(cls: type, values: dict[str, Any], section: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise UserError(f"config section {section!r} has unknown options {sorted(unknown)}")
+    return cls(**{k: _tuples(v) for k, v in values.items()})

@@ -1,0 +1,61 @@
+"""Datasets -> float tensors in [-1, 1] (images) or normalised points (toy), with labels.
+
+Also the one deterministic batch order every run uses, so a resumed run sees
+exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+
+class BatchStream(torch.utils.data.Sampler):
+    """Index batches of an endless stream: the concatenation of one permutation of
+    range(n) per epoch, epoch e seeded by (seed, e). Batch k is stream positions
+    [k·B, (k+1)·B), so it depends only on (seed, k): resuming at batch k is exact, and
+    a data set smaller than a batch simply spans epochs.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_batch: int = 0):
+        self.n, self.batch_size, self.seed, self.start_batch = n, batch_size, seed, start_batch
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        pos = self.start_batch * self.batch_size
+        epoch, offset = divmod(pos, self.n)
+        perm = self._permutation(epoch)
+        while True:
+            batch: list[int] = []
+            while len(batch) < self.batch_size:
+                take = perm[offset : offset + self.batch_size - len(batch)]
+                batch.extend(take.tolist())
+                offset += len(take)
+                if offset == self.n:
+                    epoch, offset = epoch + 1, 0
+                    perm = self._permutation(epoch)
+            yield batch
+
+
+def _collate(data):
+    # In-memory data sets return a ready (x, labels) batch from __getitems__.
+    return data if isinstance(data, tuple) else default_collate(data)
+
+
+def batches(
+    dataset: Dataset, batch_size: int, seed: int, start_batch: int = 0, num_workers: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless (x, labels) batches in BatchStream order; labels are -1 when unlabelled."""
+    loader = DataLoader(
+        dataset,
+        batch_sampler=BatchStream(len(dataset), batch_size, seed, start_batch),
+        num_workers=num_workers,
+        collate_fn=_collate,
+        persistent_workers=num_workers > 0,
+    )
+    return iter(loader)

@@ -1,0 +1,94 @@
+"""The one place that knows what the network predicts.
+
+A Denoiser turns a network output at (x_t, t[, label]) into x̂_0 and ε̂, whatever the
+network was trained to predict (ε, x_0 or v); samplers and losses only see those.
+Wrappers (clipping here; guidance later) take and return the same interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, get_args
+
+import torch
+from torch import nn
+
+from . import process
+from .errors import UserError
+from .schedules import NoiseSchedule
+
+Prediction = Literal["eps", "x0", "v"]
+PREDICTIONS: tuple[str, ...] = get_args(Prediction)
+Variance = Literal["fixed_small", "fixed_large"]
+VARIANCES: tuple[str, ...] = get_args(Variance)
+
+
+@dataclass(frozen=True)
+class DenoiserOutput:
+    x0: torch.Tensor  # x̂_0, same shape as x_t
+    eps: torch.Tensor  # ε̂, same shape as x_t
+
+
+class DenoiserLike(Protocol):
+    schedule: NoiseSchedule
+    variance: str
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> DenoiserOutput: ...
+
+
+class Denoiser:
+    """(x_t, t[, label]) -> x̂_0, ε̂ from a network trained for `prediction`.
+
+    net: module called as net(x_t, t) or net(x_t, t, label); returns the raw prediction.
+    schedule: the training schedule; cast once to float32 on the network's device.
+    prediction: what the network outputs: "eps" (Ho et al. 2020), "x0", or "v" (Salimans & Ho 2022).
+    variance: reverse-process variance: "fixed_small" β̃_t or "fixed_large" β_t.
+    """
+
+    def __init__(self, net: nn.Module, schedule: NoiseSchedule, prediction: str = "eps", variance: str = "fixed_small"):
+        if prediction not in PREDICTIONS:
+            raise UserError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
+        if variance not in VARIANCES:
+            raise UserError(f"unknown variance {variance!r}; choose one of: {', '.join(VARIANCES)}")
+        self.net = net
+        device = next(net.parameters()).device
+        self.schedule = schedule.to(device)
+        self.prediction = prediction
+        self.variance = variance
+
+    def raw(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's own output (what the training loss compares with `target`)."""
+        return self.net(x_t, t) if label is None else self.net(x_t, t, label)
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What a perfect network outputs for x_t = q_sample(x0, t, noise)."""
+        if self.prediction == "eps":
+            return noise
+        if self.prediction == "x0":
+            return x0
+        return process.v_from_x0_eps(self.schedule, x0, t, noise)
+
+    def from_raw(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> DenoiserOutput:
+        """Convert a raw network output into x̂_0 and ε̂."""
+        if self.prediction == "eps":
+            return DenoiserOutput(x0=process.x0_from_eps(self.schedule, x_t, t, out), eps=out)
+        x0 = out if self.prediction == "x0" else process.x0_from_v(self.schedule, x_t, t, out)
+        return DenoiserOutput(x0=x0, eps=process.eps_from_x0(self.schedule, x_t, t, x0))
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> DenoiserOutput:
+        return self.from_raw(x_t, t, self.raw(x_t, t, label))
+
+
+class ClippedDenoiser:
+    """Clip x̂_0 to [-1, 1] and recompute ε̂ from it, so samplers stay consistent
+    (improved-diffusion's clip_denoised). For image data, whose range is known."""
+
+    def __init__(self, inner: DenoiserLike):
+        self.inner = inner
+        self.schedule = inner.schedule
+        self.variance = inner.variance
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> DenoiserOutput:
+        x0 = self.inner(x_t, t, label).x0.clamp(-1, 1)
+        return DenoiserOutput(x0=x0, eps=process.eps_from_x0(self.schedule, x_t, t, x0))
+

@@ -1,0 +1,179 @@
+"""Building blocks of the U-Net noise predictor.
+
+Every block maps [B, C_in, H, W] -> [B, C_out, H', W']. Blocks that take the time
+embedding receive it as `emb` [B, emb_dim] with the SiLU already applied: the U-Net
+activates the embedding once per forward pass, not once per block.
+
+Memory layout: the U-Net runs in channels-last memory (torch.channels_last), where
+x.permute(0, 2, 3, 1) -> (B, H, W, C) is a free view. Pointwise (1×1) maps are therefore
+nn.Linear over that view: on CPU this is several times faster than a 1×1 Conv2d, with the
+same parameters. Any input layout gives the same values; only speed differs.
+
+Notation: GN -> GroupNorm, (s, b) -> scale and shift from the embedding, N -> H·W
+positions, h -> heads, d -> channels per head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._tensor import append_dims
+
+
+def norm_groups(channels: int, groups: int) -> int:
+    """The largest divisor of `channels` that is at most `groups`, so GroupNorm fits any width."""
+    g = max(1, min(groups, channels))
+    while channels % g:
+        g -= 1
+    return g
+
+
+def pointwise(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply `linear` over the channels of x [B, C, H, W] at every position (a 1×1 conv)."""
+    return linear(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm with `groups` clamped to a divisor of `channels` (Wu & He 2018)."""
+    return nn.GroupNorm(norm_groups(channels, groups), channels)
+
+
+class ResBlock(nn.Module):
+    """Residual block of the DDPM U-Net (Ho et al. 2020, App. B) with the scale-shift norm
+    of Nichol & Dhariwal 2021 (improved-diffusion's use_scale_shift_norm):
+    h = conv(GN(x)); h = GN(h)·(1 + s) + b; out = skip(x) + conv(dropout(SiLU(h))).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,  # channels of x
+        out_channels: int,  # channels of the result
+        emb_dim: int,  # width of the (SiLU-activated) time embedding
+        dropout: float = 0.0,  # drop probability in [0, 1) before the second conv
+        groups: int = 32,  # GroupNorm groups, clamped to a divisor of each width
+    ):
+        super().__init__()
+        self.norm1 = group_norm(in_channels, groups)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_dim, 2 * out_channels)  # -> (s, b)
+        self.norm2 = group_norm(out_channels, groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = nn.Linear(in_channels, out_channels) if in_channels != out_channels else None  # 1×1
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = append_dims(self.emb_proj(emb), h.ndim).chunk(2, dim=1)  # [B, C, 1, 1] each
+        h = torch.addcmul(shift, self.norm2(h), scale + 1)  # GN(h)·(1 + s) + b
+        h = self.conv2(self.dropout(F.silu(h)))
+        return (x if self.skip is None else pointwise(self.skip, x)) + h
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt block (Liu et al. 2022, Fig. 4) conditioned on time by adding the projected
+    embedding after the depthwise conv, as lucidrains' ConvNextBlock does:
+    h = dwconv7x7(x) + Linear(emb); out = skip(x) + pw2(dropout(GELU(pw1(LN(h))))).
+    LN is GroupNorm with one group (normalises over C, H and W).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,  # channels of x
+        out_channels: int,  # channels of the result
+        emb_dim: int,  # width of the (SiLU-activated) time embedding
+        dropout: float = 0.0,  # drop probability in [0, 1) inside the pointwise MLP
+        mult: int = 4,  # hidden width of the pointwise MLP, in multiples of out_channels
+    ):
+        super().__init__()
+        self.dwconv = nn.Conv2d(in_channels, in_channels, 7, padding=3, groups=in_channels)
+        self.emb_proj = nn.Linear(emb_dim, in_channels)
+        self.norm = nn.GroupNorm(1, in_channels)
+        self.pw1 = nn.Linear(in_channels, mult * out_channels)  # 1×1
+        self.dropout = nn.Dropout(dropout)
+        self.pw2 = nn.Linear(mult * out_channels, out_channels)  # 1×1
+        self.skip = nn.Linear(in_channels, out_channels) if in_channels != out_channels else None  # 1×1
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.dwconv(x) + append_dims(self.emb_proj(emb), x.ndim)
+        h = self.norm(h).permute(0, 2, 3, 1)  # (B, H, W, C)
+        h = self.pw2(self.dropout(F.gelu(self.pw1(h)))).permute(0, 3, 1, 2)  # (B, C_out, H, W)
+        return (x if self.skip is None else pointwise(self.skip, x)) + h
+
+
+class _Attention(nn.Module):
+    """Shared parts of both attentions: GroupNorm first, 1×1 qkv, 1×1 output, residual."""
+
+    def __init__(
+        self,
+        channels: int,  # channels of x, divisible by heads
+        heads: int = 4,  # attention heads; d = channels / heads
+        groups: int = 32,  # GroupNorm groups, clamped to a divisor of channels
+    ):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"channels {channels} not divisible by heads {heads}")
+        self.heads = heads
+        self.norm = group_norm(channels, groups)
+        # 1×1 maps as Linear on (B, N, C), so that q, k, v come out with d contiguous (what
+        # SDPA is fastest on). No bias on qkv: GN's affine shift already feeds a constant in.
+        self.qkv = nn.Linear(channels, 3 * channels, bias=False)
+        self.proj = nn.Linear(channels, channels)
+
+    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, C, H, W] -> q, k, v, each (B, h, N, d)."""
+        B, C, H, W = x.shape
+        y = self.norm(x).permute(0, 2, 3, 1).reshape(B, H * W, C)  # (B, N, C), a view if channels-last
+        qkv = self.qkv(y).view(B, H * W, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        return qkv.unbind(0)
+
+    def residual(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """x + proj(out), out (B, h, N, d) with heads merged back into channels."""
+        B, C, H, W = x.shape
+        out = self.proj(out.transpose(1, 2).reshape(B, H, W, C))  # (B, H, W, C)
+        return x + out.permute(0, 3, 1, 2)
+
+
+class SelfAttention(_Attention):
+    """Multi-head self-attention over all N = H·W positions (Vaswani et al. 2017) as a
+    pre-norm residual block, as in the DDPM U-Net: x + proj(softmax(q kᵀ/√d) v), O(N²)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv_heads(x)
+        return self.residual(x, F.scaled_dot_product_attention(q, k, v))
+
+
+class LinearAttention(_Attention):
+    """Linear attention (Shen et al. 2021, "Efficient Attention"; the kernel view of
+    Katharopoulos et al. 2020), as lucidrains' LinearAttention: softmax over features on q
+    and over positions on k, then x + proj(q (kᵀ v)) with a d×d context per head, O(N)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv_heads(x)  # (B, h, N, d)
+        q = q.softmax(dim=-1) * q.shape[-1] ** -0.5  # over features
+        k = k.softmax(dim=-2)  # over positions
+        context = k.transpose(-1, -2) @ v  # (B, h, d, d): Σ_n k_n v_nᵀ
+        return self.residual(x, q @ context)
+
+
+class Downsample(nn.Module):
+    """Halve H and W with a strided 3×3 conv (DDPM U-Net)."""
+
+    def __init__(self, channels: int):  # channels of x, kept
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double H and W: nearest-neighbour ×2, then a 3×3 conv (DDPM U-Net)."""
+
+    def __init__(self, channels: int):  # channels of x, kept
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

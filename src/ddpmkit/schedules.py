@@ -1,0 +1,160 @@
+"""Noise schedules: β_t and every table derived from it.
+
+Timestep convention (relied on everywhere): timesteps are integers
+t ∈ {0, …, T-1} indexing these tables, and index t is the paper's step t + 1.
+So `alphas_cumprod[0]` = ᾱ_1 (slightly below 1) and `alphas_cumprod[T-1]` = ᾱ_T
+(close to 0); x_{-1} in index terms is the data x_0, with ᾱ = 1.
+
+Notation: betas -> β_t, alphas -> α_t = 1 - β_t, alphas_cumprod -> ᾱ_t = ∏_{s≤t} α_s,
+posterior_variance -> β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t).
+
+Tables are built once in float64 ("use float64 for accuracy", improved-diffusion)
+and never mutated; `NoiseSchedule.to` returns a cast copy for a device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Literal, get_args
+
+import torch
+
+from .errors import UserError
+
+ScheduleName = Literal["linear", "cosine", "quadratic", "sigmoid"]
+SCHEDULES: tuple[str, ...] = get_args(ScheduleName)
+Spacing = Literal["linspace", "leading", "trailing"]
+SPACINGS: tuple[str, ...] = get_args(Spacing)
+
+
+def _linear_range(num_steps: int) -> tuple[float, float]:
+    """β_1 and β_T of Ho et al. 2020 (1e-4 to 0.02 at T = 1000), scaled by 1000 / T
+    so other T keep the same total noise (as improved-diffusion scales them)."""
+    scale = 1000.0 / num_steps
+    return scale * 1e-4, scale * 0.02
+
+
+def make_betas(name: str, num_steps: int, *, cosine_s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """β_t for t = 0..T-1 in float64.
+
+    linear: Ho et al. 2020; cosine: Eq. 17 of Nichol & Dhariwal 2021,
+    ᾱ(t) = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s) · π/2), β clipped at `max_beta`;
+    quadratic: linear in √β; sigmoid: β follows a sigmoid over [-6, 6] (GeoDiff, Xu et al. 2022).
+    """
+    if name not in SCHEDULES:
+        raise UserError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
+    if not isinstance(num_steps, int) or num_steps <= 0:
+        raise UserError(f"the number of diffusion steps T must be a positive integer, got {num_steps!r}")
+    if name == "cosine":
+        t = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+        f = torch.cos((t + cosine_s) / (1 + cosine_s) * math.pi / 2) ** 2
+        alpha_bar = f / f[0]
+        return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
+    start, end = _linear_range(num_steps)
+    if name == "linear":
+        return torch.linspace(start, end, num_steps, dtype=torch.float64)
+    if name == "quadratic":
+        return torch.linspace(start**0.5, end**0.5, num_steps, dtype=torch.float64) ** 2
+    return torch.sigmoid(torch.linspace(-6, 6, num_steps, dtype=torch.float64)) * (end - start) + start
+
+
+def posterior_coefficients(
+    alpha_bar_t: torch.Tensor, alpha_bar_s: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q(x_s | x_t, x_0) for any earlier step s < t (Eqs. 6-7 of Ho et al. 2020, with
+    α_t replaced by ᾱ_t/ᾱ_s so it also holds between non-adjacent steps).
+
+    Returns (coef_x0, coef_xt, variance): mean = coef_x0·x_0 + coef_xt·x_t.
+    """
+    beta_ts = 1 - alpha_bar_t / alpha_bar_s  # β of the jump s -> t
+    coef_x0 = alpha_bar_s.sqrt() * beta_ts / (1 - alpha_bar_t)
+    coef_xt = (alpha_bar_t / alpha_bar_s).sqrt() * (1 - alpha_bar_s) / (1 - alpha_bar_t)
+    variance = beta_ts * (1 - alpha_bar_s) / (1 - alpha_bar_t)
+    return coef_x0, coef_xt, variance
+
+
+@dataclass(frozen=True, eq=False)
+class NoiseSchedule:
+    """Every per-step table of a discrete Gaussian diffusion, indexed by t ∈ {0..T-1}."""
+
+    betas: torch.Tensor  # β_t
+    alphas: torch.Tensor  # α_t = 1 - β_t
+    alphas_cumprod: torch.Tensor  # ᾱ_t
+    alphas_cumprod_prev: torch.Tensor  # ᾱ_{t-1}, with ᾱ_{-1} = 1
+    sqrt_alphas_cumprod: torch.Tensor  # √ᾱ_t
+    sqrt_one_minus_alphas_cumprod: torch.Tensor  # √(1 - ᾱ_t)
+    sqrt_recip_alphas: torch.Tensor  # 1/√α_t
+    sqrt_recip_alphas_cumprod: torch.Tensor  # 1/√ᾱ_t
+    sqrt_recipm1_alphas_cumprod: torch.Tensor  # √(1/ᾱ_t - 1)
+    posterior_variance: torch.Tensor  # β̃_t (0 at t = 0)
+    posterior_log_variance_clipped: torch.Tensor  # log β̃_t with β̃_0 replaced by β̃_1
+    posterior_mean_coef1: torch.Tensor  # multiplies x_0 in μ̃_t
+    posterior_mean_coef2: torch.Tensor  # multiplies x_t in μ̃_t
+    log_snr: torch.Tensor  # λ_t = log(ᾱ_t / (1 - ᾱ_t))
+
+    @classmethod
+    def from_betas(cls, betas: torch.Tensor) -> "NoiseSchedule":
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+        if betas.ndim != 1 or len(betas) == 0:
+            raise UserError("betas must be a non-empty 1-D sequence")
+        if not bool(((betas > 0) & (betas < 1)).all()):
+            raise UserError("every beta must lie strictly between 0 and 1")
+        alphas = 1 - betas
+        alpha_bar = torch.cumprod(alphas, 0)
+        alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+        coef1, coef2, post_var = posterior_coefficients(alpha_bar, alpha_bar_prev)
+        # β̃_0 = 0, so its log is clipped to β̃_1 (improved-diffusion does the same).
+        post_logvar = torch.log(torch.cat([post_var[1:2], post_var[1:]])) if len(betas) > 1 else torch.log(betas)
+        return cls(
+            betas=betas,
+            alphas=alphas,
+            alphas_cumprod=alpha_bar,
+            alphas_cumprod_prev=alpha_bar_prev,
+            sqrt_alphas_cumprod=alpha_bar.sqrt(),
+            sqrt_one_minus_alphas_cumprod=(1 - alpha_bar).sqrt(),
+            sqrt_recip_alphas=alphas.rsqrt(),
+            sqrt_recip_alphas_cumprod=alpha_bar.rsqrt(),
+            sqrt_recipm1_alphas_cumprod=(1 / alpha_bar - 1).sqrt(),
+            posterior_variance=post_var,
+            posterior_log_variance_clipped=post_logvar,
+            posterior_mean_coef1=coef1,
+            posterior_mean_coef2=coef2,
+            log_snr=torch.log(alpha_bar) - torch.log1p(-alpha_bar),
+        )
+
+    @classmethod
+    def from_name(cls, name: str, num_steps: int) -> "NoiseSchedule":
+        return cls.from_betas(make_betas(name, num_steps))
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.betas)
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> "NoiseSchedule":
+        """A copy with every table cast once to `dtype` on `device` (float64 is not on MPS)."""
+        return NoiseSchedule(**{f.name: getattr(self, f.name).to(dtype).to(device) for f in fields(self)})
+
+    def full_grid(self) -> torch.Tensor:
+        """All timesteps, T-1 down to 0: the grid of ancestral sampling."""
+        return torch.arange(self.num_steps - 1, -1, -1)
+
+
+def timestep_grid(num_train_steps: int, num_steps: int, spacing: str = "linspace") -> torch.Tensor:
+    """`num_steps` distinct timesteps out of {0..T-1}, descending, for sampling.
+
+    linspace: evenly spaced from T-1 down to 0 (rounded); leading: 0, k, 2k, … (DDIM,
+    Song et al. 2021); trailing: T-1, T-1-k, … (Table 2 of Lin et al. 2024).
+    """
+    if spacing not in SPACINGS:
+        raise UserError(f"unknown timestep spacing {spacing!r}; choose one of: {', '.join(SPACINGS)}")
+    if not 0 < num_steps <= num_train_steps:
+        raise UserError(f"sampling steps must be between 1 and the trained T = {num_train_steps}, got {num_steps}")
+    if spacing == "linspace":
+        grid = torch.linspace(0, num_train_steps - 1, num_steps, dtype=torch.float64).round().long()
+    elif spacing == "leading":
+        grid = torch.arange(num_steps) * (num_train_steps // num_steps)
+    else:
+        step = num_train_steps / num_steps
+        grid = (torch.arange(num_train_steps, 0, -step, dtype=torch.float64).round().long() - 1).flip(0)
+    return grid.flip(0)

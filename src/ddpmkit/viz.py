@@ -1,0 +1,125 @@
+"""Pictures: scatter strips and GIFs for 2-D data, image grids and strips, loss curves.
+
+Inputs are numpy arrays in data space (points) or uint8 images [N, H, W, C].
+Everything renders off-screen (Agg) and writes PNG or GIF files.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+POINT_STYLE = dict(s=2, alpha=0.5, linewidths=0, color="#1f5fa8")
+
+
+def _limits(points: np.ndarray, margin: float = 0.1) -> tuple[tuple[float, float], tuple[float, float]]:
+    lo, hi = np.percentile(points, 0.5, axis=0), np.percentile(points, 99.5, axis=0)
+    pad = (hi - lo) * margin
+    return (lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1])
+
+
+def _style(ax, lims, title: str) -> None:
+    ax.set_xlim(*lims[0])
+    ax.set_ylim(*lims[1])
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+
+
+def scatter_strip(frames: Sequence[np.ndarray], titles: Sequence[str], path: Path, lims=None) -> None:
+    """One row of 2-D scatters sharing axes limits (from the first frame unless given)."""
+    lims = lims or _limits(np.concatenate([frames[0], frames[-1]]))
+    fig, axes = plt.subplots(1, len(frames), figsize=(1.9 * len(frames), 2.1), squeeze=False)
+    for ax, pts, title in zip(axes[0], frames, titles):
+        ax.scatter(pts[:, 0], pts[:, 1], **POINT_STYLE)
+        _style(ax, lims, title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def scatter(points: np.ndarray, path: Path, title: str = "", reference: np.ndarray | None = None) -> None:
+    """Samples (blue), optionally over reference data (grey)."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    lims = _limits(points if reference is None else np.concatenate([points, reference]))
+    if reference is not None:
+        ax.scatter(reference[:, 0], reference[:, 1], s=2, alpha=0.3, linewidths=0, color="0.6", label="data")
+    ax.scatter(points[:, 0], points[:, 1], **{**POINT_STYLE, "label": "samples"})
+    _style(ax, lims, title)
+    if reference is not None:
+        ax.legend(loc="upper right", fontsize=7, markerscale=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _figure_to_image(fig) -> Image.Image:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    buf.seek(0)
+    return Image.open(buf).convert("P", palette=Image.Palette.ADAPTIVE)
+
+
+def scatter_gif(frames: Sequence[np.ndarray], titles: Sequence[str], path: Path, ms_per_frame: int = 80) -> None:
+    """An animated GIF of 2-D scatters, one frame each (the last frame lingers)."""
+    lims = _limits(np.concatenate([frames[0], frames[-1]]))
+    images = []
+    for pts, title in zip(frames, titles):
+        fig, ax = plt.subplots(figsize=(3.2, 3.2))
+        ax.scatter(pts[:, 0], pts[:, 1], **POINT_STYLE)
+        _style(ax, lims, title)
+        fig.tight_layout()
+        images.append(_figure_to_image(fig))
+    durations = [ms_per_frame] * (len(images) - 1) + [1500]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+
+
+def loss_curve(log: Sequence[dict], path: Path) -> None:
+    """Training loss (and per-quarter-of-t losses) against step, log scale."""
+    steps = [r["step"] for r in log if r.get("loss") is not None]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for q, shade in zip(range(4), ("#c6dbef", "#9ecae1", "#6baed6", "#3182bd")):
+        ys = [r.get(f"loss_q{q}") for r in log if r.get("loss") is not None]
+        if all(y is not None for y in ys):
+            ax.plot(steps, ys, color=shade, lw=1, label=f"t in quarter {q}")
+    ax.plot(steps, [r["loss"] for r in log if r.get("loss") is not None], color="k", lw=1.6, label="loss")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def image_grid(images: np.ndarray, rows: int | None = None, pad: int = 1, scale: int = 1) -> Image.Image:
+    """uint8 images [N, H, W, C] (C = 1, 3 or 4) tiled into one picture, `scale`× enlarged."""
+    n, h, w, c = images.shape
+    rows = rows or int(np.ceil(np.sqrt(n)))
+    cols = int(np.ceil(n / rows))
+    canvas = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for k in range(n):
+        r, col = divmod(k, cols)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        canvas[y : y + h, x : x + w] = images[k]
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[c]
+    picture = Image.fromarray(canvas[..., 0] if c == 1 else canvas, mode)
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
+    return picture
+
+
+def grid_scale(height: int, width: int, target: int = 64) -> int:
+    """An integer enlargement so each tile is about `target` px (tiny digits become visible)."""
+    return max(1, target // max(height, width))
