@@ -13,7 +13,7 @@ from torch import nn
 
 from . import checkpoint
 from .config import DataConfig, RunConfig
-from .data.toy import TOY_CLASSES, PointDataset, canonical_toy_name, normalisation, toy_points
+from .data.toy import TOY_CLASSES, TOY_DATASETS, PointDataset, canonical_toy_name, normalisation, toy_points
 from .denoiser import ClippedDenoiser, Denoiser, DenoiserLike
 from .errors import UserError
 from .nets.mlp import MLP, GatedMLP, GatedMLPConfig, MLPConfig
@@ -71,7 +71,14 @@ def load_images(data: DataConfig):
 
 
 def load_data(data: DataConfig, seed: int):
-    return load_toy(data, seed) if is_toy(data.name) else load_images(data)
+    if is_toy(data.name):
+        return load_toy(data, seed)
+    if data.name != "digits" and not data.name.startswith("hf:") and not Path(data.name).exists():
+        raise UserError(
+            f"unknown dataset {data.name!r} (and no such file or folder); choose one of: "
+            f"{', '.join(TOY_DATASETS)}, digits, a folder of images, a .npy/.npz file, or hf:NAME"
+        )
+    return load_images(data)
 
 
 def toy_dataset_from_config(data: DataConfig) -> PointDataset:
@@ -81,7 +88,10 @@ def toy_dataset_from_config(data: DataConfig) -> PointDataset:
 
 # ---- model ---------------------------------------------------------------------------
 def build_net(config: RunConfig) -> nn.Module:
-    return NETS[type(config.net)](config.net)
+    """The network of a config, its initial weights drawn from the run's seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return NETS[type(config.net)](config.net)
 
 
 def build_schedule(config: RunConfig) -> NoiseSchedule:

@@ -51,8 +51,8 @@ class Denoiser:
         if variance not in VARIANCES:
             raise UserError(f"unknown variance {variance!r}; choose one of: {', '.join(VARIANCES)}")
         self.net = net
-        device = next(net.parameters()).device
-        self.schedule = schedule.to(device)
+        tensor = next(iter([*net.parameters(), *net.buffers()]), None)
+        self.schedule = schedule.to(tensor.device if tensor is not None else None)
         self.prediction = prediction
         self.variance = variance
 

@@ -41,6 +41,7 @@ def make_betas(name: str, num_steps: int, *, cosine_s: float = 0.008, max_beta: 
     linear: Ho et al. 2020; cosine: Eq. 17 of Nichol & Dhariwal 2021,
     ᾱ(t) = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s) · π/2), β clipped at `max_beta`;
     quadratic: linear in √β; sigmoid: β follows a sigmoid over [-6, 6] (GeoDiff, Xu et al. 2022).
+    Every schedule is clipped at `max_beta`.
     """
     if name not in SCHEDULES:
         raise UserError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
@@ -53,10 +54,12 @@ def make_betas(name: str, num_steps: int, *, cosine_s: float = 0.008, max_beta: 
         return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
     start, end = _linear_range(num_steps)
     if name == "linear":
-        return torch.linspace(start, end, num_steps, dtype=torch.float64)
-    if name == "quadratic":
-        return torch.linspace(start**0.5, end**0.5, num_steps, dtype=torch.float64) ** 2
-    return torch.sigmoid(torch.linspace(-6, 6, num_steps, dtype=torch.float64)) * (end - start) + start
+        betas = torch.linspace(start, end, num_steps, dtype=torch.float64)
+    elif name == "quadratic":
+        betas = torch.linspace(start**0.5, end**0.5, num_steps, dtype=torch.float64) ** 2
+    else:
+        betas = torch.sigmoid(torch.linspace(-6, 6, num_steps, dtype=torch.float64)) * (end - start) + start
+    return betas.clamp(max=max_beta)  # scaled for T < 20, β would pass 1
 
 
 def posterior_coefficients(
@@ -151,10 +154,8 @@ def timestep_grid(num_train_steps: int, num_steps: int, spacing: str = "linspace
     if not 0 < num_steps <= num_train_steps:
         raise UserError(f"sampling steps must be between 1 and the trained T = {num_train_steps}, got {num_steps}")
     if spacing == "linspace":
-        grid = torch.linspace(0, num_train_steps - 1, num_steps, dtype=torch.float64).round().long()
-    elif spacing == "leading":
-        grid = torch.arange(num_steps) * (num_train_steps // num_steps)
-    else:
-        step = num_train_steps / num_steps
-        grid = (torch.arange(num_train_steps, 0, -step, dtype=torch.float64).round().long() - 1).flip(0)
-    return grid.flip(0)
+        return torch.linspace(num_train_steps - 1, 0, num_steps, dtype=torch.float64).round().long()
+    if spacing == "leading":
+        return (torch.arange(num_steps) * (num_train_steps // num_steps)).flip(0)
+    step = num_train_steps / num_steps  # trailing
+    return (num_train_steps - torch.arange(num_steps, dtype=torch.float64) * step).round().long() - 1

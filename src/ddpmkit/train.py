@@ -56,7 +56,8 @@ class Trainer:
 
     prepare: turns a raw batch (uint8 images or float points) into model-space floats
     on the device; augment: optional (x, generator) -> x applied to each micro-batch.
-    on_sample: called as on_sample(step, ema_net) every `sample_every` steps and at the end.
+    on_sample: called as on_sample(step, ema_net) every `sample_every` steps (the caller
+    draws the final pictures).
     report: where one-line messages go (the CLI passes print).
     """
 
@@ -177,19 +178,19 @@ class Trainer:
                 kept = f"the last good checkpoint ({last}) is untouched" if last else "no checkpoint was written"
                 raise TrainingDiverged(
                     f"training stopped at step {self.step}: {consecutive_bad} steps in a row had a non-finite "
-                    f"loss or gradient; {kept}. lower --lr or --grad-clip and resume with --resume"
+                    f"loss or gradient; {kept}. lower --lr or --grad-clip and continue with --resume"
                 )
             bar.update(1)
             if self.step % train.log_every == 0 or self.step == train.steps:
                 record = interval.write(log_path, self.step, lr, time.perf_counter() - start)
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                if record["loss"] is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}")
             if train.checkpoint_every and self.step % train.checkpoint_every == 0 and self.step < train.steps:
                 self.save()
             if train.sample_every and self.step % train.sample_every == 0 and self.step < train.steps:
                 self._sample()
         bar.close()
         self.save()
-        self._sample()
         return TrainResult(self.step, time.perf_counter() - start, interval.last_loss, self.nonfinite_total)
 
     def _sample(self) -> None:

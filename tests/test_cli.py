@@ -1,0 +1,87 @@
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ddpmkit.cli import main
+
+TINY = ["--steps", "30", "--timesteps", "50", "--num-points", "500", "--batch-size", "64", "--log-every", "10", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "moons"
+    assert main(["train", "--data", "moons", "--out", str(out), "--schedule", "linear", "--loss", "huber", *TINY]) == 0
+    return out
+
+
+def test_train_writes_every_file(toy_run):
+    for name in ("config.json", "model.safetensors", "ema.safetensors", "state.pt", "log.jsonl",
+                 "forward.png", "reverse.png", "loss.png", "diffusion.gif", "samples.png"):
+        assert (toy_run / name).stat().st_size > 0, name
+    config = json.loads((toy_run / "config.json").read_text())
+    assert config["diffusion"]["schedule"] == "linear" and config["diffusion"]["loss"] == "huber"
+    assert config["diffusion"]["num_steps"] == 50 and config["net"]["kind"] == "mlp"
+    log = [json.loads(line) for line in (toy_run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [10, 20, 30]
+    assert {"loss", "loss_q0", "loss_q1", "loss_q2", "loss_q3", "grad_norm", "lr", "nonfinite"} <= set(log[0])
+
+
+def test_sample_writes_points_in_data_space_and_prints_distances(toy_run, tmp_path, capsys):
+    assert main(["sample", "--run", str(toy_run), "-n", "300", "--out", str(tmp_path), "--seed", "5"]) == 0
+    points = np.load(tmp_path / "samples.npy")
+    assert points.shape == (300, 2) and points.dtype == np.float32
+    assert (tmp_path / "samples.png").stat().st_size > 0
+    assert "MMD²" in capsys.readouterr().out
+    # same seed, same samples; the --no-ema weights differ
+    main(["sample", "--run", str(toy_run), "-n", "300", "--out", str(tmp_path / "again"), "--seed", "5"])
+    assert np.array_equal(points, np.load(tmp_path / "again" / "samples.npy"))
+    main(["sample", "--run", str(toy_run), "-n", "300", "--out", str(tmp_path / "live"), "--seed", "5", "--no-ema"])
+    assert not np.array_equal(points, np.load(tmp_path / "live" / "samples.npy"))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--data", "spirals"], "unknown dataset 'spirals'.*moons, swiss-roll"),
+        (["train", "--data", "moons", "--schedule", "warp"], "unknown schedule 'warp'; choose one of: linear, cosine"),
+        (["train", "--data", "moons", "--loss", "l3"], "unknown loss 'l3'; choose one of: l2, l1, huber"),
+        (["train", "--data", "moons", "--timesteps", "0"], "--timesteps.* must be a positive integer"),
+        (["train", "--data", "moons", "--steps", "-5"], "--steps must be a positive integer"),
+        (["train", "--data", "moons", "--batch-size", "0"], "--batch-size must be a positive integer"),
+        (["sample", "--run", "/nonexistent/run"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_with_exit_code_2(argv, message, capsys, tmp_path):
+    assert main([*argv, *(["--out", str(tmp_path / "x")] if argv[0] == "train" else [])]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert re.search(message, err), err
+    assert not (tmp_path / "x" / "model.safetensors").exists()
+
+
+def test_run_directory_without_config(tmp_path, capsys):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert main(["sample", "--run", str(tmp_path)]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a ddpmkit run" in capsys.readouterr().err
+
+
+def test_existing_run_is_not_overwritten(toy_run, capsys):
+    before = (toy_run / "model.safetensors").read_bytes()
+    assert main(["train", "--data", "moons", "--out", str(toy_run), *TINY]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (toy_run / "model.safetensors").read_bytes() == before
+
+
+def test_console_script_help_and_exit_code():
+    for cmd in ([], ["train"], ["sample"]):
+        out = subprocess.run([sys.executable, "-m", "ddpmkit", *cmd, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "usage: ddpmkit" in out.stdout
+    assert "--schedule" in subprocess.run([sys.executable, "-m", "ddpmkit", "train", "--help"], capture_output=True, text=True).stdout
+    bad = subprocess.run([sys.executable, "-m", "ddpmkit", "sample", "--run", "/nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1

@@ -1,0 +1,81 @@
+import math
+
+import pytest
+import torch
+
+from ddpmkit.errors import UserError
+from ddpmkit.schedules import SCHEDULES, NoiseSchedule, make_betas, posterior_coefficients, timestep_grid
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("T", [10, 1000, 4000])
+def test_alpha_bar_is_product_of_one_minus_beta(name, T):
+    s = NoiseSchedule.from_name(name, T)
+    assert s.betas.dtype == torch.float64 and s.betas.shape == (T,)
+    assert torch.allclose(s.alphas_cumprod, torch.cumprod(1 - s.betas, 0), rtol=1e-12, atol=0)
+    assert bool(((s.betas > 0) & (s.betas < 1)).all())
+    assert bool((s.alphas_cumprod[1:] < s.alphas_cumprod[:-1]).all()), "ᾱ must strictly decrease"
+    assert s.alphas_cumprod_prev[0] == 1.0 and torch.equal(s.alphas_cumprod_prev[1:], s.alphas_cumprod[:-1])
+
+
+def test_cosine_alpha_bar_matches_closed_form_where_beta_unclipped():
+    T, s_ = 1000, 0.008
+    sched = NoiseSchedule.from_name("cosine", T)
+    f = lambda t: math.cos((t / T + s_) / (1 + s_) * math.pi / 2) ** 2  # noqa: E731
+    unclipped = sched.betas < 0.999
+    assert unclipped.sum() > 990  # only the last steps are clipped
+    last_free = int(torch.nonzero(unclipped).max())
+    for t in range(0, last_free + 1, 37):
+        assert sched.alphas_cumprod[t].item() == pytest.approx(f(t + 1) / f(0), rel=1e-10)
+    assert torch.all(sched.betas <= 0.999)
+
+
+def test_linear_schedule_endpoints_and_scaling():
+    b = make_betas("linear", 1000)
+    assert b[0].item() == pytest.approx(1e-4) and b[-1].item() == pytest.approx(0.02)
+    b250 = make_betas("linear", 250)  # improved-diffusion's scaling: 1000/T
+    assert b250[0].item() == pytest.approx(4e-4) and b250[-1].item() == pytest.approx(0.08)
+    # scaling keeps the end-point signal level roughly fixed across T
+    abar = lambda T: torch.cumprod(1 - make_betas("linear", T), 0)[-1].item()  # noqa: E731
+    assert abar(500) == pytest.approx(abar(2000), rel=0.5)
+
+
+def test_posterior_tables_and_cast():
+    s = NoiseSchedule.from_name("linear", 100)
+    assert s.posterior_variance[0] == 0
+    assert s.posterior_log_variance_clipped[0] == s.posterior_log_variance_clipped[1]
+    assert torch.allclose(s.posterior_variance, s.betas * (1 - s.alphas_cumprod_prev) / (1 - s.alphas_cumprod))
+    f32 = s.to(dtype=torch.float32)
+    assert f32.betas.dtype == torch.float32 and s.betas.dtype == torch.float64  # the original is not mutated
+    # the general posterior between adjacent steps is the table
+    c1, c2, var = posterior_coefficients(s.alphas_cumprod[1:], s.alphas_cumprod[:-1])
+    assert torch.allclose(c1, s.posterior_mean_coef1[1:]) and torch.allclose(var, s.posterior_variance[1:])
+
+
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+@pytest.mark.parametrize("n", [1, 10, 50, 1000])
+def test_timestep_grids(spacing, n):
+    g = timestep_grid(1000, n, spacing)
+    assert g.shape == (n,) and g.dtype == torch.long
+    assert bool((g[:-1] > g[1:]).all()), "descending and distinct"
+    assert 0 <= int(g.min()) and int(g.max()) <= 999
+    if n == 1000:
+        assert torch.equal(g, torch.arange(999, -1, -1))
+    if spacing in ("linspace", "trailing"):
+        assert int(g[0]) == 999
+    if spacing in ("linspace", "leading") and n > 1:
+        assert int(g[-1]) == 0
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: make_betas("warp", 10), "choose one of: linear, cosine, quadratic, sigmoid"),
+        (lambda: make_betas("linear", 0), "positive integer"),
+        (lambda: timestep_grid(100, 200), "between 1 and the trained T"),
+        (lambda: NoiseSchedule.from_betas(torch.tensor([0.5, 1.0])), "strictly between 0 and 1"),
+    ],
+)
+def test_bad_schedule_input(call, message):
+    with pytest.raises(UserError, match=message):
+        call()

@@ -1,0 +1,123 @@
+import dataclasses
+import hashlib
+
+import pytest
+import torch
+
+from ddpmkit import api
+from ddpmkit.build import Run, build_denoiser, build_net, load_data, load_run
+from ddpmkit.config import RunConfig
+from ddpmkit.train import Trainer, TrainingDiverged, read_log
+
+
+def toy_config(steps=40, **train) -> RunConfig:
+    c = api.default_config("moons")
+    return dataclasses.replace(
+        c,
+        data=dataclasses.replace(c.data, num_points=2000),
+        diffusion=dataclasses.replace(c.diffusion, num_steps=100),
+        train=dataclasses.replace(c.train, steps=steps, batch_size=64, log_every=1, **train),
+    )
+
+
+def make_trainer(config, run_dir, net=None):
+    dataset, data = load_data(config.data, config.seed)
+    config = api._fit_net_to_data(dataclasses.replace(config, data=data))
+    run_dir.mkdir(exist_ok=True)
+    (run_dir / "config.json").write_text(config.to_json())
+    return Trainer(config, net or build_net(config), dataset, run_dir, device=torch.device("cpu"), prepare=lambda x: x, progress=False)
+
+
+class NaNAt(torch.nn.Module):
+    """Wraps a network; its output is NaN on the chosen forward calls."""
+
+    def __init__(self, net, calls):
+        super().__init__()
+        self.net, self.calls, self.count = net, calls, 0
+
+    def forward(self, x, t, label=None):
+        self.count += 1
+        out = self.net(x, t)
+        return out * float("nan") if self.calls == "all" or self.count in self.calls else out
+
+
+@pytest.mark.slow
+def test_short_moons_training_beats_an_untrained_model(tmp_path):
+    config = toy_config(steps=1500)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=256, log_every=100))
+    api.train(config, tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    trained = api.toy_distances(run.config, api.draw(run, 2000, seed=1).data)
+
+    untrained_net = build_net(run.config).eval()
+    untrained = Run(tmp_path, run.config, untrained_net, build_denoiser(run.config, untrained_net))
+    baseline = api.toy_distances(run.config, api.draw(untrained, 2000, seed=1).data)
+    assert trained["mmd"] < 0.1 * baseline["mmd"] and trained["mmd"] < 5e-3
+    assert trained["sliced_wasserstein"] < 0.25 * baseline["sliced_wasserstein"]
+    for name in ("forward.png", "reverse.png", "loss.png", "diffusion.gif", "samples.png", "metrics.json"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+
+
+def test_a_nonfinite_step_is_skipped_counted_and_logged(tmp_path):
+    config = toy_config(steps=12)
+    base = build_net(api._fit_net_to_data(dataclasses.replace(config, data=load_data(config.data, 0)[1])))
+    trainer = make_trainer(config, tmp_path, NaNAt(base, calls={3}))
+    result = trainer.fit()
+    log = read_log(tmp_path / "log.jsonl")
+    assert result.steps == 12 and result.nonfinite == 1
+    assert [r["nonfinite"] for r in log] == [0, 0, 1] + [0] * 9
+    assert log[2]["loss"] is None and all(r["loss"] is not None for r in log if r["step"] != 3)
+    assert all(torch.isfinite(p).all() for p in trainer.net.parameters())
+    assert all(torch.isfinite(p).all() for p in trainer.ema.model.parameters())
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_diverging_run_stops_and_leaves_the_last_good_checkpoint(tmp_path):
+    config = toy_config(steps=10, checkpoint_every=5)
+    make_trainer(config, tmp_path).fit()
+    before = {p.relative_to(tmp_path): _digest(p) for p in tmp_path.rglob("*.safetensors")}
+    assert before
+
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=30))
+    trainer = make_trainer(config, tmp_path)
+    trainer.resume()
+    trainer.denoiser.net = NaNAt(trainer.net, "all")  # every later step is non-finite
+    with pytest.raises(TrainingDiverged, match=r"5 steps in a row .* last good checkpoint .*step-00000010"):
+        trainer.fit()
+    after = {p.relative_to(tmp_path): _digest(p) for p in tmp_path.rglob("*.safetensors")}
+    assert after == before
+    log = read_log(tmp_path / "log.jsonl")
+    assert [r["step"] for r in log[-5:]] == [11, 12, 13, 14, 15]
+    assert [r["nonfinite"] for r in log[-5:]] == [1] * 5
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path):
+    config = toy_config(steps=30, checkpoint_every=10, warmup_steps=5, lr_decay="cosine")
+    full = make_trainer(config, tmp_path / "full")
+    full.fit()
+
+    def crash(step, net):
+        if step == 20:
+            raise Crash()
+
+    broken = make_trainer(dataclasses.replace(config, train=dataclasses.replace(config.train, sample_every=10)), tmp_path / "resumed")
+    broken.on_sample = crash
+    with pytest.raises(Crash):
+        broken.fit()
+    resumed = make_trainer(config, tmp_path / "resumed")
+    assert resumed.resume() == 20
+    resumed.fit()
+
+    a, b = read_log(tmp_path / "full" / "log.jsonl"), read_log(tmp_path / "resumed" / "log.jsonl")
+    assert [r["step"] for r in b] == list(range(1, 31))
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]  # exact, not approximate
+    assert [r["lr"] for r in a] == [r["lr"] for r in b]
+    for p, q in zip(full.ema.model.parameters(), resumed.ema.model.parameters()):
+        assert torch.equal(p, q)
