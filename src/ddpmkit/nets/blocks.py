@@ -4,7 +4,7 @@ Every block maps [B, C_in, H, W] -> [B, C_out, H', W']. Blocks that take the tim
 embedding receive it as `emb` [B, emb_dim] with the SiLU already applied: the U-Net
 activates the embedding once per forward pass, not once per block.
 
-Memory layout: the U-Net runs in channels-last memory (torch.channels_last), where
+Memory layout: the U-Net keeps activations channels-last (torch.channels_last), where
 x.permute(0, 2, 3, 1) -> (B, H, W, C) is a free view. Pointwise (1×1) maps are therefore
 nn.Linear over that view: on CPU this is several times faster than a 1×1 Conv2d, with the
 same parameters. Any input layout gives the same values; only speed differs.

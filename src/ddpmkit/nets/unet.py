@@ -10,7 +10,7 @@ through out_channels = 2·in_channels (the caller decides).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,8 @@ from ..errors import UserError
 from .blocks import ConvNeXtBlock, Downsample, LinearAttention, ResBlock, SelfAttention, Upsample, group_norm
 from .embeddings import TimeEmbedding
 
-BLOCKS = ("resnet", "convnext")
+BlockName = Literal["resnet", "convnext"]
+BLOCKS = get_args(BlockName)
 
 
 def _is_pos_int(v) -> bool:
@@ -30,12 +31,14 @@ def _is_pos_int(v) -> bool:
 
 @dataclass(frozen=True)
 class UNetConfig:
+    """Architecture of a UNet: plain data, saved as JSON next to the weights."""
+
     in_channels: int = 1  # image channels: 1 grey, 3 RGB, 4 latents; any positive int
     out_channels: int = 1  # predicted channels; 2·in_channels when the variance is learned
     base_width: int = 64  # channels of level 0; level i has base_width·channel_mults[i]
     channel_mults: tuple[int, ...] = (1, 2, 2)  # width multiplier per level; H, W halve between levels
     blocks_per_level: int = 2  # blocks per encoder level; the decoder has one more per level
-    block: Literal["resnet", "convnext"] = "resnet"  # ResBlock (DDPM) or ConvNeXtBlock
+    block: BlockName = "resnet"  # "resnet": ResBlock (DDPM); "convnext": ConvNeXtBlock
     image_size: int = 32  # smaller side of the training images, px; fixes which level is which size
     attention_resolutions: tuple[int, ...] = ()  # level sizes (smaller side, px) with full self-attention
     linear_attention_resolutions: tuple[int, ...] = ()  # level sizes (px) with linear attention
@@ -51,27 +54,29 @@ class UNetConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+            elif not isinstance(value, tuple):
+                raise UserError(f"unet.{name} must be a list of integers, e.g. [16, 8], got {value!r}")
         for name in ("in_channels", "out_channels", "base_width", "blocks_per_level", "image_size",
                      "attention_heads", "groups"):
             if not _is_pos_int(getattr(self, name)):
                 raise UserError(f"unet.{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 0:
-            raise UserError(f"unet.num_classes must be 0 (unconditional) or a positive integer, got {self.num_classes!r}")
-        if not isinstance(self.channel_mults, tuple) or not self.channel_mults:
+        if not (self.num_classes == 0 or _is_pos_int(self.num_classes)):
+            raise UserError(f"unet.num_classes must be 0 (unconditional) or more, got {self.num_classes!r}")
+        if not self.channel_mults:
             raise UserError("unet.channel_mults must be a non-empty list of positive integers, e.g. [1, 2, 2]")
         if not all(_is_pos_int(m) for m in self.channel_mults):
             raise UserError(f"unet.channel_mults must hold positive integers, got {list(self.channel_mults)}")
         if self.block not in BLOCKS:
             raise UserError(f"unet.block must be one of {', '.join(BLOCKS)}, got {self.block!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
             raise UserError(f"unet.dropout must be in [0, 1), got {self.dropout!r}")
         if not isinstance(self.grad_checkpoint, bool):
             raise UserError(f"unet.grad_checkpoint must be true or false, got {self.grad_checkpoint!r}")
         factor = self.downsampling
         if self.image_size % factor:
             raise UserError(
-                f"unet.image_size {self.image_size} is not divisible by {factor} ({len(self.channel_mults)} levels); "
-                f"use a multiple of {factor} or fewer channel_mults"
+                f"unet.image_size {self.image_size} is not divisible by {factor} "
+                f"({len(self.channel_mults)} levels); use a multiple of {factor} or fewer channel_mults"
             )
         sizes = self.level_sizes()
         for name in ("attention_resolutions", "linear_attention_resolutions"):
@@ -83,13 +88,14 @@ class UNetConfig:
                     )
         both = set(self.attention_resolutions) & set(self.linear_attention_resolutions)
         if both:
-            raise UserError(f"unet size {min(both)} is in both attention_resolutions and linear_attention_resolutions; keep one")
-        for i, mult in enumerate(self.channel_mults):
-            width = self.base_width * mult
-            attends = sizes[i] in self.attention_resolutions + self.linear_attention_resolutions or (
-                i == len(sizes) - 1 and self.has_attention
+            raise UserError(
+                f"unet size {min(both)} is in both attention_resolutions and linear_attention_resolutions; keep one"
             )
-            if attends and width % self.attention_heads:
+        attended = set(self.attention_resolutions) | set(self.linear_attention_resolutions)
+        for i, (mult, size) in enumerate(zip(self.channel_mults, sizes)):
+            width = self.base_width * mult
+            in_middle = i == len(sizes) - 1 and self.has_attention
+            if (size in attended or in_middle) and width % self.attention_heads:
                 raise UserError(
                     f"unet.attention_heads {self.attention_heads} does not divide the width {width} of level {i}; "
                     f"choose heads dividing base_width·channel_mults"
@@ -174,8 +180,9 @@ class UNet(nn.Module):
         for i, mult in enumerate(c.channel_mults):
             level = nn.ModuleList()
             for _ in range(c.blocks_per_level):
-                level.append(_Stage(block(ch, c.base_width * mult), attention(c.base_width * mult, sizes[i])))
-                ch = c.base_width * mult
+                width = c.base_width * mult
+                level.append(_Stage(block(ch, width), attention(width, sizes[i])))
+                ch = width
                 skip_channels.append(ch)
             self.encoder.append(level)
             if i < len(c.channel_mults) - 1:
@@ -191,10 +198,9 @@ class UNet(nn.Module):
             mult = c.channel_mults[i]
             level = nn.ModuleList()
             for _ in range(c.blocks_per_level + 1):
-                level.append(
-                    _Stage(block(ch + skip_channels.pop(), c.base_width * mult), attention(c.base_width * mult, sizes[i]))
-                )
-                ch = c.base_width * mult
+                width = c.base_width * mult
+                level.append(_Stage(block(ch + skip_channels.pop(), width), attention(width, sizes[i])))
+                ch = width
             self.decoder.append(level)
             if i > 0:
                 self.upsamples.append(Upsample(ch))
@@ -204,8 +210,6 @@ class UNet(nn.Module):
         # Zero init: the untrained network predicts 0 (Nichol & Dhariwal 2021's zero_module).
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
-        # Channels-last weights: 3×3 and depthwise convs are faster on CPU (see blocks.py).
-        self.to(memory_format=torch.channels_last)
 
     def _run(self, stage: _Stage, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         if self.config.grad_checkpoint and self.training and torch.is_grad_enabled():
@@ -227,9 +231,11 @@ class UNet(nn.Module):
                 label = torch.full((B,), self.config.num_classes, dtype=torch.long, device=x.device)
             emb = emb + self.label_embed(label)
         elif label is not None:
-            raise UserError("a class label was given to an unconditional U-Net; set unet.num_classes or pass label=None")
+            raise UserError("a label was given to an unconditional U-Net; set unet.num_classes or pass label=None")
         emb = F.silu(emb)  # every block's embedding projection starts with SiLU: apply it once here
 
+        # Channels-last activations: 3×3 and depthwise convs and the pointwise maps of
+        # blocks.py are faster on CPU. Weights stay contiguous (safetensors needs that).
         h = self.stem(x.contiguous(memory_format=torch.channels_last))
         skips = [h]
         for i, level in enumerate(self.encoder):
