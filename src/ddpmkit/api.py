@@ -34,11 +34,14 @@ from .config import DataConfig, DiffusionConfig, RunConfig, TrainConfig
 from .data.toy import toy_points
 from .errors import UserError
 from .nets.mlp import MLPConfig
-from .nets.unet import UNetConfig
+from .nets.unet import UNetConfig, count_parameters
 from .samplers import SAMPLERS, Trajectory
+from .schedules import NoiseSchedule
 from .train import Trainer, TrainResult, read_log
 
 PICTURE_STEPS = 10  # scatters in the forward / reverse strips
+GIF_FRAMES = 40  # reverse-process frames in a GIF
+GIF_IMAGES = 16  # images shown in an image GIF
 
 
 def default_config(data: str = "digits") -> RunConfig:
@@ -50,11 +53,27 @@ def default_config(data: str = "digits") -> RunConfig:
             diffusion=DiffusionConfig(schedule="cosine", num_steps=1000),
             train=TrainConfig(steps=3000, batch_size=256, lr=1e-3, ema_decay=0.995, log_every=100),
         )
-    return RunConfig(data=DataConfig(name=data), net=UNetConfig(), diffusion=DiffusionConfig(), train=TrainConfig())
-
-
-def count_parameters(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
+    if data == "digits":
+        # 8x8 grey digits on a CPU: a 0.7M-parameter U-Net, two levels (8 -> 4 px).
+        return RunConfig(
+            data=DataConfig(name=data),
+            net=UNetConfig(base_width=32, channel_mults=(1, 2), blocks_per_level=1),
+            diffusion=DiffusionConfig(schedule="cosine", num_steps=1000),
+            train=TrainConfig(
+                steps=3000, batch_size=128, lr=2e-3, warmup_steps=100, lr_decay="cosine", ema_decay=0.999,
+                log_every=100, checkpoint_every=1000,
+            ),
+        )
+    # A user's images (32-128 px) on a GPU: the DDPM CIFAR-10 layout, attention at 16 px.
+    return RunConfig(
+        data=DataConfig(name=data, hflip=True),
+        net=UNetConfig(base_width=64, channel_mults=(1, 2, 2, 2), blocks_per_level=2, attention_resolutions=(16,), dropout=0.1),
+        diffusion=DiffusionConfig(schedule="cosine", num_steps=1000),
+        train=TrainConfig(
+            steps=100_000, batch_size=64, lr=2e-4, warmup_steps=1000, ema_decay=0.9999,
+            log_every=100, sample_every=5000, checkpoint_every=5000,
+        ),
+    )
 
 
 # ---- training ---------------------------------------------------------------------------
@@ -94,6 +113,8 @@ def train(
     viz.loss_curve(read_log(run_dir / "log.jsonl"), run_dir / "loss.png")
     if config.is_toy:
         _toy_pictures(config, trainer.ema.model, dataset, run_dir)
+    else:
+        _image_pictures(config, trainer.ema.model, dataset, run_dir)
     return result
 
 
@@ -168,12 +189,17 @@ def sample(
     ema: bool = True,
     device: str | None = None,
     sampler: str = "ddpm",
+    gif: bool = False,
 ) -> np.ndarray:
-    """Write out/samples.npy and out/samples.png for a run; returns the data-space samples."""
+    """Write out/samples.npy and out/samples.png (and out/reverse.gif) for a run; returns
+    the data-space samples."""
     run = load_run(Path(run_dir), ema=ema, device=pick_device(device))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    samples = draw(run, n, seed=seed, sampler=sampler)
+    T = run.config.diffusion.num_steps
+    samples = draw(run, n, seed=seed, sampler=sampler, keep=_picture_steps(T, GIF_FRAMES) if gif else None)
+    if gif:
+        _reverse_gif(run.config, samples, out / "reverse.gif")
     checkpoint.atomic_write(out / "samples.npy", lambda tmp: np.save(open(tmp, "wb"), samples.data))
     if run.config.is_toy:
         reference, _ = toy_points(run.config.data.name, min(n, 5000), seed=_FRESH_SEED)
@@ -247,3 +273,53 @@ def _toy_pictures(config: RunConfig, ema_net: nn.Module, dataset, run_dir: Path,
     viz.scatter_gif(frames, names, run_dir / "diffusion.gif")
     viz.scatter(samples.data, run_dir / "samples.png", f"{len(x0)} samples (EMA)", reference=toy_dataset_from_config(config.data).to_data_space(x0))
     checkpoint.atomic_write_text(run_dir / "metrics.json", json.dumps(toy_distances(config, samples.data), indent=2))
+
+
+def _image_pictures(config: RunConfig, ema_net: nn.Module, dataset, run_dir: Path, n: int = 64) -> None:
+    """samples.png (a grid from the EMA weights) and forward.png (q(x_t) on a few training images)."""
+    run = Run(run_dir, config, ema_net.eval(), build_denoiser(config, ema_net))
+    _save_grid(draw(run, n, seed=config.seed).data, run_dir / "samples.png")
+    first = torch.stack([dataset[i][0] for i in range(min(4, len(dataset)))])
+    forward_table(first, [config.diffusion.schedule], config.diffusion.num_steps, run_dir / "forward.png", config.seed)
+
+
+def forward_table(images_uint8: torch.Tensor, schedules: list[str], T: int, path: Path, seed: int = 0) -> None:
+    """Rows of x_t ~ q(x_t | x_0) at PICTURE_STEPS values of t, for each image and schedule
+    (the same ε for every schedule, so rows differ only by the schedule)."""
+    from .data.images import to_model_space, to_uint8
+
+    x0 = to_model_space(images_uint8)  # [K, C, H, W]
+    noise = randn_like(x0, torch.Generator().manual_seed(seed))
+    steps = _picture_steps(T, PICTURE_STEPS)
+    rows, labels = [], []
+    for name in schedules:
+        sched = NoiseSchedule.from_name(name, T)
+        frames = [process.q_sample(sched, x0, torch.full((len(x0),), t), noise) for t in steps]
+        for k in range(len(x0)):
+            rows.append([to_uint8(f[k : k + 1]).permute(0, 2, 3, 1)[0].numpy() for f in frames])
+            labels.append(f"{name} #{k}")
+    viz.image_table(rows, labels, [f"t = {t}" for t in steps], path)
+
+
+def show_forward(data: str, out: Path | str, *, image_size=None, channels: int | None = None, num_images: int = 4, T: int = 1000, seed: int = 0) -> None:
+    """Draw the forward process on a few images of `data` for the linear and cosine schedules."""
+    if is_toy(data):
+        raise UserError(f"show-forward draws images; for 2-D data such as {data} see forward.png in a training run")
+    dataset, _ = load_data(DataConfig(name=data, image_size=image_size, channels=channels), seed)
+    first = torch.stack([dataset[i][0] for i in range(min(num_images, len(dataset)))])
+    forward_table(first, ["linear", "cosine"], T, Path(out), seed)
+
+
+def _reverse_gif(config: RunConfig, samples: Samples, path: Path) -> None:
+    """The reverse process: x_t (left) beside the predicted x̂_0 (right) for images; the
+    moving point cloud for 2-D data."""
+    traj = samples.trajectory
+    if config.is_toy:
+        frames = [x.numpy() for x in traj.xs] + [samples.model.numpy()]
+        viz.scatter_gif(frames, [f"t = {t}" for t in traj.steps] + ["samples"], path)
+        return
+    from .data.images import to_uint8
+
+    as_images = lambda x: to_uint8(x[:GIF_IMAGES]).permute(0, 2, 3, 1).numpy()  # noqa: E731
+    final = as_images(samples.model)
+    viz.side_by_side_gif([*map(as_images, traj.xs), final], [*map(as_images, traj.x0s), final], path)

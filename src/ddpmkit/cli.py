@@ -109,7 +109,23 @@ def _add_sample(sub) -> None:
     p.add_argument("--out", type=Path, help="output directory (default: RUN/samples)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
+    p.add_argument("--gif", action="store_true", help="also write reverse.gif: the reverse process (images: x_t beside x̂_0)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+
+
+def _add_show_forward(sub) -> None:
+    p = sub.add_parser(
+        "show-forward",
+        help="draw the forward (noising) process on a few images",
+        description="Draw q(x_t | x_0) at ten values of t on a few images, linear and cosine schedules side by side.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", default="digits", help="digits, a folder of images, a .npy/.npz file, or hf:NAME")
+    p.add_argument("--out", type=Path, default=Path("forward.png"), help="PNG file to write")
+    p.add_argument("--image-size", help="SIZE or HEIGHTxWIDTH (folders of mixed sizes need it)")
+    p.add_argument("--channels", type=int, help="1, 3 or 4 (default from the data)")
+    p.add_argument("--num-images", type=int, default=4, help="how many images (rows per schedule)")
+    p.add_argument("--timesteps", type=int, default=1000, help="T of both schedules")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -121,6 +137,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_sample(sub)
+    _add_show_forward(sub)
     return p
 
 
@@ -188,8 +205,9 @@ def _run_sample(args) -> int:
 
     out = args.out or args.run / "samples"
     started = time.perf_counter()
-    points = sample(args.run, args.num_samples, out, seed=args.seed, ema=args.ema, device=args.device)
-    print(f"wrote {len(points)} samples to {out}/samples.npy and samples.png in {time.perf_counter() - started:.1f} s")
+    points = sample(args.run, args.num_samples, out, seed=args.seed, ema=args.ema, device=args.device, gif=args.gif)
+    gif = " and reverse.gif" if args.gif else ""
+    print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif} in {time.perf_counter() - started:.1f} s")
     config = RunConfig.load(args.run / "config.json")
     if config.is_toy and len(points) > 1:
         d = toy_distances(config, points)
@@ -197,7 +215,22 @@ def _run_sample(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _run_train, "sample": _run_sample}
+def _run_show_forward(args) -> int:
+    from .api import show_forward
+    from .data.images import parse_image_size
+
+    if args.num_images <= 0:
+        raise UserError(f"--num-images must be a positive integer, got {args.num_images}")
+    if args.timesteps <= 0:
+        raise UserError(f"--timesteps must be a positive integer, got {args.timesteps}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    show_forward(args.data, args.out, image_size=parse_image_size(args.image_size), channels=args.channels,
+                 num_images=args.num_images, T=args.timesteps)
+    print(f"wrote {args.out}")
+    return 0
+
+
+COMMANDS = {"train": _run_train, "sample": _run_sample, "show-forward": _run_show_forward}
 
 
 def main(argv: list[str] | None = None) -> int:

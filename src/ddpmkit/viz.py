@@ -123,3 +123,37 @@ def image_grid(images: np.ndarray, rows: int | None = None, pad: int = 1, scale:
 def grid_scale(height: int, width: int, target: int = 64) -> int:
     """An integer enlargement so each tile is about `target` px (tiny digits become visible)."""
     return max(1, target // max(height, width))
+
+
+def image_table(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], col_labels: Sequence[str], path: Path) -> None:
+    """A labelled table of uint8 images [H, W, C]: one row per label, one column per label."""
+    h, w = rows[0][0].shape[:2]
+    cell = 0.9 * max(1.0, min(1.6, 64 / max(h, w)))
+    fig, axes = plt.subplots(len(rows), len(col_labels), figsize=(cell * len(col_labels) + 1.2, cell * len(rows) + 0.4), squeeze=False)
+    for r, (row, label) in enumerate(zip(rows, row_labels)):
+        for c, img in enumerate(row):
+            ax = axes[r][c]
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=255, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(col_labels[c], fontsize=7)
+        axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.tight_layout(pad=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def side_by_side_gif(lefts: Sequence[np.ndarray], rights: Sequence[np.ndarray], path: Path, rows: int | None = None, ms_per_frame: int = 60) -> None:
+    """An animated GIF whose frames put two image grids side by side (e.g. x_t and x̂_0);
+    each element of `lefts`/`rights` is a uint8 batch [N, H, W, C]. The last frame lingers."""
+    frames = []
+    for left, right in zip(lefts, rights):
+        scale = grid_scale(left.shape[1], left.shape[2])
+        a, b = image_grid(left, rows, scale=scale).convert("RGB"), image_grid(right, rows, scale=scale).convert("RGB")
+        frame = Image.new("RGB", (a.width + b.width + 8, max(a.height, b.height)), "white")
+        frame.paste(a, (0, 0))
+        frame.paste(b, (a.width + 8, 0))
+        frames.append(frame.convert("P", palette=Image.Palette.ADAPTIVE))
+    durations = [ms_per_frame] * (len(frames) - 1) + [2000]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
