@@ -45,3 +45,16 @@ def sliced_wasserstein(x, y, num_projections: int = 256, seed: int = 0, quantile
     qx = torch.quantile(x @ theta, levels, dim=0)  # [quantiles, projections]
     qy = torch.quantile(y @ theta, levels, dim=0)
     return float(((qx - qy) ** 2).mean().sqrt())
+
+
+def frechet_distance(features_a, features_b) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets [N, F] (Heusel et al.
+    2017, the distance behind FID): ‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2(Σ_a Σ_b)^½).
+    Tr((Σ_a Σ_b)^½) is the sum of √eigenvalues of Σ_a^½ Σ_b Σ_a^½ (symmetric, so stable)."""
+    a, b = _as_tensor(features_a), _as_tensor(features_b)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], a.shape[1]), torch.cov(b.T).reshape(b.shape[1], b.shape[1])
+    evals, evecs = torch.linalg.eigh(cov_a)
+    sqrt_a = evecs @ torch.diag(evals.clamp(min=0).sqrt()) @ evecs.T
+    cross = torch.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a).clamp(min=0).sqrt().sum()
+    return float(((mu_a - mu_b) ** 2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross)

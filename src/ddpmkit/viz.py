@@ -148,12 +148,13 @@ def side_by_side_gif(lefts: Sequence[np.ndarray], rights: Sequence[np.ndarray], 
     """An animated GIF whose frames put two image grids side by side (e.g. x_t and x̂_0);
     each element of `lefts`/`rights` is a uint8 batch [N, H, W, C]. The last frame lingers."""
     frames = []
+    mode = "L" if lefts[0].shape[-1] == 1 else "RGB"
     for left, right in zip(lefts, rights):
         scale = grid_scale(left.shape[1], left.shape[2])
-        a, b = image_grid(left, rows, scale=scale).convert("RGB"), image_grid(right, rows, scale=scale).convert("RGB")
-        frame = Image.new("RGB", (a.width + b.width + 8, max(a.height, b.height)), "white")
+        a, b = image_grid(left, rows, scale=scale).convert(mode), image_grid(right, rows, scale=scale).convert(mode)
+        frame = Image.new(mode, (a.width + b.width + 8, max(a.height, b.height)), "white")
         frame.paste(a, (0, 0))
         frame.paste(b, (a.width + 8, 0))
-        frames.append(frame.convert("P", palette=Image.Palette.ADAPTIVE))
+        frames.append(frame if mode == "L" else frame.convert("P", palette=Image.Palette.ADAPTIVE))
     durations = [ms_per_frame] * (len(frames) - 1) + [2000]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
