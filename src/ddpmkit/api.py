@@ -36,7 +36,7 @@ from .errors import UserError
 from .nets.mlp import MLPConfig
 from .nets.unet import UNetConfig, count_parameters
 from .samplers import SAMPLERS, Trajectory
-from .schedules import NoiseSchedule
+from .schedules import NoiseSchedule, timestep_grid
 from .train import Trainer, TrainResult, read_log
 
 PICTURE_STEPS = 10  # scatters in the forward / reverse strips
@@ -152,9 +152,17 @@ class Samples:
 
 
 def draw(
-    run: Run, n: int, *, seed: int = 0, sampler: str = "ddpm", keep: list[int] | None = None, batch_size: int = 4096
+    run: Run,
+    n: int,
+    *,
+    seed: int = 0,
+    sampler: str = "ddpm",
+    steps: int | None = None,
+    keep: list[int] | None = None,
+    batch_size: int = 4096,
 ) -> Samples:
-    """n samples from a loaded run, in model space and data space."""
+    """n samples from a loaded run, in model space and data space; `steps` evenly spaced
+    timesteps (default: all T)."""
     if n <= 0:
         raise UserError(f"the number of samples must be positive, got {n}")
     if sampler not in SAMPLERS:
@@ -162,7 +170,8 @@ def draw(
     device = next(run.net.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     trajectory = Trajectory(keep) if keep is not None else None
-    grid = run.denoiser.schedule.full_grid()
+    T = run.config.diffusion.num_steps
+    grid = run.denoiser.schedule.full_grid() if steps is None else timestep_grid(T, steps)
     chunks = []
     for start in range(0, n, batch_size):
         shape = run.sample_shape(min(batch_size, n - start))

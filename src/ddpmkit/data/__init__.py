@@ -57,5 +57,8 @@ def batches(
         num_workers=num_workers,
         collate_fn=_collate,
         persistent_workers=num_workers > 0,
+        # Its own generator: the loader's worker seed must not draw from the global RNG,
+        # which dropout uses and a resumed run restores.
+        generator=torch.Generator().manual_seed(seed),
     )
     return iter(loader)

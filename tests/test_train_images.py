@@ -1,0 +1,177 @@
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ddpmkit import api, checkpoint
+from ddpmkit.build import Run, build_denoiser, build_net, load_run
+from ddpmkit.cli import main
+from ddpmkit.config import RunConfig
+from ddpmkit.features import DigitsFeatures
+from ddpmkit.nets.unet import UNetConfig
+from ddpmkit.train import read_log
+
+
+def tiny_digits(steps=12, **train) -> RunConfig:
+    c = api.default_config("digits")
+    return dataclasses.replace(
+        c,
+        net=UNetConfig(base_width=8, channel_mults=(1, 2), blocks_per_level=1, dropout=0.1, groups=4),
+        diffusion=dataclasses.replace(c.diffusion, num_steps=50),
+        train=dataclasses.replace(c.train, steps=steps, batch_size=16, warmup_steps=3, log_every=1, **train),
+    )
+
+
+@pytest.mark.slow
+def test_short_digits_training_beats_an_untrained_model(tmp_path):
+    """Quality: Fréchet distance in the features of a classifier fitted to the digits, and
+    how evenly its predicted classes spread; the untrained U-Net is the baseline. (The
+    classifier's confidence is no use here: it is confidently wrong on saturated noise.)"""
+    c = api.default_config("digits")
+    config = dataclasses.replace(
+        c,
+        diffusion=dataclasses.replace(c.diffusion, num_steps=200),
+        train=dataclasses.replace(c.train, steps=300, batch_size=64, checkpoint_every=0),
+    )
+    api.train(config, tmp_path, progress=False)
+    run = load_run(tmp_path)
+    feats = DigitsFeatures()
+    trained = feats.quality(api.draw(run, 400, seed=1).data)
+    net = build_net(run.config).eval()
+    untrained = feats.quality(api.draw(Run(tmp_path, run.config, net, build_denoiser(run.config, net)), 400, seed=1).data)
+    assert trained["frechet_distance"] < 0.2 * untrained["frechet_distance"]
+    assert trained["class_entropy"] > 1.8 > untrained["class_entropy"]  # most of the ten digits appear
+
+
+def test_checkpoint_round_trip_is_bit_exact(tmp_path):
+    config = tiny_digits(steps=4)
+    api.train(config, tmp_path, progress=False)
+    run = load_run(tmp_path, ema=False)
+    saved = checkpoint.load_weights(tmp_path / "model.safetensors")
+    assert set(saved) == set(run.net.state_dict())
+    for k, v in run.net.state_dict().items():
+        assert v.dtype == saved[k].dtype and torch.equal(v, saved[k])
+    checkpoint.save_weights(tmp_path / "again.safetensors", run.net.state_dict())
+    assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "model.safetensors").read_bytes()
+    state = torch.load(tmp_path / "state.pt", weights_only=True)  # no arbitrary unpickling
+    assert state["step"] == 4
+
+
+def test_resume_with_flips_dropout_and_workers_is_exact(tmp_path):
+    config = tiny_digits(steps=12, checkpoint_every=6, lr_decay="constant")  # the LR then does not depend on the total
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, hflip=True))
+    api.train(config, tmp_path / "full", progress=False)
+
+    crashing = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=6))
+    api.train(crashing, tmp_path / "resumed", progress=False)  # stops at 6 as if killed there
+    (tmp_path / "resumed" / "log.jsonl").open("a").write(json.dumps({"step": 7, "loss": 9.9}) + "\n")  # after the checkpoint
+    with_workers = dataclasses.replace(config, train=dataclasses.replace(config.train, num_workers=1))
+    api.train(with_workers, tmp_path / "resumed", resume=True, progress=False)
+
+    a, b = read_log(tmp_path / "full" / "log.jsonl"), read_log(tmp_path / "resumed" / "log.jsonl")
+    assert [r["step"] for r in b] == list(range(1, 13))
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    full, resumed = load_run(tmp_path / "full"), load_run(tmp_path / "resumed")
+    for (k, p), q in zip(full.net.state_dict().items(), resumed.net.state_dict().values()):
+        assert torch.equal(p, q), k
+
+
+def test_keep_bounds_step_checkpoints_and_sample_grids_appear(tmp_path):
+    config = tiny_digits(steps=8, checkpoint_every=2, sample_every=4, keep=2)
+    api.train(config, tmp_path, progress=False)
+    assert [p.name for p in checkpoint.complete_checkpoints(tmp_path)] == ["step-00000006", "step-00000008"]
+    assert (tmp_path / "samples" / "step-00000004.png").is_file()
+    assert not list(tmp_path.rglob(".*tmp*"))
+
+
+def test_a_failed_write_keeps_the_good_file(tmp_path, monkeypatch):
+    good = {"w": torch.ones(3)}
+    checkpoint.save_weights(tmp_path / "m.safetensors", good)
+    before = (tmp_path / "m.safetensors").read_bytes()
+
+    def broken(tensors, path, metadata=None):
+        open(path, "wb").write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", broken)
+    with pytest.raises(OSError):
+        checkpoint.save_weights(tmp_path / "m.safetensors", {"w": torch.zeros(3)})
+    assert (tmp_path / "m.safetensors").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+    with pytest.raises(FloatingPointError):  # NaN weights are never written
+        checkpoint.save_weights(tmp_path / "m.safetensors", {"w": torch.tensor([float("nan")])})
+    assert (tmp_path / "m.safetensors").read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("img") / "run"
+    argv = ["train", "--out", str(out), "--steps", "3", "--timesteps", "20", "--batch-size", "8", "--width", "8", "--no-progress"]
+    assert main(argv) == 0
+    return out
+
+
+def test_cli_image_run_and_sample(image_run, tmp_path):
+    for name in ("config.json", "model.safetensors", "ema.safetensors", "state.pt", "log.jsonl", "samples.png", "forward.png", "loss.png"):
+        assert (image_run / name).is_file(), name
+    assert main(["sample", "--run", str(image_run), "-n", "10", "--out", str(tmp_path), "--gif"]) == 0
+    arr = np.load(tmp_path / "samples.npy")
+    assert arr.shape == (10, 8, 8, 1) and arr.dtype == np.uint8
+    assert Image.open(tmp_path / "reverse.gif").n_frames > 10
+    assert main(["show-forward", "--out", str(tmp_path / "f.png"), "--num-images", "2", "--timesteps", "100"]) == 0
+    assert Image.open(tmp_path / "f.png").size[0] > 300
+
+
+def _folder(tmp_path, n=12, size=(20, 28)):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_a_dozen_images_train_non_square(tmp_path):
+    folder = _folder(tmp_path)
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(folder), "--image-size", "16x24", "--out", str(out), "--steps", "2",
+            "--timesteps", "10", "--batch-size", "16", "--width", "8", "--no-progress", "--sample-every", "0"]
+    assert main(argv) == 0
+    config = RunConfig.load(out / "config.json")
+    assert config.data.image_size == (16, 24) and config.data.channels == 3 and config.data.hflip
+    assert main(["sample", "--run", str(out), "-n", "2", "--out", str(tmp_path / "s")]) == 0
+    assert np.load(tmp_path / "s" / "samples.npy").shape == (2, 16, 24, 3)
+
+
+@pytest.mark.parametrize(
+    "make_argv, message",
+    [
+        (lambda p: ["train", "--data", str(p / "missing")], "unknown dataset .*no such file or folder"),
+        (lambda p: ["train", "--data", str((p / "empty").mkdir() or p / "empty"), "--image-size", "8"], "no images"),
+        (lambda p: ["train", "--data", str(_folder(p)), "--image-size", "12"], "divisible|multiple"),
+        (lambda p: ["train", "--resume", str(p)], "not a ddpmkit run"),
+    ],
+)
+def test_bad_image_input(make_argv, message, tmp_path, capsys):
+    import re
+
+    assert main([*make_argv(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and re.search(message, err, re.I), err
+
+
+def test_resume_refuses_a_changed_config_and_a_mismatched_checkpoint(image_run, tmp_path, capsys):
+    assert main(["train", "--resume", str(image_run), "--channels", "3"]) == 2
+    assert "drop --channels" in capsys.readouterr().err
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for name in ("model.safetensors", "ema.safetensors"):
+        (edited / name).write_bytes((image_run / name).read_bytes())
+    config = json.loads((image_run / "config.json").read_text())
+    config["net"]["base_width"] = 16
+    (edited / "config.json").write_text(json.dumps(config))
+    assert main(["sample", "--run", str(edited), "-n", "2"]) == 2
+    assert "do not fit the model" in capsys.readouterr().err
