@@ -10,6 +10,7 @@ from ddpmkit import api, checkpoint
 from ddpmkit.build import Run, build_denoiser, build_net, load_run
 from ddpmkit.cli import main
 from ddpmkit.config import RunConfig
+from ddpmkit.errors import UserError
 from ddpmkit.features import DigitsFeatures
 from ddpmkit.nets.unet import UNetConfig
 from ddpmkit.train import read_log
@@ -175,3 +176,15 @@ def test_resume_refuses_a_changed_config_and_a_mismatched_checkpoint(image_run, 
     (edited / "config.json").write_text(json.dumps(config))
     assert main(["sample", "--run", str(edited), "-n", "2"]) == 2
     assert "do not fit the model" in capsys.readouterr().err
+
+
+def test_device_choice():
+    from ddpmkit.build import pick_device
+
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device(None).type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA is not available"):
+            pick_device("cuda")
+    with pytest.raises(UserError, match="unknown device"):
+        pick_device("tpu9")
