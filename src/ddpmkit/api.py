@@ -121,10 +121,18 @@ def train(
 def _fit_net_to_data(config: RunConfig) -> RunConfig:
     """Set the network's data-dependent sizes (dims, channels, classes) from the data."""
     net = config.net
+    if config.conditional and config.data.num_classes == 0:
+        raise UserError(
+            f"--conditional needs class labels, and {config.data.name} has none; use labelled data "
+            "(digits, sub-folders of images, an .npz with labels, moons, circles or 8gaussians) or drop --conditional"
+        )
+    classes = config.data.num_classes if config.conditional else 0
     if config.is_toy:
-        return dataclasses.replace(config, net=dataclasses.replace(net, dim=len(config.data.mean)))
+        return dataclasses.replace(config, net=dataclasses.replace(net, dim=len(config.data.mean), num_classes=classes))
     channels = config.data.channels
-    net = dataclasses.replace(net, in_channels=channels, out_channels=channels, image_size=min(config.data.image_size))
+    net = dataclasses.replace(
+        net, in_channels=channels, out_channels=channels, image_size=min(config.data.image_size), num_classes=classes
+    )
     net.check_image_size(*config.data.image_size)
     return dataclasses.replace(config, net=net)
 
@@ -159,10 +167,14 @@ def draw(
     sampler: str = "ddpm",
     steps: int | None = None,
     keep: list[int] | None = None,
+    labels: torch.Tensor | None = None,
+    guidance: float = 0.0,
     batch_size: int = 4096,
 ) -> Samples:
     """n samples from a loaded run, in model space and data space; `steps` evenly spaced
-    timesteps (default: all T)."""
+    timesteps (default: all T). A conditional run takes `labels` [n] (None: unconditional)
+    and a classifier-free `guidance` strength w (0: the plain conditional model)."""
+    check_labels(run.config, labels, guidance)
     if n <= 0:
         raise UserError(f"the number of samples must be positive, got {n}")
     if sampler not in SAMPLERS:
@@ -172,13 +184,46 @@ def draw(
     trajectory = Trajectory(keep) if keep is not None else None
     T = run.config.diffusion.num_steps
     grid = run.denoiser.schedule.full_grid() if steps is None else timestep_grid(T, steps)
+    denoiser = build_denoiser(run.config, run.net, guidance) if guidance else run.denoiser
     chunks = []
     for start in range(0, n, batch_size):
         shape = run.sample_shape(min(batch_size, n - start))
         x_T = randn_like(torch.empty(shape, device=device), generator)
-        chunks.append(SAMPLERS[sampler](run.denoiser, x_T, grid, generator=generator, callback=trajectory if start == 0 else None).cpu())
+        label = None if labels is None else labels[start : start + shape[0]].to(device)
+        callback = trajectory if start == 0 else None
+        chunks.append(SAMPLERS[sampler](denoiser, x_T, grid, label=label, generator=generator, callback=callback).cpu())
     x = torch.cat(chunks)
     return Samples(x, to_data_space(run.config, x), trajectory)
+
+
+def check_labels(config: RunConfig, labels: torch.Tensor | None, guidance: float) -> None:
+    """Clear errors for labels or guidance a run cannot take."""
+    if not config.num_classes:
+        if labels is not None or guidance:
+            raise UserError(f"{'--class' if labels is not None else '--guidance'} needs a conditional model; "
+                            "this run was trained without --conditional")
+        return
+    if labels is not None and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= config.num_classes):
+        bad = int(labels.max()) if int(labels.max()) >= config.num_classes else int(labels.min())
+        raise UserError(f"class {bad} is outside the trained labels 0..{config.num_classes - 1}")
+
+
+def class_labels(config: RunConfig, which: str | None, n: int) -> torch.Tensor | None:
+    """Labels for `--class`: None (unconditional), one class index, or "all" (n per class,
+    class after class)."""
+    if which is None:
+        return None
+    if which == "all":
+        if not config.num_classes:
+            raise UserError("--class needs a conditional model; this run was trained without --conditional")
+        return torch.arange(config.num_classes).repeat_interleave(n)
+    try:
+        k = int(which)
+    except ValueError:
+        raise UserError(f"--class takes a class index or 'all', got {which!r}") from None
+    labels = torch.full((n,), k, dtype=torch.long)
+    check_labels(config, labels, 0.0)
+    return labels
 
 
 def to_data_space(config: RunConfig, x: torch.Tensor) -> np.ndarray:
@@ -199,14 +244,23 @@ def sample(
     device: str | None = None,
     sampler: str = "ddpm",
     gif: bool = False,
+    class_: str | None = None,
+    guidance: float = 0.0,
 ) -> np.ndarray:
     """Write out/samples.npy and out/samples.png (and out/reverse.gif) for a run; returns
-    the data-space samples."""
+    the data-space samples. `class_` is a class index or "all" (then n per class, a grid
+    row per class, and labels.npy beside the samples)."""
     run = load_run(Path(run_dir), ema=ema, device=pick_device(device))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     T = run.config.diffusion.num_steps
-    samples = draw(run, n, seed=seed, sampler=sampler, keep=_picture_steps(T, GIF_FRAMES) if gif else None)
+    labels = class_labels(run.config, class_, n)
+    check_labels(run.config, labels, guidance)
+    n = n if labels is None else len(labels)
+    keep = _picture_steps(T, GIF_FRAMES) if gif else None
+    samples = draw(run, n, seed=seed, sampler=sampler, keep=keep, labels=labels, guidance=guidance)
+    if labels is not None:
+        checkpoint.atomic_write(out / "labels.npy", lambda tmp: np.save(open(tmp, "wb"), labels.numpy()))
     if gif:
         _reverse_gif(run.config, samples, out / "reverse.gif")
     checkpoint.atomic_write(out / "samples.npy", lambda tmp: np.save(open(tmp, "wb"), samples.data))
@@ -214,7 +268,8 @@ def sample(
         reference, _ = toy_points(run.config.data.name, min(n, 5000), seed=_FRESH_SEED)
         viz.scatter(samples.data, out / "samples.png", f"{n} samples", reference=reference)
     else:
-        _save_grid(samples.data, out / "samples.png")
+        rows = run.config.num_classes if class_ == "all" else None
+        _save_grid(samples.data, out / "samples.png", rows=rows)
     return samples.data
 
 

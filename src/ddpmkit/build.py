@@ -14,7 +14,7 @@ from torch import nn
 from . import checkpoint
 from .config import DataConfig, RunConfig
 from .data.toy import TOY_CLASSES, TOY_DATASETS, PointDataset, canonical_toy_name, normalisation, toy_points
-from .denoiser import ClippedDenoiser, Denoiser, DenoiserLike
+from .denoiser import ClippedDenoiser, Denoiser, DenoiserLike, GuidedDenoiser
 from .errors import UserError
 from .nets.mlp import MLP, GatedMLP, GatedMLPConfig, MLPConfig
 from .nets.unet import UNet, UNetConfig
@@ -98,9 +98,12 @@ def build_schedule(config: RunConfig) -> NoiseSchedule:
     return NoiseSchedule.from_name(config.diffusion.schedule, config.diffusion.num_steps)
 
 
-def build_denoiser(config: RunConfig, net: nn.Module) -> DenoiserLike:
-    """The denoiser for sampling: images (known range [-1, 1]) get x̂_0 clipped."""
-    denoiser = Denoiser(net, build_schedule(config), config.diffusion.prediction, config.diffusion.variance)
+def build_denoiser(config: RunConfig, net: nn.Module, guidance: float = 0.0) -> DenoiserLike:
+    """The denoiser for sampling: classifier-free guidance of strength `guidance` for a
+    conditional model; images (known range [-1, 1]) get x̂_0 clipped after guidance."""
+    denoiser: DenoiserLike = Denoiser(net, build_schedule(config), config.diffusion.prediction, config.diffusion.variance)
+    if config.num_classes:
+        denoiser = GuidedDenoiser(denoiser, guidance, null_label=config.num_classes)
     return denoiser if config.is_toy else ClippedDenoiser(denoiser)
 
 

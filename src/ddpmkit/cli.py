@@ -45,6 +45,7 @@ TRAIN_OPTIONS = {
     "num_points": ("data", "num_points"),
     "channels": ("data", "channels"),
     "hflip": ("data", "hflip"),
+    "p_uncond": ("train", "p_uncond"),
 }
 # Options a resumed run may change (the rest of its config is fixed by config.json).
 RESUMABLE = {"steps", "workers", "log_every", "sample_every", "checkpoint_every", "keep"}
@@ -87,6 +88,9 @@ def _add_train(sub) -> None:
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimiser step")
     g.add_argument("--workers", type=int, help="data-loader worker processes")
     g.add_argument("--seed", type=int, help="seed for weights, batch order, t and noise (default 0)")
+    g = p.add_argument_group("class conditioning (classifier-free guidance)")
+    g.add_argument("--conditional", action="store_true", default=None, help="condition on the data's class labels")
+    g.add_argument("--p-uncond", type=float, help="probability a label is dropped to the null label (default 0.1)")
     g = p.add_argument_group("output")
     g.add_argument("--log-every", type=int, help="steps per log.jsonl record")
     g.add_argument("--sample-every", type=int, help="steps between sample pictures in samples/ (0: end only)")
@@ -109,6 +113,8 @@ def _add_sample(sub) -> None:
     p.add_argument("--out", type=Path, help="output directory (default: RUN/samples)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
+    p.add_argument("--class", dest="class_", metavar="K|all", help="conditional runs: draw class K, or 'all' (-n per class, a grid row each)")
+    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance strength w: ε = (1+w)·ε(x,c) − w·ε(x,∅)")
     p.add_argument("--gif", action="store_true", help="also write reverse.gif: the reverse process (images: x_t beside x̂_0)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
 
@@ -169,14 +175,14 @@ def _train_config(args) -> RunConfig:
         field = "base_width" if not config.is_toy else "hidden"
         net = dataclasses.replace(net, **{field: args.width})
     seed = config.seed if args.seed is None else args.seed
-    return dataclasses.replace(config, net=net, seed=seed, **new)
+    return dataclasses.replace(config, net=net, seed=seed, conditional=bool(args.conditional), **new)
 
 
 def _run_train(args) -> int:
     from .api import train
 
     if args.resume is not None:
-        given = sorted(o for o in (*TRAIN_OPTIONS, "net", "width", "image_size", "seed") if getattr(args, o) is not None and o not in RESUMABLE)
+        given = sorted(o for o in (*TRAIN_OPTIONS, "net", "width", "image_size", "seed", "conditional") if getattr(args, o) is not None and o not in RESUMABLE)
         if given:
             raise UserError(f"--resume continues a run with its own config.json; drop {', '.join('--' + g.replace('_', '-') for g in given)}")
         if args.out is not None and args.out != args.resume:
@@ -205,7 +211,8 @@ def _run_sample(args) -> int:
 
     out = args.out or args.run / "samples"
     started = time.perf_counter()
-    points = sample(args.run, args.num_samples, out, seed=args.seed, ema=args.ema, device=args.device, gif=args.gif)
+    points = sample(args.run, args.num_samples, out, seed=args.seed, ema=args.ema, device=args.device, gif=args.gif,
+                    class_=args.class_, guidance=args.guidance)
     gif = " and reverse.gif" if args.gif else ""
     print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif} in {time.perf_counter() - started:.1f} s")
     config = RunConfig.load(args.run / "config.json")

@@ -84,6 +84,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
     keep: int = 3  # step checkpoints kept on disk
     max_nonfinite: int = 5  # consecutive non-finite steps that stop training
+    p_uncond: float = 0.1  # conditional models: probability a label is replaced by the null label
 
     def __post_init__(self) -> None:
         _positive("--steps", self.steps)
@@ -96,6 +97,8 @@ class TrainConfig:
         _choice("lr decay (--lr-decay)", self.lr_decay, LR_DECAYS)
         if self.batch_size % self.grad_accum:
             raise UserError(f"--batch-size {self.batch_size} must be divisible by --grad-accum {self.grad_accum}")
+        if not 0.0 <= self.p_uncond <= 1.0:
+            raise UserError(f"--p-uncond must lie in [0, 1], got {self.p_uncond}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise UserError(f"--ema-decay must lie in [0, 1), got {self.ema_decay}")
         for name in ("weight_decay", "warmup_steps", "grad_clip", "num_workers", "sample_every", "checkpoint_every"):
@@ -110,10 +113,16 @@ class RunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0  # seeds the weights, the batch order, t and ε
+    conditional: bool = False  # class-conditional (classifier-free guidance) on the data's labels
 
     @property
     def is_toy(self) -> bool:
         return not isinstance(self.net, UNetConfig)
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the network is conditioned on (0: unconditional)."""
+        return self.net.num_classes
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -133,10 +142,10 @@ class RunConfig:
         parts = {"data": DataConfig, "diffusion": DiffusionConfig, "train": TrainConfig}
         kwargs: dict[str, Any] = {name: _build(sub, d.get(name, {}), name) for name, sub in parts.items()}
         kwargs["net"] = _build(NET_KINDS[kind], net, "net")
-        unknown = set(d) - {"data", "net", "diffusion", "train", "seed"}
+        unknown = set(d) - {"data", "net", "diffusion", "train", "seed", "conditional"}
         if unknown:
             raise UserError(f"config has unknown sections {sorted(unknown)}; was it written by a newer ddpmkit?")
-        return cls(seed=int(d.get("seed", 0)), **kwargs)
+        return cls(seed=int(d.get("seed", 0)), conditional=bool(d.get("conditional", False)), **kwargs)
 
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":

@@ -79,6 +79,27 @@ class Denoiser:
         return self.from_raw(x_t, t, self.raw(x_t, t, label))
 
 
+class GuidedDenoiser:
+    """Classifier-free guidance (Eq. 6 of Ho & Salimans 2021):
+    ε̃ = (1 + w)·ε(x_t, c) − w·ε(x_t, ∅), with the conditional and unconditional passes
+    batched into one network call; x̂_0 follows from ε̃. `null_label` is the index of the
+    learned "no class" embedding. Without a label it is the unconditional model."""
+
+    def __init__(self, inner: Denoiser, guidance: float, null_label: int):
+        self.inner, self.guidance, self.null_label = inner, guidance, null_label
+        self.schedule = inner.schedule
+        self.variance = inner.variance
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> DenoiserOutput:
+        if label is None:
+            return self.inner(x_t, t, None)
+        null = torch.full_like(label, self.null_label)
+        both = self.inner(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([label, null]))
+        eps_c, eps_u = both.eps.chunk(2)
+        eps = (1 + self.guidance) * eps_c - self.guidance * eps_u
+        return DenoiserOutput(x0=process.x0_from_eps(self.schedule, x_t, t, eps), eps=eps)
+
+
 class ClippedDenoiser:
     """Clip x̂_0 to [-1, 1] and recompute ε̂ from it, so samplers stay consistent
     (improved-diffusion's clip_denoised). For image data, whose range is known."""

@@ -80,7 +80,7 @@ class Trainer:
         self.device = device
         self.dataset, self.prepare, self.augment = dataset, prepare, augment
         self.on_sample, self.report, self.progress = on_sample, report, progress
-        self.conditional = getattr(config.net, "num_classes", 0) > 0
+        self.num_classes = config.num_classes  # 0: unconditional
 
         torch.manual_seed(config.seed)  # dropout and anything else on the global RNG
         self.net = net.to(device)
@@ -149,7 +149,7 @@ class Trainer:
                 x0 = self.prepare(raw)  # [B, ...] model space on the device
                 if self.augment is not None:
                     x0 = self.augment(x0, self.generator)
-                label = labels.to(self.device) if self.conditional else None
+                label = self._drop_labels(labels).to(self.device) if self.num_classes else None
                 t = sample_timesteps(x0.shape[0], T, self.generator).to(self.device)
                 noise = randn_like(x0, self.generator)
                 per_sample = training_losses(self.denoiser, x0, t, noise, self.config.diffusion.loss, label)  # [B]
@@ -192,6 +192,12 @@ class Trainer:
         bar.close()
         self.save()
         return TrainResult(self.step, time.perf_counter() - start, interval.last_loss, self.nonfinite_total)
+
+    def _drop_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Replace each label by the null label with probability p_uncond, so one network
+        learns ε(x, c) and ε(x, ∅) (Sec. 3.2 of Ho & Salimans 2021)."""
+        drop = torch.rand(labels.shape[0], generator=self.generator) < self.train.p_uncond
+        return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
 
     def _sample(self) -> None:
         if self.on_sample is not None:
