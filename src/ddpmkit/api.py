@@ -127,11 +127,13 @@ def _fit_net_to_data(config: RunConfig) -> RunConfig:
             "(digits, sub-folders of images, an .npz with labels, moons, circles or 8gaussians) or drop --conditional"
         )
     classes = config.data.num_classes if config.conditional else 0
+    outputs = 2 if config.diffusion.variance == "learned_range" else 1  # mean and variance
     if config.is_toy:
-        return dataclasses.replace(config, net=dataclasses.replace(net, dim=len(config.data.mean), num_classes=classes))
+        dim = len(config.data.mean)
+        return dataclasses.replace(config, net=dataclasses.replace(net, dim=dim, out_dim=outputs * dim, num_classes=classes))
     channels = config.data.channels
     net = dataclasses.replace(
-        net, in_channels=channels, out_channels=channels, image_size=min(config.data.image_size), num_classes=classes
+        net, in_channels=channels, out_channels=outputs * channels, image_size=min(config.data.image_size), num_classes=classes
     )
     net.check_image_size(*config.data.image_size)
     return dataclasses.replace(config, net=net)

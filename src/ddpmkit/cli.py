@@ -28,6 +28,7 @@ TRAIN_OPTIONS = {
     "prediction": ("diffusion", "prediction"),
     "variance": ("diffusion", "variance"),
     "loss": ("diffusion", "loss"),
+    "min_snr_gamma": ("diffusion", "min_snr_gamma"),
     "steps": ("train", "steps"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),
@@ -68,6 +69,7 @@ def _add_train(sub) -> None:
     g.add_argument("--prediction", help=f"network target: {', '.join(PREDICTIONS)} (default eps)")
     g.add_argument("--variance", help=f"reverse variance: {', '.join(VARIANCES)} (default fixed_small)")
     g.add_argument("--loss", help=f"loss on the target: {', '.join(LOSSES)} (default l2)")
+    g.add_argument("--min-snr-gamma", type=float, help="min-SNR-γ loss weighting, e.g. 5 (default 0: off)")
     g = p.add_argument_group("network")
     g.add_argument("--net", help="2-D data: mlp (sinusoidal time embedding, default) or gated-mlp (per-timestep gates)")
     g.add_argument("--width", type=int, help="hidden width (MLP) or base channel width (U-Net)")

@@ -55,10 +55,13 @@ class DiffusionConfig:
     schedule: str = "cosine"  # β schedule: linear, cosine, quadratic, sigmoid
     num_steps: int = 1000  # T, training timesteps
     prediction: str = "eps"  # what the network outputs: eps, x0, v
-    variance: str = "fixed_small"  # reverse-process variance: fixed_small (β̃) or fixed_large (β)
+    variance: str = "fixed_small"  # reverse variance: fixed_small (β̃), fixed_large (β), learned_range (hybrid loss)
     loss: str = "l2"  # l2, l1, huber
+    min_snr_gamma: float = 0.0  # min-SNR-γ loss weighting (Hang et al. 2023; 5 is typical); 0: off
 
     def __post_init__(self) -> None:
+        if self.min_snr_gamma < 0:
+            raise UserError(f"--min-snr-gamma must not be negative, got {self.min_snr_gamma}")
         _choice("schedule", self.schedule, SCHEDULES)
         _positive("the number of diffusion steps T (--timesteps)", self.num_steps)
         _choice("prediction", self.prediction, PREDICTIONS)

@@ -14,12 +14,13 @@ import torch
 from torch import nn
 
 from . import process
+from .process import reverse_log_variance  # noqa: F401  (re-exported for samplers)
 from .errors import UserError
 from .schedules import NoiseSchedule
 
 Prediction = Literal["eps", "x0", "v"]
 PREDICTIONS: tuple[str, ...] = get_args(Prediction)
-Variance = Literal["fixed_small", "fixed_large"]
+Variance = Literal["fixed_small", "fixed_large", "learned_range"]
 VARIANCES: tuple[str, ...] = get_args(Variance)
 
 
@@ -27,6 +28,7 @@ VARIANCES: tuple[str, ...] = get_args(Variance)
 class DenoiserOutput:
     x0: torch.Tensor  # x̂_0, same shape as x_t
     eps: torch.Tensor  # ε̂, same shape as x_t
+    var_frac: torch.Tensor | None = None  # learned variance: f ∈ [0, 1], log σ² = f·log β + (1−f)·log β̃
 
 
 class DenoiserLike(Protocol):
@@ -42,7 +44,9 @@ class Denoiser:
     net: module called as net(x_t, t) or net(x_t, t, label); returns the raw prediction.
     schedule: the training schedule; cast once to float32 on the network's device.
     prediction: what the network outputs: "eps" (Ho et al. 2020), "x0", or "v" (Salimans & Ho 2022).
-    variance: reverse-process variance: "fixed_small" β̃_t or "fixed_large" β_t.
+    variance: reverse-process variance: "fixed_small" β̃_t, "fixed_large" β_t, or
+        "learned_range": the network has twice the data's channels (dim 1), the second half
+        a value v ∈ [-1, 1] that interpolates log β_t and log β̃_t (Nichol & Dhariwal 2021).
     """
 
     def __init__(self, net: nn.Module, schedule: NoiseSchedule, prediction: str = "eps", variance: str = "fixed_small"):
@@ -57,8 +61,15 @@ class Denoiser:
         self.variance = variance
 
     def raw(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        """The network's own output (what the training loss compares with `target`)."""
+        """The network's own output; with a learned variance, twice the data's channels."""
         return self.net(x_t, t) if label is None else self.net(x_t, t, label)
+
+    def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the prediction the loss compares with `target`, the variance fraction or None)."""
+        if self.variance != "learned_range":
+            return out, None
+        pred, v = out.chunk(2, dim=1)
+        return pred, (v.clamp(-1, 1) + 1) / 2
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What a perfect network outputs for x_t = q_sample(x0, t, noise)."""
@@ -69,11 +80,12 @@ class Denoiser:
         return process.v_from_x0_eps(self.schedule, x0, t, noise)
 
     def from_raw(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> DenoiserOutput:
-        """Convert a raw network output into x̂_0 and ε̂."""
+        """Convert a raw network output into x̂_0 and ε̂ (and the variance fraction)."""
+        pred, frac = self.split(out)
         if self.prediction == "eps":
-            return DenoiserOutput(x0=process.x0_from_eps(self.schedule, x_t, t, out), eps=out)
-        x0 = out if self.prediction == "x0" else process.x0_from_v(self.schedule, x_t, t, out)
-        return DenoiserOutput(x0=x0, eps=process.eps_from_x0(self.schedule, x_t, t, x0))
+            return DenoiserOutput(x0=process.x0_from_eps(self.schedule, x_t, t, pred), eps=pred, var_frac=frac)
+        x0 = pred if self.prediction == "x0" else process.x0_from_v(self.schedule, x_t, t, pred)
+        return DenoiserOutput(x0=x0, eps=process.eps_from_x0(self.schedule, x_t, t, x0), var_frac=frac)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> DenoiserOutput:
         return self.from_raw(x_t, t, self.raw(x_t, t, label))
@@ -97,7 +109,8 @@ class GuidedDenoiser:
         both = self.inner(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([label, null]))
         eps_c, eps_u = both.eps.chunk(2)
         eps = (1 + self.guidance) * eps_c - self.guidance * eps_u
-        return DenoiserOutput(x0=process.x0_from_eps(self.schedule, x_t, t, eps), eps=eps)
+        frac = None if both.var_frac is None else both.var_frac.chunk(2)[0]  # the conditional pass's variance
+        return DenoiserOutput(x0=process.x0_from_eps(self.schedule, x_t, t, eps), eps=eps, var_frac=frac)
 
 
 class ClippedDenoiser:
@@ -110,6 +123,7 @@ class ClippedDenoiser:
         self.variance = inner.variance
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> DenoiserOutput:
-        x0 = self.inner(x_t, t, label).x0.clamp(-1, 1)
-        return DenoiserOutput(x0=x0, eps=process.eps_from_x0(self.schedule, x_t, t, x0))
+        out = self.inner(x_t, t, label)
+        x0 = out.x0.clamp(-1, 1)
+        return DenoiserOutput(x0=x0, eps=process.eps_from_x0(self.schedule, x_t, t, x0), var_frac=out.var_frac)
 

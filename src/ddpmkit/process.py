@@ -55,6 +55,28 @@ def x0_from_v(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, v: to
     return extract(schedule.sqrt_alphas_cumprod, t, x_t) * x_t - extract(schedule.sqrt_one_minus_alphas_cumprod, t, x_t) * v
 
 
+def reverse_log_variance(variance: str, beta: torch.Tensor, beta_tilde: torch.Tensor, var_frac: torch.Tensor | None) -> torch.Tensor:
+    """log σ² of p(x_s | x_t) for a jump with forward variance β and posterior variance β̃
+    (both clipped away from 0 by the caller): β̃ (fixed_small), β (fixed_large), or the learned
+    interpolation f·log β + (1−f)·log β̃ (Eq. 15 of Nichol & Dhariwal 2021)."""
+    if variance == "fixed_small":
+        return beta_tilde.log()
+    if variance == "fixed_large":
+        return beta.log()
+    return var_frac * beta.log() + (1 - var_frac) * beta_tilde.log()
+
+
+def p_mean_variance(
+    schedule: NoiseSchedule, variance: str, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, var_frac: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and log-variance of p(x_{t-1} | x_t) between adjacent steps: the posterior mean
+    at x̂_0 (Eq. 7 of Ho et al. 2020) and σ² chosen by `variance` (β̃ clipped at t = 0)."""
+    mean, _, _ = q_posterior(schedule, x0, x_t, t)
+    beta = extract(schedule.betas, t, x_t)
+    beta_tilde = extract(schedule.posterior_log_variance_clipped, t, x_t).exp()
+    return mean, reverse_log_variance(variance, beta, beta_tilde, var_frac)
+
+
 def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
     """KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)) elementwise, in nats."""
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
@@ -75,3 +97,38 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
     log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
+
+
+def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, e^log_variance) elementwise, in nats (the L_0 decoder for continuous data)."""
+    return -0.5 * (math.log(2 * math.pi) + log_variance + (x - mean) ** 2 * torch.exp(-log_variance))
+
+
+def vlb_term(
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    mean: torch.Tensor,
+    log_variance: torch.Tensor,
+    discrete: bool = True,
+) -> torch.Tensor:
+    """L_t of the variational bound (Eq. 5 of Ho et al. 2020) per example, in bits per dim:
+    KL(q(x_{t-1} | x_t, x_0) ‖ N(mean, e^log_variance)) for t > 0, and −log p(x_0 | x_1) for
+    t = 0, with the discretised decoder for 8-bit data (`discrete`) or the Gaussian density."""
+    true_mean, _, true_log_variance = q_posterior(schedule, x0, x_t, t)
+    kl = normal_kl(true_mean, true_log_variance, mean, log_variance).flatten(1).mean(1)
+    if discrete:
+        nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_variance)
+    else:
+        nll = -gaussian_log_density(x0, mean, log_variance.expand_as(x0))
+    nll = nll.flatten(1).mean(1)
+    return torch.where(t == 0, nll, kl) / math.log(2.0)
+
+
+def prior_bpd(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
+    """KL(q(x_T | x_0) ‖ N(0, I)) per example in bits per dim: the prior term L_T."""
+    t = torch.full((x0.shape[0],), schedule.num_steps - 1, device=x0.device, dtype=torch.long)
+    mean, variance = q_mean_variance(schedule, x0, t)
+    kl = normal_kl(mean, torch.log(variance), torch.zeros_like(mean), torch.zeros_like(mean))
+    return kl.flatten(1).mean(1) / math.log(2.0)

@@ -152,7 +152,10 @@ class Trainer:
                 label = self._drop_labels(labels).to(self.device) if self.num_classes else None
                 t = sample_timesteps(x0.shape[0], T, self.generator).to(self.device)
                 noise = randn_like(x0, self.generator)
-                per_sample = training_losses(self.denoiser, x0, t, noise, self.config.diffusion.loss, label)  # [B]
+                per_sample = training_losses(  # [B]
+                    self.denoiser, x0, t, noise, self.config.diffusion.loss, label,
+                    self.config.diffusion.min_snr_gamma, discrete=not self.config.is_toy,
+                )
                 (per_sample.mean() / train.grad_accum).backward()
                 step_losses.append(per_sample.detach())
                 step_t.append(t)

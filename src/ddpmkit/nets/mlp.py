@@ -42,6 +42,7 @@ class MLPConfig:
     blocks: int = 3  # residual blocks (two linear layers each)
     time_dim: int = 64  # sinusoidal feature count before the time MLP
     num_classes: int = 0  # > 0: class-conditional, with a null label
+    out_dim: int | None = None  # output width (None: dim; 2·dim with a learned variance)
 
     def __post_init__(self) -> None:
         _check_positive("MLPConfig", dim=self.dim, hidden=self.hidden, blocks=self.blocks, time_dim=self.time_dim)
@@ -58,7 +59,7 @@ class MLP(nn.Module):
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(h), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, h)) for _ in range(config.blocks)
         )
-        self.out = nn.Linear(h, config.dim)
+        self.out = nn.Linear(h, config.out_dim or config.dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -82,6 +83,7 @@ class GatedMLPConfig:
     layers: int = 3  # gated hidden layers
     num_steps: int = 1000  # T: the embedding tables have one row per timestep
     num_classes: int = 0  # > 0: class-conditional gates, with a null label
+    out_dim: int | None = None  # output width (None: dim; 2·dim with a learned variance)
 
     def __post_init__(self) -> None:
         _check_positive("GatedMLPConfig", dim=self.dim, hidden=self.hidden, layers=self.layers, num_steps=self.num_steps)
@@ -110,7 +112,7 @@ class GatedMLP(nn.Module):
         widths = [config.dim] + [config.hidden] * config.layers
         self.layers = nn.ModuleList(GatedLinear(a, b, config.num_steps) for a, b in zip(widths[:-1], widths[1:]))
         self.label = LabelEmbedding(config.num_classes, config.hidden) if config.num_classes else None
-        self.out = nn.Linear(config.hidden, config.dim)
+        self.out = nn.Linear(config.hidden, config.out_dim or config.dim)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         if t.is_floating_point() and not bool((t == t.round()).all()):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .._tensor import extract, randn_like
-from ..denoiser import DenoiserLike
+from .._tensor import randn_like
+from ..denoiser import DenoiserLike, reverse_log_variance
 from ..schedules import posterior_coefficients
 from . import Callback, alpha_bar_pair
 
@@ -23,20 +23,23 @@ def sample(
     """Draw x_{s} ~ p(x_s | x_t) = N(μ̃(x_t, x̂_0), σ²) down the descending `timesteps`.
 
     Notation: t the current step, s the next (earlier) one, ᾱ_s = 1 after the last;
-    σ² = β̃ (variance "fixed_small") or β (fixed_large) of the jump s -> t, so a grid
-    that skips steps samples the respaced process exactly. No noise on the last step.
+    β = 1 − ᾱ_t/ᾱ_s and β̃ = β·(1 − ᾱ_s)/(1 − ᾱ_t) of the jump s -> t, so a grid that skips
+    steps samples the respaced process exactly; σ² = β̃ (fixed_small), β (fixed_large) or
+    the learned interpolation of the two. No noise on the last step.
     """
     x = x_T
     for i, t in enumerate(timesteps.tolist()):
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         out = denoiser(x, t_batch, label)
         abar_t, abar_s = alpha_bar_pair(denoiser.schedule, timesteps, i, x)
-        coef_x0, coef_xt, var = posterior_coefficients(abar_t, abar_s)
+        coef_x0, coef_xt, beta_tilde = posterior_coefficients(abar_t, abar_s)
         mean = coef_x0 * out.x0 + coef_xt * x
         last = i == len(timesteps) - 1
-        if denoiser.variance == "fixed_large":
-            var = 1 - abar_t / abar_s
-        x_next = mean if last else mean + var.sqrt() * randn_like(x, generator)
+        if last:
+            x_next = mean
+        else:
+            log_var = reverse_log_variance(denoiser.variance, 1 - abar_t / abar_s, beta_tilde, out.var_frac)
+            x_next = mean + (0.5 * log_var).exp() * randn_like(x, generator)
         if callback is not None:
             callback(i=i, t=t, x=x, x0=out.x0, x_next=x_next)
         x = x_next
