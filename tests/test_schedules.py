@@ -79,3 +79,18 @@ def test_timestep_grids(spacing, n):
 def test_bad_schedule_input(call, message):
     with pytest.raises(UserError, match=message):
         call()
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+def test_respaced_alpha_bar_equals_the_original_at_kept_steps(name, spacing):
+    s = NoiseSchedule.from_name(name, 1000)
+    grid = timestep_grid(1000, 25, spacing)
+    r = s.respace(grid)
+    kept = grid.sort().values
+    assert r.num_steps == 25
+    # float64: the round trip through β = 1 − ᾱ_k/ᾱ_j loses ~1e-16/(ᾱ_k/ᾱ_j) relatively; the
+    # cosine schedule's last ratio is ~1e-7, hence 1e-8 rather than machine precision.
+    assert torch.allclose(r.alphas_cumprod, s.alphas_cumprod[kept], rtol=1e-8, atol=0)
+    assert bool(((r.betas > 0) & (r.betas < 1)).all())
+    assert torch.allclose(s.respace(torch.arange(1000)).betas, s.betas, rtol=1e-10)  # keeping all is the identity

@@ -138,6 +138,16 @@ class NoiseSchedule:
         """A copy with every table cast once to `dtype` on `device` (float64 is not on MPS)."""
         return NoiseSchedule(**{f.name: getattr(self, f.name).to(dtype).to(device) for f in fields(self)})
 
+    def respace(self, timesteps: torch.Tensor) -> "NoiseSchedule":
+        """The schedule of the sub-process on the kept `timesteps` (any order): β recomputed
+        as β_i = 1 − ᾱ_{k_i}/ᾱ_{k_{i−1}} so ᾱ is kept exactly at the kept steps
+        (improved-diffusion's `space_timesteps`). Samplers reach the same result by
+        walking a grid of the full schedule; this object is for inspection and tables."""
+        kept = torch.as_tensor(timesteps).long().unique(sorted=True)
+        abar = self.alphas_cumprod[kept]
+        prev = torch.cat([abar.new_ones(1), abar[:-1]])
+        return NoiseSchedule.from_betas(1 - abar / prev)
+
     def full_grid(self) -> torch.Tensor:
         """All timesteps, T-1 down to 0: the grid of ancestral sampling."""
         return torch.arange(self.num_steps - 1, -1, -1)
