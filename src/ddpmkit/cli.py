@@ -136,6 +136,22 @@ def _add_show_forward(sub) -> None:
     p.add_argument("--timesteps", type=int, default=1000, help="T of both schedules")
 
 
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a trained run: negative log-likelihood (bits/dim)",
+        description="Measure a run and write RUN/metrics.json. --nll vlb: the full variational bound "
+        "(prior + every L_t, one network call per timestep and image) in bits/dim.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--run", type=Path, required=True, help="a run directory written by ddpmkit train")
+    p.add_argument("--nll", choices=["vlb"], default="vlb", help="likelihood measure")
+    p.add_argument("--num-images", type=int, default=256, help="examples the bound is averaged over")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise in each term")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ddpmkit",
@@ -146,6 +162,7 @@ def parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_sample(sub)
     _add_show_forward(sub)
+    _add_evaluate(sub)
     return p
 
 
@@ -239,7 +256,23 @@ def _run_show_forward(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _run_train, "sample": _run_sample, "show-forward": _run_show_forward}
+def _run_evaluate(args) -> int:
+    from .api import evaluate_nll, write_metrics
+    from .build import load_run, pick_device
+
+    if args.num_images <= 0:
+        raise UserError(f"--num-images must be a positive integer, got {args.num_images}")
+    run = load_run(args.run, ema=args.ema, device=pick_device(args.device))
+    started = time.perf_counter()
+    result = evaluate_nll(run, args.num_images, seed=args.seed)
+    write_metrics(args.run, result)
+    print(f"NLL (variational bound, {result['nll_vlb_steps']} terms): {result['nll_vlb_bpd']:.4f} "
+          f"± {result['nll_vlb_stderr']:.4f} {result['nll_vlb_unit']}")
+    print(f"  on {result['nll_vlb_reference']}; {time.perf_counter() - started:.1f} s; written to {args.run}/metrics.json")
+    return 0
+
+
+COMMANDS = {"train": _run_train, "sample": _run_sample, "show-forward": _run_show_forward, "evaluate": _run_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:
