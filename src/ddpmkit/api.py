@@ -172,10 +172,12 @@ def draw(
     labels: torch.Tensor | None = None,
     guidance: float = 0.0,
     batch_size: int = 4096,
+    **sampler_options,
 ) -> Samples:
     """n samples from a loaded run, in model space and data space; `steps` evenly spaced
     timesteps (default: all T). A conditional run takes `labels` [n] (None: unconditional)
-    and a classifier-free `guidance` strength w (0: the plain conditional model)."""
+    and a classifier-free `guidance` strength w (0: the plain conditional model).
+    `sampler_options` go to the sampler (e.g. eta=1.0 for ddim)."""
     check_labels(run.config, labels, guidance)
     if n <= 0:
         raise UserError(f"the number of samples must be positive, got {n}")
@@ -193,7 +195,9 @@ def draw(
         x_T = randn_like(torch.empty(shape, device=device), generator)
         label = None if labels is None else labels[start : start + shape[0]].to(device)
         callback = trajectory if start == 0 else None
-        chunks.append(SAMPLERS[sampler](denoiser, x_T, grid, label=label, generator=generator, callback=callback).cpu())
+        chunks.append(
+            SAMPLERS[sampler](denoiser, x_T, grid, label=label, generator=generator, callback=callback, **sampler_options).cpu()
+        )
     x = torch.cat(chunks)
     return Samples(x, to_data_space(run.config, x), trajectory)
 
@@ -248,6 +252,8 @@ def sample(
     gif: bool = False,
     class_: str | None = None,
     guidance: float = 0.0,
+    steps: int | None = None,
+    **sampler_options,
 ) -> np.ndarray:
     """Write out/samples.npy and out/samples.png (and out/reverse.gif) for a run; returns
     the data-space samples. `class_` is a class index or "all" (then n per class, a grid
@@ -260,7 +266,7 @@ def sample(
     check_labels(run.config, labels, guidance)
     n = n if labels is None else len(labels)
     keep = _picture_steps(T, GIF_FRAMES) if gif else None
-    samples = draw(run, n, seed=seed, sampler=sampler, keep=keep, labels=labels, guidance=guidance)
+    samples = draw(run, n, seed=seed, sampler=sampler, steps=steps, keep=keep, labels=labels, guidance=guidance, **sampler_options)
     if labels is not None:
         checkpoint.atomic_write(out / "labels.npy", lambda tmp: np.save(open(tmp, "wb"), labels.numpy()))
     if gif:
@@ -434,3 +440,56 @@ def write_metrics(run_dir: Path, new: dict) -> dict:
     record.update(new)
     checkpoint.atomic_write_text(path, json.dumps(record, indent=2))
     return record
+
+
+def network_evaluations(sampler: str, steps: int) -> int:
+    """Network evaluations per sample: one per step, except Heun's corrector (2n − 1)."""
+    return 2 * steps - 1 if sampler == "heun" else steps
+
+
+def quality_measure(config: RunConfig):
+    """(name, function data-space samples -> {metric: value}, the metric to plot) for a run's data."""
+    if config.is_toy:
+        return "distance to fresh points", lambda data: toy_distances(config, data), "mmd"
+    if config.data.name == "digits" and config.data.image_size == (8, 8) and config.data.channels == 1:
+        from .features import NAME, DigitsFeatures
+
+        feats = DigitsFeatures()
+        return f"Fréchet distance in {NAME} features to the 1,797 digits", feats.quality, "frechet_distance"
+    raise UserError(
+        "compare-samplers measures 2-D runs and 8x8 digits runs so far; "
+        "for other images use ddpmkit sample per sampler and inspect the grids"
+    )
+
+
+def compare_samplers(
+    run: Run, out: Path, *, samplers: list[str], steps: list[int], n: int, seed: int = 0, report=lambda m: None
+) -> list[dict]:
+    """Sample with every sampler at every step count; measure quality, NFE and wall time per
+    sample; write out/compare.json, out/compare.png and print a table through `report`."""
+    import time
+
+    for name in samplers:
+        if name not in SAMPLERS:
+            raise UserError(f"unknown sampler {name!r}; choose from: {', '.join(SAMPLERS)}")
+    T = run.config.diffusion.num_steps
+    bad = [k for k in steps if not 0 < k <= T]
+    if bad:
+        raise UserError(f"--steps must lie in 1..{T} (the trained T), got {bad}")
+    what, measure, metric = quality_measure(run.config)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    report(f"{'sampler':<8} {'steps':>5} {'NFE':>5} {metric:>18} {'ms/sample':>10}")
+    for name in samplers:
+        for k in steps:
+            started = time.perf_counter()
+            data = draw(run, n, seed=seed, sampler=name, steps=k).data
+            seconds = time.perf_counter() - started
+            row = {"sampler": name, "steps": k, "nfe": network_evaluations(name, k),
+                   "ms_per_sample": 1000 * seconds / n, **measure(data)}
+            results.append(row)
+            report(f"{name:<8} {k:>5} {row['nfe']:>5} {row[metric]:>18.5f} {row['ms_per_sample']:>10.2f}")
+    record = {"measure": what, "samples_per_setting": n, "seed": seed, "results": results}
+    checkpoint.atomic_write_text(out / "compare.json", json.dumps(record, indent=2))
+    viz.quality_vs_steps(results, metric, out / "compare.png", f"{run.config.data.name}: {what}, {n} samples each")
+    return results

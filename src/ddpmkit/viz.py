@@ -158,3 +158,20 @@ def side_by_side_gif(lefts: Sequence[np.ndarray], rights: Sequence[np.ndarray], 
         frames.append(frame if mode == "L" else frame.convert("P", palette=Image.Palette.ADAPTIVE))
     durations = [ms_per_frame] * (len(frames) - 1) + [2000]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+
+
+def quality_vs_steps(results: Sequence[dict], metric: str, path: Path, title: str = "") -> None:
+    """One line per sampler: `metric` against network evaluations (log x)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name in dict.fromkeys(r["sampler"] for r in results):
+        rows = sorted((r for r in results if r["sampler"] == name), key=lambda r: r["nfe"])
+        ax.plot([r["nfe"] for r in rows], [r[metric] for r in rows], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("network evaluations per sample")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
