@@ -99,3 +99,14 @@ def test_guidance_needs_a_conditional_model_and_labels_needed(tmp_path, capsys):
         assert f"{what} needs a conditional model" in capsys.readouterr().err
     assert main(["train", "--data", "swiss-roll", "--conditional", "--out", str(tmp_path / "s"), *tiny]) == 2
     assert "--conditional needs class labels, and swiss-roll has none" in capsys.readouterr().err
+
+
+def test_conditional_toy_data_and_npz_labels(tmp_path, capsys):
+    tiny = ["--steps", "3", "--timesteps", "10", "--batch-size", "8", "--no-progress"]
+    assert main(["train", "--data", "moons", "--conditional", "--num-points", "100", "--out", str(tmp_path / "m"), *tiny]) == 0
+    assert main(["sample", "--run", str(tmp_path / "m"), "-n", "4", "--class", "1", "--guidance", "1"]) == 0
+    assert np.load(tmp_path / "m" / "samples" / "labels.npy").tolist() == [1] * 4
+    images = np.random.default_rng(0).integers(0, 255, (12, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", images=images, labels=np.arange(12) % 3)
+    assert main(["train", "--data", str(tmp_path / "a.npz"), "--conditional", "--width", "8", "--out", str(tmp_path / "a"), *tiny]) == 0
+    assert '"num_classes": 3' in (tmp_path / "a" / "config.json").read_text()

@@ -131,9 +131,17 @@ def _fit_net_to_data(config: RunConfig) -> RunConfig:
     if config.is_toy:
         dim = len(config.data.mean)
         return dataclasses.replace(config, net=dataclasses.replace(net, dim=dim, out_dim=outputs * dim, num_classes=classes))
-    channels = config.data.channels
+    channels, side = config.data.channels, min(config.data.image_size)
+    levels = {side // 2**i for i in range(len(net.channel_mults))}  # feature-map sizes of the U-Net
     net = dataclasses.replace(
-        net, in_channels=channels, out_channels=outputs * channels, image_size=min(config.data.image_size), num_classes=classes
+        net,
+        in_channels=channels,
+        out_channels=outputs * channels,
+        image_size=side,
+        num_classes=classes,
+        # the preset's attention sizes (e.g. 16 px) apply where the data has such a level
+        attention_resolutions=tuple(r for r in net.attention_resolutions if r in levels),
+        linear_attention_resolutions=tuple(r for r in net.linear_attention_resolutions if r in levels),
     )
     net.check_image_size(*config.data.image_size)
     return dataclasses.replace(config, net=net)
