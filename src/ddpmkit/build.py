@@ -14,7 +14,7 @@ from torch import nn
 from . import checkpoint
 from .config import DataConfig, RunConfig
 from .data.toy import TOY_CLASSES, TOY_DATASETS, PointDataset, canonical_toy_name, normalisation, toy_points
-from .denoiser import ClippedDenoiser, Denoiser, DenoiserLike, GuidedDenoiser
+from .denoiser import CLIPS, ClippedDenoiser, Denoiser, DenoiserLike, GuidedDenoiser
 from .errors import UserError
 from .nets.mlp import MLP, GatedMLP, GatedMLPConfig, MLPConfig
 from .nets.unet import UNet, UNetConfig
@@ -98,13 +98,19 @@ def build_schedule(config: RunConfig) -> NoiseSchedule:
     return NoiseSchedule.from_name(config.diffusion.schedule, config.diffusion.num_steps)
 
 
-def build_denoiser(config: RunConfig, net: nn.Module, guidance: float = 0.0) -> DenoiserLike:
+def build_denoiser(
+    config: RunConfig, net: nn.Module, guidance: float = 0.0, clip: str | None = None, percentile: float = 0.995
+) -> DenoiserLike:
     """The denoiser for sampling: classifier-free guidance of strength `guidance` for a
-    conditional model; images (known range [-1, 1]) get x̂_0 clipped after guidance."""
+    conditional model, then x̂_0 kept in range: `clip` static, dynamic (Imagen's thresholding
+    at `percentile`) or none; default static for images (known range [-1, 1]), none for 2-D data."""
     denoiser: DenoiserLike = Denoiser(net, build_schedule(config), config.diffusion.prediction, config.diffusion.variance)
     if config.num_classes:
         denoiser = GuidedDenoiser(denoiser, guidance, null_label=config.num_classes)
-    return denoiser if config.is_toy else ClippedDenoiser(denoiser)
+    clip = clip or ("none" if config.is_toy else "static")
+    if clip not in CLIPS:
+        raise UserError(f"unknown clipping {clip!r}; choose one of: {', '.join(CLIPS)}")
+    return denoiser if clip == "none" else ClippedDenoiser(denoiser, clip, percentile)
 
 
 @dataclass

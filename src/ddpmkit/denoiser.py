@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from . import process
+from ._tensor import append_dims
 from .process import reverse_log_variance  # noqa: F401  (re-exported for samplers)
 from .errors import UserError
 from .schedules import NoiseSchedule
@@ -113,17 +114,32 @@ class GuidedDenoiser:
         return DenoiserOutput(x0=process.x0_from_eps(self.schedule, x_t, t, eps), eps=eps, var_frac=frac)
 
 
-class ClippedDenoiser:
-    """Clip x̂_0 to [-1, 1] and recompute ε̂ from it, so samplers stay consistent
-    (improved-diffusion's clip_denoised). For image data, whose range is known."""
+Clip = Literal["static", "dynamic", "none"]
+CLIPS: tuple[str, ...] = get_args(Clip)
 
-    def __init__(self, inner: DenoiserLike):
-        self.inner = inner
+
+class ClippedDenoiser:
+    """Keep x̂_0 in the data's range [-1, 1] and recompute ε̂ from it, so samplers stay
+    consistent. "static": clip to [-1, 1] (improved-diffusion's clip_denoised). "dynamic":
+    dynamic thresholding (Sec. 2.3 of Saharia et al. 2022, Imagen): per sample, s = the
+    `percentile` quantile of |x̂_0|, at least 1; x̂_0 <- clip(x̂_0, −s, s)/s, which pulls
+    saturated predictions back inside instead of flattening them (useful with strong guidance)."""
+
+    def __init__(self, inner: DenoiserLike, mode: str = "static", percentile: float = 0.995):
+        if mode not in ("static", "dynamic"):
+            raise UserError(f"unknown clipping {mode!r}; choose static or dynamic")
+        if not 0 < percentile <= 1:
+            raise UserError(f"the dynamic-threshold percentile must lie in (0, 1], got {percentile}")
+        self.inner, self.mode, self.percentile = inner, mode, percentile
         self.schedule = inner.schedule
         self.variance = inner.variance
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> DenoiserOutput:
         out = self.inner(x_t, t, label)
-        x0 = out.x0.clamp(-1, 1)
+        if self.mode == "static":
+            x0 = out.x0.clamp(-1, 1)
+        else:
+            s = out.x0.flatten(1).abs().quantile(self.percentile, dim=1).clamp(min=1)  # [B]
+            s = append_dims(s, x_t.ndim)
+            x0 = torch.maximum(torch.minimum(out.x0, s), -s) / s
         return DenoiserOutput(x0=x0, eps=process.eps_from_x0(self.schedule, x_t, t, x0), var_frac=out.var_frac)
-

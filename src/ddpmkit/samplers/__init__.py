@@ -51,6 +51,6 @@ class Trajectory:
             self.x0s.append(x0.detach().cpu())
 
 
-from . import ddpm  # noqa: E402  (the samplers import the helpers above)
+from . import ddim, ddpm, dpm_solver, heun  # noqa: E402  (the samplers import the helpers above)
 
-SAMPLERS = {"ddpm": ddpm.sample}
+SAMPLERS = {"ddpm": ddpm.sample, "ddim": ddim.sample, "dpm++": dpm_solver.sample, "heun": heun.sample}
