@@ -179,24 +179,32 @@ def draw(
     keep: list[int] | None = None,
     labels: torch.Tensor | None = None,
     guidance: float = 0.0,
+    clip: str | None = None,
+    percentile: float = 0.995,
     batch_size: int = 4096,
     **sampler_options,
 ) -> Samples:
     """n samples from a loaded run, in model space and data space; `steps` evenly spaced
     timesteps (default: all T). A conditional run takes `labels` [n] (None: unconditional)
     and a classifier-free `guidance` strength w (0: the plain conditional model).
-    `sampler_options` go to the sampler (e.g. eta=1.0 for ddim)."""
+    `clip`: static, dynamic (thresholding at `percentile`) or none; None is the run's
+    default (static for images). `sampler_options` go to the sampler (e.g. eta=1.0 for ddim)."""
     check_labels(run.config, labels, guidance)
     if n <= 0:
         raise UserError(f"the number of samples must be positive, got {n}")
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+    if sampler_options.get("eta", 0) < 0:
+        raise UserError(f"--eta must be >= 0 (0: deterministic DDIM, 1: DDPM-like), got {sampler_options['eta']}")
+    T = run.config.diffusion.num_steps
+    if steps is not None and not 0 < steps <= T:
+        raise UserError(f"--steps must lie in 1..{T} (the trained T), got {steps}")
     device = next(run.net.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     trajectory = Trajectory(keep) if keep is not None else None
-    T = run.config.diffusion.num_steps
     grid = run.denoiser.schedule.full_grid() if steps is None else timestep_grid(T, steps)
-    denoiser = build_denoiser(run.config, run.net, guidance) if guidance else run.denoiser
+    custom = guidance or clip is not None
+    denoiser = build_denoiser(run.config, run.net, guidance, clip, percentile) if custom else run.denoiser
     chunks = []
     for start in range(0, n, batch_size):
         shape = run.sample_shape(min(batch_size, n - start))
@@ -261,6 +269,8 @@ def sample(
     class_: str | None = None,
     guidance: float = 0.0,
     steps: int | None = None,
+    clip: str | None = None,
+    percentile: float = 0.995,
     **sampler_options,
 ) -> np.ndarray:
     """Write out/samples.npy and out/samples.png (and out/reverse.gif) for a run; returns
@@ -273,8 +283,9 @@ def sample(
     labels = class_labels(run.config, class_, n)
     check_labels(run.config, labels, guidance)
     n = n if labels is None else len(labels)
-    keep = _picture_steps(T, GIF_FRAMES) if gif else None
-    samples = draw(run, n, seed=seed, sampler=sampler, steps=steps, keep=keep, labels=labels, guidance=guidance, **sampler_options)
+    keep = _picture_steps(T, GIF_FRAMES, steps) if gif else None
+    samples = draw(run, n, seed=seed, sampler=sampler, steps=steps, keep=keep, labels=labels, guidance=guidance,
+                   clip=clip, percentile=percentile, **sampler_options)
     if labels is not None:
         checkpoint.atomic_write(out / "labels.npy", lambda tmp: np.save(open(tmp, "wb"), labels.numpy()))
     if gif:
@@ -321,8 +332,10 @@ def _step_picture(config: RunConfig, ema_net: nn.Module, run_dir: Path, step: in
     ema_net.train(was_training)
 
 
-def _picture_steps(T: int, count: int) -> list[int]:
-    return sorted({int(round(v)) for v in np.linspace(0, T - 1, count)})
+def _picture_steps(T: int, count: int, steps: int | None = None) -> list[int]:
+    """About `count` timesteps, evenly spread over the sampling grid (all T, or `steps` of them)."""
+    grid = torch.arange(T) if steps is None else timestep_grid(T, steps)
+    return sorted({int(grid[int(round(v))]) for v in np.linspace(0, len(grid) - 1, count)})
 
 
 def _toy_pictures(config: RunConfig, ema_net: nn.Module, dataset, run_dir: Path, n: int = 2000) -> None:
@@ -451,8 +464,8 @@ def write_metrics(run_dir: Path, new: dict) -> dict:
 
 
 def network_evaluations(sampler: str, steps: int) -> int:
-    """Network evaluations per sample: one per step, except Heun's corrector (2n − 1)."""
-    return 2 * steps - 1 if sampler == "heun" else steps
+    """Network evaluations per sample: one per step, except Heun's corrector (2n − 2)."""
+    return max(2 * steps - 2, 1) if sampler == "heun" else steps
 
 
 def quality_measure(config: RunConfig):

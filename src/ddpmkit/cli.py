@@ -118,6 +118,10 @@ def _add_sample(sub) -> None:
     p.add_argument("--sampler", default="ddpm", help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M) or heun")
     p.add_argument("--steps", type=int, help="sampling steps, evenly spaced over the trained T (default: all T)")
     p.add_argument("--eta", type=float, help="ddim only: 0 deterministic, 1 ancestral-like (default 0)")
+    p.add_argument("--clip", choices=["static", "dynamic", "none"], help="keep x̂_0 in [-1, 1]: static clipping, "
+                   "dynamic thresholding (Imagen) or none (default: static for images, none for 2-D data)")
+    p.add_argument("--dynamic-threshold", type=float, default=0.995, metavar="P",
+                   help="percentile of |x̂_0| for --clip dynamic (default 0.995)")
     p.add_argument("--class", dest="class_", metavar="K|all", help="conditional runs: draw class K, or 'all' (-n per class, a grid row each)")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance strength w: ε = (1+w)·ε(x,c) − w·ε(x,∅)")
     p.add_argument("--gif", action="store_true", help="also write reverse.gif: the reverse process (images: x_t beside x̂_0)")
@@ -258,7 +262,8 @@ def _run_sample(args) -> int:
             raise UserError(f"--eta applies to --sampler ddim only, not {args.sampler}")
         options["eta"] = args.eta
     points = sample(args.run, args.num_samples, out, seed=args.seed, ema=args.ema, device=args.device, gif=args.gif,
-                    class_=args.class_, guidance=args.guidance, sampler=args.sampler, steps=args.steps, **options)
+                    class_=args.class_, guidance=args.guidance, sampler=args.sampler, steps=args.steps,
+                    clip=args.clip, percentile=args.dynamic_threshold, **options)
     gif = " and reverse.gif" if args.gif else ""
     print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif} in {time.perf_counter() - started:.1f} s")
     config = RunConfig.load(args.run / "config.json")
