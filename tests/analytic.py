@@ -20,3 +20,20 @@ class GaussianEps(nn.Module):
         abar = extract(self.abar, t, x.double())
         eps = (1 - abar).sqrt() * (x.double() - abar.sqrt() * self.mean) / (abar * self.std**2 + 1 - abar)
         return eps.to(x.dtype)
+
+
+class GaussianFullEps(nn.Module):
+    """E[ε | x_t] for data x_0 ~ N(mean, cov) in D dimensions: x_t ~ N(α·mean, C), C = α²·cov + σ²·I
+    (α = √ᾱ, σ = √(1−ᾱ)), so E[ε | x_t] = σ·C⁻¹(x_t − α·mean). Its Jacobian is not diagonal."""
+
+    def __init__(self, schedule: NoiseSchedule, mean: torch.Tensor, cov: torch.Tensor):
+        super().__init__()
+        self.abar = schedule.alphas_cumprod.clone()
+        self.mean, self.cov = mean.double(), cov.double()
+
+    def forward(self, x, t, label=None):
+        abar = self.abar.to(x.device)[t].double()[:, None, None]  # [B, 1, 1]
+        eye = torch.eye(len(self.mean), dtype=torch.float64)
+        C = abar * self.cov + (1 - abar) * eye  # [B, D, D]
+        r = (x.double() - abar[:, :, 0].sqrt() * self.mean)[..., None]  # [B, D, 1]
+        return ((1 - abar).sqrt() * torch.linalg.solve(C, r))[..., 0].to(x.dtype)
