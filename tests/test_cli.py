@@ -94,3 +94,14 @@ def test_evaluate_writes_the_bound_to_metrics_json(toy_run, capsys):
     metrics = json.loads((toy_run / "metrics.json").read_text())
     assert np.isfinite(metrics["nll_vlb_bpd"]) and metrics["nll_vlb_examples"] == 64
     assert "mmd" in metrics  # merged with what training wrote, not replaced
+
+
+def test_evaluate_ode_likelihood_beside_the_bound(toy_run, capsys):
+    assert main(["evaluate", "--run", str(toy_run), "--nll", "both", "--num-images", "64", "--ode-points", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "NLL (variational bound, 50 terms)" in out and "NLL (probability-flow ODE, 20 grid points)" in out
+    metrics = json.loads((toy_run / "metrics.json").read_text())
+    assert np.isfinite(metrics["nll_ode_bpd"]) and np.isfinite(metrics["nll_vlb_bpd"]) and metrics["nll_ode_examples"] == 64
+    bad = subprocess.run([sys.executable, "-m", "ddpmkit", "evaluate", "--run", str(toy_run), "--nll", "ode", "--ode-points", "1"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--ode-points must be at least 2" in bad.stderr
