@@ -10,6 +10,7 @@ initialises torch.distributed, and every collective is the identity.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -123,8 +124,11 @@ def launch(device_name: str | None = None) -> Iterator[tuple[World, torch.device
     if device.type == "cuda":
         torch.cuda.set_device(device)
     where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    # NCCL binds this process's communicators to its GPU up front (torch >= 2.3 takes device_id).
+    bind = device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters
     try:
-        dist.init_process_group(backend, rank=world.rank, world_size=world.size, timeout=TIMEOUT)
+        dist.init_process_group(backend, rank=world.rank, world_size=world.size, timeout=TIMEOUT,
+                                **({"device_id": device} if bind else {}))
     except (RuntimeError, ValueError, OSError) as e:
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
