@@ -105,3 +105,20 @@ def test_evaluate_ode_likelihood_beside_the_bound(toy_run, capsys):
     bad = subprocess.run([sys.executable, "-m", "ddpmkit", "evaluate", "--run", str(toy_run), "--nll", "ode", "--ode-points", "1"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--ode-points must be at least 2" in bad.stderr
+
+
+def test_sample_spacing_chooses_the_timestep_grid(toy_run, tmp_path):
+    from ddpmkit import api
+    from ddpmkit.build import load_run
+    from ddpmkit.schedules import timestep_grid
+
+    run = load_run(toy_run)
+    grids = {}
+    for spacing in ("linspace", "leading", "trailing"):
+        drawn = api.draw(run, 16, sampler="ddim", steps=5, spacing=spacing, keep=list(range(50)), seed=1)
+        grids[spacing] = drawn.trajectory.steps
+        assert drawn.trajectory.steps == timestep_grid(50, 5, spacing).tolist()
+    assert grids["leading"][0] < 49 == grids["trailing"][0] == grids["linspace"][0]  # leading never starts at T-1
+    assert main(["sample", "--run", str(toy_run), "-n", "20", "--out", str(tmp_path), "--sampler", "dpm++",
+                 "--steps", "5", "--spacing", "trailing"]) == 0
+    assert np.load(tmp_path / "samples.npy").shape == (20, 2)

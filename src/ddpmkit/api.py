@@ -86,8 +86,10 @@ def train(
     resume: bool = False,
     report=lambda message: None,
     progress: bool = True,
+    pictures: bool = True,
 ) -> TrainResult:
-    """Train `config` into `run_dir` (or continue it with resume=True) and draw its pictures."""
+    """Train `config` into `run_dir` (or continue it with resume=True) and, with `pictures`,
+    draw the end-of-run pictures (samples, forward process, loss curve)."""
     run_dir = Path(run_dir)
     dev = pick_device(device)
     dataset, data = load_data(config.data, config.seed)
@@ -111,6 +113,8 @@ def train(
     if resume:
         report(f"resuming from step {trainer.resume()}")
     result = trainer.fit()
+    if not pictures:
+        return result
     viz.loss_curve(read_log(run_dir / "log.jsonl"), run_dir / "loss.png")
     if config.is_toy:
         _toy_pictures(config, trainer.ema.model, dataset, run_dir)
@@ -177,6 +181,7 @@ def draw(
     seed: int = 0,
     sampler: str = "ddpm",
     steps: int | None = None,
+    spacing: str = "linspace",
     keep: list[int] | None = None,
     labels: torch.Tensor | None = None,
     guidance: float = 0.0,
@@ -185,8 +190,8 @@ def draw(
     batch_size: int = 4096,
     **sampler_options,
 ) -> Samples:
-    """n samples from a loaded run, in model space and data space; `steps` evenly spaced
-    timesteps (default: all T). A conditional run takes `labels` [n] (None: unconditional)
+    """n samples from a loaded run, in model space and data space, on `steps` of the T
+    trained timesteps (default: all T) chosen by `spacing` (linspace, leading or trailing). A conditional run takes `labels` [n] (None: unconditional)
     and a classifier-free `guidance` strength w (0: the plain conditional model).
     `clip`: static, dynamic (thresholding at `percentile`) or none; None is the run's
     default (static for images). `sampler_options` go to the sampler (e.g. eta=1.0 for ddim)."""
@@ -203,7 +208,7 @@ def draw(
     device = next(run.net.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     trajectory = Trajectory(keep) if keep is not None else None
-    grid = run.denoiser.schedule.full_grid() if steps is None else timestep_grid(T, steps)
+    grid = run.denoiser.schedule.full_grid() if steps is None else timestep_grid(T, steps, spacing)
     custom = guidance or clip is not None
     denoiser = build_denoiser(run.config, run.net, guidance, clip, percentile) if custom else run.denoiser
     chunks = []
@@ -270,6 +275,7 @@ def sample(
     class_: str | None = None,
     guidance: float = 0.0,
     steps: int | None = None,
+    spacing: str = "linspace",
     clip: str | None = None,
     percentile: float = 0.995,
     **sampler_options,
@@ -284,8 +290,8 @@ def sample(
     labels = class_labels(run.config, class_, n)
     check_labels(run.config, labels, guidance)
     n = n if labels is None else len(labels)
-    keep = _picture_steps(T, GIF_FRAMES, steps) if gif else None
-    samples = draw(run, n, seed=seed, sampler=sampler, steps=steps, keep=keep, labels=labels, guidance=guidance,
+    keep = _picture_steps(T, GIF_FRAMES, steps, spacing) if gif else None
+    samples = draw(run, n, seed=seed, sampler=sampler, steps=steps, spacing=spacing, keep=keep, labels=labels, guidance=guidance,
                    clip=clip, percentile=percentile, **sampler_options)
     if labels is not None:
         checkpoint.atomic_write(out / "labels.npy", lambda tmp: np.save(open(tmp, "wb"), labels.numpy()))
@@ -333,9 +339,9 @@ def _step_picture(config: RunConfig, ema_net: nn.Module, run_dir: Path, step: in
     ema_net.train(was_training)
 
 
-def _picture_steps(T: int, count: int, steps: int | None = None) -> list[int]:
+def _picture_steps(T: int, count: int, steps: int | None = None, spacing: str = "linspace") -> list[int]:
     """About `count` timesteps, evenly spread over the sampling grid (all T, or `steps` of them)."""
-    grid = torch.arange(T) if steps is None else timestep_grid(T, steps)
+    grid = torch.arange(T) if steps is None else timestep_grid(T, steps, spacing)
     return sorted({int(grid[int(round(v))]) for v in np.linspace(0, len(grid) - 1, count)})
 
 
@@ -507,7 +513,8 @@ def quality_measure(config: RunConfig):
 
 
 def compare_samplers(
-    run: Run, out: Path, *, samplers: list[str], steps: list[int], n: int, seed: int = 0, report=lambda m: None
+    run: Run, out: Path, *, samplers: list[str], steps: list[int], n: int, seed: int = 0, spacing: str = "linspace",
+    report=lambda m: None,
 ) -> list[dict]:
     """Sample with every sampler at every step count; measure quality, NFE and wall time per
     sample; write out/compare.json, out/compare.png and print a table through `report`."""
@@ -527,13 +534,13 @@ def compare_samplers(
     for name in samplers:
         for k in steps:
             started = time.perf_counter()
-            data = draw(run, n, seed=seed, sampler=name, steps=k).data
+            data = draw(run, n, seed=seed, sampler=name, steps=k, spacing=spacing).data
             seconds = time.perf_counter() - started
             row = {"sampler": name, "steps": k, "nfe": network_evaluations(name, k),
                    "ms_per_sample": 1000 * seconds / n, **measure(data)}
             results.append(row)
             report(f"{name:<8} {k:>5} {row['nfe']:>5} {row[metric]:>18.5f} {row['ms_per_sample']:>10.2f}")
-    record = {"measure": what, "samples_per_setting": n, "seed": seed, "results": results}
+    record = {"measure": what, "samples_per_setting": n, "seed": seed, "spacing": spacing, "results": results}
     checkpoint.atomic_write_text(out / "compare.json", json.dumps(record, indent=2))
     viz.quality_vs_steps(results, metric, out / "compare.png", f"{run.config.data.name}: {what}, {n} samples each")
     return results

@@ -17,7 +17,7 @@ from .data.toy import TOY_DATASETS
 from .denoiser import PREDICTIONS, VARIANCES
 from .errors import UserError
 from .losses import LOSSES
-from .schedules import SCHEDULES
+from .schedules import SCHEDULES, SPACINGS
 
 DATA_HELP = f"{', '.join(TOY_DATASETS)} (2-D toy sets), digits (8x8 images, the default), a folder of images, a .npy/.npz array file, or hf:NAME"
 
@@ -116,7 +116,9 @@ def _add_sample(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
     p.add_argument("--sampler", default="ddpm", help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M) or heun")
-    p.add_argument("--steps", type=int, help="sampling steps, evenly spaced over the trained T (default: all T)")
+    p.add_argument("--steps", type=int, help="sampling steps out of the trained T (default: all T)")
+    p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which --steps timesteps: linspace (evenly "
+                   "from T-1 to 0), leading (0, k, 2k, ...: DDIM's), trailing (T-1, T-1-k, ...: Lin et al. 2024)")
     p.add_argument("--eta", type=float, help="ddim only: 0 deterministic, 1 ancestral-like (default 0)")
     p.add_argument("--clip", choices=["static", "dynamic", "none"], help="keep x̂_0 in [-1, 1]: static clipping, "
                    "dynamic thresholding (Imagen) or none (default: static for images, none for 2-D data)")
@@ -174,6 +176,7 @@ def _add_compare(sub) -> None:
     p.add_argument("--samplers", default=None, help="comma-separated (default: all)")
     p.add_argument("--steps", default="10,20,50,100,1000", help="comma-separated sampling step counts")
     p.add_argument("-n", "--num-samples", type=int, default=500, help="samples per setting")
+    p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="timestep grid of each step count")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/compare)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
@@ -264,7 +267,7 @@ def _run_sample(args) -> int:
             raise UserError(f"--eta applies to --sampler ddim only, not {args.sampler}")
         options["eta"] = args.eta
     points = sample(args.run, args.num_samples, out, seed=args.seed, ema=args.ema, device=args.device, gif=args.gif,
-                    class_=args.class_, guidance=args.guidance, sampler=args.sampler, steps=args.steps,
+                    class_=args.class_, guidance=args.guidance, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
                     clip=args.clip, percentile=args.dynamic_threshold, **options)
     gif = " and reverse.gif" if args.gif else ""
     print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif} in {time.perf_counter() - started:.1f} s")
@@ -328,7 +331,7 @@ def _run_compare(args) -> int:
     run = load_run(args.run, device=pick_device(args.device))
     out = args.out or args.run / "compare"
     compare_samplers(run, out, samplers=samplers, steps=_ints(args.steps, "--steps"), n=args.num_samples,
-                     seed=args.seed, report=print)
+                     seed=args.seed, spacing=args.spacing, report=print)
     print(f"wrote {out}/compare.json and compare.png")
     return 0
 
