@@ -162,7 +162,7 @@ def _add_evaluate(sub) -> None:
     g.add_argument("-n", "--num-samples", type=int, help="samples to draw and measure (default 2000)")
     g.add_argument("--sampler", help="ddpm, ddim, dpm++ or heun (default dpm++)")
     g.add_argument("--steps", type=int, help="sampling steps, evenly spaced over the trained T (default 20)")
-    g.add_argument("--features", choices=["own", "inception"], help="images: own (default) or inception (standard FID)")
+    g.add_argument("--features", help="images: own (default: ddpmkit's features for this data) or inception (standard FID)")
     g.add_argument("--inception-weights", type=Path, metavar="PATH",
                    help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid); default: look in torch hub's checkpoints cache")
     g.add_argument("--guidance", type=float, help="conditional runs: guidance w for the class-balanced samples (default 0)")

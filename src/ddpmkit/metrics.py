@@ -110,8 +110,11 @@ def kid(features_a, features_b, subset_size: int = 1000, num_subsets: int = 100,
 
 # ---- nearest neighbours: precision / recall, memorisation --------------------------------
 def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """‖a_i − b_j‖² [len(a), len(b)] in float64 (exact 0 for identical rows to ~1e-12)."""
-    return ((a * a).sum(1, keepdim=True) + (b * b).sum(1) - 2 * a @ b.T).clamp(min=0)
+    """‖a_i − b_j‖² [len(a), len(b)] in float64 through ‖a‖² + ‖b‖² − 2aᵀb; what is left of
+    that cancellation below 1e-12 of ‖a‖² + ‖b‖² is rounding, set to 0 (identical rows are at 0)."""
+    norms = (a * a).sum(1, keepdim=True) + (b * b).sum(1)
+    d = norms - 2 * a @ b.T
+    return torch.where(d <= 1e-12 * norms, torch.zeros_like(d), d)
 
 
 def nearest_neighbours(queries, reference, exclude=None, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
