@@ -131,6 +131,7 @@ def test_inception_path_end_to_end_with_random_weights(digits_run, evaluated, tm
     assert "papers use 50,000 samples, so this is not comparable with their FIDs" in out
     record = json.loads((digits_run / "metrics.json").read_text())["sample_quality"][-1]
     assert record["features"]["name"] == "inception-v3-2015-12-05" and record["reference"]["num_images"] == 8
+    assert record["features"]["resize"] == "bilinear to 299x299 (TF1 resize_bilinear, align_corners=False, no half-pixel centres) from uint8"
     assert "seeded subset of 8 of the 1,797 images" in record["reference"]["what"]
 
 

@@ -34,12 +34,13 @@ from .features import InceptionFeatures, OwnFeatures, OwnTraining, train_own_fea
 
 FEATURES = ("own", "inception")
 MAX_REAL = 50_000  # real images in the reference (a seeded subset beyond this)
+MIN_REAL = 5  # fewer real images cannot hold a k = 3 nearest-neighbour manifold with one left out
 MAX_STORED_FEATURES = 10_000  # real feature rows cached for KID and precision/recall
 CALIBRATION_IMAGES = 1_000  # real images whose leave-one-out distance calibrates the copy check
 MEMORISATION_SIDE = 64  # the copy check compares pixels at most this many px on a side
 PAPER_SAMPLES = 50_000  # the sample count of published FIDs
 CLOSEST_PAIRS = 8  # pairs drawn in eval/closest_pairs.png
-_SEED_OFFSET = 7_919  # real subsets are drawn with seed + this, apart from the sampling noise
+REFERENCE_SEED = 7_919  # real-image subsets are fixed by this, whatever the sampling seed: one reference for all
 
 
 def cache_dir() -> Path:
@@ -91,7 +92,7 @@ def real_statistics(dataset, indices: np.ndarray, extractor, key: dict, report=l
         except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, never trusted
             pass
     report(f"computing {extractor.name} features of {len(indices):,} real images (cached for next time)")
-    keep = np.sort(np.random.default_rng(0).permutation(len(indices))[:MAX_STORED_FEATURES])
+    keep = np.sort(np.random.default_rng(REFERENCE_SEED).permutation(len(indices))[:MAX_STORED_FEATURES])
     total, outer, stored = None, None, []
     for start, images in _chunks(dataset, indices):
         f = torch.from_numpy(extractor.features(images))  # float64 [B, F]
@@ -109,11 +110,11 @@ def real_statistics(dataset, indices: np.ndarray, extractor, key: dict, report=l
     return Reference(mu, sigma, features.numpy(), n, False)
 
 
-def real_indices(n: int, seed: int = 0) -> np.ndarray:
-    """All of a data set's indices, or a seeded sorted subset of MAX_REAL of them."""
+def real_indices(n: int) -> np.ndarray:
+    """All of a data set's indices, or a sorted subset of MAX_REAL of them, the same every time."""
     if n <= MAX_REAL:
         return np.arange(n)
-    return np.sort(np.random.default_rng(seed + _SEED_OFFSET).permutation(n)[:MAX_REAL])
+    return np.sort(np.random.default_rng(REFERENCE_SEED).permutation(n)[:MAX_REAL])
 
 
 # ---- feature extractors for a run --------------------------------------------------------------
@@ -154,12 +155,15 @@ class ImageReference:
     description: dict
 
 
-def image_reference(run: Run, features: str = "own", inception_weights=None, seed: int = 0, report=lambda m: None,
+def image_reference(run: Run, features: str = "own", inception_weights=None, report=lambda m: None,
                     training: OwnTraining = OwnTraining()) -> ImageReference:
     if run.config.is_toy:
         raise UserError(f"--features applies to image runs; {run.config.data.name} is 2-D data, measured by MMD and sliced Wasserstein")
     dataset, _ = load_data(run.config.data, run.config.seed)
-    indices = real_indices(len(dataset), seed)
+    if len(dataset) < MIN_REAL:
+        raise UserError(f"{run.config.data.name} has {len(dataset)} images; sample quality needs at least {MIN_REAL} real "
+                        "images to compare with (precision/recall use each image's 3rd nearest neighbour)")
+    indices = real_indices(len(dataset))
     fingerprint = dataset_fingerprint(dataset, indices)
     extractor = image_extractor(run, dataset, features, inception_weights, report, training)
     key = {"data": {"name": run.config.data.name, "image_size": list(dataset.image_size), "channels": dataset.channels,
@@ -189,7 +193,7 @@ def feature_scores(reference: ImageReference, sample_features: np.ndarray, *, k:
     kid_mean, kid_std = metrics.kid(sample_features, real, subset_size=m, num_subsets=kid_subsets, seed=seed)
     scores["kid"] = {"mean": kid_mean, "std": kid_std, "subset_size": m, "subsets": kid_subsets,
                      "kernel": "(xᵀy/d + 1)³, unbiased MMD²"}
-    rng = np.random.default_rng(seed + _SEED_OFFSET)
+    rng = np.random.default_rng(REFERENCE_SEED)
     real_pr = real[np.sort(rng.permutation(len(real))[: len(sample_features)])]
     precision, recall = metrics.precision_recall(real_pr, sample_features, k=k)
     scores.update(precision=precision, recall=recall, k=k, precision_recall_real_images=len(real_pr))
@@ -206,7 +210,7 @@ def _pixels(images: torch.Tensor) -> torch.Tensor:
     return x.flatten(1)
 
 
-def memorisation(reference: ImageReference, samples: torch.Tensor, seed: int = 0, quantile: float = 0.01) -> dict:
+def memorisation(reference: ImageReference, samples: torch.Tensor, quantile: float = 0.01) -> dict:
     """Each sample's nearest training image in pixel space, against the same distance for
     real images left out in turn (metrics.near_copies). The run trained on every image of its
     data, so no image is unseen: each of up to CALIBRATION_IMAGES real images is compared with
@@ -215,7 +219,7 @@ def memorisation(reference: ImageReference, samples: torch.Tensor, seed: int = 0
     of pixels; feature spaces also call two different images of one class close.
     Distances are RMS differences of pixels in [0, 1]."""
     dataset, indices = reference.dataset, reference.indices
-    rng = np.random.default_rng(seed + _SEED_OFFSET)
+    rng = np.random.default_rng(REFERENCE_SEED)
     calib = np.sort(rng.permutation(len(indices))[:CALIBRATION_IMAGES])  # positions in `indices`
     queries = _pixels(samples)
     calib_pixels = _pixels(dataset.batch(indices[calib].tolist())[0])
@@ -322,7 +326,7 @@ def evaluate_quality(run: Run, settings: SampleSettings = SampleSettings(), *, f
         if features != "own" or inception_weights is not None:
             raise UserError(f"--features and --inception-weights apply to image runs; {run.config.data.name} is 2-D data")
         return _toy_quality(run, settings, k)
-    reference = image_reference(run, features, inception_weights, settings.seed, report, training)
+    reference = image_reference(run, features, inception_weights, report, training)
     report(f"drawing {settings.num:,} samples with {settings.sampler}, {settings.steps or run.config.diffusion.num_steps} steps")
     data, sample_record = _draw(run, settings)
     images = _nhwc_to_nchw(data)
@@ -330,7 +334,7 @@ def evaluate_quality(run: Run, settings: SampleSettings = SampleSettings(), *, f
               "description": reference.extractor.description}, "reference": reference.description}
     record.update(feature_scores(reference, reference.extractor.features(images), k=k, kid_subset=kid_subset,
                                  kid_subsets=kid_subsets, seed=settings.seed))
-    memo = memorisation(reference, images, settings.seed)
+    memo = memorisation(reference, images)
     out = Path(out) if out is not None else Path(run.directory) / "eval"
     closest_pairs_picture(reference, data, memo, out / "closest_pairs.png")
     record["memorisation"] = {
@@ -352,14 +356,14 @@ def _toy_quality(run: Run, settings: SampleSettings, k: int) -> dict:
     from .data.toy import toy_points
 
     data, sample_record = _draw(run, settings)
-    fresh, _ = toy_points(run.config.data.name, len(data), seed=_FRESH_SEED + settings.seed)
+    fresh, _ = toy_points(run.config.data.name, len(data), seed=_FRESH_SEED)  # one reference for every seed
     ds = toy_dataset_from_config(run.config.data)
     precision, recall = metrics.precision_recall((fresh - ds.mean) / ds.scale, (data - ds.mean) / ds.scale, k=k)
     record = {"kind": "points", "samples": sample_record,
               "reference": {"data": run.config.data.name, "num_images": len(fresh),
-                            "what": f"{len(fresh):,} fresh {run.config.data.name} points (seed {_FRESH_SEED + settings.seed}, never trained on)"},
+                            "what": f"{len(fresh):,} fresh {run.config.data.name} points (seed {_FRESH_SEED}, never trained on)"},
               "space": "normalised (the space the model sees)",
-              **toy_distances(run.config, data, seed=_FRESH_SEED + settings.seed), "precision": precision, "recall": recall, "k": k}
+              **toy_distances(run.config, data, seed=_FRESH_SEED), "precision": precision, "recall": recall, "k": k}
     record["note"] = comparability_note(record)
     return record
 

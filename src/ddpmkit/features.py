@@ -37,6 +37,7 @@ INCEPTION_FILES = (
     "weights-inception-2015-12-05-6726825d.pth",  # torch-fidelity
 )
 PYTORCH_FID_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+INCEPTION_RESIZE = "bilinear to 299x299 (TF1 resize_bilinear, align_corners=False, no half-pixel centres) from uint8"
 INCEPTION_PREPROCESSING = (
     "uint8 images resized to 299x299 by TF1 resize_bilinear (align_corners=False, no half-pixel centres), "
     "then (x - 128) / 128, as the TF FID graph; grey repeated to RGB, alpha dropped"
@@ -167,7 +168,7 @@ class InceptionFeatures:
         return torch.cat(out).numpy() if out else np.zeros((0, self.dim))
 
     def identity(self) -> dict:
-        return {"name": self.name, "sha256": self.sha256, "preprocessing": self.preprocessing}
+        return {"name": self.name, "sha256": self.sha256, "resize": INCEPTION_RESIZE, "preprocessing": self.preprocessing}
 
 
 # ---- ddpmkit's own features ----------------------------------------------------------------
@@ -225,7 +226,9 @@ class OwnFeatures:
         return self._batches(images, lambda x: self.net(x).softmax(1)).numpy()
 
     def identity(self) -> dict:
-        return {"name": self.name, "sha256": self.sha256, "preprocessing": self.preprocessing}
+        size = self.net.config.input_size
+        resize = "none" if size == tuple(self.net.config.image_size) else f"area average to {size[0]}x{size[1]}"
+        return {"name": self.name, "sha256": self.sha256, "resize": resize, "preprocessing": self.preprocessing}
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
