@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from ddpmkit import metrics
 from ddpmkit.metrics import (
     frechet_distance,
     frechet_distance_from_statistics,
@@ -115,13 +116,18 @@ def test_kid_is_unbiased_on_a_closed_form_case():
     assert abs(np.mean(plug_in) - exact) > 10 * stderr
 
 
-def test_kid_of_the_same_law_is_zero_within_its_spread_and_grows_with_a_shift():
+def test_kid_of_the_same_law_is_zero_within_its_spread_and_grows_with_a_shift(monkeypatch):
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((2000, 8)), rng.standard_normal((2000, 8))
     mean, std = kid(a, b, subset_size=500, num_subsets=50)
     assert abs(mean) < std  # (the subsets share the 2,000 points, so their mean is not 50× surer)
     assert kid(a, a + 0.5, subset_size=500, num_subsets=10)[0] > 20 * std
     assert kid(a, b, subset_size=500, num_subsets=10, seed=1) == kid(a, b, subset_size=500, num_subsets=10, seed=1)
+
+    # the whole-matrix shortcut gives the per-subset numbers
+    small = kid(a[:300], b[:300], subset_size=100, num_subsets=5, seed=2)
+    monkeypatch.setattr(metrics, "KERNEL_CACHE_ENTRIES", 0)
+    assert kid(a[:300], b[:300], subset_size=100, num_subsets=5, seed=2) == pytest.approx(small, rel=1e-9)
 
 
 # ---- precision and recall ----------------------------------------------------------------

@@ -29,8 +29,13 @@ def mmd_rbf(x, y, bandwidth: float | None = None) -> float:
     x, y = _as_tensor(x), _as_tensor(y)
     sigma = median_bandwidth(x, y) if bandwidth is None else bandwidth
     k = lambda a, b: torch.exp(-torch.cdist(a, b) ** 2 / (2 * sigma**2))  # noqa: E731
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    n, m = len(x), len(y)
+    return _unbiased_mmd2(k(x, x), k(y, y), k(x, y))
+
+
+def _unbiased_mmd2(kxx: torch.Tensor, kyy: torch.Tensor, kxy: torch.Tensor) -> float:
+    """The unbiased MMD² from kernel matrices (Eq. 3 of Gretton et al. 2012): diagonals left
+    out of the within-set means; every cross pair is independent, so the cross mean keeps all."""
+    n, m = len(kxx), len(kyy)
     return float(
         (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
         + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
@@ -76,35 +81,42 @@ def frechet_distance(features_a, features_b) -> float:
 
 
 # ---- kernel inception distance -------------------------------------------------------------
+def _cubic_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """k(a, b) = (aᵀb / d + 1)³, d the feature dimension: the kernel of KID."""
+    return (a @ b.T / a.shape[1] + 1) ** 3
+
+
 def mmd2_polynomial(x, y) -> float:
-    """Unbiased MMD² with the cubic polynomial kernel k(a, b) = (aᵀb / d + 1)³, d the
-    feature dimension (Bińkowski et al. 2018, the kernel of KID). Diagonal terms are left
-    out of the within-set sums; every cross pair is independent, so the cross mean is kept."""
+    """Unbiased MMD² with the cubic polynomial kernel (aᵀb / d + 1)³ (Bińkowski et al. 2018)."""
     x, y = _as_tensor(x), _as_tensor(y)
-    d = x.shape[1]
-    kxx, kyy, kxy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
-    n, m = len(x), len(y)
-    return float(
-        (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-        + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-        - 2 * kxy.mean()
-    )
+    return _unbiased_mmd2(_cubic_kernel(x, x), _cubic_kernel(y, y), _cubic_kernel(x, y))
+
+
+KERNEL_CACHE_ENTRIES = 25_000_000  # KID computes whole kernel matrices once when each has at most this many
 
 
 def kid(features_a, features_b, subset_size: int = 1000, num_subsets: int = 100, seed: int = 0) -> tuple[float, float]:
-    """Kernel Inception Distance (Bińkowski et al. 2018): mmd2_polynomial on `num_subsets`
-    pairs of random subsets of `subset_size` (capped by both set sizes) drawn without
-    replacement; returns (mean, standard deviation over the subsets). Unbiased for any
-    subset size, unlike FID, so numbers from different sample counts can be compared."""
+    """Kernel Inception Distance (Bińkowski et al. 2018): the unbiased cubic-kernel MMD² on
+    `num_subsets` pairs of random subsets of `subset_size` (capped by both set sizes) drawn
+    without replacement; returns (mean, standard deviation over the subsets). Unbiased for any
+    subset size, unlike FID. The kernel matrices of the whole sets are computed once when
+    they are small enough, and each subset reads its block from them."""
     a, b = _as_tensor(features_a), _as_tensor(features_b)
     m = min(subset_size, len(a), len(b))
     if m < 2:
         raise ValueError(f"KID needs at least 2 features in each set, got {len(a)} and {len(b)}")
+    whole = max(len(a), len(b)) ** 2 <= KERNEL_CACHE_ENTRIES
+    if whole:
+        kaa, kbb, kab = _cubic_kernel(a, a), _cubic_kernel(b, b), _cubic_kernel(a, b)
     g = torch.Generator().manual_seed(seed)
-    values = torch.tensor([
-        mmd2_polynomial(a[torch.randperm(len(a), generator=g)[:m]], b[torch.randperm(len(b), generator=g)[:m]])
-        for _ in range(num_subsets)
-    ], dtype=torch.float64)  # fmt: skip
+    values = []
+    for _ in range(num_subsets):
+        i, j = torch.randperm(len(a), generator=g)[:m], torch.randperm(len(b), generator=g)[:m]
+        if whole:
+            values.append(_unbiased_mmd2(kaa[i][:, i], kbb[j][:, j], kab[i][:, j]))
+        else:
+            values.append(mmd2_polynomial(a[i], b[j]))
+    values = torch.tensor(values, dtype=torch.float64)
     return float(values.mean()), float(values.std()) if num_subsets > 1 else 0.0
 
 
