@@ -143,6 +143,13 @@ def _add_show_forward(sub) -> None:
     p.add_argument("--timesteps", type=int, default=1000, help="T of both schedules")
 
 
+class _DefaultsUnlessNone(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, except None: its help then says what happens."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def _add_evaluate(sub) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -155,14 +162,14 @@ def _add_evaluate(sub) -> None:
         "points. Every number is printed with its sample count, sampler and network evaluations, features and "
         "reference set. With --nll it measures the likelihood instead: vlb, the full variational bound in bits/dim; "
         "ode, the exact likelihood of the probability-flow ODE; both, side by side.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsUnlessNone,
     )
     p.add_argument("--run", type=Path, required=True, help="a run directory written by ddpmkit train")
     g = p.add_argument_group("sample quality (the default)")
     g.add_argument("-n", "--num-samples", type=int, help="samples to draw and measure (default 2000)")
     g.add_argument("--sampler", help="ddpm, ddim, dpm++ or heun (default dpm++)")
     g.add_argument("--steps", type=int, help="sampling steps, evenly spaced over the trained T (default 20)")
-    g.add_argument("--features", help="images: own (default: ddpmkit's features for this data) or inception (standard FID)")
+    g.add_argument("--features", help="images: own (ddpmkit's features for this data, the default) or inception (standard FID)")
     g.add_argument("--inception-weights", type=Path, metavar="PATH",
                    help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid); default: look in torch hub's checkpoints cache")
     g.add_argument("--guidance", type=float, help="conditional runs: guidance w for the class-balanced samples (default 0)")

@@ -157,6 +157,8 @@ class ImageReference:
 
 def image_reference(run: Run, features: str = "own", inception_weights=None, report=lambda m: None,
                     training: OwnTraining = OwnTraining()) -> ImageReference:
+    """Load the run's data, its feature extractor (`features`: own or inception) and the real
+    statistics in it (cached, or computed now): everything samples are measured against."""
     if run.config.is_toy:
         raise UserError(f"--features applies to image runs; {run.config.data.name} is 2-D data, measured by MMD and sliced Wasserstein")
     dataset, _ = load_data(run.config.data, run.config.seed)
@@ -193,10 +195,11 @@ def feature_scores(reference: ImageReference, sample_features: np.ndarray, *, k:
     kid_mean, kid_std = metrics.kid(sample_features, real, subset_size=m, num_subsets=kid_subsets, seed=seed)
     scores["kid"] = {"mean": kid_mean, "std": kid_std, "subset_size": m, "subsets": kid_subsets,
                      "kernel": "(xᵀy/d + 1)³, unbiased MMD²"}
-    rng = np.random.default_rng(REFERENCE_SEED)
-    real_pr = real[np.sort(rng.permutation(len(real))[: len(sample_features)])]
-    precision, recall = metrics.precision_recall(real_pr, sample_features, k=k)
-    scores.update(precision=precision, recall=recall, k=k, precision_recall_real_images=len(real_pr))
+    n = min(len(real), len(sample_features))  # equal set sizes, as Kynkäänniemi et al. measure
+    real_pr = real[np.sort(np.random.default_rng(REFERENCE_SEED).permutation(len(real))[:n])]
+    fake_pr = sample_features[np.sort(np.random.default_rng(seed).permutation(len(sample_features))[:n])]
+    precision, recall = metrics.precision_recall(real_pr, fake_pr, k=k)
+    scores.update(precision=precision, recall=recall, k=k, precision_recall_set_size=n)
     return scores
 
 
