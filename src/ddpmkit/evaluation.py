@@ -248,7 +248,7 @@ def closest_pairs_picture(reference: ImageReference, samples_nhwc: np.ndarray, m
     """The CLOSEST_PAIRS samples nearest to a training image, each above that image."""
     order = np.argsort(memo["sample_distances"], kind="stable")[:CLOSEST_PAIRS]
     train = reference.dataset.batch(memo["nearest"][order].tolist())[0].permute(0, 2, 3, 1).numpy()
-    labels = [f"d = {memo['sample_distances'][i]:.3f}" + (" (copy)" if memo["flags"][i] else "") for i in order]
+    labels = [f"d = {memo['sample_distances'][i]:.3f}" + (" near-copy" if memo["flags"][i] else "") for i in order]
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_write(path, lambda tmp: viz.image_table(
         [list(samples_nhwc[order]), list(train)], ["sample", "nearest\ntraining"], labels, tmp))
