@@ -325,10 +325,8 @@ def _run_evaluate(args) -> int:
         return _run_nll(args, load_run(args.run, ema=args.ema, device=pick_device(args.device)))
     from .evaluation import SampleSettings, evaluate_quality, format_report, write_quality_record
 
-    settings = SampleSettings(
-        num=2000 if args.num_samples is None else args.num_samples, sampler=args.sampler or "dpm++",
-        steps=20 if args.steps is None else args.steps, seed=args.seed, guidance=args.guidance or 0.0, ema=args.ema,
-    )
+    given = {"num": args.num_samples, "sampler": args.sampler, "steps": args.steps, "guidance": args.guidance}
+    settings = SampleSettings(seed=args.seed, ema=args.ema, **{k: v for k, v in given.items() if v is not None})
     run = load_run(args.run, ema=args.ema, device=pick_device(args.device))
     started = time.perf_counter()
     record = evaluate_quality(run, settings, features=args.features or "own", inception_weights=args.inception_weights, report=print)
