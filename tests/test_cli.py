@@ -88,7 +88,7 @@ def test_console_script_help_and_exit_code():
 
 
 def test_evaluate_writes_the_bound_to_metrics_json(toy_run, capsys):
-    assert main(["evaluate", "--run", str(toy_run), "--num-images", "64"]) == 0
+    assert main(["evaluate", "--run", str(toy_run), "--nll", "vlb", "--num-images", "64"]) == 0
     out = capsys.readouterr().out
     assert "NLL (variational bound, 50 terms)" in out and "64 fresh moons points (held out)" in out
     metrics = json.loads((toy_run / "metrics.json").read_text())

@@ -497,19 +497,18 @@ def network_evaluations(sampler: str, steps: int) -> int:
     return max(2 * steps - 2, 1) if sampler == "heun" else steps
 
 
-def quality_measure(config: RunConfig):
-    """(name, function data-space samples -> {metric: value}, the metric to plot) for a run's data."""
-    if config.is_toy:
-        return "distance to fresh points", lambda data: toy_distances(config, data), "mmd"
-    if config.data.name == "digits" and config.data.image_size == (8, 8) and config.data.channels == 1:
-        from .features import NAME, DigitsFeatures
+def quality_measure(run: Run, report=lambda message: None):
+    """(what is measured, function data-space samples -> {metric: value}, the metric to plot).
+    2-D runs: MMD² and sliced Wasserstein to fresh points. Image runs: the Fréchet distance in
+    the run's own features (trained on its data on first use, saved in RUN/features/) to the
+    whole data set, plus the own classifier's confidence and class entropy where it has labels."""
+    if run.config.is_toy:
+        return "distance to fresh points", lambda data: toy_distances(run.config, data), "mmd"
+    from .evaluation import image_reference, quick_scores
 
-        feats = DigitsFeatures()
-        return f"Fréchet distance in {NAME} features to the 1,797 digits", feats.quality, "frechet_distance"
-    raise UserError(
-        "compare-samplers measures 2-D runs and 8x8 digits runs so far; "
-        "for other images use ddpmkit sample per sampler and inspect the grids"
-    )
+    reference = image_reference(run, "own", report=report)
+    what = f"Fréchet distance in {reference.extractor.name} features (sha256 {reference.extractor.sha256[:12]}) to {reference.description['what']}"
+    return what, lambda data: quick_scores(reference, data), "frechet_distance"
 
 
 def compare_samplers(
@@ -527,7 +526,7 @@ def compare_samplers(
     bad = [k for k in steps if not 0 < k <= T]
     if bad:
         raise UserError(f"--steps must lie in 1..{T} (the trained T), got {bad}")
-    what, measure, metric = quality_measure(run.config)
+    what, measure, metric = quality_measure(run, report)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     report(f"{'sampler':<8} {'steps':>5} {'NFE':>5} {metric:>18} {'ms/sample':>10}")
