@@ -21,10 +21,11 @@ What runs, one after the other on this machine:
 - every model samples with 1,000-step ancestral DDPM (diffusers: its scheduler's `step`,
   as DDPMPipeline does; both clip x̂_0 to [-1, 1]) from its EMA weights.
 
-Quality: the Fréchet distance in the features of ddpmkit's digits classifier
-(`ddpmkit.features.DigitsFeatures`, fitted on all 1,797 digits) between `--num-samples`
-samples and the real digits, over `--seeds` sample sets (mean ± sd), beside the floor that
-random subsets of the real digits of that size give.
+Quality: the Fréchet distance in the features of ddpmkit's own digits classifier (the one
+`ddpmkit evaluate` trains and keeps in RUN/features/; here that of the first ddpmkit run,
+used for every model) between `--num-samples` samples and the 1,797 real digits, over
+`--seeds` sample sets (mean ± sd), beside the floor that random subsets of the real digits
+of that size give.
 
     python benchmarks/vs_diffusers_digits.py            # ~25 min on a 2-core CPU
     python benchmarks/vs_diffusers_digits.py --quick    # a smoke run, ~2 min
@@ -50,7 +51,7 @@ from ddpmkit import api
 from ddpmkit.build import load_data, load_run
 from ddpmkit.config import DataConfig
 from ddpmkit.data.images import to_model_space, to_uint8
-from ddpmkit.features import NAME, DigitsFeatures
+from ddpmkit.evaluation import image_reference, quick_scores
 from ddpmkit.nets.unet import count_parameters
 
 RECIPES = {
@@ -124,14 +125,14 @@ class PeerRun:
         return to_uint8(x).permute(0, 2, 3, 1).numpy()
 
 
-def quality(feats: DigitsFeatures, draw, num_samples: int, seeds: int) -> tuple[float, float, float]:
+def quality(reference, draw, num_samples: int, seeds: int) -> tuple[float, float, float]:
     """Mean and sd of the Fréchet distance over `seeds` sample sets; sampling seconds per set."""
     fds, seconds = [], 0.0
     for seed in range(seeds):
         start = time.perf_counter()
         images = draw(num_samples, 1000 + seed)
         seconds += time.perf_counter() - start
-        fds.append(feats.quality(images)["frechet_distance"])
+        fds.append(quick_scores(reference, images)["frechet_distance"])
     return statistics.mean(fds), (statistics.stdev(fds) if len(fds) > 1 else float("nan")), seconds / seeds
 
 
@@ -143,7 +144,6 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smoke test: 150 steps, 100 samples, one seed")
     args = p.parse_args()
     recipes = args.recipes.split(",")
-    feats = DigitsFeatures()
     config = api.default_config("digits")
     if args.quick:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=150))
@@ -152,19 +152,23 @@ def main() -> None:
     dataset, _ = load_data(DataConfig(name="digits"), seed=0)
     real = to_model_space(dataset.images_uint8)  # [1797, 1, 8, 8] in [-1, 1], as ddpmkit trains on it
 
-    rng = np.random.default_rng(0)
-    floor = [feats.quality(feats.real[rng.choice(len(feats.real), min(args.num_samples, len(feats.real)), replace=False)][..., None])["frechet_distance"]
-             for _ in range(5)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; quality: Fréchet distance in {NAME} features, "
-          f"{args.num_samples} samples x {args.seeds} seeds, 1000-step ancestral sampling from EMA weights")
-    print(f"floor (random real subsets of {args.num_samples}): {statistics.mean(floor):.3f} ± {statistics.stdev(floor):.3f}\n")
-    print(f"{'model':<28} {'params':>9} {'steps':>6} {'train s':>8} {'FD':>7} {'± sd':>6} {'sample s':>9}", flush=True)
-    rows = {}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.num_samples} samples x {args.seeds} seeds, "
+          "1000-step ancestral sampling from EMA weights", flush=True)
+    rows, reference = {}, None
     with tempfile.TemporaryDirectory() as tmp:
         for name, cfg in (("ddpmkit default", config), ("ddpmkit, half the steps", half)):
             result = api.train(cfg, Path(tmp) / name.replace(" ", "_"), progress=False, pictures=False)
             run = load_run(Path(tmp) / name.replace(" ", "_"))
-            fd, sd, secs = quality(feats, lambda n, s: api.draw(run, n, seed=s).data, args.num_samples, args.seeds)
+            if reference is None:  # one feature network for every model (trained after the timed run)
+                reference = image_reference(run)
+                real = reference.dataset.images_uint8.permute(0, 2, 3, 1).numpy()
+                rng = np.random.default_rng(0)
+                floor = [quick_scores(reference, real[rng.choice(len(real), min(args.num_samples, len(real)), replace=False)])
+                         ["frechet_distance"] for _ in range(5)]
+                print(f"quality: Fréchet distance in {reference.extractor.description} to the 1,797 digits; floor (random "
+                      f"real subsets of {args.num_samples}): {statistics.mean(floor):.3f} ± {statistics.stdev(floor):.3f}\n")
+                print(f"{'model':<28} {'params':>9} {'steps':>6} {'train s':>8} {'FD':>7} {'± sd':>6} {'sample s':>9}", flush=True)
+            fd, sd, secs = quality(reference, lambda n, s: api.draw(run, n, seed=s).data, args.num_samples, args.seeds)
             rows[name] = (fd, result.seconds)
             print(f"{name:<28} {count_parameters(run.net):>9,} {result.steps:>6} {result.seconds:>8.1f} {fd:>7.3f} {sd:>6.3f} {secs:>9.1f}", flush=True)
     budget = rows["ddpmkit default"][1]
@@ -175,7 +179,7 @@ def main() -> None:
         steps = max(1, int(budget / per_step))
         peer = PeerRun(RECIPES[recipe], real, config.train.batch_size, seed=0)
         seconds = peer.train(steps)
-        fd, sd, secs = quality(feats, peer.sample, args.num_samples, args.seeds)
+        fd, sd, secs = quality(reference, peer.sample, args.num_samples, args.seeds)
         name = f"diffusers, {recipe} recipe"
         rows[name] = (fd, seconds)
         print(f"{name:<28} {count_parameters(peer.unet):>9,} {steps:>6} {seconds:>8.1f} {fd:>7.3f} {sd:>6.3f} {secs:>9.1f}", flush=True)
