@@ -3,11 +3,11 @@
 Target (issue: fast samplers): DPM-Solver++ with 20 steps within 10% of 1,000-step DDPM on
 the quality measure, at 50× fewer network evaluations.
 
-Quality: the Fréchet distance in the features of ddpmkit's digits classifier
-(`ddpmkit.features.DigitsFeatures`, fitted on all 1,797 digits) between the samples and the
-real digits, averaged over `--seeds` independent sample sets of `--num-samples` each. The
-script also prints the same distance for random subsets of *real* digits of the same size:
-the floor that sampling noise alone gives, so differences below it mean nothing.
+Quality: the Fréchet distance in the run's own features (the conv classifier ddpmkit trains
+on the digits, kept in RUN/features/, as `ddpmkit evaluate` uses) between the samples and the
+1,797 real digits, averaged over `--seeds` independent sample sets of `--num-samples` each.
+The script also prints the same distance for random subsets of *real* digits of the same
+size: the floor that sampling noise alone gives, so differences below it mean nothing.
 
     python benchmarks/samplers_digits.py --run runs/digits-<time>     # a trained default run
     python benchmarks/samplers_digits.py --out /tmp/digits-bench        # trains one first (~5 min)
@@ -26,7 +26,7 @@ import torch
 
 from ddpmkit import api
 from ddpmkit.build import load_run
-from ddpmkit.features import NAME, DigitsFeatures
+from ddpmkit.evaluation import image_reference, quick_scores
 
 
 def main() -> None:
@@ -58,12 +58,14 @@ def main() -> None:
             print(f"training the default digits config into {run_dir} ...", flush=True)
             api.train(config, run_dir, progress=False)
     run = load_run(run_dir)
-    feats = DigitsFeatures()
+    reference = image_reference(run, report=print)
+    real = reference.dataset.images_uint8.permute(0, 2, 3, 1).numpy()  # [1797, 8, 8, 1]
 
     rng = np.random.default_rng(0)
-    floor = [feats.quality(feats.real[rng.choice(len(feats.real), min(args.num_samples, len(feats.real)), replace=False)][..., None])["frechet_distance"]
+    floor = [quick_scores(reference, real[rng.choice(len(real), min(args.num_samples, len(real)), replace=False)])["frechet_distance"]
              for _ in range(5)]
-    print(f"quality: Fréchet distance in {NAME} features to the 1,797 digits; {args.num_samples} samples x {args.seeds} seeds")
+    print(f"quality: Fréchet distance in {reference.extractor.description} to the 1,797 digits; "
+          f"{args.num_samples} samples x {args.seeds} seeds")
     print(f"floor (random real subsets of {args.num_samples}): {statistics.mean(floor):.3f} ± {statistics.stdev(floor):.3f}\n")
     print(f"{'sampler':<7} {'steps':>5} {'NFE':>5} {'FD mean':>8} {'± sd':>6} {'conf':>6} {'ms/sample':>10}")
     table: dict[tuple[str, int], float] = {}
@@ -75,7 +77,7 @@ def main() -> None:
             started = time.perf_counter()
             data = api.draw(run, args.num_samples, seed=1000 + seed, sampler=name, steps=k).data
             secs += time.perf_counter() - started
-            q = feats.quality(data)
+            q = quick_scores(reference, data)
             fds.append(q["frechet_distance"])
             confs.append(q["confidence"])
         table[name, k] = statistics.mean(fds)

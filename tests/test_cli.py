@@ -88,7 +88,7 @@ def test_console_script_help_and_exit_code():
 
 
 def test_evaluate_writes_the_bound_to_metrics_json(toy_run, capsys):
-    assert main(["evaluate", "--run", str(toy_run), "--num-images", "64"]) == 0
+    assert main(["evaluate", "--run", str(toy_run), "--nll", "vlb", "--num-images", "64"]) == 0
     out = capsys.readouterr().out
     assert "NLL (variational bound, 50 terms)" in out and "64 fresh moons points (held out)" in out
     metrics = json.loads((toy_run / "metrics.json").read_text())
@@ -105,3 +105,20 @@ def test_evaluate_ode_likelihood_beside_the_bound(toy_run, capsys):
     bad = subprocess.run([sys.executable, "-m", "ddpmkit", "evaluate", "--run", str(toy_run), "--nll", "ode", "--ode-points", "1"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--ode-points must be at least 2" in bad.stderr
+
+
+def test_sample_spacing_chooses_the_timestep_grid(toy_run, tmp_path):
+    from ddpmkit import api
+    from ddpmkit.build import load_run
+    from ddpmkit.schedules import timestep_grid
+
+    run = load_run(toy_run)
+    grids = {}
+    for spacing in ("linspace", "leading", "trailing"):
+        drawn = api.draw(run, 16, sampler="ddim", steps=5, spacing=spacing, keep=list(range(50)), seed=1)
+        grids[spacing] = drawn.trajectory.steps
+        assert drawn.trajectory.steps == timestep_grid(50, 5, spacing).tolist()
+    assert grids["leading"][0] < 49 == grids["trailing"][0] == grids["linspace"][0]  # leading never starts at T-1
+    assert main(["sample", "--run", str(toy_run), "-n", "20", "--out", str(tmp_path), "--sampler", "dpm++",
+                 "--steps", "5", "--spacing", "trailing"]) == 0
+    assert np.load(tmp_path / "samples.npy").shape == (20, 2)

@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from ddpmkit import api
+from ddpmkit import api, evaluation
 from ddpmkit.build import load_run
 from ddpmkit.cli import main
 from ddpmkit.denoiser import Denoiser, GuidedDenoiser
-from ddpmkit.features import DigitsFeatures
 from ddpmkit.nets.unet import UNet, UNetConfig
 from ddpmkit.schedules import NoiseSchedule
 
@@ -49,12 +48,13 @@ def conditional_digits(tmp_path_factory):
 
 @pytest.mark.slow
 def test_conditional_digits_draw_the_asked_class_more_so_with_guidance(conditional_digits):
-    run, clf = conditional_digits, DigitsFeatures()
+    run = conditional_digits
+    clf = evaluation.image_reference(run).extractor  # the run's own digits classifier
     labels = torch.arange(10).repeat_interleave(20)
     agree, p_asked = {}, {}
     for w in (0.0, 2.0):
         images = api.draw(run, len(labels), seed=2, steps=100, labels=labels, guidance=w).data
-        probs = clf.predict_proba(images)
+        probs = clf.predict_proba(torch.from_numpy(images).permute(0, 3, 1, 2))
         agree[w] = float((probs.argmax(1) == labels.numpy()).mean())
         p_asked[w] = float(probs[np.arange(len(labels)), labels.numpy()].mean())
     assert agree[0.0] > 0.5, agree  # most samples are the asked digit (chance is 0.1)
@@ -66,7 +66,7 @@ def test_conditional_digits_draw_the_asked_class_more_so_with_guidance(condition
 @pytest.mark.slow
 def test_a_conditional_model_still_samples_unconditionally(conditional_digits):
     images = api.draw(conditional_digits, 300, seed=3, steps=100).data  # null label throughout
-    quality = DigitsFeatures().quality(images)
+    quality = api.quality_measure(conditional_digits)[1](images)
     assert quality["class_entropy"] > 1.8  # many digits, not one
     assert quality["frechet_distance"] < 5.0
 

@@ -11,7 +11,6 @@ from ddpmkit.build import Run, build_denoiser, build_net, load_run
 from ddpmkit.cli import main
 from ddpmkit.config import RunConfig
 from ddpmkit.errors import UserError
-from ddpmkit.features import DigitsFeatures
 from ddpmkit.nets.unet import UNetConfig
 from ddpmkit.train import read_log
 
@@ -28,9 +27,10 @@ def tiny_digits(steps=12, **train) -> RunConfig:
 
 @pytest.mark.slow
 def test_short_digits_training_beats_an_untrained_model(tmp_path):
-    """Quality: Fréchet distance in the features of a classifier fitted to the digits, and
-    how evenly its predicted classes spread; the untrained U-Net is the baseline. (The
-    classifier's confidence is no use here: it is confidently wrong on saturated noise.)"""
+    """Quality: Fréchet distance in the run's own features (a classifier ddpmkit trains on the
+    digits), the untrained U-Net as the baseline, and how evenly the predicted classes spread.
+    (The class histogram says nothing of the baseline: the classifier spreads saturated noise
+    over the classes too, confidently wrong.)"""
     c = api.default_config("digits")
     config = dataclasses.replace(
         c,
@@ -39,12 +39,12 @@ def test_short_digits_training_beats_an_untrained_model(tmp_path):
     )
     api.train(config, tmp_path, progress=False)
     run = load_run(tmp_path)
-    feats = DigitsFeatures()
-    trained = feats.quality(api.draw(run, 400, seed=1).data)
+    _, quality, _ = api.quality_measure(run)
+    trained = quality(api.draw(run, 400, seed=1).data)
     net = build_net(run.config).eval()
-    untrained = feats.quality(api.draw(Run(tmp_path, run.config, net, build_denoiser(run.config, net)), 400, seed=1).data)
+    untrained = quality(api.draw(Run(tmp_path, run.config, net, build_denoiser(run.config, net)), 400, seed=1).data)
     assert trained["frechet_distance"] < 0.2 * untrained["frechet_distance"]
-    assert trained["class_entropy"] > 1.8 > untrained["class_entropy"]  # most of the ten digits appear
+    assert trained["class_entropy"] > 1.8  # most of the ten digits appear
 
 
 def test_checkpoint_round_trip_is_bit_exact(tmp_path):

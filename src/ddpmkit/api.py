@@ -86,8 +86,10 @@ def train(
     resume: bool = False,
     report=lambda message: None,
     progress: bool = True,
+    pictures: bool = True,
 ) -> TrainResult:
-    """Train `config` into `run_dir` (or continue it with resume=True) and draw its pictures.
+    """Train `config` into `run_dir` (or continue it with resume=True) and, with `pictures`,
+    draw the end-of-run pictures (samples, forward process, loss curve).
 
     Launched by torchrun with N processes, each process calls this: they train one model
     data-parallel (config.train.batch_size is the global batch) and rank 0 alone writes
@@ -120,7 +122,7 @@ def train(
         if resume:
             report(f"resuming from step {trainer.resume()}")
         result = trainer.fit()
-        if not world.is_main:
+        if not world.is_main or not pictures:
             return result
     viz.loss_curve(read_log(run_dir / "log.jsonl"), run_dir / "loss.png")
     if config.is_toy:
@@ -193,6 +195,7 @@ def draw(
     seed: int = 0,
     sampler: str = "ddpm",
     steps: int | None = None,
+    spacing: str = "linspace",
     keep: list[int] | None = None,
     labels: torch.Tensor | None = None,
     guidance: float = 0.0,
@@ -201,8 +204,8 @@ def draw(
     batch_size: int = 4096,
     **sampler_options,
 ) -> Samples:
-    """n samples from a loaded run, in model space and data space; `steps` evenly spaced
-    timesteps (default: all T). A conditional run takes `labels` [n] (None: unconditional)
+    """n samples from a loaded run, in model space and data space, on `steps` of the T
+    trained timesteps (default: all T) chosen by `spacing` (linspace, leading or trailing). A conditional run takes `labels` [n] (None: unconditional)
     and a classifier-free `guidance` strength w (0: the plain conditional model).
     `clip`: static, dynamic (thresholding at `percentile`) or none; None is the run's
     default (static for images). `sampler_options` go to the sampler (e.g. eta=1.0 for ddim)."""
@@ -219,7 +222,7 @@ def draw(
     device = next(run.net.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     trajectory = Trajectory(keep) if keep is not None else None
-    grid = run.denoiser.schedule.full_grid() if steps is None else timestep_grid(T, steps)
+    grid = run.denoiser.schedule.full_grid() if steps is None else timestep_grid(T, steps, spacing)
     custom = guidance or clip is not None
     denoiser = build_denoiser(run.config, run.net, guidance, clip, percentile) if custom else run.denoiser
     chunks = []
@@ -286,6 +289,7 @@ def sample(
     class_: str | None = None,
     guidance: float = 0.0,
     steps: int | None = None,
+    spacing: str = "linspace",
     clip: str | None = None,
     percentile: float = 0.995,
     **sampler_options,
@@ -300,8 +304,8 @@ def sample(
     labels = class_labels(run.config, class_, n)
     check_labels(run.config, labels, guidance)
     n = n if labels is None else len(labels)
-    keep = _picture_steps(T, GIF_FRAMES, steps) if gif else None
-    samples = draw(run, n, seed=seed, sampler=sampler, steps=steps, keep=keep, labels=labels, guidance=guidance,
+    keep = _picture_steps(T, GIF_FRAMES, steps, spacing) if gif else None
+    samples = draw(run, n, seed=seed, sampler=sampler, steps=steps, spacing=spacing, keep=keep, labels=labels, guidance=guidance,
                    clip=clip, percentile=percentile, **sampler_options)
     if labels is not None:
         checkpoint.atomic_write(out / "labels.npy", lambda tmp: np.save(open(tmp, "wb"), labels.numpy()))
@@ -349,9 +353,9 @@ def _step_picture(config: RunConfig, ema_net: nn.Module, run_dir: Path, step: in
     ema_net.train(was_training)
 
 
-def _picture_steps(T: int, count: int, steps: int | None = None) -> list[int]:
+def _picture_steps(T: int, count: int, steps: int | None = None, spacing: str = "linspace") -> list[int]:
     """About `count` timesteps, evenly spread over the sampling grid (all T, or `steps` of them)."""
-    grid = torch.arange(T) if steps is None else timestep_grid(T, steps)
+    grid = torch.arange(T) if steps is None else timestep_grid(T, steps, spacing)
     return sorted({int(grid[int(round(v))]) for v in np.linspace(0, len(grid) - 1, count)})
 
 
@@ -507,23 +511,23 @@ def network_evaluations(sampler: str, steps: int) -> int:
     return max(2 * steps - 2, 1) if sampler == "heun" else steps
 
 
-def quality_measure(config: RunConfig):
-    """(name, function data-space samples -> {metric: value}, the metric to plot) for a run's data."""
-    if config.is_toy:
-        return "distance to fresh points", lambda data: toy_distances(config, data), "mmd"
-    if config.data.name == "digits" and config.data.image_size == (8, 8) and config.data.channels == 1:
-        from .features import NAME, DigitsFeatures
+def quality_measure(run: Run, report=lambda message: None):
+    """(what is measured, function data-space samples -> {metric: value}, the metric to plot).
+    2-D runs: MMD² and sliced Wasserstein to fresh points. Image runs: the Fréchet distance in
+    the run's own features (trained on its data on first use, saved in RUN/features/) to the
+    whole data set, plus the own classifier's confidence and class entropy where it has labels."""
+    if run.config.is_toy:
+        return "distance to fresh points", lambda data: toy_distances(run.config, data), "mmd"
+    from .evaluation import image_reference, quick_scores
 
-        feats = DigitsFeatures()
-        return f"Fréchet distance in {NAME} features to the 1,797 digits", feats.quality, "frechet_distance"
-    raise UserError(
-        "compare-samplers measures 2-D runs and 8x8 digits runs so far; "
-        "for other images use ddpmkit sample per sampler and inspect the grids"
-    )
+    reference = image_reference(run, "own", report=report)
+    what = f"Fréchet distance in {reference.extractor.name} features (sha256 {reference.extractor.sha256[:12]}) to {reference.description['what']}"
+    return what, lambda data: quick_scores(reference, data), "frechet_distance"
 
 
 def compare_samplers(
-    run: Run, out: Path, *, samplers: list[str], steps: list[int], n: int, seed: int = 0, report=lambda m: None
+    run: Run, out: Path, *, samplers: list[str], steps: list[int], n: int, seed: int = 0, spacing: str = "linspace",
+    report=lambda m: None,
 ) -> list[dict]:
     """Sample with every sampler at every step count; measure quality, NFE and wall time per
     sample; write out/compare.json, out/compare.png and print a table through `report`."""
@@ -536,20 +540,20 @@ def compare_samplers(
     bad = [k for k in steps if not 0 < k <= T]
     if bad:
         raise UserError(f"--steps must lie in 1..{T} (the trained T), got {bad}")
-    what, measure, metric = quality_measure(run.config)
+    what, measure, metric = quality_measure(run, report)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     report(f"{'sampler':<8} {'steps':>5} {'NFE':>5} {metric:>18} {'ms/sample':>10}")
     for name in samplers:
         for k in steps:
             started = time.perf_counter()
-            data = draw(run, n, seed=seed, sampler=name, steps=k).data
+            data = draw(run, n, seed=seed, sampler=name, steps=k, spacing=spacing).data
             seconds = time.perf_counter() - started
             row = {"sampler": name, "steps": k, "nfe": network_evaluations(name, k),
                    "ms_per_sample": 1000 * seconds / n, **measure(data)}
             results.append(row)
             report(f"{name:<8} {k:>5} {row['nfe']:>5} {row[metric]:>18.5f} {row['ms_per_sample']:>10.2f}")
-    record = {"measure": what, "samples_per_setting": n, "seed": seed, "results": results}
+    record = {"measure": what, "samples_per_setting": n, "seed": seed, "spacing": spacing, "results": results}
     checkpoint.atomic_write_text(out / "compare.json", json.dumps(record, indent=2))
     viz.quality_vs_steps(results, metric, out / "compare.png", f"{run.config.data.name}: {what}, {n} samples each")
     return results

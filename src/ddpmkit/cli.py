@@ -1,4 +1,4 @@
-"""Command line: `ddpmkit train | sample | show-forward`.
+"""Command line: `ddpmkit train | sample | show-forward | evaluate | compare-samplers`.
 
 Parses, validates, calls the API. The only module that prints for the user or exits
 with a code: 0 success, 1 training diverged, 2 bad input (one line, no traceback).
@@ -17,7 +17,7 @@ from .data.toy import TOY_DATASETS
 from .denoiser import PREDICTIONS, VARIANCES
 from .errors import UserError
 from .losses import LOSSES
-from .schedules import SCHEDULES
+from .schedules import SCHEDULES, SPACINGS
 
 DATA_HELP = f"{', '.join(TOY_DATASETS)} (2-D toy sets), digits (8x8 images, the default), a folder of images, a .npy/.npz array file, or hf:NAME"
 
@@ -131,7 +131,9 @@ def _add_sample(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
     p.add_argument("--sampler", default="ddpm", help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M) or heun")
-    p.add_argument("--steps", type=int, help="sampling steps, evenly spaced over the trained T (default: all T)")
+    p.add_argument("--steps", type=int, help="sampling steps out of the trained T (default: all T)")
+    p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which --steps timesteps: linspace (evenly "
+                   "from T-1 to 0), leading (0, k, 2k, ...: DDIM's), trailing (T-1, T-1-k, ...: Lin et al. 2024)")
     p.add_argument("--eta", type=float, help="ddim only: 0 deterministic, 1 ancestral-like (default 0)")
     p.add_argument("--clip", choices=["static", "dynamic", "none"], help="keep x̂_0 in [-1, 1]: static clipping, "
                    "dynamic thresholding (Imagen) or none (default: static for images, none for 2-D data)")
@@ -158,20 +160,41 @@ def _add_show_forward(sub) -> None:
     p.add_argument("--timesteps", type=int, default=1000, help="T of both schedules")
 
 
+class _DefaultsUnlessNone(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, except None: its help then says what happens."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def _add_evaluate(sub) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="measure a trained run: negative log-likelihood (bits/dim)",
-        description="Measure a run and write RUN/metrics.json. --nll vlb: the full variational bound "
-        "(prior + every L_t, one network call per timestep and image) in bits/dim; --nll ode: the exact "
-        "likelihood of the probability-flow ODE (Heun in log-SNR, Hutchinson trace for images); both: side by side.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="measure a trained run: sample quality (FID/KID, precision/recall, copies) or likelihood",
+        description="Measure a run and add the result to RUN/metrics.json. By default: sample quality. Images: "
+        "Fréchet distance and KID to the run's data in a feature space (--features own: a small classifier ddpmkit "
+        "trains on the run's data and keeps in RUN/features/; --features inception: FID's Inception-v3 from weights "
+        "you supply), improved precision and recall (k = 3), and the share of samples that are near-copies of "
+        "training images (picture: RUN/eval/closest_pairs.png). 2-D runs: MMD² and sliced Wasserstein to fresh "
+        "points. Every number is printed with its sample count, sampler and network evaluations, features and "
+        "reference set. With --nll it measures the likelihood instead: vlb, the full variational bound in bits/dim; "
+        "ode, the exact likelihood of the probability-flow ODE; both, side by side.",
+        formatter_class=_DefaultsUnlessNone,
     )
     p.add_argument("--run", type=Path, required=True, help="a run directory written by ddpmkit train")
-    p.add_argument("--nll", choices=["vlb", "ode", "both"], default="vlb", help="likelihood measure")
-    p.add_argument("--ode-points", type=int, default=100, help="--nll ode: timesteps of the ODE grid (2 network passes each)")
-    p.add_argument("--num-images", type=int, default=256, help="examples the bound is averaged over")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise in each term")
+    g = p.add_argument_group("sample quality (the default)")
+    g.add_argument("-n", "--num-samples", type=int, help="samples to draw and measure (default 2000)")
+    g.add_argument("--sampler", help="ddpm, ddim, dpm++ or heun (default dpm++)")
+    g.add_argument("--steps", type=int, help="sampling steps, evenly spaced over the trained T (default 20)")
+    g.add_argument("--features", help="images: own (ddpmkit's features for this data, the default) or inception (standard FID)")
+    g.add_argument("--inception-weights", type=Path, metavar="PATH",
+                   help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid); default: look in torch hub's checkpoints cache")
+    g.add_argument("--guidance", type=float, help="conditional runs: guidance w for the class-balanced samples (default 0)")
+    g = p.add_argument_group("likelihood instead")
+    g.add_argument("--nll", choices=["vlb", "ode", "both"], help="measure the NLL in bits/dim instead of sample quality")
+    g.add_argument("--ode-points", type=int, default=100, help="--nll ode: timesteps of the ODE grid (2 network passes each)")
+    g.add_argument("--num-images", type=int, default=256, help="--nll: examples the likelihood is averaged over")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (and of the noise in each NLL term)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
 
@@ -181,14 +204,15 @@ def _add_compare(sub) -> None:
         "compare-samplers",
         help="sample with every sampler at several step counts and compare quality and time",
         description="Trains nothing: samples a run with each sampler at each step count, measures quality "
-        "(2-D: MMD and sliced Wasserstein to fresh points; digits: Fréchet distance in a digits classifier's "
-        "features), network evaluations and wall time per sample; writes compare.json and compare.png.",
+        "(2-D: MMD and sliced Wasserstein to fresh points; images: the Fréchet distance in the run's own "
+        "features, see ddpmkit evaluate), network evaluations and wall time per sample; writes compare.json and compare.png.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--run", type=Path, required=True, help="a run directory written by ddpmkit train")
     p.add_argument("--samplers", default=None, help="comma-separated (default: all)")
     p.add_argument("--steps", default="10,20,50,100,1000", help="comma-separated sampling step counts")
     p.add_argument("-n", "--num-samples", type=int, default=500, help="samples per setting")
+    p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="timestep grid of each step count")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/compare)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
@@ -288,7 +312,7 @@ def _run_sample(args) -> int:
             raise UserError(f"--eta applies to --sampler ddim only, not {args.sampler}")
         options["eta"] = args.eta
     points = sample(args.run, args.num_samples, out, seed=args.seed, ema=args.ema, device=args.device, gif=args.gif,
-                    class_=args.class_, guidance=args.guidance, sampler=args.sampler, steps=args.steps,
+                    class_=args.class_, guidance=args.guidance, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
                     clip=args.clip, percentile=args.dynamic_threshold, **options)
     gif = " and reverse.gif" if args.gif else ""
     print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif} in {time.perf_counter() - started:.1f} s")
@@ -314,13 +338,39 @@ def _run_show_forward(args) -> int:
     return 0
 
 
+QUALITY_OPTIONS = ("num_samples", "sampler", "steps", "features", "inception_weights", "guidance")
+
+
 def _run_evaluate(args) -> int:
-    from .api import evaluate_nll, write_metrics
     from .build import load_run, pick_device
+
+    if args.nll is not None:
+        given = [o for o in QUALITY_OPTIONS if getattr(args, o) is not None]
+        if given:
+            raise UserError(f"--nll measures the likelihood only; drop {', '.join('--' + o.replace('_', '-') for o in given)} "
+                            "(or drop --nll to measure sample quality)")
+        return _run_nll(args, load_run(args.run, ema=args.ema, device=pick_device(args.device)))
+    from .evaluation import SampleSettings, evaluate_quality, format_report, write_quality_record
+
+    given = {"num": args.num_samples, "sampler": args.sampler, "steps": args.steps, "guidance": args.guidance}
+    settings = SampleSettings(seed=args.seed, ema=args.ema, **{k: v for k, v in given.items() if v is not None})
+    run = load_run(args.run, ema=args.ema, device=pick_device(args.device))
+    started = time.perf_counter()
+    record = evaluate_quality(run, settings, features=args.features or "own", inception_weights=args.inception_weights, report=print)
+    write_quality_record(args.run, record)
+    print(f"sample quality of {args.run}:")
+    for line in format_report(record):
+        print(line)
+    picture = f" and {record['memorisation']['picture']}" if "memorisation" in record else ""
+    print(f"{time.perf_counter() - started:.1f} s; written to {args.run}/metrics.json (sample_quality){picture}")
+    return 0
+
+
+def _run_nll(args, run) -> int:
+    from .api import evaluate_nll, write_metrics
 
     if args.num_images <= 0:
         raise UserError(f"--num-images must be a positive integer, got {args.num_images}")
-    run = load_run(args.run, ema=args.ema, device=pick_device(args.device))
     started = time.perf_counter()
     if args.ode_points < 2:
         raise UserError(f"--ode-points must be at least 2, got {args.ode_points}")
@@ -352,7 +402,7 @@ def _run_compare(args) -> int:
     run = load_run(args.run, device=pick_device(args.device))
     out = args.out or args.run / "compare"
     compare_samplers(run, out, samplers=samplers, steps=_ints(args.steps, "--steps"), n=args.num_samples,
-                     seed=args.seed, report=print)
+                     seed=args.seed, spacing=args.spacing, report=print)
     print(f"wrote {out}/compare.json and compare.png")
     return 0
 

@@ -140,7 +140,7 @@ def image_table(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str],
                 ax.set_title(col_labels[c], fontsize=7)
         axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout(pad=0.3)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 

@@ -1,0 +1,99 @@
+"""Training and sampling throughput of ddpmkit's U-Net configs on this machine.
+
+For each config it prints
+- training images/s: optimiser steps of the real Trainer (data, q_sample, loss, backward,
+  gradient clipping, AdamW, EMA), timed from the Trainer's own log after warm-up steps;
+- sampling images/s per network evaluation: one no-grad denoiser call (x̂_0 and ε̂ from the
+  network output, as every sampler makes it) on a batch, so a sampler with n network
+  evaluations draws (that figure / n) images per second.
+
+Configs: the default digits run (8x8 grey, batch 128) and the default for a user's images
+at 32x32x3 (the DDPM CIFAR-10 layout, batch 64) on random data of that shape.
+
+    python benchmarks/throughput.py                 # both configs
+    python benchmarks/throughput.py --only digits   # one
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ddpmkit import api
+from ddpmkit.build import build_denoiser, build_net, load_data
+from ddpmkit.nets.unet import count_parameters
+from ddpmkit.train import read_log
+
+
+def make_config(name: str, data_dir: Path):
+    """The default RunConfig of `name`, its data resolved; 32px data is random uint8 in a .npy."""
+    if name == "digits":
+        return api.default_config("digits")
+    path = data_dir / "random-32x32x3.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, (512, 32, 32, 3), dtype=np.uint8))
+    return api.default_config(str(path))
+
+
+def training_images_per_s(config, steps: int, warmup: int, out: Path) -> float:
+    """Median images/s over the timed steps of a real training run (no end-of-run pictures)."""
+    config = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, steps=warmup + steps, log_every=1, sample_every=0, checkpoint_every=0, warmup_steps=0))
+    api.train(config, out, progress=False, pictures=False)
+    elapsed = [r["elapsed_s"] for r in read_log(out / "log.jsonl")]
+    per_step = np.diff(elapsed)[warmup - 1:]
+    return config.train.batch_size / statistics.median(per_step)
+
+
+@torch.no_grad()
+def sampling_images_per_nfe(config, batch: int, repeats: int) -> float:
+    """Images/s of one no-grad denoiser evaluation at `batch` (median of `repeats`)."""
+    _, data = load_data(config.data, config.seed)
+    config = api._fit_net_to_data(dataclasses.replace(config, data=data))
+    net = build_net(config).eval()
+    denoiser = build_denoiser(config, net)
+    h, w = config.data.image_size
+    x = torch.randn(batch, config.data.channels, h, w)
+    t = torch.full((batch,), 500)
+    for _ in range(3):
+        denoiser(x, t)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        denoiser(x, t)
+        times.append(time.perf_counter() - start)
+    return batch / statistics.median(times), count_parameters(net)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", choices=["digits", "32px"], help="one config only")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plans = {  # name: (timed training steps, warm-up steps, sampling batch, repeats)
+        "digits": (60, 5, 256, 20),
+        "32px": (8, 2, 64, 5),
+    }
+    names = [args.only] if args.only else list(plans)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'config':<8} {'params':>11} {'batch':>6} {'train img/s':>12} {'sample img/s per NFE':>21}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            steps, warmup, sample_batch, repeats = plans[name]
+            config = make_config(name, Path(tmp))
+            train_rate = training_images_per_s(config, steps, warmup, Path(tmp) / f"run-{name}")
+            sample_rate, params = sampling_images_per_nfe(config, sample_batch, repeats)
+            print(f"{name:<8} {params:>11,} {config.train.batch_size:>6} {train_rate:>12.1f} "
+                  f"{sample_rate:>14.1f} (b={sample_batch})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""ddpmkit's default digits run against diffusers' UNet2DModel + DDPMScheduler, same data,
+same wall time, same quality measure.
+
+Targets (issue: image diffusion): the default `ddpmkit train` samples at least as well as a
+diffusers model trained on the same digits for the same wall time; moonshot: ddpmkit reaches
+that quality in half the wall time.
+
+What runs, one after the other on this machine:
+- ddpmkit: `api.default_config("digits")` trained as `ddpmkit train` does (its wall time W is
+  the budget), and the same config with half the optimiser steps (about W/2);
+- diffusers, hand-wired the way its `train_unconditional.py` example does it (AdamW, warm-up
+  then cosine LR, gradient clipping at 1, EMAModel, `DDPMScheduler.add_noise`, MSE on ε), on a
+  `UNet2DModel` of the same shape as ours (two levels 8 -> 4 px, widths 32 and 64, one block
+  per level, no attention; 0.63 M parameters against our 0.69 M), batch 128 like ours, for W
+  seconds (the step count is set from a timed calibration on a throw-away copy, so the cosine
+  schedule ends at the budget). Two recipes, so neither side wins by its hyper-parameters
+  alone: `example` = the example's defaults (lr 1e-4, 500 warm-up steps, linear β, AdamW
+  β₁ 0.95 and weight decay 1e-6, EMA warm-up with power 3/4 up to 0.9999), and `ours` =
+  ddpmkit's digits recipe (lr 2e-3, 100 warm-up steps, cosine β "squaredcos_cap_v2",
+  EMA 0.999 with the (1+n)/(10+n) warm-up);
+- every model samples with 1,000-step ancestral DDPM (diffusers: its scheduler's `step`,
+  as DDPMPipeline does; both clip x̂_0 to [-1, 1]) from its EMA weights.
+
+Quality: the Fréchet distance in the features of ddpmkit's own digits classifier (the one
+`ddpmkit evaluate` trains and keeps in RUN/features/; here that of the first ddpmkit run,
+used for every model) between `--num-samples` samples and the 1,797 real digits, over
+`--seeds` sample sets (mean ± sd), beside the floor that random subsets of the real digits
+of that size give.
+
+    python benchmarks/vs_diffusers_digits.py            # ~25 min on a 2-core CPU
+    python benchmarks/vs_diffusers_digits.py --quick    # a smoke run, ~2 min
+
+Needs `pip install diffusers` (a benchmark-only dependency; it does not pull torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ddpmkit import api
+from ddpmkit.build import load_data, load_run
+from ddpmkit.config import DataConfig
+from ddpmkit.data.images import to_model_space, to_uint8
+from ddpmkit.evaluation import image_reference, quick_scores
+from ddpmkit.nets.unet import count_parameters
+
+RECIPES = {
+    "example": dict(lr=1e-4, warmup=500, beta_schedule="linear", betas=(0.95, 0.999), weight_decay=1e-6,
+                    ema=dict(decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)),
+    "ours": dict(lr=2e-3, warmup=100, beta_schedule="squaredcos_cap_v2", betas=(0.9, 0.999), weight_decay=0.0,
+                 ema=dict(decay=0.999, use_ema_warmup=False)),
+}
+
+
+def peer_unet():
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), add_attention=False,
+    )
+
+
+class PeerRun:
+    """diffusers' UNet2DModel + DDPMScheduler trained as the train_unconditional example does."""
+
+    def __init__(self, recipe: dict, data: torch.Tensor, batch_size: int, seed: int):
+        from diffusers import DDPMScheduler
+
+        torch.manual_seed(seed)
+        self.unet = peer_unet()
+        self.scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule=recipe["beta_schedule"])
+        self.recipe, self.data, self.batch_size = recipe, data, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def train(self, steps: int) -> float:
+        """Train `steps` optimiser steps; returns the wall time."""
+        from diffusers.optimization import get_scheduler
+        from diffusers.training_utils import EMAModel
+
+        r = self.recipe
+        optimizer = torch.optim.AdamW(self.unet.parameters(), lr=r["lr"], betas=r["betas"], weight_decay=r["weight_decay"])
+        lr_schedule = get_scheduler("cosine", optimizer, num_warmup_steps=r["warmup"], num_training_steps=steps)
+        self.ema = EMAModel(self.unet.parameters(), **r["ema"])
+        self.unet.train()
+        start = time.perf_counter()
+        order = torch.empty(0, dtype=torch.long)
+        for _ in range(steps):
+            if len(order) < self.batch_size:
+                order = torch.cat([order, torch.randperm(len(self.data), generator=self.generator)])
+            idx, order = order[: self.batch_size], order[self.batch_size :]
+            x0 = self.data[idx]
+            noise = torch.randn(x0.shape, generator=self.generator)
+            t = torch.randint(0, 1000, (len(x0),), generator=self.generator)
+            pred = self.unet(self.scheduler.add_noise(x0, noise, t), t).sample
+            loss = F.mse_loss(pred, noise)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.unet.parameters(), 1.0)
+            optimizer.step()
+            lr_schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            self.ema.step(self.unet.parameters())
+        return time.perf_counter() - start
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int) -> np.ndarray:
+        """n images [n, 8, 8, 1] uint8 by 1000-step ancestral DDPM from the EMA weights."""
+        unet = copy.deepcopy(self.unet).eval()
+        self.ema.copy_to(unet.parameters())
+        g = torch.Generator().manual_seed(seed)
+        self.scheduler.set_timesteps(1000)
+        x = torch.randn((n, 1, 8, 8), generator=g)
+        for t in self.scheduler.timesteps:
+            x = self.scheduler.step(unet(x, t).sample, t, x, generator=g).prev_sample
+        return to_uint8(x).permute(0, 2, 3, 1).numpy()
+
+
+def quality(reference, draw, num_samples: int, seeds: int) -> tuple[float, float, float]:
+    """Mean and sd of the Fréchet distance over `seeds` sample sets; sampling seconds per set."""
+    fds, seconds = [], 0.0
+    for seed in range(seeds):
+        start = time.perf_counter()
+        images = draw(num_samples, 1000 + seed)
+        seconds += time.perf_counter() - start
+        fds.append(quick_scores(reference, images)["frechet_distance"])
+    return statistics.mean(fds), (statistics.stdev(fds) if len(fds) > 1 else float("nan")), seconds / seeds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--recipes", default="example,ours", help="diffusers recipes to run: example, ours")
+    p.add_argument("--quick", action="store_true", help="smoke test: 150 steps, 100 samples, one seed")
+    args = p.parse_args()
+    recipes = args.recipes.split(",")
+    config = api.default_config("digits")
+    if args.quick:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=150))
+        args.num_samples, args.seeds = 100, 1
+    half = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=config.train.steps // 2))
+    dataset, _ = load_data(DataConfig(name="digits"), seed=0)
+    real = to_model_space(dataset.images_uint8)  # [1797, 1, 8, 8] in [-1, 1], as ddpmkit trains on it
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.num_samples} samples x {args.seeds} seeds, "
+          "1000-step ancestral sampling from EMA weights", flush=True)
+    rows, reference = {}, None
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, cfg in (("ddpmkit default", config), ("ddpmkit, half the steps", half)):
+            result = api.train(cfg, Path(tmp) / name.replace(" ", "_"), progress=False, pictures=False)
+            run = load_run(Path(tmp) / name.replace(" ", "_"))
+            if reference is None:  # one feature network for every model (trained after the timed run)
+                reference = image_reference(run)
+                real = reference.dataset.images_uint8.permute(0, 2, 3, 1).numpy()
+                rng = np.random.default_rng(0)
+                floor = [quick_scores(reference, real[rng.choice(len(real), min(args.num_samples, len(real)), replace=False)])
+                         ["frechet_distance"] for _ in range(5)]
+                print(f"quality: Fréchet distance in {reference.extractor.description} to the 1,797 digits; floor (random "
+                      f"real subsets of {args.num_samples}): {statistics.mean(floor):.3f} ± {statistics.stdev(floor):.3f}\n")
+                print(f"{'model':<28} {'params':>9} {'steps':>6} {'train s':>8} {'FD':>7} {'± sd':>6} {'sample s':>9}", flush=True)
+            fd, sd, secs = quality(reference, lambda n, s: api.draw(run, n, seed=s).data, args.num_samples, args.seeds)
+            rows[name] = (fd, result.seconds)
+            print(f"{name:<28} {count_parameters(run.net):>9,} {result.steps:>6} {result.seconds:>8.1f} {fd:>7.3f} {sd:>6.3f} {secs:>9.1f}", flush=True)
+    budget = rows["ddpmkit default"][1]
+    for recipe in recipes:
+        calibration = PeerRun(RECIPES[recipe], real, config.train.batch_size, seed=1)
+        calibration.train(5)  # warm-up
+        per_step = calibration.train(30) / 30
+        steps = max(1, int(budget / per_step))
+        peer = PeerRun(RECIPES[recipe], real, config.train.batch_size, seed=0)
+        seconds = peer.train(steps)
+        fd, sd, secs = quality(reference, peer.sample, args.num_samples, args.seeds)
+        name = f"diffusers, {recipe} recipe"
+        rows[name] = (fd, seconds)
+        print(f"{name:<28} {count_parameters(peer.unet):>9,} {steps:>6} {seconds:>8.1f} {fd:>7.3f} {sd:>6.3f} {secs:>9.1f}", flush=True)
+    best_peer = min((v[0], k) for k, v in rows.items() if k.startswith("diffusers"))
+    ours, ours_half = rows["ddpmkit default"][0], rows["ddpmkit, half the steps"][0]
+    print(f"\nsame wall time ({budget:.0f} s): ddpmkit FD {ours:.3f} vs best peer ({best_peer[1]}) {best_peer[0]:.3f} "
+          f"-> {'met' if ours <= best_peer[0] else 'not met'}")
+    print(f"moonshot, half the time ({rows['ddpmkit, half the steps'][1]:.0f} s): ddpmkit FD {ours_half:.3f} vs {best_peer[0]:.3f} "
+          f"-> {'met' if ours_half <= best_peer[0] else 'not met'}")
+
+
+if __name__ == "__main__":
+    main()
