@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ddpmkit.errors import UserError
-from ddpmkit.nets.blocks import LinearAttention, ResBlock, SelfAttention, norm_groups, pointwise
+from ddpmkit.nets.blocks import GroupNorm, LinearAttention, ResBlock, SelfAttention, Upsample, norm_groups, pointwise
 from ddpmkit.nets.unet import UNet, UNetConfig, count_parameters
 
 TINY = dict(base_width=16, channel_mults=(1, 2), blocks_per_level=1, groups=8, image_size=16)
@@ -280,6 +280,45 @@ def test_resblock_uses_the_embedding_as_scale_and_shift():
         h = block.norm2(block.conv1(F.silu(block.norm1(x)))) * 2.0 + 0.5  # GN(h)·(1 + s) + b
         expected = pointwise(block.skip, x) + block.conv2(F.silu(h))
     torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("shape, groups", [((3, 12, 5, 7), 4), ((2, 8, 4, 4), 8), ((2, 6, 3, 5), 1)])
+def test_group_norm_values_and_gradients_match_torch_in_any_layout(shape, groups, dtype, tol):
+    """The channels-last CPU backward of GroupNorm is ours: it must agree with nn.GroupNorm."""
+    torch.manual_seed(0)
+    ref = torch.nn.GroupNorm(groups, shape[1])
+    with torch.no_grad():
+        ref.weight.normal_()
+        ref.bias.normal_()
+    ours = GroupNorm(groups, shape[1])
+    ours.load_state_dict(ref.state_dict())
+    x = 3 * torch.randn(shape) + 2  # a mean far from 0 tests the x̂ terms
+    dy = torch.randn(shape)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xs = [x.to(dtype).contiguous(memory_format=layout).requires_grad_() for _ in range(2)]
+        outs = [m(v) for m, v in zip((ref, ours), xs)]
+        grads = [torch.autograd.grad(o, (v, *m.parameters()), dy.to(o.dtype)) for o, v, m in zip(outs, xs, (ref, ours))]
+        torch.testing.assert_close(outs[1], outs[0], rtol=tol, atol=tol)
+        for a, b in zip(grads[1], grads[0]):
+            torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol * float(b.abs().max()))
+        assert grads[1][0].is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_upsample_is_a_3x3_conv_of_the_nearest_upsampled_input(layout):
+    """The sub-pixel form computes conv3x3(nearest×2(x)) exactly, borders included, and
+    passes the same gradients to x and to the 3×3 weights."""
+    torch.manual_seed(0)
+    up = Upsample(6)
+    x = torch.randn(2, 6, 5, 3).contiguous(memory_format=layout).requires_grad_()
+    expected = up.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    out = up(x)
+    torch.testing.assert_close(out, expected)
+    assert out.shape == (2, 6, 10, 6) and out.is_contiguous(memory_format=torch.channels_last)
+    dy = torch.randn_like(expected)
+    for a, b in zip(torch.autograd.grad(out, (x, *up.parameters()), dy), torch.autograd.grad(expected, (x, *up.parameters()), dy)):
+        torch.testing.assert_close(a, b)
 
 
 def test_norm_groups_is_a_divisor_at_most_the_request():

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint, metrics, process, viz
-from ._tensor import randn_like
+from . import checkpoint, distributed, metrics, process, viz
+from ._tensor import append_dims, randn_like
 from .build import (
     Run,
     build_denoiser,
@@ -89,32 +89,41 @@ def train(
     pictures: bool = True,
 ) -> TrainResult:
     """Train `config` into `run_dir` (or continue it with resume=True) and, with `pictures`,
-    draw the end-of-run pictures (samples, forward process, loss curve)."""
+    draw the end-of-run pictures (samples, forward process, loss curve).
+
+    Launched by torchrun with N processes, each process calls this: they train one model
+    data-parallel (config.train.batch_size is the global batch) and rank 0 alone writes
+    the run directory and reports; `device` "cuda" then means each rank's own GPU."""
     run_dir = Path(run_dir)
-    dev = pick_device(device)
-    dataset, data = load_data(config.data, config.seed)
-    config = _fit_net_to_data(dataclasses.replace(config, data=data))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.atomic_write_text(run_dir / "config.json", config.to_json())
-    net = build_net(config)
-    report(f"model: {type(net).__name__} with {count_parameters(net):,} parameters; data: {len(dataset):,} examples; device: {dev}")
-    trainer = Trainer(
-        config,
-        net,
-        dataset,
-        run_dir,
-        device=dev,
-        prepare=_preparer(config, dev),
-        augment=_hflip if config.data.hflip else None,
-        on_sample=lambda step, ema_net: _step_picture(config, ema_net, run_dir, step),
-        report=report,
-        progress=progress,
-    )
-    if resume:
-        report(f"resuming from step {trainer.resume()}")
-    result = trainer.fit()
-    if not pictures:
-        return result
+    with distributed.launch(device) as (world, dev):
+        if not world.is_main:
+            report = lambda message: None  # noqa: E731
+        dataset, data = load_data(config.data, config.seed)
+        config = _fit_net_to_data(dataclasses.replace(config, data=data))
+        world.barrier()  # every rank has looked at run_dir (the CLI checks it) before rank 0 writes into it
+        if world.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.atomic_write_text(run_dir / "config.json", config.to_json())
+        net = build_net(config)
+        report(f"model: {type(net).__name__} with {count_parameters(net):,} parameters; data: {len(dataset):,} examples; device: {dev}")
+        trainer = Trainer(
+            config,
+            net,
+            dataset,
+            run_dir,
+            device=dev,
+            prepare=_preparer(config, dev),
+            augment=HFlip() if config.data.hflip else None,
+            on_sample=lambda step, ema_net: _step_picture(config, ema_net, run_dir, step),
+            report=report,
+            progress=progress,
+            world=world,
+        )
+        if resume:
+            report(f"resuming from step {trainer.resume()}")
+        result = trainer.fit()
+        if not world.is_main or not pictures:
+            return result
     viz.loss_curve(read_log(run_dir / "log.jsonl"), run_dir / "loss.png")
     if config.is_toy:
         _toy_pictures(config, trainer.ema.model, dataset, run_dir)
@@ -160,10 +169,15 @@ def _preparer(config: RunConfig, device: torch.device):
     return lambda x: to_model_space(x.to(device))
 
 
-def _hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip each image left-right with probability 1/2."""
-    flip = torch.rand(x.shape[0], generator=generator) < 0.5
-    return torch.where(flip.to(x.device).view(-1, *([1] * (x.ndim - 1))), x.flip(-1), x)
+class HFlip:
+    """Flip each image left-right with probability 1/2 (an Augmentation: the coin flips
+    are drawn for the global batch, each rank applies its rows)."""
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.rand(n, generator=generator) < 0.5  # [n] bool
+
+    def __call__(self, x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        return torch.where(append_dims(flip.to(x.device), x.ndim), x.flip(-1), x)
 
 
 # ---- sampling -------------------------------------------------------------------------

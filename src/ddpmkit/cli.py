@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import LR_DECAYS, RunConfig
+from .config import LR_DECAYS, PRECISIONS, RunConfig
 from .data.toy import TOY_DATASETS
 from .denoiser import PREDICTIONS, VARIANCES
 from .errors import UserError
@@ -47,9 +47,13 @@ TRAIN_OPTIONS = {
     "channels": ("data", "channels"),
     "hflip": ("data", "hflip"),
     "p_uncond": ("train", "p_uncond"),
+    "precision": ("train", "precision"),
+    "compile": ("train", "compile"),
+    "grad_checkpoint": ("net", "grad_checkpoint"),
 }
-# Options a resumed run may change (the rest of its config is fixed by config.json).
-RESUMABLE = {"steps", "workers", "log_every", "sample_every", "checkpoint_every", "keep"}
+# Options a resumed run may change (the rest of its config is fixed by config.json):
+# none of them changes the model's weights or the data, t and ε it sees.
+RESUMABLE = {"steps", "workers", "log_every", "sample_every", "checkpoint_every", "keep", "precision", "compile", "grad_checkpoint"}
 
 
 def _add_train(sub) -> None:
@@ -57,7 +61,9 @@ def _add_train(sub) -> None:
         "train",
         help="train a diffusion model (default: 8x8 digits images)",
         description="Train a diffusion model and write a run directory: config.json, model.safetensors, "
-        "ema.safetensors, state.pt, log.jsonl, checkpoints/ and pictures.",
+        "ema.safetensors, state.pt, log.jsonl, checkpoints/ and pictures. Data-parallel on N GPUs or CPU "
+        "processes: torchrun --nproc-per-node N -m ddpmkit train ... (--batch-size is then the global batch, "
+        "split over the processes; --resume works with any N).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--data", default="digits", help=DATA_HELP)
@@ -80,7 +86,8 @@ def _add_train(sub) -> None:
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips (default: on for folders)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, help="optimiser steps")
-    g.add_argument("--batch-size", type=int, help="examples per optimiser step")
+    g.add_argument("--batch-size", type=int, help="global batch: examples per optimiser step, summed over all "
+                   "torchrun processes and --grad-accum micro-batches")
     g.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     g.add_argument("--warmup-steps", type=int, help="linear LR warm-up steps")
@@ -90,6 +97,14 @@ def _add_train(sub) -> None:
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimiser step")
     g.add_argument("--workers", type=int, help="data-loader worker processes")
     g.add_argument("--seed", type=int, help="seed for weights, batch order, t and noise (default 0)")
+    g = p.add_argument_group("speed and memory")
+    g.add_argument("--precision", choices=PRECISIONS, help="fp32; bf16: autocast to bfloat16 (CUDA, CPUs with "
+                   "AVX-512 bf16); fp16: autocast to float16 with loss scaling (CUDA). Default fp32")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the network for training (slow first steps, faster after; default off)")
+    g.add_argument("--grad-checkpoint", action=argparse.BooleanOptionalAction, default=None,
+                   help="U-Net: recompute each block's activations in the backward pass (less memory, ~30%% "
+                   "more compute; default off)")
     g = p.add_argument_group("class conditioning (classifier-free guidance)")
     g.add_argument("--conditional", action="store_true", default=None, help="condition on the data's class labels")
     g.add_argument("--p-uncond", type=float, help="probability a label is dropped to the null label (default 0.1)")
@@ -218,22 +233,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _with_options(config: RunConfig, args, options) -> RunConfig:
+    """`config` with those of `options` (TRAIN_OPTIONS names) that were given applied."""
+    changes: dict[str, dict] = {name: {} for name in ("data", "diffusion", "train", "net")}
+    for option in options:
+        if getattr(args, option) is not None:
+            section, field = TRAIN_OPTIONS[option]
+            changes[section][field] = getattr(args, option)
+    if changes["net"] and config.is_toy:
+        raise UserError("--grad-checkpoint applies to the U-Net of image data, not to the 2-D networks")
+    return dataclasses.replace(config, **{name: dataclasses.replace(getattr(config, name), **c) for name, c in changes.items() if c})
+
+
 def _train_config(args) -> RunConfig:
     from .api import default_config
     from .nets.mlp import GatedMLPConfig, MLPConfig
 
-    config = default_config(args.data)
-    sections = {name: getattr(config, name) for name in ("data", "diffusion", "train")}
-    changes: dict[str, dict] = {name: {} for name in sections}
-    for option, (section, field) in TRAIN_OPTIONS.items():
-        value = getattr(args, option)
-        if value is not None:
-            changes[section][field] = value
+    config = _with_options(default_config(args.data), args, TRAIN_OPTIONS)
+    new = {name: getattr(config, name) for name in ("data", "diffusion", "train")}
     if args.image_size is not None:
         from .data.images import parse_image_size
 
-        changes["data"]["image_size"] = parse_image_size(args.image_size)
-    new = {name: dataclasses.replace(sections[name], **changes[name]) for name in sections}
+        new["data"] = dataclasses.replace(new["data"], image_size=parse_image_size(args.image_size))
     net = config.net
     if args.net is not None:
         kinds = {"mlp": MLPConfig, "gated-mlp": GatedMLPConfig}
@@ -251,7 +272,10 @@ def _train_config(args) -> RunConfig:
 
 def _run_train(args) -> int:
     from .api import train
+    from .distributed import world_from_env
 
+    world = world_from_env()  # torchrun's processes, read from the environment; only rank 0 prints
+    say = print if world.is_main else lambda message: None
     if args.resume is not None:
         given = sorted(o for o in (*TRAIN_OPTIONS, "net", "width", "image_size", "seed", "conditional") if getattr(args, o) is not None and o not in RESUMABLE)
         if given:
@@ -260,19 +284,19 @@ def _run_train(args) -> int:
             raise UserError("--resume writes into the run it continues; drop --out")
         if not (args.resume / "config.json").is_file():
             raise UserError(f"{args.resume} is not a ddpmkit run (no config.json); pass the directory ddpmkit train wrote")
-        config = RunConfig.load(args.resume / "config.json")
-        resumable = {TRAIN_OPTIONS[o][1]: getattr(args, o) for o in RESUMABLE if getattr(args, o) is not None}
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, **resumable))
+        config = _with_options(RunConfig.load(args.resume / "config.json"), args, RESUMABLE)
         out = args.resume
     else:
         config = _train_config(args)
+        if args.out is None and world.active:
+            raise UserError("under torchrun pass --out DIR: every process must name the same run directory")
         out = args.out or Path("runs") / f"{Path(args.data).stem or 'data'}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (out / "config.json").exists():
             raise UserError(f"{out} already holds a run; continue it with --resume {out} or pick another --out")
         if args.out is None:
-            print(f"writing the run to {out}")
-    result = train(config, out, device=args.device, resume=args.resume is not None, report=print, progress=not args.no_progress)
-    print(f"trained {result.steps} steps in {result.seconds:.1f} s (final loss {result.final_loss:.4f}); run directory: {out}")
+            say(f"writing the run to {out}")
+    result = train(config, out, device=args.device, resume=args.resume is not None, report=say, progress=not args.no_progress)
+    say(f"trained {result.steps} steps in {result.seconds:.1f} s (final loss {result.final_loss:.4f}); run directory: {out}")
     return 0
 
 

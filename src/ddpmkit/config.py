@@ -23,6 +23,8 @@ NetConfig = MLPConfig | GatedMLPConfig | UNetConfig
 NET_KINDS: dict[str, type] = {"mlp": MLPConfig, "gated-mlp": GatedMLPConfig, "unet": UNetConfig}
 LRDecay = Literal["constant", "cosine"]
 LR_DECAYS: tuple[str, ...] = get_args(LRDecay)
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def _choice(option: str, value: str, choices: tuple[str, ...]) -> None:
@@ -72,7 +74,7 @@ class DiffusionConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 3000  # optimiser steps
-    batch_size: int = 256  # examples per optimiser step (split over grad_accum micro-batches)
+    batch_size: int = 256  # global batch: examples per optimiser step over all processes and grad_accum micro-batches
     lr: float = 1e-3  # peak learning rate of AdamW
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     warmup_steps: int = 0  # linear learning-rate warm-up from 0, in steps
@@ -88,6 +90,8 @@ class TrainConfig:
     keep: int = 3  # step checkpoints kept on disk
     max_nonfinite: int = 5  # consecutive non-finite steps that stop training
     p_uncond: float = 0.1  # conditional models: probability a label is replaced by the null label
+    precision: Precision = "fp32"  # forward pass: fp32, bf16 autocast (CUDA, CPUs with bf16), fp16 autocast + loss scaling (CUDA)
+    compile: bool = False  # torch.compile the network for training
 
     def __post_init__(self) -> None:
         _positive("--steps", self.steps)
@@ -98,6 +102,7 @@ class TrainConfig:
         _positive("--keep", self.keep)
         _positive("--max-nonfinite", self.max_nonfinite)
         _choice("lr decay (--lr-decay)", self.lr_decay, LR_DECAYS)
+        _choice("precision (--precision)", self.precision, PRECISIONS)
         if self.batch_size % self.grad_accum:
             raise UserError(f"--batch-size {self.batch_size} must be divisible by --grad-accum {self.grad_accum}")
         if not 0.0 <= self.p_uncond <= 1.0:

@@ -1,35 +1,104 @@
 """One training loop for every network and data set (Algorithm 1 of Ho et al. 2020,
 with the engineering around it: AdamW, LR warm-up and decay, gradient clipping,
-EMA, gradient accumulation, non-finite guards, logs and atomic checkpoints).
+EMA, gradient accumulation, non-finite guards, logs and atomic checkpoints), on one
+process or data-parallel over the processes torchrun starts, in fp32 or mixed precision,
+eager or compiled.
+
+Data parallelism keeps one process's arithmetic: the global batch k is the same
+BatchStream batch whatever the number of processes N, t, ε and augmentation are drawn
+for the whole global batch from the one shared generator, and each rank keeps its
+contiguous rows. N processes therefore compute what one process would, up to the order
+of floating-point sums, and a checkpoint resumes exactly with any N. (Every rank draws
+the whole batch's noise: O(global batch) random numbers per step and rank, small beside
+the network.)
 
 The trainer takes built objects; build.py makes them from a RunConfig.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from ._tensor import randn_like
 from .config import RunConfig, TrainConfig
 from .data import batches
 from .denoiser import Denoiser
+from .distributed import World
 from .ema import EMA
+from .errors import UserError
 from .losses import sample_timesteps, training_losses
 from .schedules import NoiseSchedule
 
 
 class TrainingDiverged(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+class ReplicasDiverged(RuntimeError):
+    """The data-parallel processes no longer hold the same weights (a bug, never expected)."""
+
+
+class Augmentation(Protocol):
+    """A random augmentation in two parts, so that its randomness can be drawn for the
+    whole global batch and each rank apply its own rows."""
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Random parameters of n examples, [n, ...]."""
+
+    def __call__(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """x [b, ...] augmented with its rows of the parameters, [b, ...]."""
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of --precision on `device` (None for fp32), or a UserError
+    where that precision cannot run."""
+    if precision == "fp32":
+        return None
+    if device.type not in ("cuda", "cpu"):
+        raise UserError(f"--precision {precision} runs on CUDA or the CPU, not on {device.type}; use --precision fp32")
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise UserError("--precision fp16 (with loss scaling) needs CUDA; on the CPU use --precision bf16 or fp32")
+        return torch.float16
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("this GPU has no bf16 support (it needs compute capability 8.0 or newer); use --precision fp16 or fp32")
+    if device.type == "cpu" and not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        raise UserError("this CPU lacks the AVX-512 (bf16) instructions oneDNN needs for --precision bf16; use --precision fp32")
+    return torch.bfloat16
+
+
+class _Autocast(nn.Module):
+    """Runs `net` under autocast to `dtype` and returns float32, so that the loss, the
+    EMA and everything after the network stay in fp32 (parameters are fp32 throughout)."""
+
+    def __init__(self, net: nn.Module, device_type: str, dtype: torch.dtype):
+        super().__init__()
+        self.net, self.device_type, self.dtype = net, device_type, dtype
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.net(*args).float()
+
+
+def state_digest(module: nn.Module) -> torch.Tensor:
+    """SHA-256 of the exact values of a module's state, as 32 uint8: equal on two
+    processes only if their weights are bit for bit the same."""
+    h = hashlib.sha256()
+    for value in module.state_dict().values():
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return torch.frombuffer(bytearray(h.digest()), dtype=torch.uint8)
 
 
 @dataclass
@@ -59,6 +128,8 @@ class Trainer:
     on_sample: called as on_sample(step, ema_net) every `sample_every` steps (the caller
     draws the final pictures).
     report: where one-line messages go (the CLI passes print).
+    world: the data-parallel processes (World(): one process). Every rank builds the same
+    Trainer and calls fit(); rank 0 alone logs, samples and writes the run directory.
     """
 
     def __init__(
@@ -70,34 +141,65 @@ class Trainer:
         *,
         device: torch.device,
         prepare: Callable[[torch.Tensor], torch.Tensor],
-        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        augment: Augmentation | None = None,
         on_sample: Callable[[int, nn.Module], None] | None = None,
         report: Callable[[str], None] = lambda message: None,
         progress: bool = True,
+        world: World = World(),
     ):
-        self.config, self.train = config, config.train
+        self.config, self.train, self.world = config, config.train, world
         self.run_dir = Path(run_dir)
         self.device = device
         self.dataset, self.prepare, self.augment = dataset, prepare, augment
-        self.on_sample, self.report, self.progress = on_sample, report, progress
+        self.on_sample, self.report = on_sample, report if world.is_main else lambda message: None
+        self.progress = progress and world.is_main
         self.num_classes = config.num_classes  # 0: unconditional
+        if self.train.batch_size % (self.train.grad_accum * world.size):
+            raise UserError(
+                f"--batch-size {self.train.batch_size} is the global batch and must be divisible by "
+                f"--grad-accum × processes = {self.train.grad_accum} × {world.size}"
+            )
+        dtype = autocast_dtype(self.train.precision, device)
 
-        torch.manual_seed(config.seed)  # dropout and anything else on the global RNG
-        self.net = net.to(device)
+        # Dropout and anything else on the global RNG: its own stream on each rank.
+        torch.manual_seed(config.seed if world.is_main else hash((config.seed, world.rank)) % 2**63)
+        self.net = net.to(device)  # the plain network: its state_dict is what checkpoints hold
+        self.ema = EMA(self.net, self.train.ema_decay, self.train.ema_warmup)
+        # What the loss calls: the network under autocast, data-parallel, compiled, as asked.
+        model: nn.Module = self.net if dtype is None else _Autocast(self.net, device.type, dtype)
+        if world.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if self.train.compile:
+            model = torch.compile(model)
+        self.model = model
         self.denoiser = Denoiser(
-            self.net,
+            model,
             NoiseSchedule.from_name(config.diffusion.schedule, config.diffusion.num_steps),
             config.diffusion.prediction, config.diffusion.variance)
-        self.ema = EMA(self.net, self.train.ema_decay, self.train.ema_warmup)
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.train.lr, weight_decay=self.train.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.net.parameters(), lr=self.train.lr, weight_decay=self.train.weight_decay,
+            fused=True if device.type == "cuda" else None,  # one kernel for the whole update
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.train))
-        self.generator = torch.Generator().manual_seed(config.seed)  # t, ε and augmentation
+        # fp16's narrow range needs the loss scaled up and the gradients back down (Micikevicius et al. 2018).
+        self.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+        self.generator = torch.Generator().manual_seed(config.seed)  # t, ε and augmentation: shared by all ranks
         self.step = 0  # optimiser steps completed
         self.nonfinite_total = 0
+        self.overflow_total = 0  # fp16 steps the loss scaler skipped
+        if world.active:
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            self.report(
+                f"data parallel over {world.size} processes ({backend}): {self.train.batch_size} examples per step, "
+                f"{self.train.batch_size // world.size} per process"
+            )
 
     # ---- state ---------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {
+        """The training state; a collective when data-parallel (every rank must call it)."""
+        state = {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -105,15 +207,38 @@ class Trainer:
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "nonfinite_total": self.nonfinite_total,
+            "overflow_total": self.overflow_total,
+            "processes": self.world.size,
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        if self.world.active:  # each rank's dropout stream, so that the same N resumes exactly
+            state["torch_rng_ranks"] = list(self.world.all_gather(torch.get_rng_state().to(self.device)).cpu())
+        return state
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Write a checkpoint (rank 0; the others return None). Data-parallel, a collective
+        that first checks every rank holds bit-identical weights and EMA weights and
+        records their digests in the state."""
+        state = self.state_dict()
+        if self.world.active:
+            mine = torch.stack([state_digest(self.net), state_digest(self.ema.model)])  # [2, 32]
+            digests = self.world.all_gather(mine.to(self.device)).cpu()  # [N, 2, 32]
+            if not bool((digests == digests[0]).all()):
+                raise ReplicasDiverged(f"at step {self.step} the {self.world.size} processes hold different weights; "
+                                       "this is a bug in ddpmkit, please report it")
+            state["replica_digests"] = {
+                name: [bytes(d[i].tolist()).hex() for d in digests] for i, name in enumerate(("model", "ema"))
+            }
+        if not self.world.is_main:
+            return None
         return checkpoint.save_checkpoint(
-            self.run_dir, self.step, self.net.state_dict(), self.ema.model.state_dict(), self.state_dict(), self.train.keep
+            self.run_dir, self.step, self.net.state_dict(), self.ema.model.state_dict(), state, self.train.keep
         )
 
     def resume(self) -> int:
-        """Load the newest complete checkpoint of run_dir; returns its step."""
+        """Load the newest complete checkpoint of run_dir (every rank reads it); returns
+        its step. The number of processes may differ from the run that wrote it."""
         found = checkpoint.newest_checkpoint(self.run_dir)
         if found is None:
             raise FileNotFoundError(f"{self.run_dir} has no complete checkpoint to resume from")
@@ -124,56 +249,88 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.ema.load_state_dict(state["ema"])
         self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        rank_states = state.get("torch_rng_ranks", [state["torch_rng"]])
+        if self.world.rank < len(rank_states):  # a rank the writing run did not have keeps its fresh stream
+            torch.set_rng_state(rank_states[self.world.rank])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.nonfinite_total = int(state["nonfinite_total"])
-        _truncate_log(self.run_dir / "log.jsonl", self.step)
+        self.overflow_total = int(state.get("overflow_total", 0))
+        if self.world.is_main:
+            _truncate_log(self.run_dir / "log.jsonl", self.step)
+        self.world.barrier()  # every rank has read the checkpoint before rank 0 may write the next
         return self.step
 
     # ---- the loop --------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        train, T = self.train, self.config.diffusion.num_steps
-        micro = train.batch_size // train.grad_accum
-        stream = batches(self.dataset, micro, self.config.seed, self.step * train.grad_accum, train.num_workers)
-        log_path = self.run_dir / "log.jsonl"
-        interval = _Interval()
+        train, T, world = self.train, self.config.diffusion.num_steps, self.world
+        micro = train.batch_size // train.grad_accum  # global micro-batch
+        rows = world.rows(micro)  # this rank's rows of each global micro-batch
+        stream = batches(self.dataset, micro, self.config.seed, self.step * train.grad_accum, train.num_workers,
+                         shard=(world.rank, world.size))
+        log_path = self.run_dir / "log.jsonl" if world.is_main else None
+        interval = _Interval(track_overflow=self.scaler is not None)
         consecutive_bad = 0
         start = time.perf_counter()
         bar = tqdm(total=train.steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
-        self.net.train()
+        self.model.train()
         while self.step < train.steps:
             self.optimizer.zero_grad(set_to_none=True)
             step_losses, step_t = [], []
-            for _ in range(train.grad_accum):
-                raw, labels = next(stream)
-                x0 = self.prepare(raw)  # [B, ...] model space on the device
+            for i in range(train.grad_accum):
+                raw, labels = next(stream)  # this rank's rows of the global micro-batch
+                x0 = self.prepare(raw)  # [b, ...] model space on the device
+                # Randomness for the whole global micro-batch from the shared generator, this
+                # rank's rows kept: N processes draw exactly what one process would.
                 if self.augment is not None:
-                    x0 = self.augment(x0, self.generator)
-                label = self._drop_labels(labels).to(self.device) if self.num_classes else None
-                t = sample_timesteps(x0.shape[0], T, self.generator).to(self.device)
-                noise = randn_like(x0, self.generator)
-                per_sample = training_losses(  # [B]
-                    self.denoiser, x0, t, noise, self.config.diffusion.loss, label,
-                    self.config.diffusion.min_snr_gamma, discrete=not self.config.is_toy,
-                )
-                (per_sample.mean() / train.grad_accum).backward()
+                    x0 = self.augment(x0, self.augment.draw(micro, self.generator)[rows])
+                label = self._drop_labels(labels, micro, rows).to(self.device) if self.num_classes else None
+                t = sample_timesteps(micro, T, self.generator)[rows].to(self.device)  # [b]
+                noise = torch.randn((micro, *x0.shape[1:]), generator=self.generator, dtype=x0.dtype)[rows].to(self.device)
+                # Gradients are averaged over the ranks once per step, after the last micro-batch.
+                last = i == train.grad_accum - 1
+                with contextlib.nullcontext() if last or not world.active else self.model.no_sync():
+                    per_sample = training_losses(  # [b]
+                        self.denoiser, x0, t, noise, self.config.diffusion.loss, label,
+                        self.config.diffusion.min_snr_gamma, discrete=not self.config.is_toy,
+                    )
+                    loss = per_sample.mean() / train.grad_accum
+                    (loss if self.scaler is None else self.scaler.scale(loss)).backward()
                 step_losses.append(per_sample.detach())
                 step_t.append(t)
-            losses, ts = torch.cat(step_losses), torch.cat(step_t)
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)  # true gradients, for clipping and the norm
             grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), train.grad_clip or float("inf"))
-            finite = bool(torch.isfinite(losses).all()) and bool(torch.isfinite(grad_norm))
+            # One collective: every rank's losses, timesteps and gradient norm, so the log and
+            # the decision to skip a step are the global ones, identical on every rank.
+            mine = torch.cat([torch.cat(step_losses).float(), torch.cat(step_t).float(), grad_norm.reshape(1).float()])
+            everything = world.all_gather(mine)  # [N, 2·A·b + 1]
+            n = (everything.shape[1] - 1) // 2
+            losses, ts, norms = everything[:, :n].reshape(-1), everything[:, n : 2 * n].reshape(-1).long(), everything[:, -1]
+            loss_ok, grad_ok = bool(torch.isfinite(losses).all()), bool(torch.isfinite(norms).all())
+            finite = loss_ok and grad_ok
+            overflow = self.scaler is not None and loss_ok and not grad_ok  # fp16 loss scale too high: not divergence
             if finite:
-                self.optimizer.step()
-                self.ema.update(self.net)
+                if self.scaler is None:
+                    self.optimizer.step()
+                else:
+                    self.scaler.step(self.optimizer)
+                self.ema.update(self.net)  # on every rank, from identical weights: identical EMA
                 consecutive_bad = 0
             else:
                 self.optimizer.zero_grad(set_to_none=True)
-                self.nonfinite_total += 1
-                consecutive_bad += 1
+                if overflow:
+                    self.overflow_total += 1
+                else:
+                    self.nonfinite_total += 1
+                    consecutive_bad += 1
+            if self.scaler is not None:
+                self.scaler.update()  # halves the scale after an overflow, grows it after a run of good steps
             lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
             self.step += 1
-            interval.add(losses, ts, T, float(grad_norm), finite)
+            interval.add(losses, ts, T, float(norms[0]), finite, overflow)
             if consecutive_bad >= train.max_nonfinite:
                 interval.write(log_path, self.step, lr, time.perf_counter() - start)
                 bar.close()
@@ -196,32 +353,38 @@ class Trainer:
         self.save()
         return TrainResult(self.step, time.perf_counter() - start, interval.last_loss, self.nonfinite_total)
 
-    def _drop_labels(self, labels: torch.Tensor) -> torch.Tensor:
+    def _drop_labels(self, labels: torch.Tensor, n: int, rows: slice) -> torch.Tensor:
         """Replace each label by the null label with probability p_uncond, so one network
-        learns ε(x, c) and ε(x, ∅) (Sec. 3.2 of Ho & Salimans 2021)."""
-        drop = torch.rand(labels.shape[0], generator=self.generator) < self.train.p_uncond
+        learns ε(x, c) and ε(x, ∅) (Sec. 3.2 of Ho & Salimans 2021). The coin flips are drawn
+        for the global micro-batch of n and this rank's rows kept."""
+        drop = (torch.rand(n, generator=self.generator) < self.train.p_uncond)[rows]
         return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
 
     def _sample(self) -> None:
-        if self.on_sample is not None:
+        if self.on_sample is not None and self.world.is_main:
             self.on_sample(self.step, self.ema.model)
 
 
 class _Interval:
     """Accumulates one log interval: loss overall and per quarter of the timestep range
-    (improved-diffusion's loss_q0..q3), gradient norm, skipped steps."""
+    (improved-diffusion's loss_q0..q3), gradient norm, skipped steps (and, with fp16 loss
+    scaling, the steps the scaler skipped and its scale)."""
 
-    def __init__(self) -> None:
+    def __init__(self, track_overflow: bool = False) -> None:
         self.last_loss = float("nan")
+        self.track_overflow = track_overflow
         self.reset()
 
     def reset(self) -> None:
         self.loss_sum, self.count, self.grad_sum, self.grad_count, self.skipped = 0.0, 0, 0.0, 0, 0
         self.q_sum, self.q_count = [0.0] * 4, [0] * 4
-        self.steps = 0
+        self.steps, self.overflow = 0, 0
 
-    def add(self, losses: torch.Tensor, t: torch.Tensor, T: int, grad_norm: float, finite: bool) -> None:
+    def add(self, losses: torch.Tensor, t: torch.Tensor, T: int, grad_norm: float, finite: bool, overflow: bool = False) -> None:
         self.steps += 1
+        if overflow:
+            self.overflow += 1
+            return
         if not finite:
             self.skipped += 1
             return
@@ -236,7 +399,8 @@ class _Interval:
             self.q_sum[q] += float(sel.sum())
             self.q_count[q] += len(sel)
 
-    def write(self, path: Path, step: int, lr: float, elapsed: float) -> dict:
+    def write(self, path: Path | None, step: int, lr: float, elapsed: float) -> dict:
+        """The interval's record, appended to `path` (None: not written, as on ranks > 0)."""
         mean = lambda s, n: s / n if n else None  # noqa: E731
         record = {
             "step": step,
@@ -247,10 +411,13 @@ class _Interval:
             "nonfinite": self.skipped,
             "elapsed_s": round(elapsed, 3),
         }
+        if self.track_overflow:
+            record["overflow"] = self.overflow
         if record["loss"] is not None:
             self.last_loss = record["loss"]
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if path is not None:
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
         self.reset()
         return record
 

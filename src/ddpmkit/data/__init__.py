@@ -17,10 +17,19 @@ class BatchStream(torch.utils.data.Sampler):
     range(n) per epoch, epoch e seeded by (seed, e). Batch k is stream positions
     [k·B, (k+1)·B), so it depends only on (seed, k): resuming at batch k is exact, and
     a data set smaller than a batch simply spans epochs.
+
+    The distributed sampler too: with shard (rank, size) it yields rank's contiguous
+    B/size rows of each global batch k. The global batch still depends only on (seed, k),
+    so a run can resume with a different number of processes and see the same data.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, start_batch: int = 0):
+    def __init__(self, n: int, batch_size: int, seed: int, start_batch: int = 0, shard: tuple[int, int] = (0, 1)):
+        rank, size = shard
+        if batch_size % size or not 0 <= rank < size:
+            raise ValueError(f"a batch of {batch_size} cannot be shared by rank {rank} of {size} processes")
         self.n, self.batch_size, self.seed, self.start_batch = n, batch_size, seed, start_batch
+        share = batch_size // size
+        self.rows = slice(rank * share, (rank + 1) * share)
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -39,7 +48,7 @@ class BatchStream(torch.utils.data.Sampler):
                 if offset == self.n:
                     epoch, offset = epoch + 1, 0
                     perm = self._permutation(epoch)
-            yield batch
+            yield batch[self.rows]
 
 
 def _collate(data):
@@ -48,12 +57,15 @@ def _collate(data):
 
 
 def batches(
-    dataset: Dataset, batch_size: int, seed: int, start_batch: int = 0, num_workers: int = 0
+    dataset: Dataset, batch_size: int, seed: int, start_batch: int = 0, num_workers: int = 0,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless (x, labels) batches in BatchStream order; labels are -1 when unlabelled."""
+    """Endless (x, labels) batches in BatchStream order; labels are -1 when unlabelled.
+    batch_size is the global batch; with shard (rank, size) this rank gets its
+    batch_size/size rows of each."""
     loader = DataLoader(
         dataset,
-        batch_sampler=BatchStream(len(dataset), batch_size, seed, start_batch),
+        batch_sampler=BatchStream(len(dataset), batch_size, seed, start_batch, shard),
         num_workers=num_workers,
         collate_fn=_collate,
         persistent_workers=num_workers > 0,

@@ -1,0 +1,141 @@
+"""Data-parallel training: two CPU processes (gloo) launched by torchrun, as users launch them.
+
+The run uses gradient accumulation and random flips, so the shared draws of t, ε and
+augmentation, the per-rank data shards and DDP's no_sync are all exercised.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import ddpmkit
+from ddpmkit import checkpoint
+from ddpmkit.cli import main
+from ddpmkit.data import BatchStream
+from ddpmkit.distributed import World
+from ddpmkit.train import read_log
+
+ARGS = [
+    "--timesteps", "20", "--batch-size", "16", "--grad-accum", "2", "--hflip", "--width", "8",
+    "--lr", "2e-3", "--warmup-steps", "0", "--lr-decay", "constant",  # the LR does not depend on --steps
+    "--log-every", "1", "--checkpoint-every", "2", "--device", "cpu", "--no-progress",
+]
+
+
+def torchrun(nproc: int, argv: list[str], log_dir: Path) -> subprocess.CompletedProcess:
+    """`torchrun --nproc-per-node nproc -m ddpmkit ...` with this checkout's ddpmkit, each
+    process's output in log_dir/<run>/attempt_0/<rank>/."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    src = str(Path(ddpmkit.__file__).resolve().parents[1])
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--standalone",
+           "--log-dir", str(log_dir), "--redirects", "3", "-m", "ddpmkit", *argv]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def rank_output(log_dir: Path, rank: int, stream: str = "stdout") -> str:
+    (path,) = log_dir.glob(f"*/attempt_0/{rank}/{stream}.log")
+    return path.read_text()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A two-process run of 4 steps and a one-process run of 8 steps, same global batch."""
+    root = tmp_path_factory.mktemp("ddp")
+    done = torchrun(2, ["train", "--out", str(root / "two"), "--steps", "4", *ARGS], root / "logs")
+    assert done.returncode == 0, done.stderr[-3000:] + "".join(
+        rank_output(root / "logs", r, s)[-1500:] for r in (0, 1) for s in ("stdout", "stderr"))
+    assert main(["train", "--out", str(root / "one"), "--steps", "8", *ARGS]) == 0
+    return root
+
+
+def test_two_processes_compute_what_one_process_computes(runs):
+    two, one = read_log(runs / "two" / "log.jsonl"), read_log(runs / "one" / "log.jsonl")[:4]
+    # Same weights, data, t and ε: per-step losses and gradient norms agree up to the
+    # order of float32 sums (the logged loss is the global mean, gathered from both ranks).
+    for a, b in zip(two, one):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    # Weights: reduction order changes gradients by ~1e-7 relative; Adam divides by √v, which
+    # amplifies that only in coordinates whose gradient is itself at rounding level (measured
+    # ≤ 1e-4 here). A real mismatch in data, t or ε moves most weights by ~lr = 2e-3 per step.
+    for name in ("model", "ema"):
+        a = checkpoint.load_weights(runs / "two" / f"{name}.safetensors")
+        b = checkpoint.load_weights(runs / "one" / "checkpoints" / "step-00000004" / f"{name}.safetensors")
+        assert set(a) == set(b) and not any(k.startswith(("module.", "_orig_mod.")) for k in a)
+        diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+        assert float(diff.max()) < 1e-3 and float(diff.mean()) < 1e-6, name
+
+
+def test_both_ranks_hold_identical_weights_and_ema(runs):
+    """Before each checkpoint every rank hashes its weights and EMA weights; rank 0
+    records all digests (and would have stopped had they differed)."""
+    for step in (2, 4):
+        state = checkpoint.load_state(runs / "two" / "checkpoints" / f"step-{step:08d}" / "state.pt")
+        assert state["processes"] == 2
+        for name in ("model", "ema"):
+            first, second = state["replica_digests"][name]
+            assert first == second and re.fullmatch(r"[0-9a-f]{64}", first)
+
+
+def test_rank_zero_alone_writes_and_prints(runs):
+    log = read_log(runs / "two" / "log.jsonl")
+    assert [r["step"] for r in log] == [1, 2, 3, 4]  # one writer: no record twice
+    assert [p.name for p in checkpoint.complete_checkpoints(runs / "two")] == ["step-00000002", "step-00000004"]
+    assert not list((runs / "two").rglob(".*tmp*"))
+    for name in ("config.json", "model.safetensors", "samples.png", "loss.png"):
+        assert (runs / "two" / name).is_file()
+    assert "data parallel over 2 processes (gloo)" in rank_output(runs / "logs", 0)
+    assert "trained 4 steps" in rank_output(runs / "logs", 0)
+    assert rank_output(runs / "logs", 1) == ""
+
+
+def test_resume_in_one_process_continues_exactly(runs, tmp_path):
+    """The 2-process checkpoint resumes in one process and sees the data, t and ε the
+    one-process run saw at steps 5-8."""
+    run = shutil.copytree(runs / "two", tmp_path / "run")
+    assert main(["train", "--resume", str(run), "--steps", "8", "--device", "cpu", "--no-progress"]) == 0
+    resumed, one = read_log(run / "log.jsonl"), read_log(runs / "one" / "log.jsonl")
+    assert [r["step"] for r in resumed] == list(range(1, 9))
+    for a, b in zip(resumed[4:], one[4:]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    assert checkpoint.load_state(run / "state.pt")["processes"] == 1
+
+
+def test_shards_of_a_global_batch_are_its_rows():
+    whole = iter(BatchStream(50, 12, seed=3, start_batch=5))
+    parts = [iter(BatchStream(50, 12, seed=3, start_batch=5, shard=(r, 3))) for r in range(3)]
+    for _ in range(6):  # spans epochs: 12 does not divide 50
+        assert next(whole) == sum((next(p) for p in parts), [])
+    assert World(rank=1, size=4).rows(8) == slice(2, 4)
+    with pytest.raises(ValueError):
+        BatchStream(50, 10, seed=0, shard=(0, 3))
+
+
+@pytest.mark.parametrize(
+    "env, argv, message",
+    [
+        ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, ["--out", "{tmp}/r"], "MASTER_ADDR, MASTER_PORT are not.*torchrun"),
+        ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}, [],
+         "under torchrun pass --out"),
+        ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"},
+         ["--out", "{tmp}/r", "--device", "cuda:1"], "LOCAL_RANK|CUDA is not available"),
+        ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"},
+         ["--out", "{tmp}/r", "--device", "mps"], "CUDA .*or the CPU"),
+        ({}, ["--out", "{tmp}/r", "--batch-size", "10", "--grad-accum", "4"], "divisible by --grad-accum"),
+    ],
+)
+def test_launch_mistakes_are_one_line_errors(env, argv, message, monkeypatch, tmp_path, capsys):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(["train", "--steps", "1", "--width", "8", "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and re.search(message, err), err
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,129 @@
+"""--precision, --compile and --grad-checkpoint: they run, train, and leave checkpoints
+that look like any other."""
+
+import dataclasses
+import json
+import re
+
+import pytest
+import torch
+
+from ddpmkit import api, checkpoint
+from ddpmkit.build import build_net, load_data
+from ddpmkit.cli import main
+from ddpmkit.config import RunConfig
+from ddpmkit.distributed import World
+from ddpmkit.errors import UserError
+from ddpmkit.nets.unet import UNetConfig
+from ddpmkit.train import Trainer, autocast_dtype, read_log
+
+from test_train_toy import NaNAt, make_trainer, toy_config
+
+
+def digits_config(steps: int, precision: str = "fp32") -> RunConfig:
+    c = api.default_config("digits")
+    return dataclasses.replace(
+        c,
+        net=UNetConfig(base_width=16, channel_mults=(1, 2), blocks_per_level=1, groups=8),
+        diffusion=dataclasses.replace(c.diffusion, num_steps=50),
+        train=dataclasses.replace(c.train, steps=steps, batch_size=32, warmup_steps=5, lr_decay="constant",
+                                  log_every=1, precision=precision),
+    )
+
+
+def image_trainer(config: RunConfig, run_dir) -> Trainer:
+    dataset, data = load_data(config.data, config.seed)
+    config = api._fit_net_to_data(dataclasses.replace(config, data=data))
+    run_dir.mkdir()
+    cpu = torch.device("cpu")
+    return Trainer(config, build_net(config), dataset, run_dir, device=cpu, prepare=api._preparer(config, cpu), progress=False)
+
+
+def bf16_or_skip() -> None:
+    try:
+        autocast_dtype("bf16", torch.device("cpu"))
+    except UserError as e:
+        pytest.skip(str(e))
+
+
+def test_bf16_autocast_on_the_cpu_trains(tmp_path):
+    bf16_or_skip()
+    bf16 = image_trainer(digits_config(40, "bf16"), tmp_path / "bf16")
+    bf16.fit()
+    losses = [r["loss"] for r in read_log(tmp_path / "bf16" / "log.jsonl")]
+    assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:5]) / 5  # ~1.0 -> ~0.35 in 40 steps
+    fp32 = image_trainer(digits_config(2), tmp_path / "fp32")
+    fp32.fit()
+    # Step 1 predicts exactly 0 (zero-initialised output conv) in any precision; step 2 is
+    # the same computation rounded to bf16 inside the network.
+    second = read_log(tmp_path / "fp32" / "log.jsonl")[1]["loss"]
+    assert 0 < abs(losses[1] - second) < 0.02 * second
+    weights = checkpoint.load_weights(tmp_path / "bf16" / "model.safetensors")
+    assert all(w.dtype == torch.float32 for w in weights.values())  # parameters stay fp32
+
+
+def test_a_nonfinite_bf16_step_is_skipped(tmp_path):
+    bf16_or_skip()
+    config = toy_config(steps=6)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision="bf16"))
+    base = build_net(api._fit_net_to_data(dataclasses.replace(config, data=load_data(config.data, 0)[1])))
+    trainer = make_trainer(config, tmp_path, NaNAt(base, calls={3}))
+    assert trainer.fit().nonfinite == 1
+    assert [r["nonfinite"] for r in read_log(tmp_path / "log.jsonl")] == [0, 0, 1, 0, 0, 0]
+    assert all(torch.isfinite(p).all() for p in trainer.ema.model.parameters())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs where CUDA is")
+def test_fp16_without_cuda_is_a_clear_error(tmp_path, capsys):
+    argv = ["train", "--out", str(tmp_path / "r"), "--steps", "1", "--width", "8", "--precision", "fp16", "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "fp16" in err and "needs CUDA" in err
+
+
+def compile_or_skip() -> None:
+    try:
+        torch.compile(lambda x: x.sin() + 1)(torch.randn(4))
+    except Exception as e:  # no working C++ compiler for inductor, an unsupported Python, ...
+        pytest.skip(f"torch.compile cannot run here: {str(e).strip().splitlines()[0][:200]}")
+
+
+def test_compile_trains_like_eager_and_saves_plain_keys(tmp_path):
+    compile_or_skip()
+    config = toy_config(steps=3)
+    eager = make_trainer(config, tmp_path / "eager")
+    eager.fit()
+    compiled = make_trainer(dataclasses.replace(config, train=dataclasses.replace(config.train, compile=True)), tmp_path / "compiled")
+    compiled.fit()
+    a, b = read_log(tmp_path / "eager" / "log.jsonl"), read_log(tmp_path / "compiled" / "log.jsonl")
+    for x, y in zip(a, b):  # the same math; fused kernels round differently
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-4)
+    saved = checkpoint.load_weights(tmp_path / "compiled" / "model.safetensors")
+    assert set(saved) == set(eager.net.state_dict())  # no "_orig_mod." prefixes
+
+
+def test_speed_flags_are_recorded_and_may_change_on_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--out", str(run), "--steps", "2", "--timesteps", "10", "--batch-size", "8", "--width", "8",
+            "--grad-checkpoint", "--checkpoint-every", "1", "--device", "cpu", "--no-progress"]
+    assert main(argv) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["net"]["grad_checkpoint"] is True and config["train"]["precision"] == "fp32"
+    extra = ["--precision", "bf16"] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else []
+    assert main(["train", "--resume", str(run), "--steps", "3", "--no-grad-checkpoint", *extra, "--device", "cpu", "--no-progress"]) == 0
+    config = RunConfig.load(run / "config.json")
+    assert config.net.grad_checkpoint is False and config.train.precision == ("bf16" if extra else "fp32")
+    assert [r["step"] for r in read_log(run / "log.jsonl")] == [2, 3]  # logged at the end of each call
+    capsys.readouterr()
+    assert main(["train", "--data", "moons", "--out", str(tmp_path / "toy"), "--grad-checkpoint"]) == 2
+    assert re.search("--grad-checkpoint applies to the U-Net", capsys.readouterr().err)
+
+
+def test_the_global_batch_must_split_over_the_processes(tmp_path):
+    config = toy_config(steps=1)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=30, grad_accum=2))
+    dataset, data = load_data(config.data, config.seed)
+    config = api._fit_net_to_data(dataclasses.replace(config, data=data))
+    with pytest.raises(UserError, match="global batch .* 2 × 2"):
+        Trainer(config, build_net(config), dataset, tmp_path, device=torch.device("cpu"), prepare=lambda x: x,
+                world=World(rank=0, size=2))
