@@ -1,5 +1,6 @@
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -69,6 +70,38 @@ def test_run_directory_without_config(tmp_path, capsys):
     assert "no config.json" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "not a ddpmkit run" in capsys.readouterr().err
+
+
+def _one_line_error(capsys, pattern: str) -> None:
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and re.search(pattern, err), err
+
+
+def _files(run):
+    return {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_resume_without_a_complete_checkpoint_writes_nothing(toy_run, tmp_path, capsys):
+    run = tmp_path / "stopped"  # training stopped before its first checkpoint was complete
+    (run / "checkpoints" / "step-00000010").mkdir(parents=True)  # no meta.json: not complete
+    shutil.copy(toy_run / "config.json", run / "config.json")
+    before = _files(run)
+    assert main(["train", "--resume", str(run), "--steps", "60", "--no-progress"]) == 2
+    _one_line_error(capsys, r"stopped has no complete checkpoint to resume from.*; start a new run with --out")
+    assert _files(run) == before and sorted(p.name for p in run.rglob("*")) == ["checkpoints", "config.json", "step-00000010"]
+
+
+def test_resume_of_weights_that_do_not_fit_config_json_writes_nothing(toy_run, tmp_path, capsys):
+    run = tmp_path / "edited"
+    shutil.copytree(toy_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["net"]["hidden"] *= 2  # the checkpoint was trained with the old width
+    (run / "config.json").write_text(json.dumps(config))
+    before = _files(run)
+    assert main(["train", "--resume", str(run), "--steps", "60", "--no-progress"]) == 2
+    _one_line_error(capsys, r"weights in \S*step-00000030\S*model.safetensors do not fit the model config.json "
+                            r"describes \(shape differs: .*\); was config.json edited\?")
+    assert _files(run) == before
 
 
 def test_existing_run_is_not_overwritten(toy_run, capsys):

@@ -95,15 +95,14 @@ def train(
     data-parallel (config.train.batch_size is the global batch) and rank 0 alone writes
     the run directory and reports; `device` "cuda" then means each rank's own GPU."""
     run_dir = Path(run_dir)
+    if resume and checkpoint.newest_checkpoint(run_dir) is None:  # checked before anything is written
+        raise UserError(f"{run_dir} has no complete checkpoint to resume from (training stopped before the first "
+                        "one was written); start a new run with --out")
     with distributed.launch(device) as (world, dev):
         if not world.is_main:
             report = lambda message: None  # noqa: E731
         dataset, data = load_data(config.data, config.seed)
         config = _fit_net_to_data(dataclasses.replace(config, data=data))
-        world.barrier()  # every rank has looked at run_dir (the CLI checks it) before rank 0 writes into it
-        if world.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            checkpoint.atomic_write_text(run_dir / "config.json", config.to_json())
         net = build_net(config)
         report(f"model: {type(net).__name__} with {count_parameters(net):,} parameters; data: {len(dataset):,} examples; device: {dev}")
         trainer = Trainer(
@@ -119,8 +118,13 @@ def train(
             progress=progress,
             world=world,
         )
-        if resume:
+        if resume:  # reads and checks the checkpoint (a clear error if it does not fit config.json)
             report(f"resuming from step {trainer.resume()}")
+        # config.json is written once the options, the data and any checkpoint have been checked.
+        world.barrier()  # every rank has looked at run_dir (the CLI checks it) before rank 0 writes into it
+        if world.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.atomic_write_text(run_dir / "config.json", config.to_json())
         result = trainer.fit()
         if not world.is_main or not pictures:
             return result

@@ -139,21 +139,7 @@ def load_run(run_dir: Path, ema: bool = True, device: torch.device | None = None
         raise UserError(f"{run_dir} has no config.json, so it is not a ddpmkit run; pass the --out directory of ddpmkit train")
     config = RunConfig.load(config_path)
     net = build_net(config)
-    weights = checkpoint.load_weights(run_dir / ("ema.safetensors" if ema else "model.safetensors"))
-    load_matching(net, weights, run_dir)
+    path = run_dir / ("ema.safetensors" if ema else "model.safetensors")
+    checkpoint.load_matching(net, checkpoint.load_weights(path), path)
     net = net.to(device or torch.device("cpu")).eval().requires_grad_(False)
     return Run(run_dir, config, net, build_denoiser(config, net))
-
-
-def load_matching(net: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
-    """Load weights that must match the network exactly, with a clear error if not."""
-    own = net.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
-    if missing or unexpected or wrong:
-        detail = "; ".join(
-            f"{what}: {names[:3]}" for what, names in (("missing", missing), ("unexpected", unexpected), ("shape differs", wrong)) if names
-        )
-        raise UserError(f"the weights in {source} do not fit the model its config describes ({detail}); was config.json edited?")
-    net.load_state_dict(weights)

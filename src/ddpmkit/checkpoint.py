@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .errors import UserError
 
@@ -79,6 +80,21 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own error types
         raise UserError(f"{path} is not a readable safetensors file ({e})") from None
+
+
+def load_matching(net: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Load weights that must match the network exactly, with a clear error if not."""
+    own = net.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{what}: {names[:3]}" for what, names in (("missing", missing), ("unexpected", unexpected), ("shape differs", wrong)) if names
+        )
+        raise UserError(f"the weights in {source} do not fit the model config.json describes ({detail}); "
+                        "was config.json edited? restore the config the run was trained with")
+    net.load_state_dict(weights)
 
 
 def load_state(path: Path) -> dict[str, Any]:

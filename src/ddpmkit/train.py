@@ -241,9 +241,9 @@ class Trainer:
         its step. The number of processes may differ from the run that wrote it."""
         found = checkpoint.newest_checkpoint(self.run_dir)
         if found is None:
-            raise FileNotFoundError(f"{self.run_dir} has no complete checkpoint to resume from")
-        self.net.load_state_dict(checkpoint.load_weights(found / "model.safetensors"))
-        self.ema.model.load_state_dict(checkpoint.load_weights(found / "ema.safetensors"))
+            raise UserError(f"{self.run_dir} has no complete checkpoint to resume from; start a new run with --out")
+        for module, name in ((self.net, "model.safetensors"), (self.ema.model, "ema.safetensors")):
+            checkpoint.load_matching(module, checkpoint.load_weights(found / name), found / name)
         state = checkpoint.load_state(found / "state.pt")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
