@@ -4,9 +4,10 @@ import hashlib
 import pytest
 import torch
 
-from ddpmkit import api
+from ddpmkit import api, checkpoint
 from ddpmkit.build import Run, build_denoiser, build_net, load_data, load_run
 from ddpmkit.config import RunConfig
+from ddpmkit.errors import UserError
 from ddpmkit.train import Trainer, TrainingDiverged, read_log
 
 
@@ -121,3 +122,23 @@ def test_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path):
     assert [r["lr"] for r in a] == [r["lr"] for r in b]
     for p, q in zip(full.ema.model.parameters(), resumed.ema.model.parameters()):
         assert torch.equal(p, q)
+
+
+def test_resuming_a_finished_run_writes_no_checkpoint(tmp_path, monkeypatch):
+    config = toy_config(steps=6, checkpoint_every=3)
+    first = make_trainer(config, tmp_path)
+    first.fit()
+    # the same files with the same contents (the weights even the same inodes: not rewritten)
+    files = lambda: {p: (p.suffix != ".safetensors" or p.stat().st_ino, _digest(p)) for p in tmp_path.rglob("*") if p.is_file()}  # noqa: E731
+    before = files()
+
+    trainer = make_trainer(config, tmp_path)
+    assert trainer.resume() == 6
+    monkeypatch.setattr(checkpoint, "save_checkpoint", lambda *a, **k: pytest.fail("a finished run was saved again"))
+    result = trainer.fit()
+    assert result.steps == 6
+    assert files() == before
+
+    with pytest.raises(UserError, match="already holds checkpoints up to step-00000006, beyond step 0; resume that run"):
+        make_trainer(config, tmp_path).fit()  # a new run would write over them
+    assert files() == before

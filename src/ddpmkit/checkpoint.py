@@ -2,15 +2,22 @@
 
 A run directory holds
     config.json          RunConfig: rebuilds network + schedule
-    model.safetensors    latest live weights      } hard links to the newest
-    ema.safetensors      latest EMA weights       } complete checkpoint
-    state.pt             latest training state    }
+    model.safetensors    latest live weights      } hard links to the files of the
+    ema.safetensors      latest EMA weights       } newest complete checkpoint, for
+    state.pt             latest training state    } sample and evaluate
     checkpoints/step-NNNNNNNN/{model,ema}.safetensors, state.pt, meta.json
     log.jsonl, pictures, samples/
-A checkpoint directory is written under a temporary name and renamed when every file
-in it is on disk (meta.json last), so a crash never leaves a half checkpoint that
-looks complete, and never replaces a good one. Nothing is unpickled on load:
-weights are safetensors and state.pt loads with torch.load(weights_only=True).
+checkpoints/ is authoritative: --resume reads only the newest complete checkpoint there.
+A checkpoint directory is written under a temporary name (.step-N.tmp-PID) and renamed
+when every file in it is on disk (meta.json last), so a crash never leaves a half
+checkpoint that looks complete. A complete checkpoint is never overwritten: the trainer
+never writes the same step twice (save_checkpoint refuses to), and old ones are renamed
+to a temporary name before they are deleted. The top-level files are relinked one by one
+(model, ema, then state.pt), each atomically: a crash between two links leaves each file
+whole but possibly one checkpoint behind the others; the next save or resume relinks
+them all. Temporary directories of crashed processes are removed at the next save.
+Nothing is unpickled on load: weights are safetensors and state.pt loads with
+torch.load(weights_only=True).
 """
 
 from __future__ import annotations
@@ -110,8 +117,13 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / "meta.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and is_complete(p)]
+    return sorted(found, key=checkpoint_step)
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint directory step-NNNNNNNN."""
+    return int(Path(path).name.split("-")[1])
 
 
 def save_checkpoint(
@@ -122,28 +134,81 @@ def save_checkpoint(
     state: dict[str, Any],
     keep: int,
 ) -> Path:
-    """Write checkpoint `step` atomically, point the top-level files at it, keep the newest `keep`."""
+    """Write checkpoint `step` atomically, point the top-level files at it, keep the newest `keep`.
+    Refuses (FileExistsError) to replace a complete checkpoint of the same step."""
     run_dir = Path(run_dir)
     final = step_dir(run_dir, step)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    if is_complete(final):
+        raise FileExistsError(f"{final} is a complete checkpoint already; a checkpoint is never overwritten")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)
+    tmp = _temporary(final)
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir()
     try:
         save_weights(tmp / "model.safetensors", model)
         save_weights(tmp / "ema.safetensors", ema)
         atomic_write(tmp / "state.pt", lambda p: torch.save(state, p))
         atomic_write_text(tmp / "meta.json", json.dumps({"step": step}))
-        if final.exists():  # the same step written again after a resume from before it
+        if final.exists():  # without meta.json (an older version's half deletion): never a good checkpoint
             shutil.rmtree(final)
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _fsync_dir(final.parent)
-    for name in WEIGHT_FILES:
-        _link_over(final / name, run_dir / name)
+    link_top_level(run_dir, final)
     for old in complete_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _delete(old)
     return final
+
+
+def link_top_level(run_dir: Path, found: Path) -> None:
+    """Point run_dir's model.safetensors, ema.safetensors and state.pt at checkpoint `found`."""
+    for name in WEIGHT_FILES:
+        _link_over(found / name, Path(run_dir) / name)
+
+
+def is_complete(path: Path) -> bool:
+    return (Path(path) / "meta.json").is_file()
+
+
+def _temporary(path: Path) -> Path:
+    """The temporary name this process writes (or deletes) checkpoint directory `path` under."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _delete(path: Path) -> None:
+    """Delete a checkpoint directory, renaming it first so that a crash half-way never
+    leaves a `step-N` directory whose meta.json outlived its weights."""
+    doomed = _temporary(path)
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill would terminate it: assume it runs
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the .step-N.tmp-PID directories in run_dir/checkpoints of processes that no
+    longer run (what a crash while saving or deleting leaves); returns them."""
+    root = Path(run_dir) / CHECKPOINTS
+    removed = []
+    for path in root.glob(".step-*.tmp-*") if root.is_dir() else ():
+        pid = path.name.rpartition(".tmp-")[2]
+        if path.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _link_over(src: Path, dst: Path) -> None:

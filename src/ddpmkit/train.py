@@ -187,6 +187,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
         self.generator = torch.Generator().manual_seed(config.seed)  # t, ε and augmentation: shared by all ranks
         self.step = 0  # optimiser steps completed
+        self.saved_step: int | None = None  # step of the checkpoint last written or resumed from
         self.nonfinite_total = 0
         self.overflow_total = 0  # fp16 steps the loss scaler skipped
         if world.active:
@@ -230,15 +231,18 @@ class Trainer:
             state["replica_digests"] = {
                 name: [bytes(d[i].tolist()).hex() for d in digests] for i, name in enumerate(("model", "ema"))
             }
-        if not self.world.is_main:
-            return None
-        return checkpoint.save_checkpoint(
-            self.run_dir, self.step, self.net.state_dict(), self.ema.model.state_dict(), state, self.train.keep
-        )
+        path = None
+        if self.world.is_main:
+            path = checkpoint.save_checkpoint(
+                self.run_dir, self.step, self.net.state_dict(), self.ema.model.state_dict(), state, self.train.keep
+            )
+        self.saved_step = self.step
+        return path
 
     def resume(self) -> int:
-        """Load the newest complete checkpoint of run_dir (every rank reads it); returns
-        its step. The number of processes may differ from the run that wrote it."""
+        """Load the newest complete checkpoint of run_dir/checkpoints (every rank reads it;
+        the top-level weight files are not read); returns its step. The number of processes
+        may differ from the run that wrote it."""
         found = checkpoint.newest_checkpoint(self.run_dir)
         if found is None:
             raise UserError(f"{self.run_dir} has no complete checkpoint to resume from; start a new run with --out")
@@ -257,14 +261,22 @@ class Trainer:
         self.step = int(state["step"])
         self.nonfinite_total = int(state["nonfinite_total"])
         self.overflow_total = int(state.get("overflow_total", 0))
+        self.saved_step = self.step
         if self.world.is_main:
             _truncate_log(self.run_dir / "log.jsonl", self.step)
+            checkpoint.link_top_level(self.run_dir, found)  # mends top-level files a crash left a step apart
         self.world.barrier()  # every rank has read the checkpoint before rank 0 may write the next
         return self.step
 
     # ---- the loop --------------------------------------------------------------------
     def fit(self) -> TrainResult:
         train, T, world = self.train, self.config.diffusion.num_steps, self.world
+        # Every checkpoint this call writes is of a later step than any already on disk:
+        # a complete checkpoint is never overwritten.
+        newer = [p for p in checkpoint.complete_checkpoints(self.run_dir) if checkpoint.checkpoint_step(p) > self.step]
+        if newer:
+            raise UserError(f"{self.run_dir} already holds checkpoints up to {newer[-1].name}, beyond step {self.step}; "
+                            "resume that run, or train into a new directory")
         micro = train.batch_size // train.grad_accum  # global micro-batch
         rows = world.rows(micro)  # this rank's rows of each global micro-batch
         stream = batches(self.dataset, micro, self.config.seed, self.step * train.grad_accum, train.num_workers,
@@ -350,7 +362,8 @@ class Trainer:
             if train.sample_every and self.step % train.sample_every == 0 and self.step < train.steps:
                 self._sample()
         bar.close()
-        self.save()
+        if self.step != self.saved_step:  # a resumed run that had no steps left writes nothing
+            self.save()
         return TrainResult(self.step, time.perf_counter() - start, interval.last_loss, self.nonfinite_total)
 
     def _drop_labels(self, labels: torch.Tensor, n: int, rows: slice) -> torch.Tensor:
