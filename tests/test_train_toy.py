@@ -124,6 +124,30 @@ def test_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path):
         assert torch.equal(p, q)
 
 
+def test_a_log_record_straddling_a_checkpoint_resumes_exactly(tmp_path):
+    """Checkpoints every 6 steps, log records every 4: the record of steps 5-8 is summed
+    partly before the checkpoint and partly after the resume."""
+    config = toy_config(steps=12, checkpoint_every=6)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, log_every=4))
+    make_trainer(config, tmp_path / "full").fit()
+
+    def crash(step, net):
+        raise Crash()
+
+    broken = make_trainer(dataclasses.replace(config, train=dataclasses.replace(config.train, sample_every=6)), tmp_path / "resumed")
+    broken.on_sample = crash  # killed right after the checkpoint of step 6
+    with pytest.raises(Crash):
+        broken.fit()
+    resumed = make_trainer(config, tmp_path / "resumed")
+    assert resumed.resume() == 6
+    resumed.fit()
+
+    without_time = lambda log: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in log]  # noqa: E731
+    a, b = read_log(tmp_path / "full" / "log.jsonl"), read_log(tmp_path / "resumed" / "log.jsonl")
+    assert [r["step"] for r in b] == [4, 8, 12]
+    assert without_time(a) == without_time(b)  # loss, its quarters and the gradient norm, exactly
+
+
 def test_resuming_a_finished_run_writes_no_checkpoint(tmp_path, monkeypatch):
     config = toy_config(steps=6, checkpoint_every=3)
     first = make_trainer(config, tmp_path)
@@ -136,7 +160,7 @@ def test_resuming_a_finished_run_writes_no_checkpoint(tmp_path, monkeypatch):
     assert trainer.resume() == 6
     monkeypatch.setattr(checkpoint, "save_checkpoint", lambda *a, **k: pytest.fail("a finished run was saved again"))
     result = trainer.fit()
-    assert result.steps == 6
+    assert result.steps == 6 and result.final_loss == read_log(tmp_path / "log.jsonl")[-1]["loss"]
     assert files() == before
 
     with pytest.raises(UserError, match="already holds checkpoints up to step-00000006, beyond step 0; resume that run"):

@@ -188,6 +188,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)  # t, ε and augmentation: shared by all ranks
         self.step = 0  # optimiser steps completed
         self.saved_step: int | None = None  # step of the checkpoint last written or resumed from
+        self.interval = _Interval(track_overflow=self.scaler is not None)  # the log record being summed
         self.nonfinite_total = 0
         self.overflow_total = 0  # fp16 steps the loss scaler skipped
         if world.active:
@@ -210,6 +211,7 @@ class Trainer:
             "nonfinite_total": self.nonfinite_total,
             "overflow_total": self.overflow_total,
             "processes": self.world.size,
+            "log_interval": self.interval.state_dict(),  # a log record that straddles the checkpoint
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
@@ -261,6 +263,7 @@ class Trainer:
         self.step = int(state["step"])
         self.nonfinite_total = int(state["nonfinite_total"])
         self.overflow_total = int(state.get("overflow_total", 0))
+        self.interval.load_state_dict(state.get("log_interval", {}))  # older checkpoints: start a fresh record
         self.saved_step = self.step
         if self.world.is_main:
             _truncate_log(self.run_dir / "log.jsonl", self.step)
@@ -282,7 +285,7 @@ class Trainer:
         stream = batches(self.dataset, micro, self.config.seed, self.step * train.grad_accum, train.num_workers,
                          shard=(world.rank, world.size))
         log_path = self.run_dir / "log.jsonl" if world.is_main else None
-        interval = _Interval(track_overflow=self.scaler is not None)
+        interval = self.interval
         consecutive_bad = 0
         start = time.perf_counter()
         bar = tqdm(total=train.steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
@@ -392,6 +395,18 @@ class _Interval:
         self.loss_sum, self.count, self.grad_sum, self.grad_count, self.skipped = 0.0, 0, 0.0, 0, 0
         self.q_sum, self.q_count = [0.0] * 4, [0] * 4
         self.steps, self.overflow = 0, 0
+
+    _STATE = ("loss_sum", "count", "grad_sum", "grad_count", "skipped", "q_sum", "q_count", "steps", "overflow", "last_loss")
+
+    def state_dict(self) -> dict:
+        """The running sums of the unfinished record (plain numbers) and the last logged loss."""
+        return {name: getattr(self, name) for name in self._STATE}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reset()
+        for name in self._STATE:
+            if name in state:
+                setattr(self, name, list(state[name]) if name in ("q_sum", "q_count") else state[name])
 
     def add(self, losses: torch.Tensor, t: torch.Tensor, T: int, grad_norm: float, finite: bool, overflow: bool = False) -> None:
         self.steps += 1
