@@ -147,6 +147,25 @@ def test_a_dozen_images_train_non_square(tmp_path):
     assert np.load(tmp_path / "s" / "samples.npy").shape == (2, 16, 24, 3)
 
 
+def test_grey_and_alpha_images_train_sample_and_draw(tmp_path):
+    """Two channels (grey + alpha) from an .npy: training, step pictures, samples, the
+    reverse GIF and show-forward all take them."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "la.npy", rng.integers(0, 256, (12, 8, 8, 2), dtype=np.uint8))
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "la.npy"), "--out", str(out), "--steps", "2", "--timesteps", "10",
+            "--batch-size", "8", "--width", "8", "--sample-every", "1", "--no-progress"]
+    assert main(argv) == 0
+    assert RunConfig.load(out / "config.json").data.channels == 2
+    assert Image.open(out / "samples.png").mode == "LA" and Image.open(out / "samples" / "step-00000001.png").mode == "LA"
+    assert (out / "forward.png").is_file()
+    assert main(["sample", "--run", str(out), "-n", "4", "--out", str(tmp_path / "s"), "--gif"]) == 0
+    assert np.load(tmp_path / "s" / "samples.npy").shape == (4, 8, 8, 2)
+    assert Image.open(tmp_path / "s" / "reverse.gif").n_frames == 11  # T = 10 steps and the samples
+    assert main(["show-forward", "--data", str(tmp_path / "la.npy"), "--out", str(tmp_path / "f.png"),
+                 "--num-images", "1", "--timesteps", "20"]) == 0
+
+
 @pytest.mark.parametrize(
     "make_argv, message",
     [

@@ -82,7 +82,7 @@ def _add_train(sub) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--num-points", type=int, help="2-D data: training points drawn once (default 20000)")
     g.add_argument("--image-size", help="images: SIZE or HEIGHTxWIDTH after resize and centre crop")
-    g.add_argument("--channels", type=int, help="images: 1 (grey), 3 (RGB) or 4 (RGBA); default from the data")
+    g.add_argument("--channels", type=int, help="images: 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA); default from the data")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips (default: on for folders)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, help="optimiser steps")
@@ -155,7 +155,7 @@ def _add_show_forward(sub) -> None:
     p.add_argument("--data", default="digits", help="digits, a folder of images, a .npy/.npz file, or hf:NAME")
     p.add_argument("--out", type=Path, default=Path("forward.png"), help="PNG file to write")
     p.add_argument("--image-size", help="SIZE or HEIGHTxWIDTH (folders of mixed sizes need it)")
-    p.add_argument("--channels", type=int, help="1, 3 or 4 (default from the data)")
+    p.add_argument("--channels", type=int, help="1, 2, 3 or 4 (default from the data)")
     p.add_argument("--num-images", type=int, default=4, help="how many images (rows per schedule)")
     p.add_argument("--timesteps", type=int, default=1000, help="T of both schedules")
 

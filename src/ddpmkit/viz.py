@@ -1,6 +1,9 @@
 """Pictures: scatter strips and GIFs for 2-D data, image grids and strips, loss curves.
 
-Inputs are numpy arrays in data space (points) or uint8 images [N, H, W, C].
+Inputs are numpy arrays in data space (points) or uint8 images [N, H, W, C] with any of
+the data's channel counts: 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA. PNGs keep the alpha;
+where a format or figure has none (GIF frames, matplotlib tables) images are shown
+composited over white, as data.images composites transparent sources.
 Everything renders off-screen (Agg) and writes PNG or GIF files.
 """
 
@@ -17,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+IMAGE_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # Pillow's mode of C channels
 POINT_STYLE = dict(s=2, alpha=0.5, linewidths=0, color="#1f5fa8")
 
 
@@ -104,7 +108,8 @@ def loss_curve(log: Sequence[dict], path: Path) -> None:
 
 
 def image_grid(images: np.ndarray, rows: int | None = None, pad: int = 1, scale: int = 1) -> Image.Image:
-    """uint8 images [N, H, W, C] (C = 1, 3 or 4) tiled into one picture, `scale`× enlarged."""
+    """uint8 images [N, H, W, C] (C = 1..4) tiled into one picture ("L", "LA", "RGB" or
+    "RGBA"; the padding opaque white), `scale`× enlarged."""
     n, h, w, c = images.shape
     rows = rows or int(np.ceil(np.sqrt(n)))
     cols = int(np.ceil(n / rows))
@@ -113,11 +118,28 @@ def image_grid(images: np.ndarray, rows: int | None = None, pad: int = 1, scale:
         r, col = divmod(k, cols)
         y, x = pad + r * (h + pad), pad + col * (w + pad)
         canvas[y : y + h, x : x + w] = images[k]
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}[c]
-    picture = Image.fromarray(canvas[..., 0] if c == 1 else canvas, mode)
+    picture = Image.fromarray(canvas[..., 0] if c == 1 else canvas, IMAGE_MODES[c])
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
     return picture
+
+
+def _opaque(picture: Image.Image) -> Image.Image:
+    """An "LA" / "RGBA" picture composited over white ("L" / "RGB"); others unchanged."""
+    from .data.images import over_white
+
+    return over_white(picture) if picture.mode in ("LA", "RGBA") else picture
+
+
+def _displayable(image: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, C] -> what imshow draws: grey [H, W], RGB, or RGBA (grey + alpha
+    spread to RGBA); imshow composites alpha over the white figure."""
+    c = image.shape[-1]
+    if c == 1:
+        return image[..., 0]
+    if c == 2:
+        return np.concatenate([np.repeat(image[..., :1], 3, axis=-1), image[..., 1:]], axis=-1)
+    return image
 
 
 def grid_scale(height: int, width: int, target: int = 64) -> int:
@@ -133,7 +155,7 @@ def image_table(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str],
     for r, (row, label) in enumerate(zip(rows, row_labels)):
         for c, img in enumerate(row):
             ax = axes[r][c]
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=255, interpolation="nearest")
+            ax.imshow(_displayable(img), cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=255, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -146,12 +168,13 @@ def image_table(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str],
 
 def side_by_side_gif(lefts: Sequence[np.ndarray], rights: Sequence[np.ndarray], path: Path, rows: int | None = None, ms_per_frame: int = 60) -> None:
     """An animated GIF whose frames put two image grids side by side (e.g. x_t and x̂_0);
-    each element of `lefts`/`rights` is a uint8 batch [N, H, W, C]. The last frame lingers."""
+    each element of `lefts`/`rights` is a uint8 batch [N, H, W, C]. The last frame lingers.
+    GIF has no alpha channel: images with one are composited over white."""
     frames = []
-    mode = "L" if lefts[0].shape[-1] == 1 else "RGB"
+    mode = "L" if lefts[0].shape[-1] in (1, 2) else "RGB"
     for left, right in zip(lefts, rights):
         scale = grid_scale(left.shape[1], left.shape[2])
-        a, b = image_grid(left, rows, scale=scale).convert(mode), image_grid(right, rows, scale=scale).convert(mode)
+        a, b = (_opaque(image_grid(x, rows, scale=scale)) for x in (left, right))
         frame = Image.new(mode, (a.width + b.width + 8, max(a.height, b.height)), "white")
         frame.paste(a, (0, 0))
         frame.paste(b, (a.width + 8, 0))

@@ -216,7 +216,7 @@ def _canonical(img: Image.Image) -> Image.Image:
     return img.convert("RGBA" if has_alpha else "RGB")  # P, CMYK, YCbCr, LAB, HSV, RGBX ...
 
 
-def _over_white(img: Image.Image) -> Image.Image:
+def over_white(img: Image.Image) -> Image.Image:
     """Composite "LA" / "RGBA" over a white background -> "L" / "RGB"."""
     a = np.asarray(img).astype(np.float32)
     colour, alpha = a[..., :-1], a[..., -1:] / 255.0
@@ -250,7 +250,7 @@ def _fit(img: Image.Image, size: tuple[int, int], channels: int) -> np.ndarray:
     """A decoded image -> uint8 [H, W, channels]: canonical mode, alpha, cover-resize, channels."""
     img = _canonical(img)
     if img.mode in ("LA", "RGBA") and channels in (1, 3):
-        img = _over_white(img)
+        img = over_white(img)
     if img.mode in ("RGB", "RGBA") and channels in (1, 2):  # to grey before resizing: less work
         img = img.convert("L" if img.mode == "RGB" else "LA")
     img = _resize_cover(img, size)
