@@ -7,12 +7,12 @@ import torch
 from PIL import Image
 
 from ddpmkit import api, checkpoint
-from ddpmkit.build import Run, build_denoiser, build_net, load_run
+from ddpmkit.build import Run, build_denoiser, build_net, load_data, load_run
 from ddpmkit.cli import main
 from ddpmkit.config import RunConfig
 from ddpmkit.errors import UserError
 from ddpmkit.nets.unet import UNetConfig
-from ddpmkit.train import read_log
+from ddpmkit.train import Trainer, read_log
 
 
 def tiny_digits(steps=12, **train) -> RunConfig:
@@ -47,18 +47,59 @@ def test_short_digits_training_beats_an_untrained_model(tmp_path):
     assert trained["class_entropy"] > 1.8  # most of the ten digits appear
 
 
+def image_trainer(config: RunConfig, run_dir) -> Trainer:
+    dataset, data = load_data(config.data, config.seed)
+    config = api._fit_net_to_data(dataclasses.replace(config, data=data))
+    run_dir.mkdir(exist_ok=True)
+    cpu = torch.device("cpu")
+    return Trainer(config, build_net(config), dataset, run_dir, device=cpu, prepare=api._preparer(config, cpu), progress=False)
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+
+
 def test_checkpoint_round_trip_is_bit_exact(tmp_path):
-    config = tiny_digits(steps=4)
-    api.train(config, tmp_path, progress=False)
-    run = load_run(tmp_path, ema=False)
-    saved = checkpoint.load_weights(tmp_path / "model.safetensors")
-    assert set(saved) == set(run.net.state_dict())
-    for k, v in run.net.state_dict().items():
-        assert v.dtype == saved[k].dtype and torch.equal(v, saved[k])
-    checkpoint.save_weights(tmp_path / "again.safetensors", run.net.state_dict())
-    assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "model.safetensors").read_bytes()
-    state = torch.load(tmp_path / "state.pt", weights_only=True)  # no arbitrary unpickling
-    assert state["step"] == 4
+    """A checkpoint gives back the trainer's live weights, EMA weights and optimiser state,
+    each bit for bit and each in its own place."""
+    trainer = image_trainer(tiny_digits(steps=4), tmp_path)
+    trainer.fit()  # ends with a checkpoint of step 4
+    live, ema = trainer.net.state_dict(), trainer.ema.model.state_dict()
+    differ = [k for k, v in trainer.net.named_parameters() if not torch.equal(v, ema[k])]
+    assert len(differ) == len(list(trainer.net.parameters()))  # so a swap of the two would show
+    found = checkpoint.newest_checkpoint(tmp_path)
+    assert found.name == "step-00000004"
+    assert_same_tensors(checkpoint.load_weights(found / "model.safetensors"), live)
+    assert_same_tensors(checkpoint.load_weights(found / "ema.safetensors"), ema)
+    state = checkpoint.load_state(found / "state.pt")  # weights_only: no arbitrary unpickling
+    optimizer = trainer.optimizer.state_dict()
+    assert state["step"] == 4 and state["ema"]["num_updates"] == 4
+    assert state["optimizer"]["param_groups"] == optimizer["param_groups"]
+    assert set(state["optimizer"]["state"]) == set(optimizer["state"]) and len(optimizer["state"]) == len(differ)
+    for i, moments in optimizer["state"].items():  # step, exp_avg, exp_avg_sq of each parameter
+        assert_same_tensors(state["optimizer"]["state"][i], moments)
+
+    resumed = image_trainer(tiny_digits(steps=4), tmp_path)  # what --resume rebuilds from it
+    assert resumed.resume() == 4
+    assert_same_tensors(resumed.net.state_dict(), live)
+    assert_same_tensors(resumed.ema.model.state_dict(), ema)
+    for i, moments in optimizer["state"].items():
+        assert_same_tensors(resumed.optimizer.state_dict()["state"][i], moments)
+    assert torch.equal(resumed.generator.get_state(), trainer.generator.get_state())
+
+
+def test_hflip_flips_the_drawn_rows_left_to_right():
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)  # [B, C, H, W]
+    flip = api.HFlip()
+    assert torch.equal(flip(x, torch.ones(2, dtype=torch.bool)), x.flip(-1))
+    assert torch.equal(flip(x, torch.zeros(2, dtype=torch.bool)), x)
+    mixed = flip(x, torch.tensor([True, False]))
+    assert torch.equal(mixed[0], x[0].flip(-1)) and torch.equal(mixed[1], x[1])
+    assert torch.equal(x.flip(-1)[0, 0, 0], torch.arange(4, -1, -1.0))  # -1 is the width axis
+    coins = flip.draw(20_000, torch.Generator().manual_seed(0))
+    assert coins.dtype == torch.bool and coins.shape == (20_000,) and abs(coins.float().mean() - 0.5) < 0.015
 
 
 def test_resume_with_flips_dropout_and_workers_is_exact(tmp_path):
