@@ -6,9 +6,10 @@ import torch
 
 from ddpmkit import api, checkpoint
 from ddpmkit.build import Run, build_denoiser, build_net, load_data, load_run
-from ddpmkit.config import RunConfig
+from ddpmkit.config import RunConfig, TrainConfig
 from ddpmkit.errors import UserError
-from ddpmkit.train import Trainer, TrainingDiverged, read_log
+from ddpmkit.nets.unet import count_parameters
+from ddpmkit.train import Trainer, TrainingDiverged, lr_factor, read_log
 
 
 def toy_config(steps=40, **train) -> RunConfig:
@@ -166,3 +167,41 @@ def test_resuming_a_finished_run_writes_no_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="already holds checkpoints up to step-00000006, beyond step 0; resume that run"):
         make_trainer(config, tmp_path).fit()  # a new run would write over them
     assert files() == before
+
+
+def test_lr_factor_warms_up_linearly_then_decays_by_a_cosine_to_zero():
+    train = TrainConfig(steps=110, warmup_steps=10, lr_decay="cosine")
+    assert lr_factor(0, train) == pytest.approx(0.1)  # the first step already has a non-zero LR
+    assert lr_factor(4, train) == pytest.approx(0.5)
+    assert lr_factor(9, train) == 1.0 and lr_factor(10, train) == 1.0  # warm-up ends at the peak
+    assert lr_factor(60, train) == pytest.approx(0.5)  # half-way through the decay
+    assert 0 < lr_factor(109, train) < 1e-3 and lr_factor(110, train) == 0.0
+    assert lr_factor(0, TrainConfig(steps=10, lr_decay="cosine")) == 1.0  # no warm-up: starts at the peak
+    constant = TrainConfig(steps=110, warmup_steps=10, lr_decay="constant")
+    assert [lr_factor(s, constant) for s in (9, 10, 109)] == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("clip", [1e-3, 0.0])
+def test_gradient_clipping_bounds_the_norm_the_optimiser_sees(tmp_path, clip):
+    config = toy_config(steps=3, warmup_steps=2, lr_decay="cosine")
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, grad_clip=clip))
+    trainer = make_trainer(config, tmp_path)
+    seen = []
+    norm = lambda: float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.net.parameters()])))  # noqa: E731
+    trainer.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: seen.append(norm()))
+    trainer.fit()
+    log = read_log(tmp_path / "log.jsonl")  # grad_norm: the norm before clipping
+    assert len(seen) == 3 and all(r["grad_norm"] > 1e-2 for r in log)
+    if clip:
+        assert all(s <= clip * (1 + 1e-5) for s in seen) and all(s == pytest.approx(clip, rel=1e-4) for s in seen)
+    else:
+        assert seen == pytest.approx([r["grad_norm"] for r in log], rel=1e-5)
+    assert [r["lr"] for r in log] == pytest.approx([config.train.lr * lr_factor(s, config.train) for s in range(3)])
+
+
+def test_train_reports_the_parameter_count(tmp_path):
+    config = toy_config(steps=1)
+    lines = []
+    api.train(config, tmp_path, report=lines.append, progress=False, pictures=False)
+    net = build_net(RunConfig.load(tmp_path / "config.json"))
+    assert f"model: MLP with {count_parameters(net):,} parameters; data: 2,000 examples; device: cpu" in lines
