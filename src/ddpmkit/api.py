@@ -312,10 +312,10 @@ def sample(
     samples = draw(run, n, seed=seed, sampler=sampler, steps=steps, spacing=spacing, keep=keep, labels=labels, guidance=guidance,
                    clip=clip, percentile=percentile, **sampler_options)
     if labels is not None:
-        checkpoint.atomic_write(out / "labels.npy", lambda tmp: np.save(open(tmp, "wb"), labels.numpy()))
+        _save_npy(out / "labels.npy", labels.numpy())
     if gif:
         _reverse_gif(run.config, samples, out / "reverse.gif")
-    checkpoint.atomic_write(out / "samples.npy", lambda tmp: np.save(open(tmp, "wb"), samples.data))
+    _save_npy(out / "samples.npy", samples.data)
     if run.config.is_toy:
         reference, _ = toy_points(run.config.data.name, min(n, 5000), seed=_FRESH_SEED)
         viz.scatter(samples.data, out / "samples.png", f"{n} samples", reference=reference)
@@ -323,6 +323,16 @@ def sample(
         rows = run.config.num_classes if class_ == "all" else None
         _save_grid(samples.data, out / "samples.png", rows=rows)
     return samples.data
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save, atomically (through an open file: given a name, np.save would append .npy)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    checkpoint.atomic_write(path, write)
 
 
 _FRESH_SEED = 10_000_019  # toy data for metrics is drawn with a seed no training run uses by default

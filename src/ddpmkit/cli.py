@@ -51,8 +51,10 @@ TRAIN_OPTIONS = {
     "compile": ("train", "compile"),
     "grad_checkpoint": ("net", "grad_checkpoint"),
 }
-# Options a resumed run may change (the rest of its config is fixed by config.json):
-# none of them changes the model's weights or the data, t and ε it sees.
+# Options a resumed run may change (the rest of its config is fixed by config.json). None
+# changes the network's shape or the data, t and ε it sees, so the checkpoint still fits;
+# but --steps moves the end of the cosine LR decay (later weights then differ from a run
+# trained with the new --steps from the start), and --precision and --compile round differently.
 RESUMABLE = {"steps", "workers", "log_every", "sample_every", "checkpoint_every", "keep", "precision", "compile", "grad_checkpoint"}
 
 
