@@ -236,6 +236,16 @@ def test_folder_unlabelled_when_an_image_lies_at_the_root(mixed):
     assert {ds[i][1] for i in range(len(ds))} == {-1}
 
 
+def test_skipped_files_go_to_report_when_given(mixed):
+    root, _ = mixed
+    lines = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: the one line went to report
+        ds = load_image_data(str(root), report=lines.append)
+    assert len(ds) == 9 and len(lines) == 1
+    assert lines[0].startswith("skipped 1 unreadable image file(s) in ") and lines[0].endswith("broken.png")
+
+
 def test_lazy_path_equals_preloaded(mixed):
     root, _ = mixed
     pre = _load_quietly(str(root))

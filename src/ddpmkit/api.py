@@ -101,7 +101,7 @@ def train(
     with distributed.launch(device) as (world, dev):
         if not world.is_main:
             report = lambda message: None  # noqa: E731
-        dataset, data = load_data(config.data, config.seed)
+        dataset, data = load_data(config.data, config.seed, report)
         config = _fit_net_to_data(dataclasses.replace(config, data=data))
         net = build_net(config)
         report(f"model: {type(net).__name__} with {count_parameters(net):,} parameters; data: {len(dataset):,} examples; device: {dev}")

@@ -59,18 +59,19 @@ def load_toy(data: DataConfig, seed: int) -> tuple[PointDataset, DataConfig]:
     return dataset, resolved
 
 
-def load_images(data: DataConfig):
-    """The image data set and a config recording its resolved size, channels and classes."""
+def load_images(data: DataConfig, report=None):
+    """The image data set and a config recording its resolved size, channels and classes.
+    `report`: where a one-line note on skipped unreadable files goes (None: a warning)."""
     from .data.images import load_image_data
 
-    dataset = load_image_data(data.name, image_size=data.image_size, channels=data.channels)
+    dataset = load_image_data(data.name, image_size=data.image_size, channels=data.channels, report=report)
     resolved = dataclasses.replace(
         data, image_size=tuple(dataset.image_size), channels=dataset.channels, num_classes=dataset.num_classes
     )
     return dataset, resolved
 
 
-def load_data(data: DataConfig, seed: int):
+def load_data(data: DataConfig, seed: int, report=None):
     if is_toy(data.name):
         return load_toy(data, seed)
     if data.name != "digits" and not data.name.startswith("hf:") and not Path(data.name).exists():
@@ -78,7 +79,7 @@ def load_data(data: DataConfig, seed: int):
             f"unknown dataset {data.name!r} (and no such file or folder); choose one of: "
             f"{', '.join(TOY_DATASETS)}, digits, a folder of images, a .npy/.npz file, or hf:NAME"
         )
-    return load_images(data)
+    return load_images(data, report)
 
 
 def toy_dataset_from_config(data: DataConfig) -> PointDataset:

@@ -161,7 +161,7 @@ def image_reference(run: Run, features: str = "own", inception_weights=None, rep
     statistics in it (cached, or computed now): everything samples are measured against."""
     if run.config.is_toy:
         raise UserError(f"--features applies to image runs; {run.config.data.name} is 2-D data, measured by MMD and sliced Wasserstein")
-    dataset, _ = load_data(run.config.data, run.config.seed)
+    dataset, _ = load_data(run.config.data, run.config.seed, report)
     if len(dataset) < MIN_REAL:
         raise UserError(f"{run.config.data.name} has {len(dataset)} images; sample quality needs at least {MIN_REAL} real "
                         "images to compare with (precision/recall use each image's 3rd nearest neighbour)")

@@ -31,7 +31,7 @@ import numbers
 import re
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -351,6 +351,7 @@ def _from_encoded(
     channels: int | None,
     preload_limit_bytes: int,
     where: str,
+    report: Callable[[str], None] | None,
 ) -> ImageDataset:
     """Scan headers (open + verify), settle size and channels, then preload or stay lazy."""
     headers: dict[int, tuple[tuple[int, int], bool]] = {}
@@ -395,7 +396,11 @@ def _from_encoded(
         )
     if unreadable:
         shown = ", ".join(unreadable[:3]) + (", ..." if len(unreadable) > 3 else "")
-        warnings.warn(f"skipped {len(unreadable)} unreadable image file(s) in {where}: {shown}", stacklevel=4)
+        message = f"skipped {len(unreadable)} unreadable image file(s) in {where}: {shown}"
+        if report is None:
+            warnings.warn(message, stacklevel=4)
+        else:
+            report(message)
 
     kept_labels = torch.from_numpy(labels[keep]) if labels is not None else None
     if images is not None:
@@ -409,7 +414,7 @@ def _from_encoded(
 # --------------------------------------------------------------------------- folders
 
 
-def _load_folder(root: Path, image_size, channels, preload_limit_bytes) -> ImageDataset:
+def _load_folder(root: Path, image_size, channels, preload_limit_bytes, report) -> ImageDataset:
     """Every image file below `root` (hidden files and folders skipped), sorted by path."""
     paths = sorted(
         (p for p in root.rglob("*")
@@ -430,7 +435,7 @@ def _load_folder(root: Path, image_size, channels, preload_limit_bytes) -> Image
         class_names = sorted({parts[0] for parts in tops})
         index = {name: k for k, name in enumerate(class_names)}
         labels = np.array([index[parts[0]] for parts in tops], dtype=np.int64)
-    return _from_encoded(_Files(root, paths), labels, class_names, image_size, channels, preload_limit_bytes, str(root))
+    return _from_encoded(_Files(root, paths), labels, class_names, image_size, channels, preload_limit_bytes, str(root), report)
 
 
 # --------------------------------------------------------------------------- arrays
@@ -552,7 +557,7 @@ def _load_digits(image_size, channels) -> ImageDataset:
 # --------------------------------------------------------------------------- Hugging Face
 
 
-def _load_hf(spec: str, image_size, channels, preload_limit_bytes) -> ImageDataset:
+def _load_hf(spec: str, image_size, channels, preload_limit_bytes, report) -> ImageDataset:
     """Hugging Face: hf:NAME[:SPLIT] via datasets.load_dataset; hf:imagefolder:PATH reads a local folder."""
     try:
         import datasets
@@ -593,7 +598,7 @@ def _load_hf(spec: str, image_size, channels, preload_limit_bytes) -> ImageDatas
     if len(table) == 0:
         raise UserError(f"{spec!r} (split {split!r}) has no rows")
     rows = _HFRows(table, column, range(len(table)))
-    return _from_encoded(rows, labels, class_names, image_size, channels, preload_limit_bytes, spec)
+    return _from_encoded(rows, labels, class_names, image_size, channels, preload_limit_bytes, spec, report)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -604,6 +609,7 @@ def load_image_data(
     image_size: int | str | tuple[int, int] | None = None,  # (H, W) to cover and centre-crop to; None: as stored
     channels: int | None = None,  # 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA; None: from the data
     preload_limit_bytes: int = 2**31,  # decode everything up front when N*C*H*W bytes fit in this
+    report: Callable[[str], None] | None = None,  # where the skipped-files message goes; None: warnings.warn
 ) -> ImageDataset:
     """Load an image data set as uint8 tensors; see the module docstring for the conversions.
 
@@ -620,12 +626,12 @@ def load_image_data(
     if spec == "digits":
         return _load_digits(size, channels)
     if spec.startswith("hf:"):
-        return _load_hf(spec, size, channels, preload_limit_bytes)
+        return _load_hf(spec, size, channels, preload_limit_bytes, report)
     path = Path(spec).expanduser()
     if path.suffix.lower() in (".npy", ".npz") and path.is_file():
         return _load_array_file(path, size, channels)
     if path.is_dir():
-        return _load_folder(path, size, channels, preload_limit_bytes)
+        return _load_folder(path, size, channels, preload_limit_bytes, report)
     if path.exists():
         raise UserError(f"{spec!r} is a file, not a data set; pass {SPEC_FORMS}")
     raise UserError(f"{spec!r} is not an existing folder or file; pass {SPEC_FORMS}")
