@@ -53,6 +53,8 @@ def test_sample_writes_points_in_data_space_and_prints_distances(toy_run, tmp_pa
         (["train", "--data", "moons", "--steps", "-5"], "--steps must be a positive integer"),
         (["train", "--data", "moons", "--batch-size", "0"], "--batch-size must be a positive integer"),
         (["sample", "--run", "/nonexistent/run"], "does not exist"),
+        (["train", "--data", "moons", "--holdout", "0.1"], "--holdout applies to image data; 2-D runs are scored on fresh points"),
+        (["train", "--holdout", "1"], r"--holdout is the share of images kept out of training, in \[0, 1\)"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(argv, message, capsys, tmp_path):

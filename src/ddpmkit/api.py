@@ -27,6 +27,7 @@ from .build import (
     build_schedule,
     is_toy,
     load_data,
+    load_heldout,
     load_run,
     pick_device,
     toy_dataset_from_config,
@@ -56,8 +57,9 @@ def default_config(data: str = "digits") -> RunConfig:
         )
     if data == "digits":
         # 8x8 grey digits on a CPU: a 0.7M-parameter U-Net, two levels (8 -> 4 px).
+        # 10% of the digits (180) stay out of training, for the held-out likelihood.
         return RunConfig(
-            data=DataConfig(name=data),
+            data=DataConfig(name=data, holdout=0.1),
             net=UNetConfig(base_width=32, channel_mults=(1, 2), blocks_per_level=1),
             diffusion=DiffusionConfig(schedule="cosine", num_steps=1000),
             train=TrainConfig(
@@ -442,7 +444,8 @@ def _reverse_gif(config: RunConfig, samples: Samples, path: Path) -> None:
 # ---- evaluation ---------------------------------------------------------------------------
 def evaluate_nll(run: Run, num: int = 256, seed: int = 0, batch_size: int = 256, kind: str = "vlb", num_points: int = 100) -> dict:
     """NLL in bits/dim on `num` examples: fresh points for 2-D data (held out by
-    construction), the run's data set for images (its first `num` images). `kind`: "vlb",
+    construction); for images the first `num` of the images the run held out of training
+    (`DataConfig.holdout`), or of its training images when it held none out. `kind`: "vlb",
     the variational bound; "ode", the exact likelihood of the probability-flow ODE on a grid
     of `num_points` timesteps (images dequantised uniformly within their 8-bit bins)."""
     from .likelihood import ode_log_likelihood, vlb_bpd
@@ -456,10 +459,15 @@ def evaluate_nll(run: Run, num: int = 256, seed: int = 0, batch_size: int = 256,
         x0 = torch.from_numpy((points - ds.mean) / ds.scale).float()
         reference = f"{num} fresh {run.config.data.name} points (held out)"
     else:
-        dataset, _ = load_data(run.config.data, run.config.seed)
+        dataset = load_heldout(run.config.data)
+        if dataset is not None:
+            what = f"held-out images of {run.config.data.name} (never trained on)"
+        else:
+            dataset, _ = load_data(run.config.data, run.config.seed)
+            what = f"training images of {run.config.data.name} (the run held none out: train with --holdout to measure unseen images)"
         num = min(num, len(dataset))
-        images = torch.stack([dataset[i][0] for i in range(num)])
-        reference = f"the first {num} images of {run.config.data.name} (training data: the set has no held-out split)"
+        images = dataset.batch(range(num))[0]
+        reference = f"the first {num} {what}"
     generator = torch.Generator().manual_seed(seed)
     if kind == "vlb":
         if not run.config.is_toy:
