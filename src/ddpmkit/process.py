@@ -57,8 +57,9 @@ def x0_from_v(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, v: to
 
 def reverse_log_variance(variance: str, beta: torch.Tensor, beta_tilde: torch.Tensor, var_frac: torch.Tensor | None) -> torch.Tensor:
     """log σ² of p(x_s | x_t) for a jump with forward variance β and posterior variance β̃
-    (both clipped away from 0 by the caller): β̃ (fixed_small), β (fixed_large), or the learned
-    interpolation f·log β + (1−f)·log β̃ (Eq. 15 of Nichol & Dhariwal 2021)."""
+    (both away from 0: clipped by the caller): β̃ (fixed_small), β (fixed_large), or the learned
+    interpolation f·log β + (1−f)·log β̃ (Eq. 15 of Nichol & Dhariwal 2021; f is not clamped to
+    [0, 1], so log σ² may extrapolate beyond either end, as in improved-diffusion)."""
     if variance == "fixed_small":
         return beta_tilde.log()
     if variance == "fixed_large":
