@@ -10,7 +10,7 @@ from ddpmkit.denoiser import Denoiser
 from ddpmkit.likelihood import vlb_bpd
 from ddpmkit.schedules import NoiseSchedule
 
-from analytic import GaussianEps, GaussianFullEps
+from analytic import GaussianEps, GaussianFullEps, WithVariance
 
 MEAN, STD, N = 0.5, 0.4, 4000
 EXACT_BPD = (0.5 * math.log(2 * math.pi * STD**2) + 0.5) / math.log(2)  # entropy of N(μ, s²) in bits
@@ -18,15 +18,30 @@ EXACT_BPD = (0.5 * math.log(2 * math.pi * STD**2) + 0.5) / math.log(2)  # entrop
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
 def test_vlb_of_the_optimal_gaussian_model_matches_the_closed_form_nll(name):
-    """With the exact ε and σ² = β (close to the true reverse variance for small steps),
-    the bound is tight: E[VLB] = −E[log p(x)] up to O(1/T)."""
+    """With the exact ε and σ² = β_t at every t (close to the true reverse variance for small
+    steps; here a learned variance fixed at f = 1), the bound is tight: E[VLB] = −E[log p(x)]
+    up to O(1/T). fixed_large is the same bound except at t = 0, where its decoder has σ² = β̃
+    of index 1 (Ho et al. 2020's choice), which costs a closed-form amount on this data."""
     sched = NoiseSchedule.from_name(name, 1000)
     g = torch.Generator().manual_seed(0)
     x0 = MEAN + STD * torch.randn(N, 1, generator=g)
-    tight = vlb_bpd(Denoiser(GaussianEps(sched, MEAN, STD), sched, "eps", "fixed_large"), x0, discrete=False, generator=g)
+    beta_everywhere = Denoiser(WithVariance(GaussianEps(sched, MEAN, STD), frac=1.0), sched, "eps", "learned_range")
+    tight = vlb_bpd(beta_everywhere, x0, discrete=False, generator=torch.Generator().manual_seed(1))
     se = tight.total.std().item() / math.sqrt(N)
     assert tight.total.mean().item() == pytest.approx(EXACT_BPD, abs=4 * se)
     assert tight.terms.shape == (N, 1000) and tight.prior.mean().item() < 1e-3
+    # fixed_large: the same noise draws give the same terms for t > 0, and at t = 0 the decoder
+    # N(x̂_0, σ²) with x̂_0 = E[x_0 | x_t] costs ½·log(2πσ²) + Var(x_0 | x_t)/(2σ²) nats
+    large = vlb_bpd(Denoiser(GaussianEps(sched, MEAN, STD), sched, "eps", "fixed_large"), x0, discrete=False,
+                    generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(large.terms[:, 1:], tight.terms[:, 1:], rtol=1e-4, atol=1e-6)  # float32 round-off
+    abar = sched.alphas_cumprod[0].item()
+    v_post = STD**2 * (1 - abar) / (abar * STD**2 + 1 - abar)
+    decoder = lambda var: 0.5 * (math.log(2 * math.pi * var) + v_post / var) / math.log(2)  # noqa: E731
+    extra = decoder(sched.posterior_variance[1].item()) - decoder(sched.betas[0].item())
+    diff = large.terms[:, 0] - tight.terms[:, 0]
+    assert diff.mean().item() == pytest.approx(extra, abs=4 * diff.std().item() / math.sqrt(N))
+    assert extra > 0.1  # measured: 0.164 (linear), 0.184 (cosine) bits/dim on N(0.5, 0.4²) data
     # σ² = β̃ gives a valid but loose bound: above the NLL by far more than the noise
     loose = vlb_bpd(Denoiser(GaussianEps(sched, MEAN, STD), sched, "eps", "fixed_small"), x0, discrete=False, generator=g)
     assert loose.total.mean().item() > EXACT_BPD + 10 * se

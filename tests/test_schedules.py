@@ -45,6 +45,10 @@ def test_posterior_tables_and_cast():
     assert s.posterior_variance[0] == 0
     assert s.posterior_log_variance_clipped[0] == s.posterior_log_variance_clipped[1]
     assert torch.allclose(s.posterior_variance, s.betas * (1 - s.alphas_cumprod_prev) / (1 - s.alphas_cumprod))
+    # fixed_large: log(append(β̃ at index 1, β[1:])) as in Ho et al.'s code (β̃ at index 0 is 0)
+    assert s.fixed_large_log_variance[0] == math.log(s.posterior_variance[1]) == s.posterior_log_variance_clipped[0]
+    assert torch.equal(s.fixed_large_log_variance[1:], s.betas[1:].log())
+    assert s.fixed_large_log_variance.dtype == torch.float64
     f32 = s.to(dtype=torch.float32)
     assert f32.betas.dtype == torch.float32 and s.betas.dtype == torch.float64  # the original is not mutated
     # the general posterior between adjacent steps is the table

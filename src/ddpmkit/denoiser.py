@@ -45,7 +45,8 @@ class Denoiser:
     net: module called as net(x_t, t) or net(x_t, t, label); returns the raw prediction.
     schedule: the training schedule; cast once to float32 on the network's device.
     prediction: what the network outputs: "eps" (Ho et al. 2020), "x0", or "v" (Salimans & Ho 2022).
-    variance: reverse-process variance: "fixed_small" β̃_t, "fixed_large" β_t, or
+    variance: reverse-process variance: "fixed_small" β̃_t, "fixed_large" β_t (β̃ at t = 0 in the
+        bound's decoder; see NoiseSchedule.fixed_large_log_variance), or
         "learned_range": the network has twice the data's channels (dim 1), the second half
         a value v with f = (v + 1)/2 and log σ² = f·log β_t + (1 − f)·log β̃_t (Eq. 15 of
         Nichol & Dhariwal 2021); v is not clamped, as in improved-diffusion, so v ∉ [-1, 1]
