@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from ddpmkit.cli import main
+from ddpmkit.likelihood import lambda_grid
+from ddpmkit.schedules import NoiseSchedule
 
 TINY = ["--steps", "30", "--timesteps", "50", "--num-points", "500", "--batch-size", "64", "--log-every", "10", "--no-progress"]
 
@@ -99,9 +101,13 @@ def test_evaluate_writes_the_bound_to_metrics_json(toy_run, capsys):
 def test_evaluate_ode_likelihood_beside_the_bound(toy_run, capsys):
     assert main(["evaluate", "--run", str(toy_run), "--nll", "both", "--num-images", "64", "--ode-points", "20"]) == 0
     out = capsys.readouterr().out
-    assert "NLL (variational bound, 50 terms)" in out and "NLL (probability-flow ODE, 20 grid points)" in out
+    # λ-spacing on the linear schedule at T = 50 asks for one timestep twice: 19 distinct of 20
+    used = len(lambda_grid(NoiseSchedule.from_name("linear", 50), 20))
+    assert used == 19
+    assert "NLL (variational bound, 50 terms)" in out and "NLL (probability-flow ODE, 19 distinct timesteps of 20 asked for)" in out
     metrics = json.loads((toy_run / "metrics.json").read_text())
     assert np.isfinite(metrics["nll_ode_bpd"]) and np.isfinite(metrics["nll_vlb_bpd"]) and metrics["nll_ode_examples"] == 64
+    assert metrics["nll_ode_steps"] == used and metrics["nll_vlb_steps"] == 50
     bad = subprocess.run([sys.executable, "-m", "ddpmkit", "evaluate", "--run", str(toy_run), "--nll", "ode", "--ode-points", "1"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--ode-points must be at least 2" in bad.stderr

@@ -444,8 +444,11 @@ def evaluate_nll(run: Run, num: int = 256, seed: int = 0, batch_size: int = 256,
     """NLL in bits/dim on `num` examples: fresh points for 2-D data (held out by
     construction), the run's data set for images (its first `num` images). `kind`: "vlb",
     the variational bound; "ode", the exact likelihood of the probability-flow ODE on a grid
-    of `num_points` timesteps (images dequantised uniformly within their 8-bit bins)."""
-    from .likelihood import ode_log_likelihood, vlb_bpd
+    of about `num_points` timesteps (images dequantised uniformly within their 8-bit bins).
+    `nll_{kind}_steps` is the number of timesteps used: T for the bound, and for the ODE the
+    distinct timesteps of `lambda_grid` (fewer than `num_points` where λ-spacing asks for
+    the same step twice, e.g. 69 of 100 for the cosine schedule at T = 1000)."""
+    from .likelihood import lambda_grid, ode_log_likelihood, vlb_bpd
 
     if kind not in ("vlb", "ode"):
         raise UserError(f"unknown --nll {kind!r}; choose vlb or ode")
@@ -483,7 +486,7 @@ def evaluate_nll(run: Run, num: int = 256, seed: int = 0, batch_size: int = 256,
         for i in range(0, len(x0), batch_size):
             ll = ode_log_likelihood(denoiser, x0[i : i + batch_size].to(device), num_points=num_points, generator=generator)
             totals.append(-ll.log_density / (dims * math.log(2)) + offset)
-        steps = num_points
+        steps = len(lambda_grid(denoiser.schedule, num_points))
     total = torch.cat(totals)
     unit = "bits/dim of the density (may be negative)" if run.config.is_toy else (
         "bits/dim (discretised 8-bit decoder)" if kind == "vlb" else "bits/dim (uniformly dequantised 8-bit data)")

@@ -192,7 +192,8 @@ def _add_evaluate(sub) -> None:
     g.add_argument("--guidance", type=float, help="conditional runs: guidance w for the class-balanced samples (default 0)")
     g = p.add_argument_group("likelihood instead")
     g.add_argument("--nll", choices=["vlb", "ode", "both"], help="measure the NLL in bits/dim instead of sample quality")
-    g.add_argument("--ode-points", type=int, default=100, help="--nll ode: timesteps of the ODE grid (2 network passes each)")
+    g.add_argument("--ode-points", type=int, default=100, help="--nll ode: timesteps asked for on the ODE grid, evenly "
+                   "spread in log-SNR; repeats are dropped, so fewer may be used (printed); 2 network passes each")
     g.add_argument("--num-images", type=int, default=256, help="--nll: examples the likelihood is averaged over")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (and of the noise in each NLL term)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
@@ -374,7 +375,8 @@ def _run_nll(args, run) -> int:
     started = time.perf_counter()
     if args.ode_points < 2:
         raise UserError(f"--ode-points must be at least 2, got {args.ode_points}")
-    titles = {"vlb": "variational bound, {} terms", "ode": "probability-flow ODE, {} grid points"}
+    titles = {"vlb": "variational bound, {} terms", "ode": "probability-flow ODE, {} distinct timesteps of "
+              f"{args.ode_points} asked for"}
     for kind in ("vlb", "ode") if args.nll == "both" else (args.nll,):
         result = evaluate_nll(run, args.num_images, seed=args.seed, kind=kind, num_points=args.ode_points)
         write_metrics(args.run, result)
