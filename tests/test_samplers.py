@@ -210,3 +210,18 @@ def test_clipping_and_dynamic_thresholding_of_x0():
     # ε̂ is recomputed from the clipped x̂_0, so x_t = √ᾱ·x̂_0 + √(1 − ᾱ)·ε̂ still holds
     abar = Fixed.schedule.alphas_cumprod[5].float()
     assert torch.allclose(abar.sqrt() * dynamic.x0 + (1 - abar).sqrt() * dynamic.eps, x_t, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("steps", [1, 2, 5, 20])
+def test_network_evaluations_are_what_each_sampler_spends(name, steps):
+    """api.network_evaluations (the NFE compare-samplers reports) counts the denoiser's calls."""
+    from ddpmkit.api import network_evaluations
+
+    den = gaussian_denoiser("cosine", T=100)
+    calls = []
+    net = den.net
+    den.net = lambda x, t, label=None: calls.append(len(x)) or net(x, t)  # noqa: E731
+    SAMPLERS[name](den, torch.randn(8, 2, generator=torch.Generator().manual_seed(0)), timestep_grid(100, steps),
+                   generator=torch.Generator().manual_seed(1))
+    assert calls == [8] * network_evaluations(name, steps)

@@ -533,16 +533,23 @@ def compare_samplers(
     report=lambda m: None,
 ) -> list[dict]:
     """Sample with every sampler at every step count; measure quality, NFE and wall time per
-    sample; write out/compare.json, out/compare.png and print a table through `report`."""
+    sample; write out/compare.json, out/compare.png and print a table through `report`.
+    Step counts above the run's T are dropped with a note (the default list goes to 1000)."""
     import time
 
     for name in samplers:
         if name not in SAMPLERS:
             raise UserError(f"unknown sampler {name!r}; choose from: {', '.join(SAMPLERS)}")
     T = run.config.diffusion.num_steps
-    bad = [k for k in steps if not 0 < k <= T]
+    bad = [k for k in steps if k <= 0]
     if bad:
-        raise UserError(f"--steps must lie in 1..{T} (the trained T), got {bad}")
+        raise UserError(f"--steps must be positive step counts, got {', '.join(map(str, bad))}")
+    above = [k for k in steps if k > T]
+    steps = [k for k in steps if k <= T]
+    if not steps:
+        raise UserError(f"every --steps count ({', '.join(map(str, above))}) is above the run's T = {T}; give counts in 1..{T}")
+    if above:
+        report(f"note: skipping --steps {', '.join(map(str, above))}: above the run's T = {T}")
     what, measure, metric = quality_measure(run, report)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -556,7 +563,8 @@ def compare_samplers(
                    "ms_per_sample": 1000 * seconds / n, **measure(data)}
             results.append(row)
             report(f"{name:<8} {k:>5} {row['nfe']:>5} {row[metric]:>18.5f} {row['ms_per_sample']:>10.2f}")
-    record = {"measure": what, "samples_per_setting": n, "seed": seed, "spacing": spacing, "results": results}
+    record = {"measure": what, "samples_per_setting": n, "seed": seed, "spacing": spacing, "skipped_steps": above,
+              "results": results}
     checkpoint.atomic_write_text(out / "compare.json", json.dumps(record, indent=2))
     viz.quality_vs_steps(results, metric, out / "compare.png", f"{run.config.data.name}: {what}, {n} samples each")
     return results

@@ -211,7 +211,8 @@ def _add_compare(sub) -> None:
     )
     p.add_argument("--run", type=Path, required=True, help="a run directory written by ddpmkit train")
     p.add_argument("--samplers", default=None, help="comma-separated (default: all)")
-    p.add_argument("--steps", default="10,20,50,100,1000", help="comma-separated sampling step counts")
+    p.add_argument("--steps", default="10,20,50,100,1000", help="comma-separated sampling step counts; those above "
+                   "the run's T are skipped with a note")
     p.add_argument("-n", "--num-samples", type=int, default=500, help="samples per setting")
     p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="timestep grid of each step count")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/compare)")
