@@ -29,7 +29,7 @@ VARIANCES: tuple[str, ...] = get_args(Variance)
 class DenoiserOutput:
     x0: torch.Tensor  # x̂_0, same shape as x_t
     eps: torch.Tensor  # ε̂, same shape as x_t
-    var_frac: torch.Tensor | None = None  # learned variance: f, log σ² = f·log β + (1−f)·log β̃ (f outside [0, 1] extrapolates)
+    var_frac: torch.Tensor | None = None  # learned variance f: log σ² = f·log β + (1−f)·log β̃, unclamped
 
 
 class DenoiserLike(Protocol):
