@@ -447,8 +447,11 @@ def evaluate_nll(run: Run, num: int = 256, seed: int = 0, batch_size: int = 256,
     construction); for images the first `num` of the images the run held out of training
     (`DataConfig.holdout`), or of its training images when it held none out. `kind`: "vlb",
     the variational bound; "ode", the exact likelihood of the probability-flow ODE on a grid
-    of `num_points` timesteps (images dequantised uniformly within their 8-bit bins)."""
-    from .likelihood import ode_log_likelihood, vlb_bpd
+    of about `num_points` timesteps (images dequantised uniformly within their 8-bit bins).
+    `nll_{kind}_steps` is the number of timesteps used: T for the bound, and for the ODE the
+    distinct timesteps of `lambda_grid` (fewer than `num_points` where λ-spacing asks for
+    the same step twice, e.g. 69 of 100 for the cosine schedule at T = 1000)."""
+    from .likelihood import lambda_grid, ode_log_likelihood, vlb_bpd
 
     if kind not in ("vlb", "ode"):
         raise UserError(f"unknown --nll {kind!r}; choose vlb or ode")
@@ -491,7 +494,7 @@ def evaluate_nll(run: Run, num: int = 256, seed: int = 0, batch_size: int = 256,
         for i in range(0, len(x0), batch_size):
             ll = ode_log_likelihood(denoiser, x0[i : i + batch_size].to(device), num_points=num_points, generator=generator)
             totals.append(-ll.log_density / (dims * math.log(2)) + offset)
-        steps = num_points
+        steps = len(lambda_grid(denoiser.schedule, num_points))
     total = torch.cat(totals)
     unit = "bits/dim of the density (may be negative)" if run.config.is_toy else (
         "bits/dim (discretised 8-bit decoder)" if kind == "vlb" else "bits/dim (uniformly dequantised 8-bit data)")
@@ -538,16 +541,23 @@ def compare_samplers(
     report=lambda m: None,
 ) -> list[dict]:
     """Sample with every sampler at every step count; measure quality, NFE and wall time per
-    sample; write out/compare.json, out/compare.png and print a table through `report`."""
+    sample; write out/compare.json, out/compare.png and print a table through `report`.
+    Step counts above the run's T are dropped with a note (the default list goes to 1000)."""
     import time
 
     for name in samplers:
         if name not in SAMPLERS:
             raise UserError(f"unknown sampler {name!r}; choose from: {', '.join(SAMPLERS)}")
     T = run.config.diffusion.num_steps
-    bad = [k for k in steps if not 0 < k <= T]
+    bad = [k for k in steps if k <= 0]
     if bad:
-        raise UserError(f"--steps must lie in 1..{T} (the trained T), got {bad}")
+        raise UserError(f"--steps must be positive step counts, got {', '.join(map(str, bad))}")
+    above = [k for k in steps if k > T]
+    steps = [k for k in steps if k <= T]
+    if not steps:
+        raise UserError(f"every --steps count ({', '.join(map(str, above))}) is above the run's T = {T}; give counts in 1..{T}")
+    if above:
+        report(f"note: skipping --steps {', '.join(map(str, above))}: above the run's T = {T}")
     what, measure, metric = quality_measure(run, report)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -561,7 +571,8 @@ def compare_samplers(
                    "ms_per_sample": 1000 * seconds / n, **measure(data)}
             results.append(row)
             report(f"{name:<8} {k:>5} {row['nfe']:>5} {row[metric]:>18.5f} {row['ms_per_sample']:>10.2f}")
-    record = {"measure": what, "samples_per_setting": n, "seed": seed, "spacing": spacing, "results": results}
+    record = {"measure": what, "samples_per_setting": n, "seed": seed, "spacing": spacing, "skipped_steps": above,
+              "results": results}
     checkpoint.atomic_write_text(out / "compare.json", json.dumps(record, indent=2))
     viz.quality_vs_steps(results, metric, out / "compare.png", f"{run.config.data.name}: {what}, {n} samples each")
     return results

@@ -195,7 +195,8 @@ def _add_evaluate(sub) -> None:
     g.add_argument("--guidance", type=float, help="conditional runs: guidance w for the class-balanced samples (default 0)")
     g = p.add_argument_group("likelihood instead")
     g.add_argument("--nll", choices=["vlb", "ode", "both"], help="measure the NLL in bits/dim instead of sample quality")
-    g.add_argument("--ode-points", type=int, default=100, help="--nll ode: timesteps of the ODE grid (2 network passes each)")
+    g.add_argument("--ode-points", type=int, default=100, help="--nll ode: timesteps asked for on the ODE grid, evenly "
+                   "spread in log-SNR; repeats are dropped, so fewer may be used (printed); 2 network passes each")
     g.add_argument("--num-images", type=int, default=256, help="--nll: examples the likelihood is averaged over")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (and of the noise in each NLL term)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
@@ -213,7 +214,8 @@ def _add_compare(sub) -> None:
     )
     p.add_argument("--run", type=Path, required=True, help="a run directory written by ddpmkit train")
     p.add_argument("--samplers", default=None, help="comma-separated (default: all)")
-    p.add_argument("--steps", default="10,20,50,100,1000", help="comma-separated sampling step counts")
+    p.add_argument("--steps", default="10,20,50,100,1000", help="comma-separated sampling step counts; those above "
+                   "the run's T are skipped with a note")
     p.add_argument("-n", "--num-samples", type=int, default=500, help="samples per setting")
     p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="timestep grid of each step count")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/compare)")
@@ -379,7 +381,8 @@ def _run_nll(args, run) -> int:
     started = time.perf_counter()
     if args.ode_points < 2:
         raise UserError(f"--ode-points must be at least 2, got {args.ode_points}")
-    titles = {"vlb": "variational bound, {} terms", "ode": "probability-flow ODE, {} grid points"}
+    titles = {"vlb": "variational bound, {} terms", "ode": "probability-flow ODE, {} distinct timesteps of "
+              f"{args.ode_points} asked for"}
     for kind in ("vlb", "ode") if args.nll == "both" else (args.nll,):
         result = evaluate_nll(run, args.num_images, seed=args.seed, kind=kind, num_points=args.ode_points)
         write_metrics(args.run, result)
