@@ -1,5 +1,6 @@
 """`ddpmkit evaluate` and the evaluation API on tiny runs (seconds each; nothing downloaded)."""
 
+import dataclasses
 import json
 import re
 
@@ -16,7 +17,17 @@ TINY_IMAGES = ["--steps", "3", "--timesteps", "20", "--batch-size", "8", "--widt
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
+def own_cache(tmp_path_factory):
+    """This module's own ddpmkit cache: its first evaluation trains the features and computes
+    the statistics, whatever other test modules left in the session's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("eval-cache")
+        mp.setenv("DDPMKIT_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def digits_run(own_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "digits"
     assert main(["train", "--out", str(out), *TINY_IMAGES]) == 0
     return out
@@ -69,14 +80,36 @@ def test_a_second_evaluation_reuses_the_features_and_the_cached_statistics(digit
     assert len(json.loads((digits_run / "metrics.json").read_text())["sample_quality"]) == 2
 
 
-def test_another_run_on_the_same_data_gets_the_identical_feature_network(digits_run, evaluated, tmp_path):
+def test_another_run_on_the_same_data_copies_the_cached_feature_network(digits_run, evaluated, tmp_path, monkeypatch):
     other = tmp_path / "other"
     assert main(["train", "--out", str(other), *TINY_IMAGES, "--seed", "3"]) == 0
-    run = load_run(other)
-    reference = evaluation.image_reference(run)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the own features were trained again")
+
+    monkeypatch.setattr(evaluation, "train_own_features", no_training)
+    messages = []
+    reference = evaluation.image_reference(load_run(other), report=messages.append)
     first = json.loads((digits_run / "features" / "own.json").read_text())
-    assert reference.extractor.sha256 == first["sha256"]  # deterministic training: comparable numbers across runs
+    assert reference.extractor.sha256 == first["sha256"]  # one network for both runs: comparable numbers
+    assert any("from the cache" in m for m in messages)
+    assert evaluation.OwnFeatures.load(other / "features").sha256 == first["sha256"]  # saved with the run too
     assert reference.stats.cached  # and so the real statistics are shared
+
+
+def test_a_damaged_cached_feature_network_is_trained_again(digits_run, evaluated, tmp_path, own_cache):
+    run = load_run(digits_run)
+    dataset = evaluation.load_data(run.config.data, run.config.seed)[0]
+    training = OwnTraining(epochs=1, max_steps=5)  # settings of their own: a cache entry of their own
+    first = evaluation.own_features(dataclasses.replace(run, directory=tmp_path / "a"), dataset, training)
+    (entry,) = [p.parent for p in (own_cache / "features").glob(f"*/{evaluation.CACHE_KEY}")
+                if json.loads(p.read_text())["training"] == dataclasses.asdict(training)]
+    weights = (entry / "own.safetensors").read_bytes()
+    (entry / "own.safetensors").write_bytes(weights[:-8] + bytes(8))  # tamper with the last weights
+    messages = []
+    again = evaluation.own_features(dataclasses.replace(run, directory=tmp_path / "b"), dataset, training, messages.append)
+    assert any(m.startswith("training the own feature classifier") for m in messages), messages
+    assert again.sha256 == first.sha256 and evaluation.OwnFeatures.load(entry).sha256 == first.sha256  # entry repaired
 
 
 def test_memorisation_flags_training_images_given_as_samples(digits_run, evaluated, tmp_path):

@@ -10,11 +10,13 @@ and the reference set; `format_report` turns it into the short table the CLI pri
 
 The real data's feature statistics are cached per data content and extractor in
 `cache_dir()/stats` (default ~/.cache/ddpmkit, or $DDPMKIT_CACHE), so repeated evaluations
-only pay for the samples.
+only pay for the samples; the own feature network is cached per data content and training
+settings in `cache_dir()/features`, so every run on the same data gets the same network.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from . import checkpoint, metrics, viz
 from .build import Run, load_data
 from .errors import UserError
-from .features import InceptionFeatures, OwnFeatures, OwnTraining, train_own_features
+from .features import OWN_JSON, InceptionFeatures, OwnFeatures, OwnTraining, train_own_features
 
 FEATURES = ("own", "inception")
 MAX_REAL = 50_000  # real images in the reference (a seeded subset beyond this)
@@ -41,6 +43,7 @@ MEMORISATION_SIDE = 64  # the copy check compares pixels at most this many px on
 PAPER_SAMPLES = 50_000  # the sample count of published FIDs
 CLOSEST_PAIRS = 8  # pairs drawn in eval/closest_pairs.png
 REFERENCE_SEED = 7_919  # real-image subsets are fixed by this, whatever the sampling seed: one reference for all
+CACHE_KEY = "key.json"  # beside a cached own feature network: the data hash and training settings it was made from
 
 
 def cache_dir() -> Path:
@@ -118,29 +121,55 @@ def real_indices(n: int) -> np.ndarray:
 
 
 # ---- feature extractors for a run --------------------------------------------------------------
-def own_features(run: Run, dataset, training: OwnTraining = OwnTraining(), report=lambda m: None) -> OwnFeatures:
+def own_features(run: Run, dataset, training: OwnTraining = OwnTraining(), report=lambda m: None,
+                 data_sha256: str | None = None) -> OwnFeatures:
     """The run's own feature network: RUN/features/ when present (so every evaluation of the
-    run uses the same one), else trained (or, without labels, fixed at random) and saved there."""
+    run uses the same one); else a copy of the network trained before on the same data with the
+    same settings, kept in cache_dir()/features/ (so runs on the same data share one network
+    whatever device trained it); else trained now on the CPU (or, without labels, fixed at
+    random), kept in the cache and saved in RUN/features/.
+    `data_sha256`: dataset_fingerprint of every image of `dataset`, when the caller has it."""
     device = next(run.net.parameters()).device
     directory = Path(run.directory) / "features"
-    if (directory / "own.json").is_file():
+    if (directory / OWN_JSON).is_file():
         return OwnFeatures.load(directory, device)
-    data = {"name": run.config.data.name, "image_size": list(dataset.image_size), "channels": dataset.channels}
-    extractor = train_own_features(dataset, data, training, device, report)
+    if data_sha256 is None:
+        data_sha256 = dataset_fingerprint(dataset, np.arange(len(dataset)))
+    key = json.dumps({"data_sha256": data_sha256, "training": dataclasses.asdict(training)}, sort_keys=True)
+    cached = cache_dir() / "features" / hashlib.sha256(key.encode()).hexdigest()[:32]
+    extractor = _cached_own_features(cached, key, device)
+    if extractor is not None:
+        report(f"copied {extractor.description} from the cache ({cached}/)")
+    else:
+        data = {"name": run.config.data.name, "image_size": list(dataset.image_size), "channels": dataset.channels}
+        extractor = train_own_features(dataset, data, training, device, report)
+        extractor.save(cached)
+        checkpoint.atomic_write_text(cached / CACHE_KEY, key)  # written last: marks the entry complete
     extractor.save(directory)
     report(f"saved {extractor.description} to {directory}/")
     return extractor
 
 
+def _cached_own_features(path: Path, key: str, device) -> OwnFeatures | None:
+    """The own feature network cached at `path` for `key`, or None. The key is stored beside it
+    (a hash collision must not pass); a damaged entry is retrained, never trusted."""
+    try:
+        if (path / CACHE_KEY).read_text() != key:
+            return None
+        return OwnFeatures.load(path, device)
+    except (OSError, UserError):
+        return None
+
+
 def image_extractor(run: Run, dataset, features: str = "own", inception_weights=None, report=lambda m: None,
-                    training: OwnTraining = OwnTraining()):
+                    training: OwnTraining = OwnTraining(), data_sha256: str | None = None):
     if features not in FEATURES:
         raise UserError(f"unknown --features {features!r}; choose one of: {', '.join(FEATURES)}")
     if features == "inception":
         return InceptionFeatures(inception_weights, device=next(run.net.parameters()).device)
     if inception_weights is not None:
         raise UserError("--inception-weights goes with --features inception")
-    return own_features(run, dataset, training, report)
+    return own_features(run, dataset, training, report, data_sha256)
 
 
 @dataclass
@@ -167,7 +196,8 @@ def image_reference(run: Run, features: str = "own", inception_weights=None, rep
                         "images to compare with (precision/recall use each image's 3rd nearest neighbour)")
     indices = real_indices(len(dataset))
     fingerprint = dataset_fingerprint(dataset, indices)
-    extractor = image_extractor(run, dataset, features, inception_weights, report, training)
+    extractor = image_extractor(run, dataset, features, inception_weights, report, training,
+                                data_sha256=fingerprint if len(indices) == len(dataset) else None)
     key = {"data": {"name": run.config.data.name, "image_size": list(dataset.image_size), "channels": dataset.channels,
                     "num_images": len(indices), "sha256": fingerprint}, "features": extractor.identity()}
     stats = real_statistics(dataset, indices, extractor, key, report)
