@@ -125,6 +125,17 @@ def test_memorisation_flags_training_images_given_as_samples(digits_run, evaluat
     assert (tmp_path / "pairs.png").stat().st_size > 0
 
 
+def test_memorisation_searches_every_training_image_beyond_the_reference_subset(digits_run, evaluated, monkeypatch):
+    monkeypatch.setattr(evaluation, "MAX_REAL", 100)  # a reference subset of 100 of the 1,797 digits
+    reference = evaluation.image_reference(load_run(digits_run))
+    outside = np.setdiff1d(np.arange(1797), reference.indices)[[0, 500, 1000, -1]]
+    assert len(reference.indices) == 100 and len(outside) == 4
+    memo = evaluation.memorisation(reference, reference.dataset.batch(outside.tolist())[0], chunk=256)
+    assert memo["flags"].all() and memo["sample_distances"].max() == 0.0
+    assert memo["nearest"].tolist() == outside.tolist() and memo["searched_images"] == 1797
+    assert memo["calibration_images"] == 100  # calibration images come from the subset
+
+
 def test_feature_scores_of_real_images_beat_noise(digits_run, evaluated):
     reference = evaluation.image_reference(load_run(digits_run))
     real = reference.dataset.batch(range(1, 1797, 3))[0]  # 599 real digits

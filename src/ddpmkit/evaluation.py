@@ -243,23 +243,24 @@ def _pixels(images: torch.Tensor) -> torch.Tensor:
     return x.flatten(1)
 
 
-def memorisation(reference: ImageReference, samples: torch.Tensor, quantile: float = 0.01) -> dict:
-    """Each sample's nearest training image in pixel space, against the same distance for
-    real images left out in turn (metrics.near_copies). The run trained on every image of its
-    data, so no image is unseen: each of up to CALIBRATION_IMAGES real images is compared with
-    all the *other* training images, exactly the position of a new image from the data
-    distribution (with N − 1 instead of N references). Pixel space, because a copy is a copy
-    of pixels; feature spaces also call two different images of one class close.
+def memorisation(reference: ImageReference, samples: torch.Tensor, quantile: float = 0.01, chunk: int = 1024) -> dict:
+    """Each sample's nearest training image in pixel space, searched over *every* training
+    image (`chunk` at a time, so memory stays bounded), against the same distance for real
+    images left out in turn (metrics.near_copies). The run trained on every image of its data,
+    so no image is unseen: each of up to CALIBRATION_IMAGES real images of the reference
+    subset is compared with all the *other* training images, exactly the position of a new
+    image from the data distribution (with N − 1 instead of N references). Pixel space, because
+    a copy is a copy of pixels; feature spaces also call two different images of one class close.
     Distances are RMS differences of pixels in [0, 1]."""
     dataset, indices = reference.dataset, reference.indices
     rng = np.random.default_rng(REFERENCE_SEED)
-    calib = np.sort(rng.permutation(len(indices))[:CALIBRATION_IMAGES])  # positions in `indices`
+    calib = indices[np.sort(rng.permutation(len(indices))[:CALIBRATION_IMAGES])]  # dataset indices, sorted
     queries = _pixels(samples)
-    calib_pixels = _pixels(dataset.batch(indices[calib].tolist())[0])
+    calib_pixels = _pixels(dataset.batch(calib.tolist())[0])
     dim = queries.shape[1]
     best_s, arg_s = np.full(len(queries), np.inf), np.zeros(len(queries), dtype=np.int64)
     best_c = np.full(len(calib), np.inf)
-    for start, images in _chunks(dataset, indices, 1024):
+    for start, images in _chunks(dataset, np.arange(len(dataset)), chunk):
         ref = _pixels(images)
         d, i = metrics.nearest_neighbours(queries, ref)
         better = d < best_s
@@ -270,7 +271,8 @@ def memorisation(reference: ImageReference, samples: torch.Tensor, quantile: flo
         best_c = np.minimum(best_c, d)
     scale = 1 / np.sqrt(dim)  # Euclidean → RMS per pixel value
     result = metrics.near_copies(best_s * scale, best_c * scale, quantile)
-    result.update(sample_distances=best_s * scale, nearest=indices[arg_s], calibration_images=len(calib), dim=dim)
+    result.update(sample_distances=best_s * scale, nearest=arg_s, calibration_images=len(calib), dim=dim,
+                  searched_images=len(dataset))
     return result
 
 
@@ -374,6 +376,7 @@ def evaluate_quality(run: Run, settings: SampleSettings = SampleSettings(), *, f
         "near_copy_fraction": memo["fraction"], "expected_without_copying": memo["quantile"],
         "threshold_rms": memo["threshold"], "median_ratio": memo["median_ratio"],
         "space": f"pixels in [0, 1] ({memo['dim']:,} values per image), RMS distance",
+        "searched": f"all {memo['searched_images']:,} training images",
         "calibration": f"{memo['calibration_images']:,} real images, each against all the other training images (leave-one-out)",
         "picture": str(out / "closest_pairs.png"),
     }
