@@ -4,8 +4,8 @@
 - images: Fréchet distance (FID with Inception features) and KID to the run's data, improved
   precision and recall, and a memorisation check with a picture of the closest pairs;
 - 2-D points: MMD² and sliced Wasserstein distance to fresh points (plus precision/recall).
-Each result is one record (a dict) naming the sample count, sampler, steps and network
-evaluations, seed, weights, the feature extractor and its weight hash, the preprocessing
+Each result is one record (a dict) naming the sample count, sampler, steps, network
+evaluations and passes (twice the evaluations under guidance), seed, weights, the feature extractor and its weight hash, the preprocessing
 and the reference set; `format_report` turns it into the short table the CLI prints.
 
 The real data's feature statistics are cached per data content and extractor in
@@ -335,7 +335,7 @@ def _check_settings(run: Run, s: SampleSettings, k: int) -> None:
 
 
 def _draw(run: Run, s: SampleSettings):
-    from .api import draw, network_evaluations
+    from .api import draw, network_evaluations, network_passes
 
     labels = None
     if run.config.num_classes:
@@ -343,8 +343,9 @@ def _draw(run: Run, s: SampleSettings):
         labels = (torch.arange(s.num) % run.config.num_classes)[torch.randperm(s.num, generator=g)]
     steps = s.steps or run.config.diffusion.num_steps
     data = draw(run, s.num, seed=s.seed, sampler=s.sampler, steps=s.steps, labels=labels, guidance=s.guidance).data
+    guided = s.guidance if labels is not None else 0.0
     record = {"num": s.num, "sampler": s.sampler, "steps": steps, "nfe": network_evaluations(s.sampler, steps),
-              "seed": s.seed, "weights": "EMA" if s.ema else "live",
+              "network_passes": network_passes(s.sampler, steps, guided), "seed": s.seed, "weights": "EMA" if s.ema else "live",
               "clip": "none" if run.config.is_toy else "static", "trained_steps_T": run.config.diffusion.num_steps}
     if labels is not None:
         record.update(labels=f"balanced over {run.config.num_classes} classes", guidance=s.guidance)
@@ -439,7 +440,10 @@ def format_report(record: dict) -> list[str]:
     """The short table the CLI prints: one header line per comparability field, one row per number."""
     s = record["samples"]
     labels = f", labels {s['labels']}, guidance {s['guidance']:g}" if "labels" in s else ""
-    lines = [f"samples:   {s['num']:,} from {s['sampler']} with {s['steps']} steps = {s['nfe']} network evaluations each "
+    passes = s.get("network_passes", s["nfe"])
+    nfe = f"{s['nfe']} network evaluations each" + (
+        f" ({passes} network passes: guidance runs the conditional and the unconditional model)" if passes != s["nfe"] else "")
+    lines = [f"samples:   {s['num']:,} from {s['sampler']} with {s['steps']} steps = {nfe} "
              f"(T = {s['trained_steps_T']}), seed {s['seed']}, {s['weights']} weights{labels}",
              f"reference: {record['reference']['what']}"]
     rows = []
