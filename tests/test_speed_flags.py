@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from ddpmkit import api, checkpoint
+from ddpmkit import api, checkpoint, train
 from ddpmkit.build import build_net, load_data
 from ddpmkit.cli import main
 from ddpmkit.config import RunConfig
@@ -79,6 +79,65 @@ def test_fp16_without_cuda_is_a_clear_error(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "fp16" in err and "needs CUDA" in err
+
+
+class InfGradAt(torch.nn.Module):
+    """Wraps a network; on the chosen forward calls the output is unchanged but its gradient
+    is +inf: a finite loss whose backward overflows, as a too-high fp16 loss scale does."""
+
+    class _Inf(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return torch.full_like(grad, float("inf"))
+
+    def __init__(self, net, calls):
+        super().__init__()
+        self.net, self.calls, self.count = net, calls, 0
+
+    def forward(self, x, t, label=None):
+        self.count += 1
+        out = self.net(x, t)
+        return self._Inf.apply(out) if self.count in self.calls else out
+
+
+def fp16_trainer(monkeypatch, tmp_path, wrap):
+    """A toy trainer forced onto the fp16 branch (autocast to float16 and a GradScaler) on the CPU."""
+    if not torch.amp.is_autocast_available("cpu"):
+        pytest.skip("this torch has no CPU autocast")
+    monkeypatch.setattr(train, "autocast_dtype", lambda precision, device: torch.float16 if precision == "fp16" else None)
+    config = toy_config(steps=10)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision="fp16"))
+    base = build_net(api._fit_net_to_data(dataclasses.replace(config, data=load_data(config.data, 0)[1])))
+    trainer = make_trainer(config, tmp_path, wrap(base))
+    assert trainer.scaler is not None
+    return trainer
+
+
+def test_fp16_overflow_is_skipped_and_lowers_the_scale_without_counting_as_divergence(monkeypatch, tmp_path):
+    overflowing = set(range(2, 8))  # six steps in a row: more than max_nonfinite, were they counted as divergence
+    trainer = fp16_trainer(monkeypatch, tmp_path, lambda net: InfGradAt(net, overflowing))
+    scale = trainer.scaler.get_scale()
+    assert len(overflowing) > trainer.train.max_nonfinite
+    result = trainer.fit()  # would raise TrainingDiverged
+    log = read_log(tmp_path / "log.jsonl")
+    assert result.steps == 10 and result.nonfinite == 0 and trainer.overflow_total == 6
+    assert [r["overflow"] for r in log] == [int(r["step"] in overflowing) for r in log]
+    assert all(r["nonfinite"] == 0 for r in log) and all(r["loss"] is not None for r in log if r["step"] not in overflowing)
+    assert trainer.scaler.get_scale() == scale / 2**6  # halved by each overflow
+    assert all(torch.isfinite(p).all() for p in trainer.net.parameters())
+    assert checkpoint.load_state(tmp_path / "state.pt")["overflow_total"] == 6
+
+
+def test_a_nan_loss_under_fp16_is_nonfinite_not_overflow(monkeypatch, tmp_path):
+    trainer = fp16_trainer(monkeypatch, tmp_path, lambda net: NaNAt(net, calls={3}))
+    result = trainer.fit()
+    log = read_log(tmp_path / "log.jsonl")
+    assert result.nonfinite == 1 and trainer.overflow_total == 0
+    assert [r["nonfinite"] for r in log][:4] == [0, 0, 1, 0] and all(r["overflow"] == 0 for r in log)
 
 
 def compile_or_skip() -> None:
