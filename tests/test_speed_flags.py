@@ -140,25 +140,50 @@ def test_a_nan_loss_under_fp16_is_nonfinite_not_overflow(monkeypatch, tmp_path):
     assert [r["nonfinite"] for r in log][:4] == [0, 0, 1, 0] and all(r["overflow"] == 0 for r in log)
 
 
-def compile_or_skip() -> None:
+def compile_or_skip() -> type:
+    """torch.compile's module wrapper class, or a skip naming why the compiler cannot run."""
     try:
         torch.compile(lambda x: x.sin() + 1)(torch.randn(4))
+        from torch._dynamo.eval_frame import OptimizedModule
     except Exception as e:  # no working C++ compiler for inductor, an unsupported Python, ...
         pytest.skip(f"torch.compile cannot run here: {str(e).strip().splitlines()[0][:200]}")
+    return OptimizedModule
 
 
 def test_compile_trains_like_eager_and_saves_plain_keys(tmp_path):
-    compile_or_skip()
+    OptimizedModule = compile_or_skip()
     config = toy_config(steps=3)
     eager = make_trainer(config, tmp_path / "eager")
     eager.fit()
     compiled = make_trainer(dataclasses.replace(config, train=dataclasses.replace(config.train, compile=True)), tmp_path / "compiled")
     compiled.fit()
+    assert isinstance(compiled.model, OptimizedModule) and not isinstance(eager.model, OptimizedModule)
+    assert compiled.model._orig_mod is compiled.net  # what the loss calls is the compiled network
     a, b = read_log(tmp_path / "eager" / "log.jsonl"), read_log(tmp_path / "compiled" / "log.jsonl")
     for x, y in zip(a, b):  # the same math; fused kernels round differently
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-4)
     saved = checkpoint.load_weights(tmp_path / "compiled" / "model.safetensors")
     assert set(saved) == set(eager.net.state_dict())  # no "_orig_mod." prefixes
+
+
+@pytest.mark.slow
+def test_compile_trains_a_tiny_unet_like_eager(tmp_path):
+    """The U-Net through inductor (GroupNorm's own backward, channels-last, upsampling convs):
+    one level and two steps, about a minute of compiling on a 2-core CPU."""
+    OptimizedModule = compile_or_skip()
+    config = digits_config(2)
+    config = dataclasses.replace(config, net=UNetConfig(base_width=8, channel_mults=(1,), blocks_per_level=1, groups=4))
+    eager = image_trainer(config, tmp_path / "eager")
+    eager.fit()
+    compiled = image_trainer(dataclasses.replace(config, train=dataclasses.replace(config.train, compile=True)),
+                             tmp_path / "compiled")
+    assert isinstance(compiled.model, OptimizedModule)
+    compiled.fit()
+    a, b = read_log(tmp_path / "eager" / "log.jsonl"), read_log(tmp_path / "compiled" / "log.jsonl")
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-4) and x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-3)
+    assert set(checkpoint.load_weights(tmp_path / "compiled" / "model.safetensors")) == set(eager.net.state_dict())
 
 
 def test_speed_flags_are_recorded_and_may_change_on_resume(tmp_path, capsys):
