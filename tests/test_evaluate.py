@@ -126,13 +126,14 @@ def test_memorisation_flags_training_images_given_as_samples(digits_run, evaluat
 
 
 def test_memorisation_searches_every_training_image_beyond_the_reference_subset(digits_run, evaluated, monkeypatch):
-    monkeypatch.setattr(evaluation, "MAX_REAL", 100)  # a reference subset of 100 of the 1,797 digits
+    monkeypatch.setattr(evaluation, "MAX_REAL", 100)  # a reference subset of 100 of the digits trained on
     reference = evaluation.image_reference(load_run(digits_run))
-    outside = np.setdiff1d(np.arange(1797), reference.indices)[[0, 500, 1000, -1]]
-    assert len(reference.indices) == 100 and len(outside) == 4
+    n = len(reference.dataset)
+    outside = np.setdiff1d(np.arange(n), reference.indices)[[0, 500, 1000, -1]]
+    assert len(reference.indices) == 100 and n > 1000
     memo = evaluation.memorisation(reference, reference.dataset.batch(outside.tolist())[0], chunk=256)
     assert memo["flags"].all() and memo["sample_distances"].max() == 0.0
-    assert memo["nearest"].tolist() == outside.tolist() and memo["searched_images"] == 1797
+    assert memo["nearest"].tolist() == outside.tolist() and memo["searched_images"] == n
     assert memo["calibration_images"] == 100  # calibration images come from the subset
 
 

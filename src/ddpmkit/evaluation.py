@@ -5,8 +5,9 @@
   precision and recall, and a memorisation check with a picture of the closest pairs;
 - 2-D points: MMD² and sliced Wasserstein distance to fresh points (plus precision/recall).
 Each result is one record (a dict) naming the sample count, sampler, steps, network
-evaluations and passes (twice the evaluations under guidance), seed, weights, the feature extractor and its weight hash, the preprocessing
-and the reference set; `format_report` turns it into the short table the CLI prints.
+evaluations and passes (twice the evaluations under guidance), seed, weights, the feature
+extractor and its weight hash, the preprocessing and the reference set; `format_report`
+turns it into the short table the CLI prints.
 
 The real data's feature statistics are cached per data content and extractor in
 `cache_dir()/stats` (default ~/.cache/ddpmkit, or $DDPMKIT_CACHE), so repeated evaluations
