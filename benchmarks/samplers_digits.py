@@ -5,7 +5,7 @@ the quality measure, at 50× fewer network evaluations.
 
 Quality: the Fréchet distance in the run's own features (the conv classifier ddpmkit trains
 on the digits, kept in RUN/features/, as `ddpmkit evaluate` uses) between the samples and the
-1,797 real digits, averaged over `--seeds` independent sample sets of `--num-samples` each.
+digits the run trained on (1,617: the default holds 180 out), averaged over `--seeds` independent sample sets of `--num-samples` each.
 The script also prints the same distance for random subsets of *real* digits of the same
 size: the floor that sampling noise alone gives, so differences below it mean nothing.
 
@@ -59,12 +59,12 @@ def main() -> None:
             api.train(config, run_dir, progress=False)
     run = load_run(run_dir)
     reference = image_reference(run, report=print)
-    real = reference.dataset.images_uint8.permute(0, 2, 3, 1).numpy()  # [1797, 8, 8, 1]
+    real = reference.dataset.images_uint8.permute(0, 2, 3, 1).numpy()  # [N, 8, 8, 1]: the training digits
 
     rng = np.random.default_rng(0)
     floor = [quick_scores(reference, real[rng.choice(len(real), min(args.num_samples, len(real)), replace=False)])["frechet_distance"]
              for _ in range(5)]
-    print(f"quality: Fréchet distance in {reference.extractor.description} to the 1,797 digits; "
+    print(f"quality: Fréchet distance in {reference.extractor.description} to {reference.description['what']}; "
           f"{args.num_samples} samples x {args.seeds} seeds")
     print(f"floor (random real subsets of {args.num_samples}): {statistics.mean(floor):.3f} ± {statistics.stdev(floor):.3f}\n")
     print(f"{'sampler':<7} {'steps':>5} {'NFE':>5} {'FD mean':>8} {'± sd':>6} {'conf':>6} {'ms/sample':>10}")

@@ -37,3 +37,16 @@ class GaussianFullEps(nn.Module):
         C = abar * self.cov + (1 - abar) * eye  # [B, D, D]
         r = (x.double() - abar[:, :, 0].sqrt() * self.mean)[..., None]  # [B, D, 1]
         return ((1 - abar).sqrt() * torch.linalg.solve(C, r))[..., 0].to(x.dtype)
+
+
+class WithVariance(nn.Module):
+    """An ε model with a learned-variance head that outputs the constant v = 2f − 1 in every
+    channel, so the Denoiser (variance "learned_range") reads log σ² = f·log β + (1 − f)·log β̃."""
+
+    def __init__(self, eps_model: nn.Module, frac: float):
+        super().__init__()
+        self.eps_model, self.v = eps_model, 2 * frac - 1
+
+    def forward(self, x, t, label=None):
+        eps = self.eps_model(x, t)
+        return torch.cat([eps, torch.full_like(eps, self.v)], dim=1)

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from ddpmkit.cli import main
+from ddpmkit.likelihood import lambda_grid
+from ddpmkit.schedules import NoiseSchedule
 
 TINY = ["--steps", "30", "--timesteps", "50", "--num-points", "500", "--batch-size", "64", "--log-every", "10", "--no-progress"]
 
@@ -53,6 +55,8 @@ def test_sample_writes_points_in_data_space_and_prints_distances(toy_run, tmp_pa
         (["train", "--data", "moons", "--steps", "-5"], "--steps must be a positive integer"),
         (["train", "--data", "moons", "--batch-size", "0"], "--batch-size must be a positive integer"),
         (["sample", "--run", "/nonexistent/run"], "does not exist"),
+        (["train", "--data", "moons", "--holdout", "0.1"], "--holdout applies to image data; 2-D runs are scored on fresh points"),
+        (["train", "--holdout", "1"], r"--holdout is the share of images kept out of training, in \[0, 1\)"),
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(argv, message, capsys, tmp_path):
@@ -99,9 +103,14 @@ def test_evaluate_writes_the_bound_to_metrics_json(toy_run, capsys):
 def test_evaluate_ode_likelihood_beside_the_bound(toy_run, capsys):
     assert main(["evaluate", "--run", str(toy_run), "--nll", "both", "--num-images", "64", "--ode-points", "20"]) == 0
     out = capsys.readouterr().out
-    assert "NLL (variational bound, 50 terms)" in out and "NLL (probability-flow ODE, 20 grid points)" in out
+    # λ-spacing on the linear schedule at T = 50 asks for one timestep twice: 19 distinct of 20
+    used = len(lambda_grid(NoiseSchedule.from_name("linear", 50), 20))
+    assert used == 19
+    assert "NLL (variational bound, 50 terms)" in out
+    assert "NLL (probability-flow ODE, 19 distinct timesteps of 20 asked for)" in out
     metrics = json.loads((toy_run / "metrics.json").read_text())
     assert np.isfinite(metrics["nll_ode_bpd"]) and np.isfinite(metrics["nll_vlb_bpd"]) and metrics["nll_ode_examples"] == 64
+    assert metrics["nll_ode_steps"] == used and metrics["nll_vlb_steps"] == 50
     bad = subprocess.run([sys.executable, "-m", "ddpmkit", "evaluate", "--run", str(toy_run), "--nll", "ode", "--ode-points", "1"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--ode-points must be at least 2" in bad.stderr
@@ -122,3 +131,40 @@ def test_sample_spacing_chooses_the_timestep_grid(toy_run, tmp_path):
     assert main(["sample", "--run", str(toy_run), "-n", "20", "--out", str(tmp_path), "--sampler", "dpm++",
                  "--steps", "5", "--spacing", "trailing"]) == 0
     assert np.load(tmp_path / "samples.npy").shape == (20, 2)
+
+
+def test_compare_samplers_on_a_tiny_run(toy_run, tmp_path, capsys):
+    assert main(["compare-samplers", "--run", str(toy_run), "--steps", "2,5", "-n", "50", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^sampler\s+steps\s+NFE\s+mmd\s+ms/sample$", out, re.MULTILINE), out
+    assert (tmp_path / "compare.png").stat().st_size > 0
+    record = json.loads((tmp_path / "compare.json").read_text())
+    assert record["samples_per_setting"] == 50 and record["skipped_steps"] == []
+    rows = {(r["sampler"], r["steps"]): r for r in record["results"]}
+    assert set(rows) == {(name, k) for name in ("ddpm", "ddim", "dpm++", "heun") for k in (2, 5)}
+    for (name, k), row in rows.items():
+        # one network evaluation per step; Heun's corrector adds one on all but the first and last
+        assert row["nfe"] == (2 * k - 2 if name == "heun" else k), row
+        assert 0 < row["ms_per_sample"] < 1000 and np.isfinite(row["mmd"]) and np.isfinite(row["sliced_wasserstein"])
+        assert re.search(rf"^{re.escape(name)}\s+{k}\s+{row['nfe']}\s", out, re.MULTILINE), (name, k)  # a table row
+
+
+def test_compare_samplers_skips_step_counts_above_t(toy_run, tmp_path, capsys):
+    """The default --steps 10,20,50,100,1000 on a run with T = 50: 100 and 1000 are skipped."""
+    assert main(["compare-samplers", "--run", str(toy_run), "--samplers", "ddim", "-n", "20", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "note: skipping --steps 100, 1000: above the run's T = 50" in out
+    record = json.loads((tmp_path / "compare.json").read_text())
+    assert [r["steps"] for r in record["results"]] == [10, 20, 50] and record["skipped_steps"] == [100, 1000]
+    assert main(["compare-samplers", "--run", str(toy_run), "--steps", "100,1000", "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "every --steps count (100, 1000) is above the run's T = 50" in err
+    assert not (tmp_path / "none" / "compare.json").exists()
+
+
+def test_eta_with_a_sampler_other_than_ddim_is_a_one_line_error(toy_run, tmp_path, capsys):
+    assert main(["sample", "--run", str(toy_run), "--sampler", "ddpm", "--eta", "0.5", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "--eta applies to --sampler ddim only, not ddpm" in err
+    assert not (tmp_path / "samples.npy").exists()

@@ -47,9 +47,9 @@ def evaluated(digits_run):
 
 def test_evaluate_prints_every_number_with_what_makes_it_comparable(digits_run, evaluated):
     out = evaluated
-    assert "training the own feature classifier" in out and "computing own-classifier features of 1,797 real images" in out
+    assert "training the own feature classifier" in out and "computing own-classifier features of 1,617 real images" in out
     assert "samples:   40 from dpm++ with 3 steps = 3 network evaluations each (T = 20), seed 0, EMA weights" in out
-    assert "reference: all 1,797 images of digits (the training data)" in out
+    assert "reference: all 1,617 images of digits (the training data)" in out
     own = json.loads((digits_run / "features" / "own.json").read_text())
     assert re.search(rf"features:  own-classifier: conv classifier trained on digits .*sha256 {own['sha256'][:12]}", out)
     for row in ("FD ", "KID ", "precision ", "recall ", "near-copies ", "classes "):
@@ -60,11 +60,11 @@ def test_evaluate_prints_every_number_with_what_makes_it_comparable(digits_run, 
     assert record["samples"] == {"num": 40, "sampler": "dpm++", "steps": 3, "nfe": 3, "network_passes": 3, "seed": 0,
                                  "weights": "EMA", "clip": "static", "trained_steps_T": 20}
     assert record["features"]["sha256"] == own["sha256"] and record["features"]["name"] == "own-classifier"
-    assert record["reference"]["num_images"] == 1797 and record["reference"]["statistics"] == "computed"
+    assert record["reference"]["num_images"] == 1617 and record["reference"]["statistics"] == "computed"
     assert record["frechet_distance"] > 0 and record["kid"]["subset_size"] == 40 and 0 <= record["precision"] <= 1
     assert 0 <= record["memorisation"]["near_copy_fraction"] <= 1 and record["memorisation"]["expected_without_copying"] == 0.01
     assert (digits_run / "eval" / "closest_pairs.png").stat().st_size > 0
-    assert own["heldout_accuracy"] > 0.9 and own["data"]["num_images"] == 1797
+    assert own["heldout_accuracy"] > 0.9 and own["data"]["num_images"] == 1617
 
 
 def test_a_second_evaluation_reuses_the_features_and_the_cached_statistics(digits_run, evaluated, capsys):
@@ -137,9 +137,17 @@ def test_memorisation_searches_every_training_image_beyond_the_reference_subset(
     assert memo["calibration_images"] == 100  # calibration images come from the subset
 
 
+def test_nll_of_a_digits_run_is_measured_on_its_held_out_images(digits_run, capsys):
+    """The default digits run holds 10% (180 images) out of training; evaluate --nll scores those."""
+    assert main(["evaluate", "--run", str(digits_run), "--nll", "vlb", "--num-images", "500"]) == 0
+    assert "on the first 180 held-out images of digits (never trained on)" in capsys.readouterr().out
+    metrics = json.loads((digits_run / "metrics.json").read_text())
+    assert metrics["nll_vlb_examples"] == 180 and np.isfinite(metrics["nll_vlb_bpd"])
+
+
 def test_feature_scores_of_real_images_beat_noise(digits_run, evaluated):
     reference = evaluation.image_reference(load_run(digits_run))
-    real = reference.dataset.batch(range(1, 1797, 3))[0]  # 599 real digits
+    real = reference.dataset.batch(range(1, 1617, 3))[0]  # 539 real digits
     noise = torch.randint(0, 256, real.shape, dtype=torch.uint8)
     good = evaluation.feature_scores(reference, reference.extractor.features(real), kid_subsets=10)
     bad = evaluation.feature_scores(reference, reference.extractor.features(noise), kid_subsets=10)
@@ -177,7 +185,7 @@ def test_inception_path_end_to_end_with_random_weights(digits_run, evaluated, tm
     record = json.loads((digits_run / "metrics.json").read_text())["sample_quality"][-1]
     assert record["features"]["name"] == "inception-v3-2015-12-05" and record["reference"]["num_images"] == 8
     assert record["features"]["resize"] == "bilinear to 299x299 (TF1 resize_bilinear, align_corners=False, no half-pixel centres) from uint8"
-    assert "seeded subset of 8 of the 1,797 images" in record["reference"]["what"]
+    assert "seeded subset of 8 of the 1,617 images" in record["reference"]["what"]
 
 
 @pytest.fixture(scope="module")

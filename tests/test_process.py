@@ -101,3 +101,26 @@ def test_discretized_likelihood_is_a_distribution_over_256_levels():
     for mean, log_scale in [(0.0, -3.0), (0.8, -1.0), (-0.99, -5.0)]:
         logp = process.discretized_gaussian_log_likelihood(levels, torch.tensor(mean), torch.tensor(log_scale))
         assert logp.exp().sum().item() == pytest.approx(1.0, abs=2e-3)  # tanh approximation of Φ
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_reverse_variance_of_each_choice_in_the_bound(name):
+    """σ² of p(x_{t-1} | x_t): fixed_small β̃_t (β̃ of index 1 at t = 0, where β̃ = 0); fixed_large
+    β_t except β̃ of index 1 at t = 0 (Ho et al. 2020's fixedlarge, improved-diffusion's FIXED_LARGE);
+    learned f·log β_t + (1 − f)·log β̃_t with the same clipped β̃ and log β_0 at t = 0."""
+    s = NoiseSchedule.from_name(name, 100)
+    t = torch.tensor([0, 1, 2, 50, 99])
+    x = torch.zeros(5, 2, dtype=torch.float64)
+    b = s.betas[t]
+    bt = s.betas * (1 - s.alphas_cumprod_prev) / (1 - s.alphas_cumprod)  # β̃, written out
+    bt_clipped = torch.where(t == 0, bt[1], bt[t])
+    expect = {
+        "fixed_small": bt_clipped.log(),
+        "fixed_large": torch.where(t == 0, bt[1], b).log(),
+        "learned_range": 0.3 * b.log() + 0.7 * bt_clipped.log(),
+    }
+    for variance, want in expect.items():
+        frac = torch.full_like(x, 0.3) if variance == "learned_range" else None
+        mean, log_var = process.p_mean_variance(s, variance, x + 0.5, t, x, frac)
+        assert torch.allclose(log_var.expand_as(x), want[:, None].expand_as(x), rtol=1e-10), variance
+    assert bt[1] < s.betas[0]  # fixed_large's decoder at t = 0 is narrower than β_0

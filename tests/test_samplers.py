@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from ddpmkit.denoiser import Denoiser
-from ddpmkit.samplers import SAMPLERS, Trajectory
-from ddpmkit.schedules import NoiseSchedule, timestep_grid
+from ddpmkit.samplers import SAMPLERS, Trajectory, alpha_bar_pair
+from ddpmkit.schedules import NoiseSchedule, posterior_coefficients, timestep_grid
 
-from analytic import GaussianEps
+from analytic import GaussianEps, WithVariance
 
 MEAN, STD, N = 0.5, 0.4, 20_000  # data N(0.5, 0.4²); mean std error 0.4/√N ≈ 0.003
 
@@ -37,6 +37,42 @@ def test_ddpm_on_a_respaced_grid_keeps_the_mean_and_brackets_the_variance():
         assert x.mean().item() == pytest.approx(MEAN, abs=5 * STD / N**0.5)
         stds[variance] = x.std().item()
     assert stds["fixed_small"] < 0.9 * STD and stds["fixed_large"] > 1.05 * STD
+
+
+def test_learned_variance_on_a_respaced_grid_spans_fixed_small_to_fixed_large():
+    """On 20 of 1000 steps a learned variance fraction f interpolates the jump's log β̃ and
+    log β: f = 0 is fixed_small and f = 1 fixed_large draw for draw (same generator), and
+    f = 0.5 draws with σ = (β̃·β)^¼ at every step, strictly between the two."""
+    sched = NoiseSchedule.from_name("linear", 1000)
+    grid = timestep_grid(1000, 20)
+    x_T = torch.randn(N, 1, generator=torch.Generator().manual_seed(2))
+
+    def run(den):
+        residuals = []  # x_next − μ̃(x_t, x̂_0): σ·z, with the same z in every run
+
+        def record(*, i, t, x, x0, x_next):
+            abar_t, abar_s = alpha_bar_pair(den.schedule, grid, i, x)
+            coef_x0, coef_xt, _ = posterior_coefficients(abar_t, abar_s)
+            residuals.append(x_next - coef_x0 * x0 - coef_xt * x)
+
+        x = SAMPLERS["ddpm"](den, x_T, grid, generator=torch.Generator().manual_seed(3), callback=record)
+        return x, torch.stack([r.std() for r in residuals[:-1]])  # the last step adds no noise
+
+    learned = lambda f: Denoiser(WithVariance(GaussianEps(sched, MEAN, STD), f), sched, "eps", "learned_range")  # noqa: E731
+    small, std_small = run(gaussian_denoiser("linear", variance="fixed_small"))
+    large, std_large = run(gaussian_denoiser("linear", variance="fixed_large"))
+    assert torch.equal(run(learned(0.0))[0], small) and torch.equal(run(learned(1.0))[0], large)
+    half, std_half = run(learned(0.5))
+    assert bool((std_small < std_half).all() and (std_half < std_large).all()), (std_small, std_half, std_large)
+    # the per-step ratio is the closed form: σ_½/σ_small = (β/β̃)^¼ of each jump
+    abar = sched.alphas_cumprod[grid]
+    beta = 1 - abar[:-1] / abar[1:]
+    beta_tilde = beta * (1 - abar[1:]) / (1 - abar[:-1])
+    assert torch.allclose((std_half / std_small).double(), (beta / beta_tilde) ** 0.25, rtol=1e-4)
+    assert std_small.std() > 0.01 and (beta / beta_tilde).max() > 2  # the steps differ; the two variances too
+    # and the samples' spread lies between fixed_small's (too narrow) and fixed_large's (too wide)
+    assert small.std() < half.std() < large.std()
+    assert half.mean().item() == pytest.approx(MEAN, abs=5 * STD / N**0.5)
 
 
 def test_an_untrained_denoiser_does_not_pass_that_check():
@@ -174,3 +210,18 @@ def test_clipping_and_dynamic_thresholding_of_x0():
     # ε̂ is recomputed from the clipped x̂_0, so x_t = √ᾱ·x̂_0 + √(1 − ᾱ)·ε̂ still holds
     abar = Fixed.schedule.alphas_cumprod[5].float()
     assert torch.allclose(abar.sqrt() * dynamic.x0 + (1 - abar).sqrt() * dynamic.eps, x_t, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("steps", [1, 2, 5, 20])
+def test_network_evaluations_are_what_each_sampler_spends(name, steps):
+    """api.network_evaluations (the NFE compare-samplers reports) counts the denoiser's calls."""
+    from ddpmkit.api import network_evaluations
+
+    den = gaussian_denoiser("cosine", T=100)
+    calls = []
+    net = den.net
+    den.net = lambda x, t, label=None: calls.append(len(x)) or net(x, t)  # noqa: E731
+    SAMPLERS[name](den, torch.randn(8, 2, generator=torch.Generator().manual_seed(0)), timestep_grid(100, steps),
+                   generator=torch.Generator().manual_seed(1))
+    assert calls == [8] * network_evaluations(name, steps)

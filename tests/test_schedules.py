@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ddpmkit.errors import UserError
-from ddpmkit.schedules import SCHEDULES, NoiseSchedule, make_betas, posterior_coefficients, timestep_grid
+from ddpmkit.schedules import SCHEDULES, SPACINGS, NoiseSchedule, make_betas, posterior_coefficients, timestep_grid
 
 
 @pytest.mark.parametrize("name", SCHEDULES)
@@ -45,6 +45,10 @@ def test_posterior_tables_and_cast():
     assert s.posterior_variance[0] == 0
     assert s.posterior_log_variance_clipped[0] == s.posterior_log_variance_clipped[1]
     assert torch.allclose(s.posterior_variance, s.betas * (1 - s.alphas_cumprod_prev) / (1 - s.alphas_cumprod))
+    # fixed_large: log(append(β̃ at index 1, β[1:])) as in Ho et al.'s code (β̃ at index 0 is 0)
+    assert s.fixed_large_log_variance[0] == math.log(s.posterior_variance[1]) == s.posterior_log_variance_clipped[0]
+    assert torch.equal(s.fixed_large_log_variance[1:], s.betas[1:].log())
+    assert s.fixed_large_log_variance.dtype == torch.float64
     f32 = s.to(dtype=torch.float32)
     assert f32.betas.dtype == torch.float32 and s.betas.dtype == torch.float64  # the original is not mutated
     # the general posterior between adjacent steps is the table
@@ -94,3 +98,24 @@ def test_respaced_alpha_bar_equals_the_original_at_kept_steps(name, spacing):
     assert torch.allclose(r.alphas_cumprod, s.alphas_cumprod[kept], rtol=1e-8, atol=0)
     assert bool(((r.betas > 0) & (r.betas < 1)).all())
     assert torch.allclose(s.respace(torch.arange(1000)).betas, s.betas, rtol=1e-10)  # keeping all is the identity
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_respaced_betas_are_the_jump_betas_the_samplers_use(name, spacing):
+    """A sampler walking a grid of the full schedule uses, at each step t -> s, the jump
+    β = 1 − ᾱ_t/ᾱ_s (ᾱ_s = 1 after the last step) and its β̃; respace(grid) has the same
+    β and β̃ (in ascending order), so sampling on the grid is sampling the respaced process."""
+    from ddpmkit.samplers import alpha_bar_pair
+
+    s = NoiseSchedule.from_name(name, 1000)
+    grid = timestep_grid(1000, 20, spacing)
+    x = torch.zeros(1, 1, dtype=torch.float64)
+    pairs = [alpha_bar_pair(s, grid, i, x) for i in range(len(grid))]
+    jump_beta = torch.stack([(1 - abar_t / abar_s).flatten() for abar_t, abar_s in pairs]).flatten()
+    jump_beta_tilde = torch.stack([posterior_coefficients(abar_t, abar_s)[2].flatten() for abar_t, abar_s in pairs]).flatten()
+    r = s.respace(grid)
+    assert torch.allclose(r.betas, jump_beta.flip(0), rtol=1e-12, atol=0)
+    assert torch.allclose(r.posterior_variance, jump_beta_tilde.flip(0), rtol=1e-6, atol=1e-300)
+    assert r.posterior_variance[0] == 0 and jump_beta_tilde[-1] == 0  # the last step adds no noise
+    assert bool((r.betas[1:] > s.betas[grid.flip(0)[1:]]).all())  # each jump spans several steps, not β_t

@@ -27,6 +27,7 @@ from .build import (
     build_schedule,
     is_toy,
     load_data,
+    load_heldout,
     load_run,
     pick_device,
     toy_dataset_from_config,
@@ -56,8 +57,9 @@ def default_config(data: str = "digits") -> RunConfig:
         )
     if data == "digits":
         # 8x8 grey digits on a CPU: a 0.7M-parameter U-Net, two levels (8 -> 4 px).
+        # 10% of the digits (180) stay out of training, for the held-out likelihood.
         return RunConfig(
-            data=DataConfig(name=data),
+            data=DataConfig(name=data, holdout=0.1),
             net=UNetConfig(base_width=32, channel_mults=(1, 2), blocks_per_level=1),
             diffusion=DiffusionConfig(schedule="cosine", num_steps=1000),
             train=TrainConfig(
@@ -442,10 +444,14 @@ def _reverse_gif(config: RunConfig, samples: Samples, path: Path) -> None:
 # ---- evaluation ---------------------------------------------------------------------------
 def evaluate_nll(run: Run, num: int = 256, seed: int = 0, batch_size: int = 256, kind: str = "vlb", num_points: int = 100) -> dict:
     """NLL in bits/dim on `num` examples: fresh points for 2-D data (held out by
-    construction), the run's data set for images (its first `num` images). `kind`: "vlb",
+    construction); for images the first `num` of the images the run held out of training
+    (`DataConfig.holdout`), or of its training images when it held none out. `kind`: "vlb",
     the variational bound; "ode", the exact likelihood of the probability-flow ODE on a grid
-    of `num_points` timesteps (images dequantised uniformly within their 8-bit bins)."""
-    from .likelihood import ode_log_likelihood, vlb_bpd
+    of about `num_points` timesteps (images dequantised uniformly within their 8-bit bins).
+    `nll_{kind}_steps` is the number of timesteps used: T for the bound, and for the ODE the
+    distinct timesteps of `lambda_grid` (fewer than `num_points` where λ-spacing asks for
+    the same step twice, e.g. 69 of 100 for the cosine schedule at T = 1000)."""
+    from .likelihood import lambda_grid, ode_log_likelihood, vlb_bpd
 
     if kind not in ("vlb", "ode"):
         raise UserError(f"unknown --nll {kind!r}; choose vlb or ode")
@@ -456,10 +462,15 @@ def evaluate_nll(run: Run, num: int = 256, seed: int = 0, batch_size: int = 256,
         x0 = torch.from_numpy((points - ds.mean) / ds.scale).float()
         reference = f"{num} fresh {run.config.data.name} points (held out)"
     else:
-        dataset, _ = load_data(run.config.data, run.config.seed)
+        dataset = load_heldout(run.config.data)
+        if dataset is not None:
+            what = f"held-out images of {run.config.data.name} (never trained on)"
+        else:
+            dataset, _ = load_data(run.config.data, run.config.seed)
+            what = f"training images of {run.config.data.name} (the run held none out: train with --holdout to measure unseen images)"
         num = min(num, len(dataset))
-        images = torch.stack([dataset[i][0] for i in range(num)])
-        reference = f"the first {num} images of {run.config.data.name} (training data: the set has no held-out split)"
+        images = dataset.batch(range(num))[0]
+        reference = f"the first {num} {what}"
     generator = torch.Generator().manual_seed(seed)
     if kind == "vlb":
         if not run.config.is_toy:
@@ -483,7 +494,7 @@ def evaluate_nll(run: Run, num: int = 256, seed: int = 0, batch_size: int = 256,
         for i in range(0, len(x0), batch_size):
             ll = ode_log_likelihood(denoiser, x0[i : i + batch_size].to(device), num_points=num_points, generator=generator)
             totals.append(-ll.log_density / (dims * math.log(2)) + offset)
-        steps = num_points
+        steps = len(lambda_grid(denoiser.schedule, num_points))
     total = torch.cat(totals)
     unit = "bits/dim of the density (may be negative)" if run.config.is_toy else (
         "bits/dim (discretised 8-bit decoder)" if kind == "vlb" else "bits/dim (uniformly dequantised 8-bit data)")
@@ -536,16 +547,23 @@ def compare_samplers(
     report=lambda m: None,
 ) -> list[dict]:
     """Sample with every sampler at every step count; measure quality, NFE and wall time per
-    sample; write out/compare.json, out/compare.png and print a table through `report`."""
+    sample; write out/compare.json, out/compare.png and print a table through `report`.
+    Step counts above the run's T are dropped with a note (the default list goes to 1000)."""
     import time
 
     for name in samplers:
         if name not in SAMPLERS:
             raise UserError(f"unknown sampler {name!r}; choose from: {', '.join(SAMPLERS)}")
     T = run.config.diffusion.num_steps
-    bad = [k for k in steps if not 0 < k <= T]
+    bad = [k for k in steps if k <= 0]
     if bad:
-        raise UserError(f"--steps must lie in 1..{T} (the trained T), got {bad}")
+        raise UserError(f"--steps must be positive step counts, got {', '.join(map(str, bad))}")
+    above = [k for k in steps if k > T]
+    steps = [k for k in steps if k <= T]
+    if not steps:
+        raise UserError(f"every --steps count ({', '.join(map(str, above))}) is above the run's T = {T}; give counts in 1..{T}")
+    if above:
+        report(f"note: skipping --steps {', '.join(map(str, above))}: above the run's T = {T}")
     what, measure, metric = quality_measure(run, report)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -559,7 +577,8 @@ def compare_samplers(
                    "ms_per_sample": 1000 * seconds / n, **measure(data)}
             results.append(row)
             report(f"{name:<8} {k:>5} {row['nfe']:>5} {row[metric]:>18.5f} {row['ms_per_sample']:>10.2f}")
-    record = {"measure": what, "samples_per_setting": n, "seed": seed, "spacing": spacing, "results": results}
+    record = {"measure": what, "samples_per_setting": n, "seed": seed, "spacing": spacing, "skipped_steps": above,
+              "results": results}
     checkpoint.atomic_write_text(out / "compare.json", json.dumps(record, indent=2))
     viz.quality_vs_steps(results, metric, out / "compare.png", f"{run.config.data.name}: {what}, {n} samples each")
     return results

@@ -59,15 +59,42 @@ def load_toy(data: DataConfig, seed: int) -> tuple[PointDataset, DataConfig]:
     return dataset, resolved
 
 
-def load_images(data: DataConfig):
-    """The image data set and a config recording its resolved size, channels and classes."""
+HOLDOUT_SEED = 0  # one split per data set, whatever the run's seed: held-out scores compare across runs
+
+
+def holdout_split(n: int, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) indices, each sorted: round(share·n) images chosen by a fixed
+    seeded permutation are held out; at least one is kept for training."""
+    if share <= 0:
+        return np.arange(n), np.arange(0)
+    held = min(max(1, round(share * n)), n - 1)
+    if held <= 0:
+        raise UserError(f"--holdout {share} leaves no image to train on: the data set has {n} image(s); use --holdout 0")
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(n)
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def load_images(data: DataConfig, part: str = "train"):
+    """The image data set (`part` "train": the images trained on; "heldout": those
+    `data.holdout` keeps out of training) and a config recording its resolved size,
+    channels and classes."""
     from .data.images import load_image_data
 
     dataset = load_image_data(data.name, image_size=data.image_size, channels=data.channels)
     resolved = dataclasses.replace(
         data, image_size=tuple(dataset.image_size), channels=dataset.channels, num_classes=dataset.num_classes
     )
+    if data.holdout > 0:
+        train, heldout = holdout_split(len(dataset), data.holdout)
+        dataset = dataset.subset(train if part == "train" else heldout)
+    elif part != "train":
+        return None, resolved
     return dataset, resolved
+
+
+def load_heldout(data: DataConfig):
+    """The images a run held out of training (`--holdout`), or None when it held out none."""
+    return load_images(data, part="heldout")[0]
 
 
 def load_data(data: DataConfig, seed: int):

@@ -44,6 +44,7 @@ TRAIN_OPTIONS = {
     "checkpoint_every": ("train", "checkpoint_every"),
     "keep": ("train", "keep"),
     "num_points": ("data", "num_points"),
+    "holdout": ("data", "holdout"),
     "channels": ("data", "channels"),
     "hflip": ("data", "hflip"),
     "p_uncond": ("train", "p_uncond"),
@@ -83,6 +84,8 @@ def _add_train(sub) -> None:
     g.add_argument("--num-points", type=int, help="2-D data: training points drawn once (default 20000)")
     g.add_argument("--image-size", help="images: SIZE or HEIGHTxWIDTH after resize and centre crop")
     g.add_argument("--channels", type=int, help="images: 1 (grey), 3 (RGB) or 4 (RGBA); default from the data")
+    g.add_argument("--holdout", type=float, help="images: share of the data kept out of training (a fixed seeded "
+                   "split) for the held-out likelihood of evaluate --nll (default 0.1 for digits, 0 otherwise)")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips (default: on for folders)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, help="optimiser steps")
@@ -192,7 +195,8 @@ def _add_evaluate(sub) -> None:
     g.add_argument("--guidance", type=float, help="conditional runs: guidance w for the class-balanced samples (default 0)")
     g = p.add_argument_group("likelihood instead")
     g.add_argument("--nll", choices=["vlb", "ode", "both"], help="measure the NLL in bits/dim instead of sample quality")
-    g.add_argument("--ode-points", type=int, default=100, help="--nll ode: timesteps of the ODE grid (2 network passes each)")
+    g.add_argument("--ode-points", type=int, default=100, help="--nll ode: timesteps asked for on the ODE grid, evenly "
+                   "spread in log-SNR; repeats are dropped, so fewer may be used (printed); 2 network passes each")
     g.add_argument("--num-images", type=int, default=256, help="--nll: examples the likelihood is averaged over")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (and of the noise in each NLL term)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
@@ -210,7 +214,8 @@ def _add_compare(sub) -> None:
     )
     p.add_argument("--run", type=Path, required=True, help="a run directory written by ddpmkit train")
     p.add_argument("--samplers", default=None, help="comma-separated (default: all)")
-    p.add_argument("--steps", default="10,20,50,100,1000", help="comma-separated sampling step counts")
+    p.add_argument("--steps", default="10,20,50,100,1000", help="comma-separated sampling step counts; those above "
+                   "the run's T are skipped with a note")
     p.add_argument("-n", "--num-samples", type=int, default=500, help="samples per setting")
     p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="timestep grid of each step count")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/compare)")
@@ -242,6 +247,8 @@ def _with_options(config: RunConfig, args, options) -> RunConfig:
             changes[section][field] = getattr(args, option)
     if changes["net"] and config.is_toy:
         raise UserError("--grad-checkpoint applies to the U-Net of image data, not to the 2-D networks")
+    if changes["data"].get("holdout") and config.is_toy:
+        raise UserError("--holdout applies to image data; 2-D runs are scored on fresh points, so drop it")
     return dataclasses.replace(config, **{name: dataclasses.replace(getattr(config, name), **c) for name, c in changes.items() if c})
 
 
@@ -374,7 +381,8 @@ def _run_nll(args, run) -> int:
     started = time.perf_counter()
     if args.ode_points < 2:
         raise UserError(f"--ode-points must be at least 2, got {args.ode_points}")
-    titles = {"vlb": "variational bound, {} terms", "ode": "probability-flow ODE, {} grid points"}
+    titles = {"vlb": "variational bound, {} terms", "ode": "probability-flow ODE, {} distinct timesteps of "
+              f"{args.ode_points} asked for"}
     for kind in ("vlb", "ode") if args.nll == "both" else (args.nll,):
         result = evaluate_nll(run, args.num_images, seed=args.seed, kind=kind, num_points=args.ode_points)
         write_metrics(args.run, result)

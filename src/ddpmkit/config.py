@@ -47,9 +47,12 @@ class DataConfig:
     mean: tuple[float, ...] | None = None  # toy data: per-axis mean removed before training
     scale: float | None = None  # toy data: the scale divided out before training
     num_classes: int = 0  # classes in the data (0: unlabelled)
+    holdout: float = 0.0  # images: share in [0, 1) kept out of training (a fixed seeded split), scored by evaluate --nll
 
     def __post_init__(self) -> None:
         _positive("--num-points", self.num_points)
+        if not 0 <= self.holdout < 1:
+            raise UserError(f"--holdout is the share of images kept out of training, in [0, 1); got {self.holdout!r}")
 
 
 @dataclass(frozen=True)

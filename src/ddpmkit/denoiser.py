@@ -29,7 +29,7 @@ VARIANCES: tuple[str, ...] = get_args(Variance)
 class DenoiserOutput:
     x0: torch.Tensor  # x̂_0, same shape as x_t
     eps: torch.Tensor  # ε̂, same shape as x_t
-    var_frac: torch.Tensor | None = None  # learned variance: f ∈ [0, 1], log σ² = f·log β + (1−f)·log β̃
+    var_frac: torch.Tensor | None = None  # learned variance f: log σ² = f·log β + (1−f)·log β̃, unclamped
 
 
 class DenoiserLike(Protocol):
@@ -45,9 +45,12 @@ class Denoiser:
     net: module called as net(x_t, t) or net(x_t, t, label); returns the raw prediction.
     schedule: the training schedule; cast once to float32 on the network's device.
     prediction: what the network outputs: "eps" (Ho et al. 2020), "x0", or "v" (Salimans & Ho 2022).
-    variance: reverse-process variance: "fixed_small" β̃_t, "fixed_large" β_t, or
+    variance: reverse-process variance: "fixed_small" β̃_t, "fixed_large" β_t (β̃ at t = 0 in the
+        bound's decoder; see NoiseSchedule.fixed_large_log_variance), or
         "learned_range": the network has twice the data's channels (dim 1), the second half
-        a value v ∈ [-1, 1] that interpolates log β_t and log β̃_t (Nichol & Dhariwal 2021).
+        a value v with f = (v + 1)/2 and log σ² = f·log β_t + (1 − f)·log β̃_t (Eq. 15 of
+        Nichol & Dhariwal 2021); v is not clamped, as in improved-diffusion, so v ∉ [-1, 1]
+        extrapolates beyond β̃_t or β_t and L_vlb keeps its gradient there.
     """
 
     def __init__(self, net: nn.Module, schedule: NoiseSchedule, prediction: str = "eps", variance: str = "fixed_small"):
@@ -66,11 +69,14 @@ class Denoiser:
         return self.net(x_t, t) if label is None else self.net(x_t, t, label)
 
     def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(the prediction the loss compares with `target`, the variance fraction or None)."""
+        """(the prediction the loss compares with `target`, the variance fraction f or None).
+
+        f = (v + 1)/2 for the raw variance output v, unclamped (improved-diffusion's
+        `frac = (model_var_values + 1) / 2`): a clamp would zero L_vlb's gradient for |v| > 1."""
         if self.variance != "learned_range":
             return out, None
         pred, v = out.chunk(2, dim=1)
-        return pred, (v.clamp(-1, 1) + 1) / 2
+        return pred, (v + 1) / 2
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What a perfect network outputs for x_t = q_sample(x0, t, noise)."""

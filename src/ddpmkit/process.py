@@ -57,8 +57,9 @@ def x0_from_v(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor, v: to
 
 def reverse_log_variance(variance: str, beta: torch.Tensor, beta_tilde: torch.Tensor, var_frac: torch.Tensor | None) -> torch.Tensor:
     """log σ² of p(x_s | x_t) for a jump with forward variance β and posterior variance β̃
-    (both clipped away from 0 by the caller): β̃ (fixed_small), β (fixed_large), or the learned
-    interpolation f·log β + (1−f)·log β̃ (Eq. 15 of Nichol & Dhariwal 2021)."""
+    (both away from 0: clipped by the caller): β̃ (fixed_small), β (fixed_large), or the learned
+    interpolation f·log β + (1−f)·log β̃ (Eq. 15 of Nichol & Dhariwal 2021; f is not clamped to
+    [0, 1], so log σ² may extrapolate beyond either end, as in improved-diffusion)."""
     if variance == "fixed_small":
         return beta_tilde.log()
     if variance == "fixed_large":
@@ -70,8 +71,12 @@ def p_mean_variance(
     schedule: NoiseSchedule, variance: str, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, var_frac: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and log-variance of p(x_{t-1} | x_t) between adjacent steps: the posterior mean
-    at x̂_0 (Eq. 7 of Ho et al. 2020) and σ² chosen by `variance` (β̃ clipped at t = 0)."""
+    at x̂_0 (Eq. 7 of Ho et al. 2020) and σ² chosen by `variance`: β̃_t (clipped at t = 0),
+    β_t with β̃ at t = 0 (fixed_large, the schedule's table), or the learned interpolation
+    of log β_t and the clipped log β̃_t (improved-diffusion's `p_mean_variance`)."""
     mean, _, _ = q_posterior(schedule, x0, x_t, t)
+    if variance == "fixed_large":
+        return mean, extract(schedule.fixed_large_log_variance, t, x_t)
     beta = extract(schedule.betas, t, x_t)
     beta_tilde = extract(schedule.posterior_log_variance_clipped, t, x_t).exp()
     return mean, reverse_log_variance(variance, beta, beta_tilde, var_frac)

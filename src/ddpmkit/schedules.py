@@ -92,6 +92,7 @@ class NoiseSchedule:
     sqrt_recipm1_alphas_cumprod: torch.Tensor  # √(1/ᾱ_t - 1)
     posterior_variance: torch.Tensor  # β̃_t (0 at t = 0)
     posterior_log_variance_clipped: torch.Tensor  # log β̃_t with β̃_0 replaced by β̃_1
+    fixed_large_log_variance: torch.Tensor  # log σ² of fixed_large: log β_t, with β̃_1 (as above) at t = 0
     posterior_mean_coef1: torch.Tensor  # multiplies x_0 in μ̃_t
     posterior_mean_coef2: torch.Tensor  # multiplies x_t in μ̃_t
     log_snr: torch.Tensor  # λ_t = log(ᾱ_t / (1 - ᾱ_t))
@@ -109,6 +110,9 @@ class NoiseSchedule:
         coef1, coef2, post_var = posterior_coefficients(alpha_bar, alpha_bar_prev)
         # β̃_0 = 0, so its log is clipped to β̃_1 (improved-diffusion does the same).
         post_logvar = torch.log(torch.cat([post_var[1:2], post_var[1:]])) if len(betas) > 1 else torch.log(betas)
+        # fixed_large: σ² = β_t, but at t = 0 the clipped β̃ above, which gives the L_0 decoder a
+        # better likelihood (log(append(β̃_1, β[1:])) of Ho et al. 2020's code and improved-diffusion).
+        large_logvar = torch.cat([post_logvar[:1], torch.log(betas[1:])])
         return cls(
             betas=betas,
             alphas=alphas,
@@ -121,6 +125,7 @@ class NoiseSchedule:
             sqrt_recipm1_alphas_cumprod=(1 / alpha_bar - 1).sqrt(),
             posterior_variance=post_var,
             posterior_log_variance_clipped=post_logvar,
+            fixed_large_log_variance=large_logvar,
             posterior_mean_coef1=coef1,
             posterior_mean_coef2=coef2,
             log_snr=torch.log(alpha_bar) - torch.log1p(-alpha_bar),

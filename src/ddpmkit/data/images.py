@@ -180,6 +180,15 @@ class ImageDataset(Dataset):
         labels = self.labels[index] if self.labels is not None else torch.full((len(index),), -1)
         return images, labels
 
+    def subset(self, indices: Sequence[int]) -> ImageDataset:
+        """The images at `indices` (in that order), with their labels and class names."""
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        labels = self.labels[index] if self.labels is not None else None
+        if self.images_uint8 is not None:
+            return ImageDataset(self.images_uint8[index], labels, self.class_names, source=self.source)
+        return ImageDataset(None, labels, self.class_names, lazy_source=self._lazy.subset(index.tolist()),
+                            image_size=self.image_size, channels=self.channels, source=self.source)
+
     def _decode(self, i: int) -> torch.Tensor:
         i = range(len(self))[i]  # IndexError and negative indices as for a list
         img = _open_decoded(self._lazy, i, lazy=True)

@@ -25,7 +25,8 @@ def sample(
     Notation: t the current step, s the next (earlier) one, ᾱ_s = 1 after the last;
     β = 1 − ᾱ_t/ᾱ_s and β̃ = β·(1 − ᾱ_s)/(1 − ᾱ_t) of the jump s -> t, so a grid that skips
     steps samples the respaced process exactly; σ² = β̃ (fixed_small), β (fixed_large) or
-    the learned interpolation of the two. No noise on the last step.
+    the learned interpolation of the two. No noise on the last step, so fixed_large's β̃ at
+    t = 0 (used in the bound, process.p_mean_variance) never matters here: t = 0 is always last.
     """
     x = x_T
     for i, t in enumerate(timesteps.tolist()):
