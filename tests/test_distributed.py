@@ -139,3 +139,25 @@ def test_launch_mistakes_are_one_line_errors(env, argv, message, monkeypatch, tm
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and re.search(message, err), err
     assert not (tmp_path / "r").exists()
+
+
+def test_only_rank_zero_warns_of_unreadable_images(tmp_path):
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    from ddpmkit.data.images import load_image_data
+    from ddpmkit.distributed import quiet_unless_main
+
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    for world, shown in ((World(), 1), (World(rank=0, size=2), 1), (World(rank=1, size=2), 0)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with quiet_unless_main(world):
+                assert len(load_image_data(tmp_path)) == 3
+            warnings.warn("after the block")  # the filter is restored
+        assert sum("unreadable" in str(w.message) for w in seen) == shown, world
+        assert any(str(w.message) == "after the block" for w in seen)

@@ -1,5 +1,6 @@
 """`ddpmkit evaluate` and the evaluation API on tiny runs (seconds each; nothing downloaded)."""
 
+import dataclasses
 import json
 import re
 
@@ -16,7 +17,17 @@ TINY_IMAGES = ["--steps", "3", "--timesteps", "20", "--batch-size", "8", "--widt
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
+def own_cache(tmp_path_factory):
+    """This module's own ddpmkit cache: its first evaluation trains the features and computes
+    the statistics, whatever other test modules left in the session's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("eval-cache")
+        mp.setenv("DDPMKIT_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def digits_run(own_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "digits"
     assert main(["train", "--out", str(out), *TINY_IMAGES]) == 0
     return out
@@ -46,8 +57,8 @@ def test_evaluate_prints_every_number_with_what_makes_it_comparable(digits_run, 
     assert "it is not FID" in out and "same N (40)" in out
 
     record = json.loads((digits_run / "metrics.json").read_text())["sample_quality"][-1]
-    assert record["samples"] == {"num": 40, "sampler": "dpm++", "steps": 3, "nfe": 3, "seed": 0, "weights": "EMA",
-                                 "clip": "static", "trained_steps_T": 20}
+    assert record["samples"] == {"num": 40, "sampler": "dpm++", "steps": 3, "nfe": 3, "network_passes": 3, "seed": 0,
+                                 "weights": "EMA", "clip": "static", "trained_steps_T": 20}
     assert record["features"]["sha256"] == own["sha256"] and record["features"]["name"] == "own-classifier"
     assert record["reference"]["num_images"] == 1617 and record["reference"]["statistics"] == "computed"
     assert record["frechet_distance"] > 0 and record["kid"]["subset_size"] == 40 and 0 <= record["precision"] <= 1
@@ -69,14 +80,36 @@ def test_a_second_evaluation_reuses_the_features_and_the_cached_statistics(digit
     assert len(json.loads((digits_run / "metrics.json").read_text())["sample_quality"]) == 2
 
 
-def test_another_run_on_the_same_data_gets_the_identical_feature_network(digits_run, evaluated, tmp_path):
+def test_another_run_on_the_same_data_copies_the_cached_feature_network(digits_run, evaluated, tmp_path, monkeypatch):
     other = tmp_path / "other"
     assert main(["train", "--out", str(other), *TINY_IMAGES, "--seed", "3"]) == 0
-    run = load_run(other)
-    reference = evaluation.image_reference(run)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the own features were trained again")
+
+    monkeypatch.setattr(evaluation, "train_own_features", no_training)
+    messages = []
+    reference = evaluation.image_reference(load_run(other), report=messages.append)
     first = json.loads((digits_run / "features" / "own.json").read_text())
-    assert reference.extractor.sha256 == first["sha256"]  # deterministic training: comparable numbers across runs
+    assert reference.extractor.sha256 == first["sha256"]  # one network for both runs: comparable numbers
+    assert any("from the cache" in m for m in messages)
+    assert evaluation.OwnFeatures.load(other / "features").sha256 == first["sha256"]  # saved with the run too
     assert reference.stats.cached  # and so the real statistics are shared
+
+
+def test_a_damaged_cached_feature_network_is_trained_again(digits_run, evaluated, tmp_path, own_cache):
+    run = load_run(digits_run)
+    dataset = evaluation.load_data(run.config.data, run.config.seed)[0]
+    training = OwnTraining(epochs=1, max_steps=5)  # settings of their own: a cache entry of their own
+    first = evaluation.own_features(dataclasses.replace(run, directory=tmp_path / "a"), dataset, training)
+    (entry,) = [p.parent for p in (own_cache / "features").glob(f"*/{evaluation.CACHE_KEY}")
+                if json.loads(p.read_text())["training"] == dataclasses.asdict(training)]
+    weights = (entry / "own.safetensors").read_bytes()
+    (entry / "own.safetensors").write_bytes(weights[:-8] + bytes(8))  # tamper with the last weights
+    messages = []
+    again = evaluation.own_features(dataclasses.replace(run, directory=tmp_path / "b"), dataset, training, messages.append)
+    assert any(m.startswith("training the own feature classifier") for m in messages), messages
+    assert again.sha256 == first.sha256 and evaluation.OwnFeatures.load(entry).sha256 == first.sha256  # entry repaired
 
 
 def test_memorisation_flags_training_images_given_as_samples(digits_run, evaluated, tmp_path):
@@ -90,6 +123,18 @@ def test_memorisation_flags_training_images_given_as_samples(digits_run, evaluat
     nhwc = copies.permute(0, 2, 3, 1).numpy()
     evaluation.closest_pairs_picture(reference, nhwc, memo, tmp_path / "pairs.png")
     assert (tmp_path / "pairs.png").stat().st_size > 0
+
+
+def test_memorisation_searches_every_training_image_beyond_the_reference_subset(digits_run, evaluated, monkeypatch):
+    monkeypatch.setattr(evaluation, "MAX_REAL", 100)  # a reference subset of 100 of the digits trained on
+    reference = evaluation.image_reference(load_run(digits_run))
+    n = len(reference.dataset)
+    outside = np.setdiff1d(np.arange(n), reference.indices)[[0, 500, 1000, -1]]
+    assert len(reference.indices) == 100 and n > 1000
+    memo = evaluation.memorisation(reference, reference.dataset.batch(outside.tolist())[0], chunk=256)
+    assert memo["flags"].all() and memo["sample_distances"].max() == 0.0
+    assert memo["nearest"].tolist() == outside.tolist() and memo["searched_images"] == n
+    assert memo["calibration_images"] == 100  # calibration images come from the subset
 
 
 def test_nll_of_a_digits_run_is_measured_on_its_held_out_images(digits_run, capsys):

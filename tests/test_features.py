@@ -105,9 +105,16 @@ QUICK = OwnTraining(epochs=3)
 
 def test_own_classifier_is_deterministic_accurate_and_round_trips(tmp_path):
     digits = load_image_data("digits")
-    a = train_own_features(digits, {"name": "digits"}, QUICK)
-    b = train_own_features(digits, {"name": "digits"}, QUICK)
-    assert a.sha256 == b.sha256 and a.name == "own-classifier"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        a = train_own_features(digits, {"name": "digits"}, QUICK)
+        assert torch.get_num_threads() == 2  # the caller's thread count is restored
+        torch.set_num_threads(1)
+        b = train_own_features(digits, {"name": "digits"}, QUICK)
+    finally:
+        torch.set_num_threads(threads)
+    assert a.sha256 == b.sha256 and a.name == "own-classifier"  # one CPU thread: independent of the caller's
     assert a.record["heldout_accuracy"] > 0.85 and a.record["heldout_images"] == 270
     images = digits.batch(range(50))[0]
     f = a.features(images)

@@ -27,9 +27,44 @@ def test_batched_guidance_equals_two_separate_passes():
     expect = (1 + w) * cond.eps - w * uncond.eps
     assert torch.allclose(guided.eps, expect, atol=1e-5)
     assert not torch.allclose(cond.eps, uncond.eps, atol=1e-3)  # the label matters
-    # without a label it is the unconditional (null-label) model
+    # without a label it is the unconditional (null-label) model; at w = 0 the conditional one
     with torch.no_grad():
         assert torch.allclose(GuidedDenoiser(den, w, 3)(x, t).eps, uncond.eps, atol=1e-6)
+        assert torch.equal(GuidedDenoiser(den, 0.0, 3)(x, t, label).eps, cond.eps)
+
+
+class RowCounter(torch.nn.Module):
+    """Wraps a network and counts the rows it is run on."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.rows = net, 0
+
+    def forward(self, x, t, label=None):
+        self.rows += len(x)
+        return self.net(x, t, label)
+
+
+@pytest.mark.parametrize("sampler, steps", [("dpm++", 5), ("heun", 4)])
+def test_recorded_network_passes_are_the_rows_the_network_runs(sampler, steps, tmp_path):
+    from ddpmkit.build import Run, build_denoiser, build_net, load_data
+
+    c = api.default_config("moons")
+    config = dataclasses.replace(c, conditional=True, diffusion=dataclasses.replace(c.diffusion, num_steps=50))
+    config = api._fit_net_to_data(dataclasses.replace(config, data=load_data(config.data, 0)[1]))
+    net = RowCounter(build_net(config).eval())
+    run = Run(tmp_path, config, net, build_denoiser(config, net))
+    n = 12
+    for w, passes in ((0.0, 1), (2.0, 2)):
+        net.rows = 0
+        _, record = evaluation._draw(run, evaluation.SampleSettings(num=n, sampler=sampler, steps=steps, guidance=w))
+        assert record["nfe"] == api.network_evaluations(sampler, steps)
+        assert record["network_passes"] == passes * record["nfe"] == api.network_passes(sampler, steps, w)
+        assert net.rows == n * record["network_passes"], w
+    line = evaluation.format_report({"kind": "points", "samples": record, "reference": {"what": "-"}, "space": "-",
+                                     "mmd": 0.0, "sliced_wasserstein": 0.0, "precision": 1.0, "recall": 1.0, "k": 3,
+                                     "note": "-"})[0]
+    assert f"= {record['nfe']} network evaluations each ({2 * record['nfe']} network passes: guidance" in line
 
 
 @pytest.fixture(scope="module")

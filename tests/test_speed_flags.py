@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from ddpmkit import api, checkpoint
+from ddpmkit import api, checkpoint, train
 from ddpmkit.build import build_net, load_data
 from ddpmkit.cli import main
 from ddpmkit.config import RunConfig
@@ -81,25 +81,109 @@ def test_fp16_without_cuda_is_a_clear_error(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "fp16" in err and "needs CUDA" in err
 
 
-def compile_or_skip() -> None:
+class InfGradAt(torch.nn.Module):
+    """Wraps a network; on the chosen forward calls the output is unchanged but its gradient
+    is +inf: a finite loss whose backward overflows, as a too-high fp16 loss scale does."""
+
+    class _Inf(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return torch.full_like(grad, float("inf"))
+
+    def __init__(self, net, calls):
+        super().__init__()
+        self.net, self.calls, self.count = net, calls, 0
+
+    def forward(self, x, t, label=None):
+        self.count += 1
+        out = self.net(x, t)
+        return self._Inf.apply(out) if self.count in self.calls else out
+
+
+def fp16_trainer(monkeypatch, tmp_path, wrap):
+    """A toy trainer forced onto the fp16 branch (autocast to float16 and a GradScaler) on the CPU."""
+    if not torch.amp.is_autocast_available("cpu"):
+        pytest.skip("this torch has no CPU autocast")
+    monkeypatch.setattr(train, "autocast_dtype", lambda precision, device: torch.float16 if precision == "fp16" else None)
+    config = toy_config(steps=10)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision="fp16"))
+    base = build_net(api._fit_net_to_data(dataclasses.replace(config, data=load_data(config.data, 0)[1])))
+    trainer = make_trainer(config, tmp_path, wrap(base))
+    assert trainer.scaler is not None
+    return trainer
+
+
+def test_fp16_overflow_is_skipped_and_lowers_the_scale_without_counting_as_divergence(monkeypatch, tmp_path):
+    overflowing = set(range(2, 8))  # six steps in a row: more than max_nonfinite, were they counted as divergence
+    trainer = fp16_trainer(monkeypatch, tmp_path, lambda net: InfGradAt(net, overflowing))
+    scale = trainer.scaler.get_scale()
+    assert len(overflowing) > trainer.train.max_nonfinite
+    result = trainer.fit()  # would raise TrainingDiverged
+    log = read_log(tmp_path / "log.jsonl")
+    assert result.steps == 10 and result.nonfinite == 0 and trainer.overflow_total == 6
+    assert [r["overflow"] for r in log] == [int(r["step"] in overflowing) for r in log]
+    assert all(r["nonfinite"] == 0 for r in log) and all(r["loss"] is not None for r in log if r["step"] not in overflowing)
+    assert trainer.scaler.get_scale() == scale / 2**6  # halved by each overflow
+    assert all(torch.isfinite(p).all() for p in trainer.net.parameters())
+    assert checkpoint.load_state(tmp_path / "state.pt")["overflow_total"] == 6
+
+
+def test_a_nan_loss_under_fp16_is_nonfinite_not_overflow(monkeypatch, tmp_path):
+    trainer = fp16_trainer(monkeypatch, tmp_path, lambda net: NaNAt(net, calls={3}))
+    result = trainer.fit()
+    log = read_log(tmp_path / "log.jsonl")
+    assert result.nonfinite == 1 and trainer.overflow_total == 0
+    assert [r["nonfinite"] for r in log][:4] == [0, 0, 1, 0] and all(r["overflow"] == 0 for r in log)
+
+
+def compile_or_skip() -> type:
+    """torch.compile's module wrapper class, or a skip naming why the compiler cannot run."""
     try:
         torch.compile(lambda x: x.sin() + 1)(torch.randn(4))
+        from torch._dynamo.eval_frame import OptimizedModule
     except Exception as e:  # no working C++ compiler for inductor, an unsupported Python, ...
         pytest.skip(f"torch.compile cannot run here: {str(e).strip().splitlines()[0][:200]}")
+    return OptimizedModule
 
 
 def test_compile_trains_like_eager_and_saves_plain_keys(tmp_path):
-    compile_or_skip()
+    OptimizedModule = compile_or_skip()
     config = toy_config(steps=3)
     eager = make_trainer(config, tmp_path / "eager")
     eager.fit()
     compiled = make_trainer(dataclasses.replace(config, train=dataclasses.replace(config.train, compile=True)), tmp_path / "compiled")
     compiled.fit()
+    assert isinstance(compiled.model, OptimizedModule) and not isinstance(eager.model, OptimizedModule)
+    assert compiled.model._orig_mod is compiled.net  # what the loss calls is the compiled network
     a, b = read_log(tmp_path / "eager" / "log.jsonl"), read_log(tmp_path / "compiled" / "log.jsonl")
     for x, y in zip(a, b):  # the same math; fused kernels round differently
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-4)
     saved = checkpoint.load_weights(tmp_path / "compiled" / "model.safetensors")
     assert set(saved) == set(eager.net.state_dict())  # no "_orig_mod." prefixes
+
+
+@pytest.mark.slow
+def test_compile_trains_a_tiny_unet_like_eager(tmp_path):
+    """The U-Net through inductor (GroupNorm's own backward, channels-last, upsampling convs):
+    one level and two steps, about a minute of compiling on a 2-core CPU."""
+    OptimizedModule = compile_or_skip()
+    config = digits_config(2)
+    config = dataclasses.replace(config, net=UNetConfig(base_width=8, channel_mults=(1,), blocks_per_level=1, groups=4))
+    eager = image_trainer(config, tmp_path / "eager")
+    eager.fit()
+    compiled = image_trainer(dataclasses.replace(config, train=dataclasses.replace(config.train, compile=True)),
+                             tmp_path / "compiled")
+    assert isinstance(compiled.model, OptimizedModule)
+    compiled.fit()
+    a, b = read_log(tmp_path / "eager" / "log.jsonl"), read_log(tmp_path / "compiled" / "log.jsonl")
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-4) and x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-3)
+    assert set(checkpoint.load_weights(tmp_path / "compiled" / "model.safetensors")) == set(eager.net.state_dict())
 
 
 def test_speed_flags_are_recorded_and_may_change_on_resume(tmp_path, capsys):

@@ -155,7 +155,19 @@ def test_gradients_reach_every_parameter_after_one_step(config: UNetConfig):
     assert silent == []
 
 
-def test_grad_checkpoint_gives_the_same_gradients():
+def count_forward_calls(stages) -> list[int]:
+    """Count calls of each module's forward (the recomputation inside checkpoint calls it
+    too, but does not run forward hooks)."""
+    counts = [0] * len(stages)
+    for i, stage in enumerate(stages):
+        def counted(*args, _forward=stage.forward, _i=i, **kwargs):
+            counts[_i] += 1
+            return _forward(*args, **kwargs)
+        stage.forward = counted
+    return counts
+
+
+def test_grad_checkpoint_recomputes_each_block_and_gives_the_same_gradients():
     config = tiny(attention_resolutions=(8,), dropout=0.0)
     torch.manual_seed(0)
     plain = UNet(config)
@@ -163,10 +175,20 @@ def test_grad_checkpoint_gives_the_same_gradients():
     checkpointed = UNet(dataclasses.replace(config, grad_checkpoint=True))
     checkpointed.load_state_dict(plain.state_dict())
     x, t = torch.randn(2, 1, 16, 16), timesteps(2)
+    calls = {}
     for net in (plain, checkpointed):
+        counts = count_forward_calls([m for m in net.modules() if type(m).__name__ == "_Stage"])
         net(x, t).square().mean().backward()
+        calls[net is checkpointed] = counts
+    assert len(calls[True]) == len(calls[False]) == 8 and set(calls[False]) == {1}  # each block once per training step
+    assert set(calls[True]) == {2}  # and once more in the backward pass, recomputing its activations
     for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
+    counts = count_forward_calls([checkpointed.middle[0]])
+    with torch.no_grad():
+        checkpointed(x, t)
+    checkpointed.eval()(x, t).sum().backward()
+    assert counts == [2]  # no recomputation without gradients or in eval mode
 
 
 # --- conditioning and inputs ----------------------------------------------------------------

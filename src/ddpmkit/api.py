@@ -532,8 +532,14 @@ def write_metrics(run_dir: Path, new: dict) -> dict:
 
 
 def network_evaluations(sampler: str, steps: int) -> int:
-    """Network evaluations per sample: one per step, except Heun's corrector (2n − 2)."""
+    """Network evaluations per sample (NFE, denoiser calls): one per step, except Heun's corrector (2n − 2)."""
     return max(2 * steps - 2, 1) if sampler == "heun" else steps
+
+
+def network_passes(sampler: str, steps: int, guidance: float = 0.0) -> int:
+    """Rows of a sample the network runs through: the NFE, doubled under classifier-free
+    guidance w ≠ 0 (each evaluation runs the conditional and the unconditional pass as one batch)."""
+    return network_evaluations(sampler, steps) * (2 if guidance else 1)
 
 
 def quality_measure(run: Run, report=lambda message: None):

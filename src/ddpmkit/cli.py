@@ -108,8 +108,8 @@ def _add_train(sub) -> None:
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the network for training (slow first steps, faster after; default off)")
     g.add_argument("--grad-checkpoint", action=argparse.BooleanOptionalAction, default=None,
-                   help="U-Net: recompute each block's activations in the backward pass (less memory, ~30%% "
-                   "more compute; default off)")
+                   help="U-Net: recompute each block's activations in the backward pass (less memory, up to "
+                   "one more forward pass per step; default off)")
     g = p.add_argument_group("class conditioning (classifier-free guidance)")
     g.add_argument("--conditional", action="store_true", default=None, help="condition on the data's class labels")
     g.add_argument("--p-uncond", type=float, help="probability a label is dropped to the null label (default 0.1)")

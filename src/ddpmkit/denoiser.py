@@ -101,8 +101,9 @@ class Denoiser:
 class GuidedDenoiser:
     """Classifier-free guidance (Eq. 6 of Ho & Salimans 2021):
     ε̃ = (1 + w)·ε(x_t, c) − w·ε(x_t, ∅), with the conditional and unconditional passes
-    batched into one network call; x̂_0 follows from ε̃. `null_label` is the index of the
-    learned "no class" embedding. Without a label it is the unconditional model."""
+    batched into one network call on 2B rows; x̂_0 follows from ε̃. `null_label` is the index
+    of the learned "no class" embedding. Without a label it is the unconditional model; with
+    w = 0 it is the conditional model, in one pass of B rows."""
 
     def __init__(self, inner: Denoiser, guidance: float, null_label: int):
         self.inner, self.guidance, self.null_label = inner, guidance, null_label
@@ -110,8 +111,8 @@ class GuidedDenoiser:
         self.variance = inner.variance
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> DenoiserOutput:
-        if label is None:
-            return self.inner(x_t, t, None)
+        if label is None or self.guidance == 0:
+            return self.inner(x_t, t, label)
         null = torch.full_like(label, self.null_label)
         both = self.inner(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([label, null]))
         eps_c, eps_u = both.eps.chunk(2)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -104,11 +105,22 @@ def rank_device(world: World, name: str | None) -> torch.device:
 
 
 @contextmanager
+def quiet_unless_main(world: World) -> Iterator[None]:
+    """Python warnings shown on rank 0 only, for the duration of the block: every rank runs
+    the same code on the same data, so the others would repeat each warning (of unreadable
+    image files, say) once per process."""
+    with warnings.catch_warnings():
+        if not world.is_main:
+            warnings.simplefilter("ignore")
+        yield
+
+
+@contextmanager
 def launch(device_name: str | None = None) -> Iterator[tuple[World, torch.device]]:
     """Join the process group torchrun describes (NCCL on CUDA, gloo on the CPU) for the
     duration of the block, and yield (world, this rank's device). A single process gets
     World() and pick_device(device_name); a process group the caller already set up is
-    used as it is and left open."""
+    used as it is and left open. Inside the block only rank 0 shows Python warnings."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield World(), rank_device(World(), device_name)
         return
@@ -116,7 +128,8 @@ def launch(device_name: str | None = None) -> Iterator[tuple[World, torch.device
 
     if dist.is_initialized():  # the caller's own process group
         world = World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
-        yield world, rank_device(world, device_name)
+        with quiet_unless_main(world):
+            yield world, rank_device(world, device_name)
         return
     world = world_from_env()
     device = rank_device(world, device_name)
@@ -137,6 +150,7 @@ def launch(device_name: str | None = None) -> Iterator[tuple[World, torch.device
             "and that the port is reachable"
         ) from None
     try:
-        yield world, device
+        with quiet_unless_main(world):
+            yield world, device
     finally:
         dist.destroy_process_group()

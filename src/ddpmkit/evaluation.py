@@ -4,17 +4,20 @@
 - images: Fréchet distance (FID with Inception features) and KID to the run's data, improved
   precision and recall, and a memorisation check with a picture of the closest pairs;
 - 2-D points: MMD² and sliced Wasserstein distance to fresh points (plus precision/recall).
-Each result is one record (a dict) naming the sample count, sampler, steps and network
-evaluations, seed, weights, the feature extractor and its weight hash, the preprocessing
-and the reference set; `format_report` turns it into the short table the CLI prints.
+Each result is one record (a dict) naming the sample count, sampler, steps, network
+evaluations and passes (twice the evaluations under guidance), seed, weights, the feature
+extractor and its weight hash, the preprocessing and the reference set; `format_report`
+turns it into the short table the CLI prints.
 
 The real data's feature statistics are cached per data content and extractor in
 `cache_dir()/stats` (default ~/.cache/ddpmkit, or $DDPMKIT_CACHE), so repeated evaluations
-only pay for the samples.
+only pay for the samples; the own feature network is cached per data content and training
+settings in `cache_dir()/features`, so every run on the same data gets the same network.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from . import checkpoint, metrics, viz
 from .build import Run, load_data
 from .errors import UserError
-from .features import InceptionFeatures, OwnFeatures, OwnTraining, train_own_features
+from .features import OWN_JSON, InceptionFeatures, OwnFeatures, OwnTraining, train_own_features
 
 FEATURES = ("own", "inception")
 MAX_REAL = 50_000  # real images in the reference (a seeded subset beyond this)
@@ -41,6 +44,7 @@ MEMORISATION_SIDE = 64  # the copy check compares pixels at most this many px on
 PAPER_SAMPLES = 50_000  # the sample count of published FIDs
 CLOSEST_PAIRS = 8  # pairs drawn in eval/closest_pairs.png
 REFERENCE_SEED = 7_919  # real-image subsets are fixed by this, whatever the sampling seed: one reference for all
+CACHE_KEY = "key.json"  # beside a cached own feature network: the data hash and training settings it was made from
 
 
 def cache_dir() -> Path:
@@ -118,29 +122,55 @@ def real_indices(n: int) -> np.ndarray:
 
 
 # ---- feature extractors for a run --------------------------------------------------------------
-def own_features(run: Run, dataset, training: OwnTraining = OwnTraining(), report=lambda m: None) -> OwnFeatures:
+def own_features(run: Run, dataset, training: OwnTraining = OwnTraining(), report=lambda m: None,
+                 data_sha256: str | None = None) -> OwnFeatures:
     """The run's own feature network: RUN/features/ when present (so every evaluation of the
-    run uses the same one), else trained (or, without labels, fixed at random) and saved there."""
+    run uses the same one); else a copy of the network trained before on the same data with the
+    same settings, kept in cache_dir()/features/ (so runs on the same data share one network
+    whatever device trained it); else trained now on the CPU (or, without labels, fixed at
+    random), kept in the cache and saved in RUN/features/.
+    `data_sha256`: dataset_fingerprint of every image of `dataset`, when the caller has it."""
     device = next(run.net.parameters()).device
     directory = Path(run.directory) / "features"
-    if (directory / "own.json").is_file():
+    if (directory / OWN_JSON).is_file():
         return OwnFeatures.load(directory, device)
-    data = {"name": run.config.data.name, "image_size": list(dataset.image_size), "channels": dataset.channels}
-    extractor = train_own_features(dataset, data, training, device, report)
+    if data_sha256 is None:
+        data_sha256 = dataset_fingerprint(dataset, np.arange(len(dataset)))
+    key = json.dumps({"data_sha256": data_sha256, "training": dataclasses.asdict(training)}, sort_keys=True)
+    cached = cache_dir() / "features" / hashlib.sha256(key.encode()).hexdigest()[:32]
+    extractor = _cached_own_features(cached, key, device)
+    if extractor is not None:
+        report(f"copied {extractor.description} from the cache ({cached}/)")
+    else:
+        data = {"name": run.config.data.name, "image_size": list(dataset.image_size), "channels": dataset.channels}
+        extractor = train_own_features(dataset, data, training, device, report)
+        extractor.save(cached)
+        checkpoint.atomic_write_text(cached / CACHE_KEY, key)  # written last: marks the entry complete
     extractor.save(directory)
     report(f"saved {extractor.description} to {directory}/")
     return extractor
 
 
+def _cached_own_features(path: Path, key: str, device) -> OwnFeatures | None:
+    """The own feature network cached at `path` for `key`, or None. The key is stored beside it
+    (a hash collision must not pass); a damaged entry is retrained, never trusted."""
+    try:
+        if (path / CACHE_KEY).read_text() != key:
+            return None
+        return OwnFeatures.load(path, device)
+    except (OSError, UserError):
+        return None
+
+
 def image_extractor(run: Run, dataset, features: str = "own", inception_weights=None, report=lambda m: None,
-                    training: OwnTraining = OwnTraining()):
+                    training: OwnTraining = OwnTraining(), data_sha256: str | None = None):
     if features not in FEATURES:
         raise UserError(f"unknown --features {features!r}; choose one of: {', '.join(FEATURES)}")
     if features == "inception":
         return InceptionFeatures(inception_weights, device=next(run.net.parameters()).device)
     if inception_weights is not None:
         raise UserError("--inception-weights goes with --features inception")
-    return own_features(run, dataset, training, report)
+    return own_features(run, dataset, training, report, data_sha256)
 
 
 @dataclass
@@ -167,7 +197,8 @@ def image_reference(run: Run, features: str = "own", inception_weights=None, rep
                         "images to compare with (precision/recall use each image's 3rd nearest neighbour)")
     indices = real_indices(len(dataset))
     fingerprint = dataset_fingerprint(dataset, indices)
-    extractor = image_extractor(run, dataset, features, inception_weights, report, training)
+    extractor = image_extractor(run, dataset, features, inception_weights, report, training,
+                                data_sha256=fingerprint if len(indices) == len(dataset) else None)
     key = {"data": {"name": run.config.data.name, "image_size": list(dataset.image_size), "channels": dataset.channels,
                     "num_images": len(indices), "sha256": fingerprint}, "features": extractor.identity()}
     stats = real_statistics(dataset, indices, extractor, key, report)
@@ -213,23 +244,24 @@ def _pixels(images: torch.Tensor) -> torch.Tensor:
     return x.flatten(1)
 
 
-def memorisation(reference: ImageReference, samples: torch.Tensor, quantile: float = 0.01) -> dict:
-    """Each sample's nearest training image in pixel space, against the same distance for
-    real images left out in turn (metrics.near_copies). The run trained on every image of its
-    data, so no image is unseen: each of up to CALIBRATION_IMAGES real images is compared with
-    all the *other* training images, exactly the position of a new image from the data
-    distribution (with N − 1 instead of N references). Pixel space, because a copy is a copy
-    of pixels; feature spaces also call two different images of one class close.
+def memorisation(reference: ImageReference, samples: torch.Tensor, quantile: float = 0.01, chunk: int = 1024) -> dict:
+    """Each sample's nearest training image in pixel space, searched over *every* training
+    image (`chunk` at a time, so memory stays bounded), against the same distance for real
+    images left out in turn (metrics.near_copies). The run trained on every image of its data,
+    so no image is unseen: each of up to CALIBRATION_IMAGES real images of the reference
+    subset is compared with all the *other* training images, exactly the position of a new
+    image from the data distribution (with N − 1 instead of N references). Pixel space, because
+    a copy is a copy of pixels; feature spaces also call two different images of one class close.
     Distances are RMS differences of pixels in [0, 1]."""
     dataset, indices = reference.dataset, reference.indices
     rng = np.random.default_rng(REFERENCE_SEED)
-    calib = np.sort(rng.permutation(len(indices))[:CALIBRATION_IMAGES])  # positions in `indices`
+    calib = indices[np.sort(rng.permutation(len(indices))[:CALIBRATION_IMAGES])]  # dataset indices, sorted
     queries = _pixels(samples)
-    calib_pixels = _pixels(dataset.batch(indices[calib].tolist())[0])
+    calib_pixels = _pixels(dataset.batch(calib.tolist())[0])
     dim = queries.shape[1]
     best_s, arg_s = np.full(len(queries), np.inf), np.zeros(len(queries), dtype=np.int64)
     best_c = np.full(len(calib), np.inf)
-    for start, images in _chunks(dataset, indices, 1024):
+    for start, images in _chunks(dataset, np.arange(len(dataset)), chunk):
         ref = _pixels(images)
         d, i = metrics.nearest_neighbours(queries, ref)
         better = d < best_s
@@ -240,7 +272,8 @@ def memorisation(reference: ImageReference, samples: torch.Tensor, quantile: flo
         best_c = np.minimum(best_c, d)
     scale = 1 / np.sqrt(dim)  # Euclidean → RMS per pixel value
     result = metrics.near_copies(best_s * scale, best_c * scale, quantile)
-    result.update(sample_distances=best_s * scale, nearest=indices[arg_s], calibration_images=len(calib), dim=dim)
+    result.update(sample_distances=best_s * scale, nearest=arg_s, calibration_images=len(calib), dim=dim,
+                  searched_images=len(dataset))
     return result
 
 
@@ -303,7 +336,7 @@ def _check_settings(run: Run, s: SampleSettings, k: int) -> None:
 
 
 def _draw(run: Run, s: SampleSettings):
-    from .api import draw, network_evaluations
+    from .api import draw, network_evaluations, network_passes
 
     labels = None
     if run.config.num_classes:
@@ -311,8 +344,9 @@ def _draw(run: Run, s: SampleSettings):
         labels = (torch.arange(s.num) % run.config.num_classes)[torch.randperm(s.num, generator=g)]
     steps = s.steps or run.config.diffusion.num_steps
     data = draw(run, s.num, seed=s.seed, sampler=s.sampler, steps=s.steps, labels=labels, guidance=s.guidance).data
+    guided = s.guidance if labels is not None else 0.0
     record = {"num": s.num, "sampler": s.sampler, "steps": steps, "nfe": network_evaluations(s.sampler, steps),
-              "seed": s.seed, "weights": "EMA" if s.ema else "live",
+              "network_passes": network_passes(s.sampler, steps, guided), "seed": s.seed, "weights": "EMA" if s.ema else "live",
               "clip": "none" if run.config.is_toy else "static", "trained_steps_T": run.config.diffusion.num_steps}
     if labels is not None:
         record.update(labels=f"balanced over {run.config.num_classes} classes", guidance=s.guidance)
@@ -344,6 +378,7 @@ def evaluate_quality(run: Run, settings: SampleSettings = SampleSettings(), *, f
         "near_copy_fraction": memo["fraction"], "expected_without_copying": memo["quantile"],
         "threshold_rms": memo["threshold"], "median_ratio": memo["median_ratio"],
         "space": f"pixels in [0, 1] ({memo['dim']:,} values per image), RMS distance",
+        "searched": f"all {memo['searched_images']:,} training images",
         "calibration": f"{memo['calibration_images']:,} real images, each against all the other training images (leave-one-out)",
         "picture": str(out / "closest_pairs.png"),
     }
@@ -406,7 +441,10 @@ def format_report(record: dict) -> list[str]:
     """The short table the CLI prints: one header line per comparability field, one row per number."""
     s = record["samples"]
     labels = f", labels {s['labels']}, guidance {s['guidance']:g}" if "labels" in s else ""
-    lines = [f"samples:   {s['num']:,} from {s['sampler']} with {s['steps']} steps = {s['nfe']} network evaluations each "
+    passes = s.get("network_passes", s["nfe"])
+    nfe = f"{s['nfe']} network evaluations each" + (
+        f" ({passes} network passes: guidance runs the conditional and the unconditional model)" if passes != s["nfe"] else "")
+    lines = [f"samples:   {s['num']:,} from {s['sampler']} with {s['steps']} steps = {nfe} "
              f"(T = {s['trained_steps_T']}), seed {s['seed']}, {s['weights']} weights{labels}",
              f"reference: {record['reference']['what']}"]
     rows = []

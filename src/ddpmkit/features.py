@@ -10,11 +10,14 @@ features [N, F]; each carries a `name`, the `sha256` of its weights and a one-li
   resized to 299x299 by TF1's resize_bilinear (`resize_bilinear_tf1`), then (x − 128) / 128.
 - `OwnFeatures`: a small conv net (nets/convfeatures.py) trained by ddpmkit on the run's own
   labelled data (`train_own_features`), or a fixed random one where there are no labels;
-  saved with the run as features/own.safetensors + own.json and reused from there.
+  always trained on the CPU with one thread, whatever device the run uses, so the same data
+  and settings give the same weights; saved with the run as features/own.safetensors +
+  own.json and reused from there (evaluation.own_features also keeps a copy in ddpmkit's cache).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -250,17 +253,28 @@ class OwnFeatures:
         return cls(net, record, device)
 
 
+@contextlib.contextmanager
+def _one_cpu_thread():
+    """One intra-op thread for the duration: CPU kernels then add up in one fixed order,
+    whatever the machine's core count (and a net this small is faster so)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def train_own_features(dataset, data: dict, training: OwnTraining = OwnTraining(), device: torch.device | str = "cpu",
                        report=lambda message: None) -> OwnFeatures:
     """Train the own classifier on a labelled ImageDataset (or fix a random net when it has no
-    labels). Deterministic: the same data, seed and machine give the same weights (and hash).
+    labels). Always on the CPU with one thread, whatever `device` is (only where the returned
+    extractor runs): the same data and settings give the same weights (and hash) on any
+    device and core count, for a given torch build.
     `data`: what the data is (name, size, channels, ...), recorded in own.json."""
     channels, size = dataset.channels, tuple(dataset.image_size)
     labelled = dataset.labels is not None and dataset.num_classes >= 2
     config = ConvFeaturesConfig(in_channels=channels, image_size=size, num_classes=dataset.num_classes if labelled else 0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(training.seed)
-        net = ConvFeatures(config)
     record = {
         "name": "own-classifier" if labelled else f"random-conv-seed{training.seed}",
         "kind": "classifier" if labelled else "random",
@@ -268,50 +282,47 @@ def train_own_features(dataset, data: dict, training: OwnTraining = OwnTraining(
         "data": {**data, "num_images": len(dataset), "num_classes": dataset.num_classes if labelled else 0},
         "training": dataclasses.asdict(training),
     }
-    if labelled:
-        record.update(_fit_classifier(net, dataset, training, torch.device(device), report))
-    some = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(training.seed))[:SCALE_IMAGES]
-    with torch.no_grad():
-        pooled = net.pooled(_model_input(dataset, some.sort().values, config)[0])
-    net.feature_scale.fill_(float(pooled.square().mean().sqrt()))  # E‖f‖²/F = 1 on the data
+    with _one_cpu_thread():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(training.seed)
+            net = ConvFeatures(config)
+        if labelled:
+            record.update(_fit_classifier(net, dataset, training, report))
+        some = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(training.seed))[:SCALE_IMAGES]
+        with torch.no_grad():
+            pooled = net.pooled(_model_input(dataset, some.sort().values, config)[0])
+        net.feature_scale.fill_(float(pooled.square().mean().sqrt()))  # E‖f‖²/F = 1 on the data
     record["feature_scale"] = float(net.feature_scale)
     record["sha256"] = weights_sha256(net.state_dict())
     return OwnFeatures(net, record, device)
 
 
-def _fit_classifier(net: ConvFeatures, dataset, training: OwnTraining, device: torch.device, report) -> dict:
-    """AdamW on cross-entropy; a seeded split keeps `heldout_fraction` out to measure accuracy."""
+def _fit_classifier(net: ConvFeatures, dataset, training: OwnTraining, report) -> dict:
+    """AdamW on cross-entropy, on the CPU; a seeded split keeps `heldout_fraction` out to measure accuracy."""
     n = len(dataset)
     g = torch.Generator().manual_seed(training.seed)
     order = torch.randperm(n, generator=g)
     n_held = int(round(training.heldout_fraction * n)) if n >= 20 else 0
     held, train = order[:n_held], order[n_held:]
     x, y = _model_input(dataset, train, net.config)
-    x, y = x.to(device), y.to(device)
     steps = min(training.max_steps, training.epochs * math.ceil(len(train) / training.batch_size))
-    report(f"training the own feature classifier: {steps} steps on {len(train):,} labelled images ({n_held:,} held out)")
-    net.to(device).train()
+    report(f"training the own feature classifier on the CPU: {steps} steps on {len(train):,} labelled images ({n_held:,} held out)")
+    net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=training.lr, weight_decay=training.weight_decay)
     batches = torch.cat([torch.randperm(len(train), generator=g) for _ in range(-(-steps * training.batch_size // len(train)))])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a CPU: weights independent of the core count (and faster for a net this small)
-    try:
-        for step in range(steps):
-            idx = batches[step * training.batch_size : (step + 1) * training.batch_size].to(device)
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
+    for step in range(steps):
+        idx = batches[step * training.batch_size : (step + 1) * training.batch_size]
+        loss = F.cross_entropy(net(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
     net.eval()
     accuracy = None
     if n_held:
         held_x, held_labels = _model_input(dataset, held, net.config)
         with torch.no_grad():
-            logits = torch.cat([net(held_x[s : s + 512].to(device)).cpu() for s in range(0, n_held, 512)])
+            logits = torch.cat([net(held_x[s : s + 512]) for s in range(0, n_held, 512)])
         accuracy = float((logits.argmax(1) == held_labels).double().mean())
-    net.cpu()
     return {"heldout_accuracy": accuracy, "heldout_images": n_held, "train_images": len(train), "train_steps": steps,
             "final_train_loss": float(loss.detach())}
 

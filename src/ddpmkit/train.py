@@ -7,10 +7,13 @@ eager or compiled.
 Data parallelism keeps one process's arithmetic: the global batch k is the same
 BatchStream batch whatever the number of processes N, t, ε and augmentation are drawn
 for the whole global batch from the one shared generator, and each rank keeps its
-contiguous rows. N processes therefore compute what one process would, up to the order
-of floating-point sums, and a checkpoint resumes exactly with any N. (Every rank draws
-the whole batch's noise: O(global batch) random numbers per step and rank, small beside
-the network.)
+contiguous rows. Without dropout, N processes therefore compute what one process would,
+up to the order of floating-point sums, and a checkpoint resumes exactly with any N.
+(Every rank draws the whole batch's noise: O(global batch) random numbers per step and
+rank, small beside the network.) Dropout masks are the exception: the network draws them
+from torch's global RNG, which each rank seeds on its own, so with dropout > 0 N processes
+train an equally good but not an identical model, and a checkpoint resumes exactly only
+with the same N (each rank's CPU and, on a GPU, CUDA RNG states are saved in state.pt).
 
 The trainer takes built objects; build.py makes them from a RunConfig.
 """
@@ -161,7 +164,8 @@ class Trainer:
             )
         dtype = autocast_dtype(self.train.precision, device)
 
-        # Dropout and anything else on the global RNG: its own stream on each rank.
+        # Dropout and anything else on the global RNG: its own stream on each rank (so with
+        # dropout N ranks do not draw the masks one process would; see the module docstring).
         torch.manual_seed(config.seed if world.is_main else hash((config.seed, world.rank)) % 2**63)
         self.net = net.to(device)  # the plain network: its state_dict is what checkpoints hold
         self.ema = EMA(self.net, self.train.ema_decay, self.train.ema_warmup)
@@ -217,6 +221,9 @@ class Trainer:
             state["scaler"] = self.scaler.state_dict()
         if self.world.active:  # each rank's dropout stream, so that the same N resumes exactly
             state["torch_rng_ranks"] = list(self.world.all_gather(torch.get_rng_state().to(self.device)).cpu())
+        if self.device.type == "cuda":  # dropout on a GPU draws from the device's own generator
+            mine = torch.cuda.get_rng_state(self.device)
+            state["cuda_rng_ranks"] = list(self.world.all_gather(mine.to(self.device)).cpu())
         return state
 
     def save(self) -> Path | None:
@@ -258,6 +265,9 @@ class Trainer:
         rank_states = state.get("torch_rng_ranks", [state["torch_rng"]])
         if self.world.rank < len(rank_states):  # a rank the writing run did not have keeps its fresh stream
             torch.set_rng_state(rank_states[self.world.rank])
+        cuda_states = state.get("cuda_rng_ranks", [])  # absent when the writing run was on a CPU
+        if self.device.type == "cuda" and self.world.rank < len(cuda_states):
+            torch.cuda.set_rng_state(cuda_states[self.world.rank], self.device)
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
