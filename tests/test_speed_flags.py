@@ -17,7 +17,7 @@ from ddpmkit.errors import UserError
 from ddpmkit.nets.unet import UNetConfig
 from ddpmkit.train import Trainer, autocast_dtype, read_log
 
-from test_train_toy import NaNAt, make_trainer, toy_config
+from test_train_toy import FaultAt, NaNAt, make_trainer, toy_config
 
 
 def digits_config(steps: int, precision: str = "fp32") -> RunConfig:
@@ -81,27 +81,22 @@ def test_fp16_without_cuda_is_a_clear_error(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "fp16" in err and "needs CUDA" in err
 
 
-class InfGradAt(torch.nn.Module):
-    """Wraps a network; on the chosen forward calls the output is unchanged but its gradient
-    is +inf: a finite loss whose backward overflows, as a too-high fp16 loss scale does."""
+class _InfGrad(torch.autograd.Function):
+    """Identity forward; +inf gradient backward."""
 
-    class _Inf(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x.view_as(x)
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
 
-        @staticmethod
-        def backward(ctx, grad):
-            return torch.full_like(grad, float("inf"))
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, float("inf"))
 
-    def __init__(self, net, calls):
-        super().__init__()
-        self.net, self.calls, self.count = net, calls, 0
 
-    def forward(self, x, t, label=None):
-        self.count += 1
-        out = self.net(x, t)
-        return self._Inf.apply(out) if self.count in self.calls else out
+def InfGradAt(net, calls):  # noqa: N802 - reads as the class it builds
+    """On the chosen forward calls the output is unchanged but its gradient is +inf: a finite
+    loss whose backward overflows, as a too-high fp16 loss scale does."""
+    return FaultAt(net, calls, _InfGrad.apply)
 
 
 def fp16_trainer(monkeypatch, tmp_path, wrap):

@@ -30,17 +30,23 @@ def make_trainer(config, run_dir, net=None):
     return Trainer(config, net or build_net(config), dataset, run_dir, device=torch.device("cpu"), prepare=lambda x: x, progress=False)
 
 
-class NaNAt(torch.nn.Module):
-    """Wraps a network; its output is NaN on the chosen forward calls."""
+class FaultAt(torch.nn.Module):
+    """Wraps a network; on the chosen forward calls (a set of 1-based call numbers, or "all")
+    its output goes through `fault`."""
 
-    def __init__(self, net, calls):
+    def __init__(self, net, calls, fault):
         super().__init__()
-        self.net, self.calls, self.count = net, calls, 0
+        self.net, self.calls, self.fault, self.count = net, calls, fault, 0
 
     def forward(self, x, t, label=None):
         self.count += 1
         out = self.net(x, t)
-        return out * float("nan") if self.calls == "all" or self.count in self.calls else out
+        return self.fault(out) if self.calls == "all" or self.count in self.calls else out
+
+
+def NaNAt(net, calls):  # noqa: N802 - reads as the class it builds
+    """A network whose output is NaN on the chosen forward calls."""
+    return FaultAt(net, calls, lambda out: out * float("nan"))
 
 
 @pytest.mark.slow
