@@ -1,7 +1,8 @@
 """Sample quality against network evaluations on the default digits run, every sampler.
 
 Target (issue: fast samplers): DPM-Solver++ with 20 steps within 10% of 1,000-step DDPM on
-the quality measure, at 50× fewer network evaluations.
+the quality measure, at 50× fewer network evaluations. Printed for both forms: `dpm++` (the
+probability-flow ODE) and `dpm++sde` (SDE-DPM-Solver++, the reverse SDE).
 
 Quality: the Fréchet distance in the run's own features (the conv classifier ddpmkit trains
 on the digits, kept in RUN/features/, as `ddpmkit evaluate` uses) between the samples and the
@@ -33,7 +34,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, help="a trained digits run (default: train the default config into --out)")
     p.add_argument("--out", type=Path, default=Path("runs/bench-samplers-digits"), help="where to train when --run is not given")
-    p.add_argument("--samplers", default="ddpm,ddim,dpm++,heun")
+    p.add_argument("--samplers", default="ddpm,ddim,dpm++,dpm++sde,heun")
     p.add_argument("--steps", default="10,20,50,100")
     p.add_argument("--reference", default="ddpm:1000", help="SAMPLER:STEPS measured besides (the 1,000-step DDPM)")
     p.add_argument("--num-samples", type=int, default=1000)
@@ -67,7 +68,7 @@ def main() -> None:
     print(f"quality: Fréchet distance in {reference.extractor.description} to {reference.description['what']}; "
           f"{args.num_samples} samples x {args.seeds} seeds")
     print(f"floor (random real subsets of {args.num_samples}): {statistics.mean(floor):.3f} ± {statistics.stdev(floor):.3f}\n")
-    print(f"{'sampler':<7} {'steps':>5} {'NFE':>5} {'FD mean':>8} {'± sd':>6} {'conf':>6} {'ms/sample':>10}")
+    print(f"{'sampler':<8} {'steps':>5} {'NFE':>5} {'FD mean':>8} {'± sd':>6} {'conf':>6} {'ms/sample':>10}")
     table: dict[tuple[str, int], float] = {}
     ref_name, ref_steps = args.reference.split(":")
     settings = [(name, k) for name in args.samplers.split(",") for k in steps] + [(ref_name, int(ref_steps))]
@@ -82,12 +83,13 @@ def main() -> None:
             confs.append(q["confidence"])
         table[name, k] = statistics.mean(fds)
         sd = statistics.stdev(fds) if len(fds) > 1 else float("nan")
-        print(f"{name:<7} {k:>5} {api.network_evaluations(name, k):>5} {table[name, k]:>8.3f} {sd:>6.3f} "
+        print(f"{name:<8} {k:>5} {api.network_evaluations(name, k):>5} {table[name, k]:>8.3f} {sd:>6.3f} "
               f"{statistics.mean(confs):>6.3f} {1000 * secs / (args.seeds * args.num_samples):>10.2f}", flush=True)
     reference = table[ref_name, int(ref_steps)]
-    if ("dpm++", 20) in table:
-        print(f"\nDPM-Solver++ 20 steps / {ref_name} {ref_steps} steps: FD ratio {table['dpm++', 20] / reference:.2f} "
-              f"(target ≤ 1.10) at {api.network_evaluations(ref_name, int(ref_steps)) // 20}× fewer network evaluations")
+    for name in ("dpm++", "dpm++sde"):
+        if (name, 20) in table:
+            print(f"{name} 20 steps / {ref_name} {ref_steps} steps: FD ratio {table[name, 20] / reference:.2f} "
+                  f"(target ≤ 1.10) at {api.network_evaluations(ref_name, int(ref_steps)) // 20}× fewer network evaluations")
 
 
 if __name__ == "__main__":

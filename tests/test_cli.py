@@ -174,7 +174,7 @@ def test_compare_samplers_on_a_tiny_run(toy_run, tmp_path, capsys):
     record = json.loads((tmp_path / "compare.json").read_text())
     assert record["samples_per_setting"] == 50 and record["skipped_steps"] == []
     rows = {(r["sampler"], r["steps"]): r for r in record["results"]}
-    assert set(rows) == {(name, k) for name in ("ddpm", "ddim", "dpm++", "heun") for k in (2, 5)}
+    assert set(rows) == {(name, k) for name in ("ddpm", "ddim", "dpm++", "dpm++sde", "heun") for k in (2, 5)}
     for (name, k), row in rows.items():
         # one network evaluation per step; Heun's corrector adds one on all but the first and last
         assert row["nfe"] == (2 * k - 2 if name == "heun" else k), row

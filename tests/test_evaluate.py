@@ -48,7 +48,7 @@ def evaluated(digits_run):
 def test_evaluate_prints_every_number_with_what_makes_it_comparable(digits_run, evaluated):
     out = evaluated
     assert "training the own feature classifier" in out and "computing own-classifier features of 1,617 real images" in out
-    assert "samples:   40 from dpm++ with 3 steps = 3 network evaluations each (T = 20), seed 0, EMA weights" in out
+    assert "samples:   40 from dpm++sde with 3 steps = 3 network evaluations each (T = 20), seed 0, EMA weights" in out
     assert "reference: all 1,617 images of digits (the training data)" in out
     own = json.loads((digits_run / "features" / "own.json").read_text())
     assert re.search(rf"features:  own-classifier: conv classifier trained on digits .*sha256 {own['sha256'][:12]}", out)
@@ -57,7 +57,7 @@ def test_evaluate_prints_every_number_with_what_makes_it_comparable(digits_run, 
     assert "it is not FID" in out and "same N (40)" in out
 
     record = json.loads((digits_run / "metrics.json").read_text())["sample_quality"][-1]
-    assert record["samples"] == {"num": 40, "sampler": "dpm++", "steps": 3, "nfe": 3, "network_passes": 3, "seed": 0,
+    assert record["samples"] == {"num": 40, "sampler": "dpm++sde", "steps": 3, "nfe": 3, "network_passes": 3, "seed": 0,
                                  "weights": "EMA", "clip": "static", "trained_steps_T": 20}
     assert record["features"]["sha256"] == own["sha256"] and record["features"]["name"] == "own-classifier"
     assert record["reference"]["num_images"] == 1617 and record["reference"]["statistics"] == "computed"
@@ -199,7 +199,7 @@ def toy_run(tmp_path_factory):
 def test_evaluate_2d_run_gives_distribution_distances(toy_run, capsys):
     assert main(["evaluate", "--run", str(toy_run), "-n", "300", "--steps", "10"]) == 0
     out = capsys.readouterr().out
-    assert "samples:   300 from dpm++ with 10 steps = 10 network evaluations each" in out
+    assert "samples:   300 from dpm++sde with 10 steps = 10 network evaluations each" in out
     assert "reference: 300 fresh moons points" in out and "\n  MMD²" in out and "\n  sliced W2" in out
     metrics = json.loads((toy_run / "metrics.json").read_text())
     record = metrics["sample_quality"][-1]

@@ -135,7 +135,7 @@ def _add_sample(sub) -> None:
     p.add_argument("--out", type=Path, help="output directory (default: RUN/samples)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
-    p.add_argument("--sampler", default="ddpm", help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M) or heun")
+    p.add_argument("--sampler", default="ddpm", help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M, the ODE), dpm++sde (SDE-DPM-Solver++ 2M) or heun")
     p.add_argument("--steps", type=int, help="sampling steps out of the trained T (default: all T)")
     p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which --steps timesteps: linspace (evenly "
                    "from T-1 to 0), leading (0, k, 2k, ...: DDIM's), trailing (T-1, T-1-k, ...: Lin et al. 2024)")
@@ -189,7 +189,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--run", type=Path, required=True, help="a run directory written by ddpmkit train")
     g = p.add_argument_group("sample quality (the default)")
     g.add_argument("-n", "--num-samples", type=int, help="samples to draw and measure (default 2000)")
-    g.add_argument("--sampler", help="ddpm, ddim, dpm++ or heun (default dpm++)")
+    g.add_argument("--sampler", help="ddpm, ddim, dpm++, dpm++sde or heun (default dpm++sde)")
     g.add_argument("--steps", type=int, help="sampling steps, evenly spaced over the trained T (default 20)")
     g.add_argument("--features", help="images: own (ddpmkit's features for this data, the default) or inception (standard FID)")
     g.add_argument("--inception-weights", type=Path, metavar="PATH",

@@ -312,7 +312,7 @@ class SampleSettings:
     """How the evaluated samples are drawn (every field is recorded)."""
 
     num: int = 2000  # samples
-    sampler: str = "dpm++"
+    sampler: str = "dpm++sde"  # SDE-DPM-Solver++(2M): at 20 steps as good as 1,000 of DDPM on digits (README)
     steps: int | None = 20  # None: all T
     seed: int = 0
     guidance: float = 0.0  # conditional runs: classifier-free guidance w (labels balanced over the classes)

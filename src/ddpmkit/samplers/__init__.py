@@ -53,4 +53,5 @@ class Trajectory:
 
 from . import ddim, ddpm, dpm_solver, heun  # noqa: E402  (the samplers import the helpers above)
 
-SAMPLERS = {"ddpm": ddpm.sample, "ddim": ddim.sample, "dpm++": dpm_solver.sample, "heun": heun.sample}
+SAMPLERS = {"ddpm": ddpm.sample, "ddim": ddim.sample, "dpm++": dpm_solver.sample, "dpm++sde": dpm_solver.sample_sde,
+            "heun": heun.sample}
