@@ -10,6 +10,10 @@ For each config it prints
 Configs: the default digits run (8x8 grey, batch 128) and the default for a user's images
 at 32x32x3 (the DDPM CIFAR-10 layout, batch 64) on random data of that shape.
 
+Then the speed and memory flags on the 32x32x3 config, each against its fp32 row measured in
+the same run: `--precision bf16` (autocast; fast on CPUs with AVX-512 bf16) and
+`--grad-checkpoint` (recomputes each block's activations in the backward pass).
+
     python benchmarks/throughput.py                 # both configs
     python benchmarks/throughput.py --only digits   # one
 """
@@ -75,6 +79,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=["digits", "32px"], help="one config only")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--no-flags", action="store_true", help="skip the speed-flag rows")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,6 +98,14 @@ def main() -> None:
             sample_rate, params = sampling_images_per_nfe(config, sample_batch, repeats)
             print(f"{name:<8} {params:>11,} {config.train.batch_size:>6} {train_rate:>12.1f} "
                   f"{sample_rate:>14.1f} (b={sample_batch})", flush=True)
+            if name == "32px" and not args.no_flags:
+                flags = {
+                    "--precision bf16": dataclasses.replace(config, train=dataclasses.replace(config.train, precision="bf16")),
+                    "--grad-checkpoint": dataclasses.replace(config, net=dataclasses.replace(config.net, grad_checkpoint=True)),
+                }
+                for flag, flagged in flags.items():
+                    rate = training_images_per_s(flagged, steps, warmup, Path(tmp) / f"run-{name}{flag.replace(' ', '')}")
+                    print(f"  {flag:<18} train img/s {rate:>6.1f} = {rate / train_rate:.2f}x fp32", flush=True)
 
 
 if __name__ == "__main__":
