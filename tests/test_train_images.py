@@ -207,10 +207,37 @@ def test_grey_and_alpha_images_train_sample_and_draw(tmp_path):
                  "--num-images", "1", "--timesteps", "20"]) == 0
 
 
+def test_unet_options_from_the_command_line_shape_the_network(tmp_path):
+    """--channel-mults, --blocks-per-level, --block, --attention-res, --linear-attention-res,
+    --heads and --dropout reach config.json and the network built from it."""
+    from ddpmkit.build import build_net
+    from ddpmkit.nets.unet import count_parameters
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8))
+    base = ["train", "--data", str(tmp_path / "x.npy"), "--steps", "1", "--timesteps", "10", "--batch-size", "4",
+            "--width", "8", "--no-progress", "--sample-every", "0", "--image-size", "16"]
+    argv = [*base, "--out", str(tmp_path / "a"), "--channel-mults", "1,2,4", "--blocks-per-level", "1",
+            "--block", "convnext", "--attention-res", "4", "--linear-attention-res", "8", "--heads", "2", "--dropout", "0.2"]
+    assert main(argv) == 0
+    net = RunConfig.load(tmp_path / "a" / "config.json").net
+    assert (net.channel_mults, net.blocks_per_level, net.block) == ((1, 2, 4), 1, "convnext")
+    assert (net.attention_resolutions, net.linear_attention_resolutions, net.attention_heads, net.dropout) == ((4,), (8,), 2, 0.2)
+    assert main([*base, "--out", str(tmp_path / "b"), "--attention-res", "none"]) == 0
+    plain = RunConfig.load(tmp_path / "b" / "config.json")
+    assert plain.net.attention_resolutions == () and plain.net.channel_mults == (1, 2, 2, 2)
+    assert count_parameters(build_net(RunConfig.load(tmp_path / "a" / "config.json"))) != count_parameters(build_net(plain))
+
+
 @pytest.mark.parametrize(
     "make_argv, message",
     [
         (lambda p: ["train", "--data", str(p / "missing")], "unknown dataset .*no such file or folder"),
+        (lambda p: ["train", "--data", "moons", "--channel-mults", "1,2"], "--channel-mults shape the U-Net of image data"),
+        (lambda p: ["train", "--channel-mults", "1,x"], "--channel-mults takes comma-separated integers"),
+        (lambda p: ["train", "--channel-mults", "1,0"], "channel_mults must hold positive integers"),
+        (lambda p: ["train", "--dropout", "1.5"], r"dropout must be in \[0, 1\)"),
+        (lambda p: ["train", "--data", str(_folder(p)), "--attention-res", "8"], "--attention-res need --image-size"),
+        (lambda p: ["train", "--attention-res", "2"], "attention_resolutions has 2, which is no level's size; with image_size 8 the levels are 8, 4"),
         (lambda p: ["train", "--data", str((p / "empty").mkdir() or p / "empty"), "--image-size", "8"], "no images"),
         (lambda p: ["train", "--data", str(_folder(p)), "--image-size", "12"], "divisible|multiple"),
         (lambda p: ["train", "--resume", str(p)], "not a ddpmkit run"),

@@ -17,6 +17,7 @@ from .data.toy import TOY_DATASETS
 from .denoiser import PREDICTIONS, VARIANCES
 from .errors import UserError
 from .losses import LOSSES
+from .nets.unet import BLOCKS
 from .schedules import SCHEDULES, SPACINGS
 
 DATA_HELP = f"{', '.join(TOY_DATASETS)} (2-D toy sets), digits (8x8 images, the default), a folder of images, a .npy/.npz array file, or hf:NAME"
@@ -82,6 +83,15 @@ def _add_train(sub) -> None:
     g = p.add_argument_group("network")
     g.add_argument("--net", help="2-D data: mlp (sinusoidal time embedding, default) or gated-mlp (per-timestep gates)")
     g.add_argument("--width", type=int, help="hidden width (MLP) or base channel width (U-Net)")
+    g.add_argument("--channel-mults", metavar="M,M,...", help="U-Net: width multiplier per level, the size halving "
+                   "between levels (default 1,2 for digits; 1,2,2,2 for your images)")
+    g.add_argument("--blocks-per-level", type=int, help="U-Net: blocks per encoder level (default 1 for digits, 2 for your images)")
+    g.add_argument("--block", choices=BLOCKS, help="U-Net block: resnet (DDPM's, default) or convnext")
+    g.add_argument("--attention-res", metavar="PX,...|none", help="U-Net: level sizes (smaller side, px) with full "
+                   "self-attention (default 16 for your images, none for digits)")
+    g.add_argument("--linear-attention-res", metavar="PX,...|none", help="U-Net: level sizes with linear attention (default none)")
+    g.add_argument("--heads", type=int, help="U-Net: attention heads (default 4)")
+    g.add_argument("--dropout", type=float, help="U-Net: dropout in each block, in [0, 1) (default 0.1 for your images, 0 for digits)")
     g = p.add_argument_group("data")
     g.add_argument("--num-points", type=int, help="2-D data: training points drawn once (default 20000)")
     g.add_argument("--image-size", help="images: SIZE or HEIGHTxWIDTH after resize and centre crop")
@@ -275,8 +285,44 @@ def _train_config(args) -> RunConfig:
     if args.width is not None:
         field = "base_width" if not config.is_toy else "hidden"
         net = dataclasses.replace(net, **{field: args.width})
+    unet = {field: parse(getattr(args, option), option) for option, (field, parse) in UNET_OPTIONS.items()
+            if getattr(args, option) is not None}
+    if unet and config.is_toy:
+        names = ", ".join("--" + o.replace("_", "-") for o in UNET_OPTIONS if getattr(args, o) is not None)
+        raise UserError(f"{names} shape the U-Net of image data; 2-D data uses --net and --width")
+    if unet and not config.is_toy:
+        # the level sizes (and what divides them) depend on the image size: validate against the real one
+        size = new["data"].image_size or ((8, 8) if args.data == "digits" else None)
+        sized = [o for o in ("channel_mults", "attention_res", "linear_attention_res") if getattr(args, o) is not None]
+        if size is None and sized:
+            names = ", ".join("--" + o.replace("_", "-") for o in sized)
+            raise UserError(f"{names} need --image-size: the U-Net's level sizes depend on it")
+        if size is not None:
+            unet["image_size"] = min(size)
+    net = dataclasses.replace(net, **unet)
     seed = config.seed if args.seed is None else args.seed
     return dataclasses.replace(config, net=net, seed=seed, conditional=bool(args.conditional), **new)
+
+
+def _sizes(text: str, option: str) -> tuple[int, ...]:
+    """A comma-separated list of sizes, or none."""
+    return () if text.strip().lower() == "none" else tuple(_ints(text, "--" + option.replace("_", "-")))
+
+
+def _same(value, option: str):
+    return value
+
+
+# U-Net options: CLI option -> (UNetConfig field, how its text becomes the value)
+UNET_OPTIONS = {
+    "channel_mults": ("channel_mults", _sizes),
+    "blocks_per_level": ("blocks_per_level", _same),
+    "block": ("block", _same),
+    "attention_res": ("attention_resolutions", _sizes),
+    "linear_attention_res": ("linear_attention_resolutions", _sizes),
+    "heads": ("attention_heads", _same),
+    "dropout": ("dropout", _same),
+}
 
 
 def _run_train(args) -> int:
@@ -286,7 +332,7 @@ def _run_train(args) -> int:
     world = world_from_env()  # torchrun's processes, read from the environment; only rank 0 prints
     say = print if world.is_main else lambda message: None
     if args.resume is not None:
-        given = sorted(o for o in (*TRAIN_OPTIONS, "net", "width", "image_size", "seed", "conditional") if getattr(args, o) is not None and o not in RESUMABLE)
+        given = sorted(o for o in (*TRAIN_OPTIONS, *UNET_OPTIONS, "net", "width", "image_size", "seed", "conditional") if getattr(args, o) is not None and o not in RESUMABLE)
         if given:
             raise UserError(f"--resume continues a run with its own config.json; drop {', '.join('--' + g.replace('_', '-') for g in given)}")
         if args.out is not None and args.out != args.resume:
