@@ -270,6 +270,19 @@ def test_lazy_file_that_breaks_later_raises_user_error(tmp_path):
     with pytest.raises(UserError, match=r"cannot read image 1\.png"):
         ds[1]
 
+    # through a loader worker process the error arrives wrapped in its traceback; the CLI
+    # prints the error's own line only
+    from ddpmkit.cli import one_line
+    from ddpmkit.data import batches
+
+    with pytest.raises(UserError) as info:
+        for _ in range(2):
+            next(batches(ds, 2, seed=0, num_workers=1))
+    assert "Traceback" in str(info.value)
+    line = one_line(str(info.value))
+    assert "\n" not in line and line.startswith("cannot read image 1.png") and line.endswith("continue with --resume (the last checkpoint is intact)")
+    assert one_line("a plain message") == "a plain message"
+
 
 def test_centre_crop_without_resampling(tmp_path):
     wide = np.zeros((12, 24, 3), dtype=np.uint8)  # H=12, W=24: red | green | blue columns

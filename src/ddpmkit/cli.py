@@ -472,12 +472,22 @@ COMMANDS = {
 }
 
 
+def one_line(message: str) -> str:
+    """The user's one line of an error message. A DataLoader worker re-raises a UserError with
+    its traceback in the message ("Caught UserError in DataLoader worker process 0. Original
+    Traceback ... UserError: <the message>"): keep only what the error itself said."""
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return message.strip()
+    return lines[-1].split("UserError: ", 1)[-1]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
-        print(f"ddpmkit {args.command}: error: {e}", file=sys.stderr)
+        print(f"ddpmkit {args.command}: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last complete checkpoint is intact (continue with --resume)", file=sys.stderr)

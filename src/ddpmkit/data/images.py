@@ -281,7 +281,8 @@ def _open_decoded(source: _ImageSource, i: int, lazy: bool) -> Image.Image:
             return ImageOps.exif_transpose(img)  # a loaded copy, valid after the file closes
     except Exception as e:  # noqa: BLE001 - any failure means "this file cannot be read"
         if lazy:
-            raise UserError(f"cannot read image {source.name(i)}: {e}; remove or replace the file") from e
+            raise UserError(f"cannot read image {source.name(i)}: {e}; remove or replace the file, then continue "
+                            "with --resume (the last checkpoint is intact)") from e
         raise _Unreadable(source.name(i)) from e
 
 
