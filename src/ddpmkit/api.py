@@ -128,6 +128,7 @@ def train(
             run_dir.mkdir(parents=True, exist_ok=True)
             checkpoint.atomic_write_text(run_dir / "config.json", config.to_json())
         result = trainer.fit()
+        trainer.close()  # before the process group goes
         if not world.is_main or not pictures:
             return result
     viz.loss_curve(read_log(run_dir / "log.jsonl"), run_dir / "loss.png")

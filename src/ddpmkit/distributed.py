@@ -152,5 +152,9 @@ def launch(device_name: str | None = None) -> Iterator[tuple[World, torch.device
     try:
         with quiet_unless_main(world):
             yield world, device
+        # Every rank done with its collectives before any tears the group down: a rank that
+        # destroyed it and exited while another was still finishing (rank 0 gathering the
+        # checkpoint's replica digests) was aborted in gloo's teardown now and then.
+        dist.barrier()
     finally:
         dist.destroy_process_group()

@@ -282,6 +282,17 @@ class Trainer:
         return self.step
 
     # ---- the loop --------------------------------------------------------------------
+    def close(self) -> None:
+        """Training is over: drop the wrappers of the network (data-parallel, compiled,
+        autocast) and the denoiser over them, while the process group is still up. A DDP
+        wrapper left for interpreter shutdown holds the group's communication threads, and a
+        gloo rank was now and then aborted there ("terminate called without an active
+        exception"). The plain network, its EMA and the optimiser stay."""
+        import gc
+
+        self.model = self.denoiser = None
+        gc.collect()
+
     def fit(self) -> TrainResult:
         train, T, world = self.train, self.config.diffusion.num_steps, self.world
         # Every checkpoint this call writes is of a later step than any already on disk:
