@@ -437,6 +437,7 @@ def test_holdout_split_is_disjoint_fixed_and_keeps_labels(mixed):
     assert torch.equal(heldout.images_uint8, full.images_uint8[held]) and torch.equal(heldout.labels, full.labels[held])
     assert torch.equal(other_seed.images_uint8, trained.images_uint8)
     assert load_heldout(DataConfig(name="digits")) is None
+    assert load_heldout(DataConfig(name="no/such/folder")) is None  # decided from the config: nothing is read
 
     root, _ = mixed
     pre = _load_quietly(str(root))

@@ -76,9 +76,9 @@ def holdout_split(n: int, share: float) -> tuple[np.ndarray, np.ndarray]:
 
 def load_images(data: DataConfig, part: str = "train", report=None):
     """The image data set (`part` "train": the images trained on; "heldout": those
-    `data.holdout` keeps out of training) and a config recording its resolved size,
-    channels and classes. `report`: where a one-line note on skipped unreadable files
-    goes (None: a warning)."""
+    `data.holdout` keeps out of training, see load_heldout) and a config recording its
+    resolved size, channels and classes. `report`: where a one-line note on skipped
+    unreadable files goes (None: a warning)."""
     from .data.images import load_image_data
 
     dataset = load_image_data(data.name, image_size=data.image_size, channels=data.channels, report=report)
@@ -88,13 +88,14 @@ def load_images(data: DataConfig, part: str = "train", report=None):
     if data.holdout > 0:
         train, heldout = holdout_split(len(dataset), data.holdout)
         dataset = dataset.subset(train if part == "train" else heldout)
-    elif part != "train":
-        return None, resolved
     return dataset, resolved
 
 
 def load_heldout(data: DataConfig):
-    """The images a run held out of training (`--holdout`), or None when it held out none."""
+    """The images a run held out of training (`--holdout`), or None when it held out none
+    (decided from the config, before any image is read)."""
+    if data.holdout <= 0:
+        return None
     return load_images(data, part="heldout")[0]
 
 
