@@ -282,6 +282,7 @@ def test_lazy_file_that_breaks_later_raises_user_error(tmp_path):
     line = one_line(str(info.value))
     assert "\n" not in line and line.startswith("cannot read image 1.png") and line.endswith("continue with --resume (the last checkpoint is intact)")
     assert one_line("a plain message") == "a plain message"
+    assert one_line("cannot read x.png: bad header\n  at byte 12; remove it") == "cannot read x.png: bad header at byte 12; remove it"
 
 
 def test_centre_crop_without_resampling(tmp_path):

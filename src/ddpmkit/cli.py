@@ -475,11 +475,11 @@ COMMANDS = {
 def one_line(message: str) -> str:
     """The user's one line of an error message. A DataLoader worker re-raises a UserError with
     its traceback in the message ("Caught UserError in DataLoader worker process 0. Original
-    Traceback ... UserError: <the message>"): keep only what the error itself said."""
-    lines = [line for line in message.strip().splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return message.strip()
-    return lines[-1].split("UserError: ", 1)[-1]
+    Traceback ... UserError: <the message>"): keep only what the error itself said. Any
+    other message spread over lines (a library's error text quoted in it) is joined into one."""
+    if "Original Traceback" in message:
+        message = message.rpartition("UserError: ")[2]
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
