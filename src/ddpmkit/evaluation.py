@@ -247,10 +247,11 @@ def _pixels(images: torch.Tensor) -> torch.Tensor:
 def memorisation(reference: ImageReference, samples: torch.Tensor, quantile: float = 0.01, chunk: int = 1024) -> dict:
     """Each sample's nearest training image in pixel space, searched over *every* training
     image (`chunk` at a time, so memory stays bounded), against the same distance for real
-    images left out in turn (metrics.near_copies). The run trained on every image of its data,
-    so no image is unseen: each of up to CALIBRATION_IMAGES real images of the reference
-    subset is compared with all the *other* training images, exactly the position of a new
-    image from the data distribution (with N − 1 instead of N references). Pixel space, because
+    images left out in turn (metrics.near_copies). A run holds few or no images out (digits:
+    180, --holdout), too few for a 1% quantile, so the calibration leaves training images out
+    instead: each of up to CALIBRATION_IMAGES real images of the reference subset is compared
+    with all the *other* training images, exactly the position of a new image from the data
+    distribution (with N − 1 instead of N references). Pixel space, because
     a copy is a copy of pixels; feature spaces also call two different images of one class close.
     Distances are RMS differences of pixels in [0, 1]."""
     dataset, indices = reference.dataset, reference.indices
