@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from .denoiser import PREDICTIONS, VARIANCES
-from .errors import UserError
-from .losses import LOSSES
+from .denoiser import PREDICTIONS, VARIANCES, Prediction, Variance
+from .errors import UserError, check_choice, check_not_negative, check_positive
+from .losses import LOSSES, LossType
 from .nets.mlp import GatedMLPConfig, MLPConfig
 from .nets.unet import UNetConfig
-from .schedules import SCHEDULES
+from .schedules import SCHEDULES, ScheduleName
 
 NetConfig = MLPConfig | GatedMLPConfig | UNetConfig
 NET_KINDS: dict[str, type] = {"mlp": MLPConfig, "gated-mlp": GatedMLPConfig, "unet": UNetConfig}
@@ -25,16 +25,6 @@ LRDecay = Literal["constant", "cosine"]
 LR_DECAYS: tuple[str, ...] = get_args(LRDecay)
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
-
-
-def _choice(option: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"unknown {option} {value!r}; choose one of: {', '.join(choices)}")
-
-
-def _positive(option: str, value: float | int, integer: bool = True) -> None:
-    if (integer and not isinstance(value, int)) or value <= 0:
-        raise UserError(f"{option} must be a positive {'integer' if integer else 'number'}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -50,28 +40,27 @@ class DataConfig:
     holdout: float = 0.0  # images: share in [0, 1) kept out of training (a fixed seeded split), scored by evaluate --nll
 
     def __post_init__(self) -> None:
-        _positive("--num-points", self.num_points)
+        check_positive("--num-points", self.num_points)
         if not 0 <= self.holdout < 1:
             raise UserError(f"--holdout is the share of images kept out of training, in [0, 1); got {self.holdout!r}")
 
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    schedule: str = "cosine"  # β schedule: linear, cosine, quadratic, sigmoid
+    schedule: ScheduleName = "cosine"  # β schedule: linear, cosine, quadratic, sigmoid
     num_steps: int = 1000  # T, training timesteps
-    prediction: str = "eps"  # what the network outputs: eps, x0, v
-    variance: str = "fixed_small"  # reverse variance: fixed_small (β̃), fixed_large (β), learned_range (hybrid loss)
-    loss: str = "l2"  # l2, l1, huber
+    prediction: Prediction = "eps"  # what the network outputs: eps, x0, v
+    variance: Variance = "fixed_small"  # reverse variance: fixed_small (β̃), fixed_large (β), learned_range (hybrid loss)
+    loss: LossType = "l2"  # l2, l1, huber
     min_snr_gamma: float = 0.0  # min-SNR-γ loss weighting (Hang et al. 2023; 5 is typical); 0: off
 
     def __post_init__(self) -> None:
-        if self.min_snr_gamma < 0:
-            raise UserError(f"--min-snr-gamma must not be negative, got {self.min_snr_gamma}")
-        _choice("schedule", self.schedule, SCHEDULES)
-        _positive("the number of diffusion steps T (--timesteps)", self.num_steps)
-        _choice("prediction", self.prediction, PREDICTIONS)
-        _choice("variance", self.variance, VARIANCES)
-        _choice("loss", self.loss, LOSSES)
+        check_not_negative("--min-snr-gamma", self.min_snr_gamma)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_positive("the number of diffusion steps T (--timesteps)", self.num_steps)
+        check_choice("prediction", self.prediction, PREDICTIONS)
+        check_choice("variance", self.variance, VARIANCES)
+        check_choice("loss", self.loss, LOSSES)
 
 
 @dataclass(frozen=True)
@@ -81,7 +70,7 @@ class TrainConfig:
     lr: float = 1e-3  # peak learning rate of AdamW
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     warmup_steps: int = 0  # linear learning-rate warm-up from 0, in steps
-    lr_decay: str = "constant"  # after warm-up: constant or cosine (to 0 at the last step)
+    lr_decay: LRDecay = "constant"  # after warm-up: constant or cosine (to 0 at the last step)
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     ema_decay: float = 0.999  # EMA decay per step, in [0, 1)
     ema_warmup: bool = True  # ramp the EMA decay as (1+n)/(10+n) early on
@@ -97,15 +86,12 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network for training
 
     def __post_init__(self) -> None:
-        _positive("--steps", self.steps)
-        _positive("--batch-size", self.batch_size)
-        _positive("--lr", self.lr, integer=False)
-        _positive("--grad-accum", self.grad_accum)
-        _positive("--log-every", self.log_every)
-        _positive("--keep", self.keep)
-        _positive("--max-nonfinite", self.max_nonfinite)
-        _choice("lr decay (--lr-decay)", self.lr_decay, LR_DECAYS)
-        _choice("precision (--precision)", self.precision, PRECISIONS)
+        for option, value in (("--steps", self.steps), ("--batch-size", self.batch_size), ("--grad-accum", self.grad_accum),
+                              ("--log-every", self.log_every), ("--keep", self.keep), ("--max-nonfinite", self.max_nonfinite)):
+            check_positive(option, value)
+        check_positive("--lr", self.lr, integer=False)
+        check_choice("lr decay (--lr-decay)", self.lr_decay, LR_DECAYS)
+        check_choice("precision (--precision)", self.precision, PRECISIONS)
         if self.batch_size % self.grad_accum:
             raise UserError(f"--batch-size {self.batch_size} must be divisible by --grad-accum {self.grad_accum}")
         if not 0.0 <= self.p_uncond <= 1.0:
@@ -113,8 +99,7 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise UserError(f"--ema-decay must lie in [0, 1), got {self.ema_decay}")
         for name in ("weight_decay", "warmup_steps", "grad_clip", "num_workers", "sample_every", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+            check_not_negative(f"--{name.replace('_', '-')}", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -125,10 +110,6 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0  # seeds the weights, the batch order, t and ε
     conditional: bool = False  # class-conditional (classifier-free guidance) on the data's labels
-
-    @property
-    def is_toy(self) -> bool:
-        return not isinstance(self.net, UNetConfig)
 
     @property
     def num_classes(self) -> int:

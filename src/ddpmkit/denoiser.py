@@ -2,7 +2,8 @@
 
 A Denoiser turns a network output at (x_t, t[, label]) into x̂_0 and ε̂, whatever the
 network was trained to predict (ε, x_0 or v); samplers and losses only see those.
-Wrappers (clipping here; guidance later) take and return the same interface.
+Wrappers (classifier-free guidance, clipping) take and return the same interface;
+`for_sampling` puts them around a Denoiser as a sampler needs them.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from torch import nn
 
 from . import process
 from ._tensor import append_dims
-from .process import reverse_log_variance  # noqa: F401  (re-exported for samplers)
-from .errors import UserError
+from .errors import UserError, check_choice
 from .schedules import NoiseSchedule
 
 Prediction = Literal["eps", "x0", "v"]
@@ -54,10 +54,8 @@ class Denoiser:
     """
 
     def __init__(self, net: nn.Module, schedule: NoiseSchedule, prediction: str = "eps", variance: str = "fixed_small"):
-        if prediction not in PREDICTIONS:
-            raise UserError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
-        if variance not in VARIANCES:
-            raise UserError(f"unknown variance {variance!r}; choose one of: {', '.join(VARIANCES)}")
+        check_choice("prediction", prediction, PREDICTIONS)
+        check_choice("variance", variance, VARIANCES)
         self.net = net
         tensor = next(iter([*net.parameters(), *net.buffers()]), None)
         self.schedule = schedule.to(tensor.device if tensor is not None else None)
@@ -133,8 +131,7 @@ class ClippedDenoiser:
     saturated predictions back inside instead of flattening them (useful with strong guidance)."""
 
     def __init__(self, inner: DenoiserLike, mode: str = "static", percentile: float = 0.995):
-        if mode not in ("static", "dynamic"):
-            raise UserError(f"unknown clipping {mode!r}; choose static or dynamic")
+        check_choice("clipping", mode, ("static", "dynamic"))
         if not 0 < percentile <= 1:
             raise UserError(f"the dynamic-threshold percentile must lie in (0, 1], got {percentile}")
         self.inner, self.mode, self.percentile = inner, mode, percentile
@@ -150,3 +147,14 @@ class ClippedDenoiser:
             s = append_dims(s, x_t.ndim)
             x0 = torch.maximum(torch.minimum(out.x0, s), -s) / s
         return DenoiserOutput(x0=x0, eps=process.eps_from_x0(self.schedule, x_t, t, x0), var_frac=out.var_frac)
+
+
+def for_sampling(base: Denoiser, num_classes: int, guidance: float, clip: str, percentile: float = 0.995) -> DenoiserLike:
+    """The denoiser a sampler calls: classifier-free guidance of strength `guidance` around
+    `base` when the network is conditional (`num_classes` > 0), then x̂_0 kept in range by
+    `clip`: static, dynamic (Imagen's thresholding at `percentile`) or none."""
+    check_choice("clipping", clip, CLIPS)
+    denoiser: DenoiserLike = base
+    if num_classes:
+        denoiser = GuidedDenoiser(denoiser, guidance, null_label=num_classes)
+    return denoiser if clip == "none" else ClippedDenoiser(denoiser, clip, percentile)

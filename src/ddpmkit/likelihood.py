@@ -22,6 +22,7 @@ import torch
 from . import process
 from ._tensor import randn_like
 from .denoiser import DenoiserLike
+from .schedules import log_snr
 
 
 @dataclass
@@ -66,7 +67,7 @@ def lambda_grid(schedule, num_points: int) -> torch.Tensor:
     """Ascending timesteps 0 … T−1, about `num_points` of them, evenly spread in
     λ = ½·log(ᾱ/(1 − ᾱ)) (the integrand below is smooth in λ; DPM-Solver's "logSNR" grid)."""
     abar = schedule.alphas_cumprod.double().cpu()
-    lam = 0.5 * (abar.log() - torch.log1p(-abar))  # descending in t
+    lam = 0.5 * log_snr(abar)  # descending in t
     targets = torch.linspace(float(lam[0]), float(lam[-1]), num_points, dtype=torch.float64)
     nearest = (lam[None, :] - targets[:, None]).abs().argmin(dim=1)
     return torch.unique(torch.cat([torch.tensor([0, len(abar) - 1]), nearest]))
@@ -128,5 +129,5 @@ def ode_log_likelihood(
 
 
 def _lam(schedule, t: int) -> float:
-    abar = schedule.alphas_cumprod[t].double()
-    return float(0.5 * (abar.log() - torch.log1p(-abar)))
+    """λ = log(α/σ), the half log-SNR, at timestep t."""
+    return float(0.5 * log_snr(schedule.alphas_cumprod[t].double()))

@@ -16,12 +16,6 @@ LossType = Literal["l2", "l1", "huber"]
 LOSSES: tuple[str, ...] = get_args(LossType)
 
 
-def check_loss(name: str) -> str:
-    if name not in LOSSES:
-        raise UserError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
-    return name
-
-
 def sample_timesteps(batch_size: int, num_steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Uniform t ∈ {0..T-1} (line 3 of Algorithm 1 of Ho et al. 2020), on the generator's device."""
     device = generator.device if generator is not None else None

@@ -20,7 +20,7 @@ from typing import Literal, get_args
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, check_choice, check_positive
 
 ScheduleName = Literal["linear", "cosine", "quadratic", "sigmoid"]
 SCHEDULES: tuple[str, ...] = get_args(ScheduleName)
@@ -35,6 +35,12 @@ def _linear_range(num_steps: int) -> tuple[float, float]:
     return scale * 1e-4, scale * 0.02
 
 
+def log_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
+    """λ = log SNR = log(ᾱ / (1 − ᾱ)) of any ᾱ (a table or a few values); DPM-Solver and the
+    ODE likelihood work in half of it, log(α/σ) = λ/2."""
+    return torch.log(alpha_bar) - torch.log1p(-alpha_bar)
+
+
 def make_betas(name: str, num_steps: int, *, cosine_s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
     """β_t for t = 0..T-1 in float64.
 
@@ -43,10 +49,8 @@ def make_betas(name: str, num_steps: int, *, cosine_s: float = 0.008, max_beta: 
     quadratic: linear in √β; sigmoid: β follows a sigmoid over [-6, 6] (GeoDiff, Xu et al. 2022).
     Every schedule is clipped at `max_beta`.
     """
-    if name not in SCHEDULES:
-        raise UserError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
-    if not isinstance(num_steps, int) or num_steps <= 0:
-        raise UserError(f"the number of diffusion steps T must be a positive integer, got {num_steps!r}")
+    check_choice("schedule", name, SCHEDULES)
+    check_positive("the number of diffusion steps T (--timesteps)", num_steps)
     if name == "cosine":
         t = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
         f = torch.cos((t + cosine_s) / (1 + cosine_s) * math.pi / 2) ** 2
@@ -128,7 +132,7 @@ class NoiseSchedule:
             fixed_large_log_variance=large_logvar,
             posterior_mean_coef1=coef1,
             posterior_mean_coef2=coef2,
-            log_snr=torch.log(alpha_bar) - torch.log1p(-alpha_bar),
+            log_snr=log_snr(alpha_bar),
         )
 
     @classmethod
@@ -164,8 +168,7 @@ def timestep_grid(num_train_steps: int, num_steps: int, spacing: str = "linspace
     linspace: evenly spaced from T-1 down to 0 (rounded); leading: 0, k, 2k, … (DDIM,
     Song et al. 2021); trailing: T-1, T-1-k, … (Table 2 of Lin et al. 2024).
     """
-    if spacing not in SPACINGS:
-        raise UserError(f"unknown timestep spacing {spacing!r}; choose one of: {', '.join(SPACINGS)}")
+    check_choice("timestep spacing", spacing, SPACINGS)
     if not 0 < num_steps <= num_train_steps:
         raise UserError(f"sampling steps must be between 1 and the trained T = {num_train_steps}, got {num_steps}")
     if spacing == "linspace":

@@ -1,15 +1,32 @@
 """Datasets -> float tensors in [-1, 1] (images) or normalised points (toy), with labels.
 
 Also the one deterministic batch order every run uses, so a resumed run sees
-exactly the batches the uninterrupted run would have seen.
+exactly the batches the uninterrupted run would have seen, and the one held-out split.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
+
+from ..errors import UserError
+
+HOLDOUT_SEED = 0  # one split per data set, whatever the run's seed: held-out scores compare across runs
+
+
+def holdout_split(n: int, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) indices, each sorted: round(share·n) examples chosen by a fixed
+    seeded permutation are held out; at least one is kept for training."""
+    if share <= 0:
+        return np.arange(n), np.arange(0)
+    held = min(max(1, round(share * n)), n - 1)
+    if held <= 0:
+        raise UserError(f"--holdout {share} leaves no image to train on: the data set has {n} image(s); use --holdout 0")
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(n)
+    return np.sort(order[held:]), np.sort(order[:held])
 
 
 class BatchStream(torch.utils.data.Sampler):

@@ -93,6 +93,15 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.detach().to(torch.float32).clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
 
 
+def dequantise(images_uint8: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
+    """Uniform dequantisation: each 8-bit value u becomes a point drawn uniformly in its bin
+    of width 2/255 around u's model-space value, float32 [B, C, H, W]; and the log2 of the
+    bin density's scale, log2(127.5), which turns a density of the continuous points into
+    the probability of the bins: log2 P(bin) ≈ log2 p(x) − D·log2(127.5)."""
+    u = images_uint8.double() + torch.rand(images_uint8.shape, generator=generator, dtype=torch.float64) - 0.5
+    return (u / 127.5 - 1).float(), math.log2(127.5)
+
+
 # --------------------------------------------------------------------------- the data set
 
 

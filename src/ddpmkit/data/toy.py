@@ -48,6 +48,17 @@ def toy_points(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray | N
     return x.astype(np.float32), None if labels is None else labels.astype(np.int64)
 
 
+def normalise(points: np.ndarray, mean, scale: float) -> np.ndarray:
+    """Data space → the space the model sees: (x − mean) / scale."""
+    return (points - np.asarray(mean, dtype=np.float32)) / scale
+
+
+def denormalise(x: torch.Tensor | np.ndarray, mean, scale: float) -> np.ndarray:
+    """The space the model sees → data space: x · scale + mean (a numpy array)."""
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return x * scale + np.asarray(mean, dtype=np.float32)
+
+
 class PointDataset(torch.utils.data.Dataset):
     """Toy points normalised to zero mean and unit overall scale (one scale for both
     axes, so shapes are not distorted): model space = (x - mean) / scale."""
@@ -55,7 +66,7 @@ class PointDataset(torch.utils.data.Dataset):
     def __init__(self, points: np.ndarray, labels: np.ndarray | None, mean: np.ndarray, scale: float):
         self.mean = np.asarray(mean, dtype=np.float32)
         self.scale = float(scale)
-        self.points = torch.from_numpy((points - self.mean) / self.scale).float()
+        self.points = torch.from_numpy(normalise(points, self.mean, self.scale)).float()
         self.labels = None if labels is None else torch.from_numpy(labels).long()
         self.num_classes = 0 if labels is None else int(labels.max()) + 1
 
@@ -69,10 +80,6 @@ class PointDataset(torch.utils.data.Dataset):
         idx = torch.as_tensor(indices)
         labels = torch.full((len(idx),), -1, dtype=torch.long) if self.labels is None else self.labels[idx]
         return self.points[idx], labels
-
-    def to_data_space(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
-        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        return x * self.scale + self.mean
 
 
 def normalisation(points: np.ndarray) -> tuple[np.ndarray, float]:

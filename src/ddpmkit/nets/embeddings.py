@@ -1,4 +1,4 @@
-"""Time (and later label) embeddings shared by every network."""
+"""Time and class-label embeddings shared by every network."""
 
 from __future__ import annotations
 
@@ -33,3 +33,19 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return self.mlp(sinusoidal_embedding(t, self.freq_dim))
+
+
+class LabelEmbedding(nn.Embedding):
+    """Class labels [B] -> vectors [B, dim]. Row `num_classes` is the learned null label
+    ("no class"): what `label=None` means, and the unconditional half of classifier-free
+    guidance (Ho & Salimans 2021). An nn.Embedding of num_classes + 1 rows, so its weight
+    is saved as `<name>.weight`."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__(num_classes + 1, dim)
+        self.num_classes = num_classes
+
+    def forward(self, label: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+        if label is None:
+            label = torch.full((batch,), self.num_classes, device=device, dtype=torch.long)
+        return super().forward(label)

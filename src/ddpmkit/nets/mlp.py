@@ -8,29 +8,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..errors import UserError
-from .embeddings import TimeEmbedding
-
-
-def _check_positive(owner: str, **values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or value <= 0:
-            raise UserError(f"{owner}.{name} must be a positive integer, got {value!r}")
-
-
-class LabelEmbedding(nn.Module):
-    """Class labels -> vectors; row `num_classes` is the learned null label (no class),
-    used when `label` is None and for classifier-free guidance (Ho & Salimans 2021)."""
-
-    def __init__(self, num_classes: int, dim: int):
-        super().__init__()
-        self.num_classes = num_classes
-        self.table = nn.Embedding(num_classes + 1, dim)
-
-    def forward(self, label: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
-        if label is None:
-            label = torch.full((batch,), self.num_classes, device=device, dtype=torch.long)
-        return self.table(label)
+from ..errors import check_positive
+from .embeddings import LabelEmbedding, TimeEmbedding
 
 
 @dataclass(frozen=True)
@@ -45,7 +24,8 @@ class MLPConfig:
     out_dim: int | None = None  # output width (None: dim; 2·dim with a learned variance)
 
     def __post_init__(self) -> None:
-        _check_positive("MLPConfig", dim=self.dim, hidden=self.hidden, blocks=self.blocks, time_dim=self.time_dim)
+        for name in ("dim", "hidden", "blocks", "time_dim"):
+            check_positive(f"MLPConfig.{name}", getattr(self, name))
 
 
 class MLP(nn.Module):
@@ -86,7 +66,8 @@ class GatedMLPConfig:
     out_dim: int | None = None  # output width (None: dim; 2·dim with a learned variance)
 
     def __post_init__(self) -> None:
-        _check_positive("GatedMLPConfig", dim=self.dim, hidden=self.hidden, layers=self.layers, num_steps=self.num_steps)
+        for name in ("dim", "hidden", "layers", "num_steps"):
+            check_positive(f"GatedMLPConfig.{name}", getattr(self, name))
 
 
 class GatedLinear(nn.Module):

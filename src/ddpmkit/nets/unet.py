@@ -17,16 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..errors import UserError
+from ..errors import UserError, check_choice, check_positive, is_positive_int
 from .blocks import ConvNeXtBlock, Downsample, LinearAttention, ResBlock, SelfAttention, Upsample, group_norm
-from .embeddings import TimeEmbedding
+from .embeddings import LabelEmbedding, TimeEmbedding
 
 BlockName = Literal["resnet", "convnext"]
 BLOCKS = get_args(BlockName)
-
-
-def _is_pos_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
 @dataclass(frozen=True)
@@ -58,16 +54,14 @@ class UNetConfig:
                 raise UserError(f"unet.{name} must be a list of integers, e.g. [16, 8], got {value!r}")
         for name in ("in_channels", "out_channels", "base_width", "blocks_per_level", "image_size",
                      "attention_heads", "groups"):
-            if not _is_pos_int(getattr(self, name)):
-                raise UserError(f"unet.{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not (self.num_classes == 0 or _is_pos_int(self.num_classes)):
+            check_positive(f"unet.{name}", getattr(self, name))
+        if not (self.num_classes == 0 or is_positive_int(self.num_classes)):
             raise UserError(f"unet.num_classes must be 0 (unconditional) or more, got {self.num_classes!r}")
         if not self.channel_mults:
             raise UserError("unet.channel_mults must be a non-empty list of positive integers, e.g. [1, 2, 2]")
-        if not all(_is_pos_int(m) for m in self.channel_mults):
+        if not all(is_positive_int(m) for m in self.channel_mults):
             raise UserError(f"unet.channel_mults must hold positive integers, got {list(self.channel_mults)}")
-        if self.block not in BLOCKS:
-            raise UserError(f"unet.block must be one of {', '.join(BLOCKS)}, got {self.block!r}")
+        check_choice("unet.block", self.block, BLOCKS)
         if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
             raise UserError(f"unet.dropout must be in [0, 1), got {self.dropout!r}")
         if not isinstance(self.grad_checkpoint, bool):
@@ -156,8 +150,7 @@ class UNet(nn.Module):
         self.config = c = config
         emb_dim = c.emb_dim
         self.time_embed = TimeEmbedding(c.base_width, emb_dim)
-        # Row num_classes is the learned null label for classifier-free guidance (Ho & Salimans 2022).
-        self.label_embed = nn.Embedding(c.num_classes + 1, emb_dim) if c.num_classes > 0 else None
+        self.label_embed = LabelEmbedding(c.num_classes, emb_dim) if c.num_classes > 0 else None
         self.stem = nn.Conv2d(c.in_channels, c.base_width, 3, padding=1)
 
         def block(cin: int, cout: int) -> nn.Module:
@@ -227,9 +220,7 @@ class UNet(nn.Module):
             t = t.expand(B)
         emb = self.time_embed(t)  # [B, emb_dim]
         if self.label_embed is not None:
-            if label is None:
-                label = torch.full((B,), self.config.num_classes, dtype=torch.long, device=x.device)
-            emb = emb + self.label_embed(label)
+            emb = emb + self.label_embed(label, B, x.device)
         elif label is not None:
             raise UserError("a label was given to an unconditional U-Net; set unet.num_classes or pass label=None")
         emb = F.silu(emb)  # every block's embedding projection starts with SiLU: apply it once here

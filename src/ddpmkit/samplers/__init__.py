@@ -5,53 +5,43 @@
 `timesteps` is a descending tensor of indices into the training schedule ending at
 the last step taken (usually 0); after it comes the data, ᾱ = 1. Samplers never ask
 what the network predicts: the denoiser gives them x̂_0 and ε̂.
+
+`SAMPLERS` maps each name to a `Sampler`: the function (calling the entry calls it) and the
+number of network evaluations it spends on a grid of n steps, declared beside it.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-from .._tensor import extract
-from ..schedules import NoiseSchedule
+from . import ddim, ddpm, dpm_solver, heun
+from .common import Callback, Trajectory, alpha_bar_pair  # noqa: F401  (the samplers' shared names)
 
 
-class Callback(Protocol):
-    def __call__(self, *, i: int, t: int, x: torch.Tensor, x0: torch.Tensor, x_next: torch.Tensor) -> None: ...
+def one_per_step(steps: int) -> int:
+    """Network evaluations of a sampler that calls the denoiser once per grid step."""
+    return steps
 
 
-def alpha_bar_pair(schedule: NoiseSchedule, timesteps: torch.Tensor, i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """ᾱ at the grid's step i and at the step after it (1 after the last), shaped for x."""
-    abar = schedule.alphas_cumprod
-    t = torch.full((x.shape[0],), int(timesteps[i]), device=x.device, dtype=torch.long)
-    abar_t = extract(abar, t, x)
-    if i + 1 < len(timesteps):
-        return abar_t, extract(abar, torch.full_like(t, int(timesteps[i + 1])), x)
-    return abar_t, torch.ones_like(abar_t)
+@dataclass(frozen=True)
+class Sampler:
+    """A sampler function and its cost: `network_evaluations(n)` denoiser calls per sample
+    on a grid of n steps (NFE)."""
+
+    sample: Callable[..., torch.Tensor]
+    network_evaluations: Callable[[int], int] = one_per_step
+
+    def __call__(self, denoiser, x_T: torch.Tensor, timesteps: torch.Tensor, **options) -> torch.Tensor:
+        return self.sample(denoiser, x_T, timesteps, **options)
 
 
-class Trajectory:
-    """A callback that keeps x_t and x̂_0 at chosen timesteps (all when `keep` is None).
-
-    After sampling, `steps[k]` is the timestep of `xs[k]` (the state *before* the
-    denoising step at that t) and `x0s[k]` the denoiser's x̂_0 there.
-    """
-
-    def __init__(self, keep: set[int] | list[int] | None = None):
-        self.keep = None if keep is None else set(int(k) for k in keep)
-        self.steps: list[int] = []
-        self.xs: list[torch.Tensor] = []
-        self.x0s: list[torch.Tensor] = []
-
-    def __call__(self, *, i: int, t: int, x: torch.Tensor, x0: torch.Tensor, x_next: torch.Tensor) -> None:
-        if self.keep is None or t in self.keep:
-            self.steps.append(t)
-            self.xs.append(x.detach().cpu())
-            self.x0s.append(x0.detach().cpu())
-
-
-from . import ddim, ddpm, dpm_solver, heun  # noqa: E402  (the samplers import the helpers above)
-
-SAMPLERS = {"ddpm": ddpm.sample, "ddim": ddim.sample, "dpm++": dpm_solver.sample, "dpm++sde": dpm_solver.sample_sde,
-            "heun": heun.sample}
+SAMPLERS: dict[str, Sampler] = {
+    "ddpm": Sampler(ddpm.sample),
+    "ddim": Sampler(ddim.sample),
+    "dpm++": Sampler(dpm_solver.sample),
+    "dpm++sde": Sampler(dpm_solver.sample_sde),
+    "heun": Sampler(heun.sample, heun.network_evaluations),
+}

@@ -6,7 +6,7 @@ import torch
 
 from .._tensor import extract, randn_like
 from ..denoiser import DenoiserLike
-from . import Callback, alpha_bar_pair
+from .common import Callback, alpha_bar_pair
 
 
 @torch.no_grad()

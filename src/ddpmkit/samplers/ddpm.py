@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from .._tensor import randn_like
-from ..denoiser import DenoiserLike, reverse_log_variance
+from ..denoiser import DenoiserLike
+from ..process import reverse_log_variance
 from ..schedules import posterior_coefficients
-from . import Callback, alpha_bar_pair
+from .common import Callback, alpha_bar_pair
 
 
 @torch.no_grad()

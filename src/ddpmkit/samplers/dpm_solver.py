@@ -7,7 +7,8 @@ import torch
 
 from .._tensor import randn_like
 from ..denoiser import DenoiserLike
-from . import Callback, alpha_bar_pair
+from ..schedules import log_snr
+from .common import Callback, alpha_bar_pair
 
 
 @torch.no_grad()
@@ -86,5 +87,5 @@ def sample_sde(
 
 
 def _lam(abar: torch.Tensor) -> torch.Tensor:
-    """λ = log(α/σ) = ½·log(ᾱ / (1 − ᾱ)), the half log-SNR."""
-    return 0.5 * (abar.log() - torch.log1p(-abar))
+    """λ = log(α/σ), the half log-SNR."""
+    return 0.5 * log_snr(abar)

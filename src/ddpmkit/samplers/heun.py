@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 
 from ..denoiser import DenoiserLike
-from . import Callback, alpha_bar_pair
+from .common import Callback, alpha_bar_pair
+
+
+def network_evaluations(steps: int) -> int:
+    """Euler's first and last steps take one evaluation, every other step two: 2n − 2 (1 for n = 1)."""
+    return max(2 * steps - 2, 1)
 
 
 @torch.no_grad()

@@ -1,0 +1,45 @@
+"""What every sampler shares: the callback protocol, ᾱ at a grid step and the next, and the
+Trajectory callback that keeps the intermediate states."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from .._tensor import extract
+from ..schedules import NoiseSchedule
+
+
+class Callback(Protocol):
+    def __call__(self, *, i: int, t: int, x: torch.Tensor, x0: torch.Tensor, x_next: torch.Tensor) -> None: ...
+
+
+def alpha_bar_pair(schedule: NoiseSchedule, timesteps: torch.Tensor, i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ᾱ at the grid's step i and at the step after it (1 after the last), shaped for x."""
+    abar = schedule.alphas_cumprod
+    t = torch.full((x.shape[0],), int(timesteps[i]), device=x.device, dtype=torch.long)
+    abar_t = extract(abar, t, x)
+    if i + 1 < len(timesteps):
+        return abar_t, extract(abar, torch.full_like(t, int(timesteps[i + 1])), x)
+    return abar_t, torch.ones_like(abar_t)
+
+
+class Trajectory:
+    """A callback that keeps x_t and x̂_0 at chosen timesteps (all when `keep` is None).
+
+    After sampling, `steps[k]` is the timestep of `xs[k]` (the state *before* the
+    denoising step at that t) and `x0s[k]` the denoiser's x̂_0 there.
+    """
+
+    def __init__(self, keep: set[int] | list[int] | None = None):
+        self.keep = None if keep is None else set(int(k) for k in keep)
+        self.steps: list[int] = []
+        self.xs: list[torch.Tensor] = []
+        self.x0s: list[torch.Tensor] = []
+
+    def __call__(self, *, i: int, t: int, x: torch.Tensor, x0: torch.Tensor, x_next: torch.Tensor) -> None:
+        if self.keep is None or t in self.keep:
+            self.steps.append(t)
+            self.xs.append(x.detach().cpu())
+            self.x0s.append(x0.detach().cpu())
