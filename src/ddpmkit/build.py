@@ -1,121 +1,54 @@
-"""The only place that maps names (strings) to objects: data sets, networks,
-schedules and denoisers from a RunConfig, and runs rebuilt from their directory."""
+"""The only place that maps names (strings) to objects and assembles them: the network,
+schedule and denoisers of a RunConfig, the config resolved against its data, the Trainer
+with everything it takes, and runs rebuilt from their directory."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from . import checkpoint
-from .config import DataConfig, RunConfig
-from .data.toy import TOY_CLASSES, TOY_DATASETS, PointDataset, canonical_toy_name, normalisation, toy_points
-from .denoiser import CLIPS, ClippedDenoiser, Denoiser, DenoiserLike, GuidedDenoiser
+from ._tensor import append_dims
+from .config import RunConfig
+from .denoiser import Denoiser, for_sampling
+from .distributed import World
 from .errors import UserError
+from .modality import Images, Points, modality_for
 from .nets.mlp import MLP, GatedMLP, GatedMLPConfig, MLPConfig
-from .nets.unet import UNet, UNetConfig
+from .nets.unet import UNet, UNetConfig, count_parameters
+from .pictures import step_picture_path
+from .precision import Autocast, autocast_dtype
+from .rundir import CONFIG
+from .sampling import Run
 from .schedules import NoiseSchedule
+from .train import Trainer
 
 NETS: dict[type, type[nn.Module]] = {MLPConfig: MLP, GatedMLPConfig: GatedMLP, UNetConfig: UNet}
 
 
-def is_toy(data_name: str) -> bool:
-    return canonical_toy_name(data_name) is not None
+def modality(config: RunConfig) -> Points | Images:
+    """The modality of a run (see modality.modality_for)."""
+    return modality_for(config.data)
 
 
-def pick_device(name: str | None = None) -> torch.device:
-    """`name` if given, else CUDA, then Apple MPS, then CPU."""
-    if name:
-        try:
-            device = torch.device(name)
-        except RuntimeError:
-            raise UserError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UserError("--device cuda was asked for but CUDA is not available here; use --device cpu")
-        if device.type == "mps" and not torch.backends.mps.is_available():
-            raise UserError("--device mps was asked for but Apple MPS is not available here; use --device cpu")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-# ---- data -----------------------------------------------------------------------------
-def load_toy(data: DataConfig, seed: int) -> tuple[PointDataset, DataConfig]:
-    """Draw the training points; records their normalisation in the returned config."""
-    name = canonical_toy_name(data.name)
-    points, labels = toy_points(name, data.num_points, seed)
-    mean, scale = normalisation(points)
-    dataset = PointDataset(points, labels, mean, scale)
-    resolved = dataclasses.replace(
-        data, name=name, mean=tuple(float(m) for m in mean), scale=scale, num_classes=TOY_CLASSES.get(name, 0)
-    )
-    return dataset, resolved
-
-
-HOLDOUT_SEED = 0  # one split per data set, whatever the run's seed: held-out scores compare across runs
-
-
-def holdout_split(n: int, share: float) -> tuple[np.ndarray, np.ndarray]:
-    """(training, held-out) indices, each sorted: round(share·n) images chosen by a fixed
-    seeded permutation are held out; at least one is kept for training."""
-    if share <= 0:
-        return np.arange(n), np.arange(0)
-    held = min(max(1, round(share * n)), n - 1)
-    if held <= 0:
-        raise UserError(f"--holdout {share} leaves no image to train on: the data set has {n} image(s); use --holdout 0")
-    order = np.random.default_rng(HOLDOUT_SEED).permutation(n)
-    return np.sort(order[held:]), np.sort(order[:held])
-
-
-def load_images(data: DataConfig, part: str = "train", report=None):
-    """The image data set (`part` "train": the images trained on; "heldout": those
-    `data.holdout` keeps out of training, see load_heldout) and a config recording its
-    resolved size, channels and classes. `report`: where a one-line note on skipped
-    unreadable files goes (None: a warning)."""
-    from .data.images import load_image_data
-
-    dataset = load_image_data(data.name, image_size=data.image_size, channels=data.channels, report=report)
-    resolved = dataclasses.replace(
-        data, image_size=tuple(dataset.image_size), channels=dataset.channels, num_classes=dataset.num_classes
-    )
-    if data.holdout > 0:
-        train, heldout = holdout_split(len(dataset), data.holdout)
-        dataset = dataset.subset(train if part == "train" else heldout)
-    return dataset, resolved
-
-
-def load_heldout(data: DataConfig):
-    """The images a run held out of training (`--holdout`), or None when it held out none
-    (decided from the config, before any image is read)."""
-    if data.holdout <= 0:
-        return None
-    return load_images(data, part="heldout")[0]
-
-
-def load_data(data: DataConfig, seed: int, report=None):
-    if is_toy(data.name):
-        return load_toy(data, seed)
-    if data.name != "digits" and not data.name.startswith("hf:") and not Path(data.name).exists():
+def resolve_config(config: RunConfig, data) -> RunConfig:
+    """`config` with the data's resolved DataConfig (`data`: size, channels, classes, the 2-D
+    normalisation) and the network's data-dependent sizes set from it: inputs and outputs
+    (twice the channels with a learned variance), image size, classes."""
+    if config.conditional and data.num_classes == 0:
         raise UserError(
-            f"unknown dataset {data.name!r} (and no such file or folder); choose one of: "
-            f"{', '.join(TOY_DATASETS)}, digits, a folder of images, a .npy/.npz file, or hf:NAME"
+            f"--conditional needs class labels, and {data.name} has none; use labelled data "
+            "(digits, sub-folders of images, an .npz with labels, moons, circles or 8gaussians) or drop --conditional"
         )
-    return load_images(data, report=report)
+    classes = data.num_classes if config.conditional else 0
+    outputs = 2 if config.diffusion.variance == "learned_range" else 1  # mean and variance
+    net = modality_for(data).fit_net(config.net, outputs, classes)
+    return dataclasses.replace(config, data=data, net=net)
 
 
-def toy_dataset_from_config(data: DataConfig) -> PointDataset:
-    """An empty PointDataset carrying a run's normalisation (to map samples to data space)."""
-    return PointDataset(np.zeros((0, len(data.mean)), np.float32), None, np.array(data.mean), data.scale)
-
-
-# ---- model ---------------------------------------------------------------------------
 def build_net(config: RunConfig) -> nn.Module:
     """The network of a config, its initial weights drawn from the run's seed."""
     with torch.random.fork_rng(devices=[]):
@@ -127,35 +60,17 @@ def build_schedule(config: RunConfig) -> NoiseSchedule:
     return NoiseSchedule.from_name(config.diffusion.schedule, config.diffusion.num_steps)
 
 
-def build_denoiser(
-    config: RunConfig, net: nn.Module, guidance: float = 0.0, clip: str | None = None, percentile: float = 0.995
-) -> DenoiserLike:
-    """The denoiser for sampling: classifier-free guidance of strength `guidance` for a
-    conditional model, then x̂_0 kept in range: `clip` static, dynamic (Imagen's thresholding
-    at `percentile`) or none; default static for images (known range [-1, 1]), none for 2-D data."""
-    denoiser: DenoiserLike = Denoiser(net, build_schedule(config), config.diffusion.prediction, config.diffusion.variance)
-    if config.num_classes:
-        denoiser = GuidedDenoiser(denoiser, guidance, null_label=config.num_classes)
-    clip = clip or ("none" if config.is_toy else "static")
-    if clip not in CLIPS:
-        raise UserError(f"unknown clipping {clip!r}; choose one of: {', '.join(CLIPS)}")
-    return denoiser if clip == "none" else ClippedDenoiser(denoiser, clip, percentile)
+def build_denoiser(config: RunConfig, net: nn.Module) -> Denoiser:
+    """The network as x̂_0 and ε̂ for the run's prediction and variance."""
+    return Denoiser(net, build_schedule(config), config.diffusion.prediction, config.diffusion.variance)
 
 
-@dataclass
-class Run:
-    """A trained run loaded back from its directory."""
-
-    directory: Path
-    config: RunConfig
-    net: nn.Module
-    denoiser: DenoiserLike
-
-    def sample_shape(self, n: int) -> tuple[int, ...]:
-        if self.config.is_toy:
-            return (n, self.config.net.dim)
-        h, w = self.config.data.image_size
-        return (n, self.config.data.channels, h, w)
+def make_run(directory: Path, config: RunConfig, net: nn.Module) -> Run:
+    """A Run of `net` (put in eval mode): its modality, its denoiser, and the denoiser a
+    sampler gets by default (no guidance, the modality's clipping)."""
+    kind = modality(config)
+    base = build_denoiser(config, net.eval())
+    return Run(Path(directory), config, net, kind, base, for_sampling(base, config.num_classes, 0.0, kind.default_clip))
 
 
 def load_run(run_dir: Path, ema: bool = True, device: torch.device | None = None) -> Run:
@@ -163,7 +78,7 @@ def load_run(run_dir: Path, ema: bool = True, device: torch.device | None = None
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist; pass the --out directory of a finished training run")
-    config_path = run_dir / "config.json"
+    config_path = run_dir / CONFIG
     if not config_path.is_file():
         raise UserError(f"{run_dir} has no config.json, so it is not a ddpmkit run; pass the --out directory of ddpmkit train")
     config = RunConfig.load(config_path)
@@ -171,4 +86,53 @@ def load_run(run_dir: Path, ema: bool = True, device: torch.device | None = None
     path = run_dir / ("ema.safetensors" if ema else "model.safetensors")
     checkpoint.load_matching(net, checkpoint.load_weights(path), path)
     net = net.to(device or torch.device("cpu")).eval().requires_grad_(False)
-    return Run(run_dir, config, net, build_denoiser(config, net))
+    return make_run(run_dir, config, net)
+
+
+class HFlip:
+    """Flip each image left-right with probability 1/2 (an Augmentation: the coin flips
+    are drawn for the global batch, each rank applies its rows)."""
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.rand(n, generator=generator) < 0.5  # [n] bool
+
+    def __call__(self, x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+        return torch.where(append_dims(flip.to(x.device), x.ndim), x.flip(-1), x)
+
+
+def training_model(net: nn.Module, config: RunConfig, device: torch.device, world: World) -> nn.Module:
+    """What the loss calls: `net` under autocast, data-parallel and compiled, as the config asks."""
+    dtype = autocast_dtype(config.train.precision, device)
+    model: nn.Module = net if dtype is None else Autocast(net, device.type, dtype)
+    if world.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.train.compile:
+        model = torch.compile(model)
+    return model
+
+
+def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device: torch.device = torch.device("cpu"),
+            report=lambda message: None, progress: bool = True) -> tuple[Trainer, RunConfig, object]:
+    """Load the data, resolve the config against them, and build the network, schedule,
+    Denoiser, augmentation and the step pictures: the Trainer of `config` writing into
+    `run_dir`. Returns (trainer, the resolved config, the training data set)."""
+    kind = modality(config)
+    dataset, data = kind.load(config.seed, report)
+    config = resolve_config(config, data)
+    kind = modality(config)  # with the resolved data: sizes, normalisation
+    net = build_net(config).to(device)
+    report(f"model: {type(net).__name__} with {count_parameters(net):,} parameters; data: {len(dataset):,} examples; device: {device}")
+    model = training_model(net, config, device, world)
+
+    def step_picture(step: int, ema_net: nn.Module) -> None:
+        """samples/step-N.png from the EMA weights during training."""
+        was_training = ema_net.training
+        kind.step_picture(make_run(run_dir, config, ema_net), step_picture_path(run_dir, step), step)
+        ema_net.train(was_training)
+
+    built = Trainer(config, net, build_denoiser(config, model), dataset, run_dir, modality=kind, device=device,
+                    augment=HFlip() if config.data.hflip else None, on_sample=step_picture, report=report,
+                    progress=progress, world=world)
+    return built, config, dataset

@@ -1,71 +1,39 @@
-"""Run directories on disk: atomic writes, checkpoints, safe loads.
+"""Checkpoints: save and load weights and training state, safely.
 
-A run directory holds
-    config.json          RunConfig: rebuilds network + schedule
-    model.safetensors    latest live weights      } hard links to the files of the
-    ema.safetensors      latest EMA weights       } newest complete checkpoint, for
-    state.pt             latest training state    } sample and evaluate
-    checkpoints/step-NNNNNNNN/{model,ema}.safetensors, state.pt, meta.json
-    log.jsonl, pictures, samples/
-checkpoints/ is authoritative: --resume reads only the newest complete checkpoint there.
+A checkpoint is run_dir/checkpoints/step-NNNNNNNN/{model,ema}.safetensors, state.pt and
+meta.json (the layout and the top-level links are rundir.py's). checkpoints/ is
+authoritative: --resume reads only the newest complete checkpoint there.
 A checkpoint directory is written under a temporary name (.step-N.tmp-PID) and renamed
 when every file in it is on disk (meta.json last), so a crash never leaves a half
 checkpoint that looks complete. A complete checkpoint is never overwritten: the trainer
 never writes the same step twice (save_checkpoint refuses to), and old ones are renamed
-to a temporary name before they are deleted. The top-level files are relinked one by one
-(model, ema, then state.pt), each atomically: a crash between two links leaves each file
-whole but possibly one checkpoint behind the others; the next save or resume relinks
-them all. Temporary directories of crashed processes are removed at the next save.
+to a temporary name before they are deleted. Temporary directories of crashed processes
+are removed at the next save.
 Nothing is unpickled on load: weights are safetensors and state.pt loads with
 torch.load(weights_only=True).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import UserError
-
-CHECKPOINTS = "checkpoints"
-WEIGHT_FILES = ("model.safetensors", "ema.safetensors", "state.pt")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) for a temporary file beside `path`, fsync it, rename it over `path`.
-    If anything fails the old `path` is untouched and the temporary file is removed."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+from .rundir import (
+    CHECKPOINTS,
+    atomic_write,
+    atomic_write_text,
+    fsync_dir,
+    link_top_level,
+)
 
 
 def _check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
@@ -78,6 +46,17 @@ def save_weights(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     _check_finite(tensors, str(path))
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+
+
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """A hash of the tensors themselves (names, dtypes, shapes, bytes), whatever file holds
+    them: equal for two modules only if their weights are bit for bit the same."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -155,17 +134,11 @@ def save_checkpoint(
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     link_top_level(run_dir, final)
     for old in complete_checkpoints(run_dir)[:-keep]:
         _delete(old)
     return final
-
-
-def link_top_level(run_dir: Path, found: Path) -> None:
-    """Point run_dir's model.safetensors, ema.safetensors and state.pt at checkpoint `found`."""
-    for name in WEIGHT_FILES:
-        _link_over(found / name, Path(run_dir) / name)
 
 
 def is_complete(path: Path) -> bool:
@@ -209,18 +182,6 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
-
-
-def _link_over(src: Path, dst: Path) -> None:
-    """Make `dst` the same file as `src` (a hard link, else a copy), atomically."""
-
-    def write(tmp: Path) -> None:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-
-    atomic_write(dst, write)
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:

@@ -1,5 +1,5 @@
-"""Data-parallel processes: who am I among the processes torchrun started, and the few
-collectives the trainer needs.
+"""Which device this process runs on and, data-parallel, who it is among the processes
+torchrun started, with the few collectives the trainer needs.
 
 torchrun (python -m torch.distributed.run) starts one process per GPU (or per CPU
 worker) and tells each who it is through the environment: WORLD_SIZE processes in all,
@@ -80,10 +80,27 @@ def world_from_env(environ=os.environ) -> World:
     return World(rank=int(environ["RANK"]), size=size, local_rank=int(environ["LOCAL_RANK"]))
 
 
+def pick_device(name: str | None = None) -> torch.device:
+    """`name` if given, else CUDA, then Apple MPS, then CPU."""
+    if name:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise UserError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but CUDA is not available here; use --device cpu")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise UserError("--device mps was asked for but Apple MPS is not available here; use --device cpu")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 def rank_device(world: World, name: str | None) -> torch.device:
     """The device of this rank: cuda:LOCAL_RANK when CUDA is asked for or available, else the CPU."""
-    from .build import pick_device
-
     if not world.active:
         return pick_device(name)
     device = torch.device(name) if name else torch.device("cuda" if torch.cuda.is_available() else "cpu")

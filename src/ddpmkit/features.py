@@ -29,8 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint
+from .checkpoint import weights_sha256
+from .data.images import to_model_space
 from .errors import UserError
 from .nets.convfeatures import ConvFeatures, ConvFeaturesConfig
+from .rundir import atomic_write_text
 
 # ---- Inception (FID) -----------------------------------------------------------------------
 INCEPTION_SIZE = 299
@@ -101,16 +104,6 @@ def file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
-
-
-def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
-    """A hash of the tensors themselves (names, dtypes, shapes, bytes), whatever file holds them."""
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -216,7 +209,7 @@ class OwnFeatures:
 
     @torch.no_grad()
     def _batches(self, images: torch.Tensor, fn) -> torch.Tensor:
-        out = [fn(images[s : s + self.batch_size].to(self.device, torch.float32) / 127.5 - 1).double().cpu()
+        out = [fn(to_model_space(images[s : s + self.batch_size].to(self.device))).double().cpu()
                for s in range(0, len(images), self.batch_size)]
         return torch.cat(out) if out else torch.zeros((0, self.dim), dtype=torch.float64)
 
@@ -236,7 +229,7 @@ class OwnFeatures:
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         checkpoint.save_weights(directory / OWN_FILE, self.net.state_dict())
-        checkpoint.atomic_write_text(directory / OWN_JSON, json.dumps(self.record, indent=2))
+        atomic_write_text(directory / OWN_JSON, json.dumps(self.record, indent=2))
 
     @classmethod
     def load(cls, directory: Path, device: torch.device | str = "cpu") -> "OwnFeatures":
@@ -333,7 +326,7 @@ def _model_input(dataset, indices: torch.Tensor, config: ConvFeaturesConfig, chu
     xs, ys = [], []
     for s in range(0, len(indices), chunk):
         images, labels = dataset.batch(indices[s : s + chunk].tolist())
-        x = images.float() / 127.5 - 1
+        x = to_model_space(images)
         if tuple(x.shape[-2:]) != config.input_size:
             x = F.adaptive_avg_pool2d(x, config.input_size)
         xs.append(x)

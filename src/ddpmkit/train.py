@@ -15,14 +15,13 @@ from torch's global RNG, which each rank seeds on its own, so with dropout > 0 N
 train an equally good but not an identical model, and a checkpoint resumes exactly only
 with the same N (each rank's CPU and, on a GPU, CUDA RNG states are saved in state.pt).
 
-The trainer takes built objects; build.py makes them from a RunConfig.
+The trainer takes built objects (network, denoiser, data, modality, augmentation);
+build.trainer assembles them from a RunConfig.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import checkpoint, rundir
 from .config import RunConfig, TrainConfig
 from .data import batches
 from .denoiser import Denoiser
@@ -42,7 +41,7 @@ from .distributed import World
 from .ema import EMA
 from .errors import UserError
 from .losses import sample_timesteps, training_losses
-from .schedules import NoiseSchedule
+from .training_log import LogInterval
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,44 +63,9 @@ class Augmentation(Protocol):
         """x [b, ...] augmented with its rows of the parameters, [b, ...]."""
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of --precision on `device` (None for fp32), or a UserError
-    where that precision cannot run."""
-    if precision == "fp32":
-        return None
-    if device.type not in ("cuda", "cpu"):
-        raise UserError(f"--precision {precision} runs on CUDA or the CPU, not on {device.type}; use --precision fp32")
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise UserError("--precision fp16 (with loss scaling) needs CUDA; on the CPU use --precision bf16 or fp32")
-        return torch.float16
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UserError("this GPU has no bf16 support (it needs compute capability 8.0 or newer); use --precision fp16 or fp32")
-    if device.type == "cpu" and not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-        raise UserError("this CPU lacks the AVX-512 (bf16) instructions oneDNN needs for --precision bf16; use --precision fp32")
-    return torch.bfloat16
-
-
-class _Autocast(nn.Module):
-    """Runs `net` under autocast to `dtype` and returns float32, so that the loss, the
-    EMA and everything after the network stay in fp32 (parameters are fp32 throughout)."""
-
-    def __init__(self, net: nn.Module, device_type: str, dtype: torch.dtype):
-        super().__init__()
-        self.net, self.device_type, self.dtype = net, device_type, dtype
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device_type, dtype=self.dtype):
-            return self.net(*args).float()
-
-
-def state_digest(module: nn.Module) -> torch.Tensor:
-    """SHA-256 of the exact values of a module's state, as 32 uint8: equal on two
-    processes only if their weights are bit for bit the same."""
-    h = hashlib.sha256()
-    for value in module.state_dict().values():
-        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return torch.frombuffer(bytearray(h.digest()), dtype=torch.uint8)
+def _digest(module: nn.Module) -> torch.Tensor:
+    """checkpoint.weights_sha256 of a module's state as 32 uint8, for an all_gather."""
+    return torch.frombuffer(bytearray(bytes.fromhex(checkpoint.weights_sha256(module.state_dict()))), dtype=torch.uint8)
 
 
 @dataclass
@@ -126,11 +90,14 @@ def lr_factor(step: int, train: TrainConfig) -> float:
 class Trainer:
     """Train `net` on `dataset` as `config` says, writing into `run_dir`.
 
-    prepare: turns a raw batch (uint8 images or float points) into model-space floats
-    on the device; augment: optional (x, generator) -> x applied to each micro-batch.
+    net: the plain network on `device` (its state_dict is what checkpoints hold).
+    denoiser: the Denoiser the loss calls, over `net` as training runs it (under autocast,
+        data-parallel, compiled: build.training_model).
+    modality: the run's modality.Points or modality.Images: turns a raw batch into model
+        space and says whether the data are 8-bit discrete.
+    augment: optional Augmentation of each micro-batch.
     on_sample: called as on_sample(step, ema_net) every `sample_every` steps (the caller
-    draws the final pictures).
-    report: where one-line messages go (the CLI passes print).
+        draws the final pictures). report: where one-line messages go (the CLI passes print).
     world: the data-parallel processes (World(): one process). Every rank builds the same
     Trainer and calls fit(); rank 0 alone logs, samples and writes the run directory.
     """
@@ -139,11 +106,12 @@ class Trainer:
         self,
         config: RunConfig,
         net: nn.Module,
+        denoiser: Denoiser,
         dataset: torch.utils.data.Dataset,
         run_dir: Path,
         *,
+        modality,
         device: torch.device,
-        prepare: Callable[[torch.Tensor], torch.Tensor],
         augment: Augmentation | None = None,
         on_sample: Callable[[int, nn.Module], None] | None = None,
         report: Callable[[str], None] = lambda message: None,
@@ -153,7 +121,8 @@ class Trainer:
         self.config, self.train, self.world = config, config.train, world
         self.run_dir = Path(run_dir)
         self.device = device
-        self.dataset, self.prepare, self.augment = dataset, prepare, augment
+        self.net, self.denoiser, self.model = net, denoiser, denoiser.net
+        self.dataset, self.modality, self.augment = dataset, modality, augment
         self.on_sample, self.report = on_sample, report if world.is_main else lambda message: None
         self.progress = progress and world.is_main
         self.num_classes = config.num_classes  # 0: unconditional
@@ -162,37 +131,22 @@ class Trainer:
                 f"--batch-size {self.train.batch_size} is the global batch and must be divisible by "
                 f"--grad-accum × processes = {self.train.grad_accum} × {world.size}"
             )
-        dtype = autocast_dtype(self.train.precision, device)
-
         # Dropout and anything else on the global RNG: its own stream on each rank (so with
         # dropout N ranks do not draw the masks one process would; see the module docstring).
         torch.manual_seed(config.seed if world.is_main else hash((config.seed, world.rank)) % 2**63)
-        self.net = net.to(device)  # the plain network: its state_dict is what checkpoints hold
         self.ema = EMA(self.net, self.train.ema_decay, self.train.ema_warmup)
-        # What the loss calls: the network under autocast, data-parallel, compiled, as asked.
-        model: nn.Module = self.net if dtype is None else _Autocast(self.net, device.type, dtype)
-        if world.active:
-            from torch.nn.parallel import DistributedDataParallel
-
-            model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if self.train.compile:
-            model = torch.compile(model)
-        self.model = model
-        self.denoiser = Denoiser(
-            model,
-            NoiseSchedule.from_name(config.diffusion.schedule, config.diffusion.num_steps),
-            config.diffusion.prediction, config.diffusion.variance)
         self.optimizer = torch.optim.AdamW(
             self.net.parameters(), lr=self.train.lr, weight_decay=self.train.weight_decay,
             fused=True if device.type == "cuda" else None,  # one kernel for the whole update
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.train))
         # fp16's narrow range needs the loss scaled up and the gradients back down (Micikevicius et al. 2018).
-        self.scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+        fp16 = self.train.precision == "fp16"
+        self.scaler = torch.amp.GradScaler(device.type) if fp16 else None
         self.generator = torch.Generator().manual_seed(config.seed)  # t, ε and augmentation: shared by all ranks
         self.step = 0  # optimiser steps completed
         self.saved_step: int | None = None  # step of the checkpoint last written or resumed from
-        self.interval = _Interval(track_overflow=self.scaler is not None)  # the log record being summed
+        self.interval = LogInterval(track_overflow=fp16)  # the log record being summed
         self.nonfinite_total = 0
         self.overflow_total = 0  # fp16 steps the loss scaler skipped
         if world.active:
@@ -232,7 +186,7 @@ class Trainer:
         records their digests in the state."""
         state = self.state_dict()
         if self.world.active:
-            mine = torch.stack([state_digest(self.net), state_digest(self.ema.model)])  # [2, 32]
+            mine = torch.stack([_digest(self.net), _digest(self.ema.model)])  # [2, 32]
             digests = self.world.all_gather(mine.to(self.device)).cpu()  # [N, 2, 32]
             if not bool((digests == digests[0]).all()):
                 raise ReplicasDiverged(f"at step {self.step} the {self.world.size} processes hold different weights; "
@@ -276,8 +230,8 @@ class Trainer:
         self.interval.load_state_dict(state.get("log_interval", {}))  # older checkpoints: start a fresh record
         self.saved_step = self.step
         if self.world.is_main:
-            _truncate_log(self.run_dir / "log.jsonl", self.step)
-            checkpoint.link_top_level(self.run_dir, found)  # mends top-level files a crash left a step apart
+            rundir.truncate_log(self.run_dir, self.step)
+            rundir.link_top_level(self.run_dir, found)  # mends top-level files a crash left a step apart
         self.world.barrier()  # every rank has read the checkpoint before rank 0 may write the next
         return self.step
 
@@ -294,7 +248,9 @@ class Trainer:
         gc.collect()
 
     def fit(self) -> TrainResult:
-        train, T, world = self.train, self.config.diffusion.num_steps, self.world
+        """Train from the current step to config.train.steps: one `_step` per optimiser step,
+        then the log record, checkpoint and sample picture when they are due."""
+        train = self.train
         # Every checkpoint this call writes is of a later step than any already on disk:
         # a complete checkpoint is never overwritten.
         newer = [p for p in checkpoint.complete_checkpoints(self.run_dir) if checkpoint.checkpoint_step(p) > self.step]
@@ -302,93 +258,111 @@ class Trainer:
             raise UserError(f"{self.run_dir} already holds checkpoints up to {newer[-1].name}, beyond step {self.step}; "
                             "resume that run, or train into a new directory")
         micro = train.batch_size // train.grad_accum  # global micro-batch
-        rows = world.rows(micro)  # this rank's rows of each global micro-batch
         stream = batches(self.dataset, micro, self.config.seed, self.step * train.grad_accum, train.num_workers,
-                         shard=(world.rank, world.size))
-        log_path = self.run_dir / "log.jsonl" if world.is_main else None
-        interval = self.interval
-        consecutive_bad = 0
-        start = time.perf_counter()
+                         shard=(self.world.rank, self.world.size))
+        self._consecutive_bad = 0
+        self._started = time.perf_counter()
         bar = tqdm(total=train.steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
         self.model.train()
-        while self.step < train.steps:
-            self.optimizer.zero_grad(set_to_none=True)
-            step_losses, step_t = [], []
-            for i in range(train.grad_accum):
-                raw, labels = next(stream)  # this rank's rows of the global micro-batch
-                x0 = self.prepare(raw)  # [b, ...] model space on the device
-                # Randomness for the whole global micro-batch from the shared generator, this
-                # rank's rows kept: N processes draw exactly what one process would.
-                if self.augment is not None:
-                    x0 = self.augment(x0, self.augment.draw(micro, self.generator)[rows])
-                label = self._drop_labels(labels, micro, rows).to(self.device) if self.num_classes else None
-                t = sample_timesteps(micro, T, self.generator)[rows].to(self.device)  # [b]
-                noise = torch.randn((micro, *x0.shape[1:]), generator=self.generator, dtype=x0.dtype)[rows].to(self.device)
-                # Gradients are averaged over the ranks once per step, after the last micro-batch.
-                last = i == train.grad_accum - 1
-                with contextlib.nullcontext() if last or not world.active else self.model.no_sync():
-                    per_sample = training_losses(  # [b]
-                        self.denoiser, x0, t, noise, self.config.diffusion.loss, label,
-                        self.config.diffusion.min_snr_gamma, discrete=not self.config.is_toy,
-                    )
-                    loss = per_sample.mean() / train.grad_accum
-                    (loss if self.scaler is None else self.scaler.scale(loss)).backward()
-                step_losses.append(per_sample.detach())
-                step_t.append(t)
-            if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)  # true gradients, for clipping and the norm
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), train.grad_clip or float("inf"))
-            # One collective: every rank's losses, timesteps and gradient norm, so the log and
-            # the decision to skip a step are the global ones, identical on every rank.
-            mine = torch.cat([torch.cat(step_losses).float(), torch.cat(step_t).float(), grad_norm.reshape(1).float()])
-            everything = world.all_gather(mine)  # [N, 2·A·b + 1]
-            n = (everything.shape[1] - 1) // 2
-            losses, ts, norms = everything[:, :n].reshape(-1), everything[:, n : 2 * n].reshape(-1).long(), everything[:, -1]
-            loss_ok, grad_ok = bool(torch.isfinite(losses).all()), bool(torch.isfinite(norms).all())
-            finite = loss_ok and grad_ok
-            overflow = self.scaler is not None and loss_ok and not grad_ok  # fp16 loss scale too high: not divergence
-            if finite:
-                if self.scaler is None:
-                    self.optimizer.step()
-                else:
-                    self.scaler.step(self.optimizer)
-                self.ema.update(self.net)  # on every rank, from identical weights: identical EMA
-                consecutive_bad = 0
-            else:
-                self.optimizer.zero_grad(set_to_none=True)
-                if overflow:
-                    self.overflow_total += 1
-                else:
-                    self.nonfinite_total += 1
-                    consecutive_bad += 1
-            if self.scaler is not None:
-                self.scaler.update()  # halves the scale after an overflow, grows it after a run of good steps
-            lr = self.optimizer.param_groups[0]["lr"]
-            self.scheduler.step()
-            self.step += 1
-            interval.add(losses, ts, T, float(norms[0]), finite, overflow)
-            if consecutive_bad >= train.max_nonfinite:
-                interval.write(log_path, self.step, lr, time.perf_counter() - start)
-                bar.close()
-                last = checkpoint.newest_checkpoint(self.run_dir)
-                kept = f"the last good checkpoint ({last}) is untouched" if last else "no checkpoint was written"
-                raise TrainingDiverged(
-                    f"training stopped at step {self.step}: {consecutive_bad} steps in a row had a non-finite "
-                    f"loss or gradient; {kept}. lower --lr or --grad-clip and continue with --resume"
-                )
-            bar.update(1)
-            if self.step % train.log_every == 0 or self.step == train.steps:
-                record = interval.write(log_path, self.step, lr, time.perf_counter() - start)
-                if record["loss"] is not None:
-                    bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if train.checkpoint_every and self.step % train.checkpoint_every == 0 and self.step < train.steps:
-                self.save()
-            if train.sample_every and self.step % train.sample_every == 0 and self.step < train.steps:
-                self._sample()
-        bar.close()
+        try:
+            while self.step < train.steps:
+                lr = self._step(stream, micro)
+                bar.update(1)
+                if self.step % train.log_every == 0 or self.step == train.steps:
+                    record = self._log(lr)
+                    if record["loss"] is not None:
+                        bar.set_postfix(loss=f"{record['loss']:.4f}")
+                if train.checkpoint_every and self.step % train.checkpoint_every == 0 and self.step < train.steps:
+                    self.save()
+                if train.sample_every and self.step % train.sample_every == 0 and self.step < train.steps:
+                    self._sample()
+        finally:
+            bar.close()
         if self.step != self.saved_step:  # a resumed run that had no steps left writes nothing
             self.save()
-        return TrainResult(self.step, time.perf_counter() - start, interval.last_loss, self.nonfinite_total)
+        return TrainResult(self.step, time.perf_counter() - self._started, self.interval.last_loss, self.nonfinite_total)
+
+    def _step(self, stream, micro: int) -> float:
+        """One optimiser step (Algorithm 1 of Ho et al. 2020): the gradients of
+        train.grad_accum micro-batches, then the update, skipped when any rank's loss or
+        gradient is not finite; returns the step's learning rate."""
+        losses, ts, grad_norms = self._gradients(stream, micro)
+        loss_ok, grad_ok = bool(torch.isfinite(losses).all()), bool(torch.isfinite(grad_norms).all())
+        finite = loss_ok and grad_ok
+        overflow = self.scaler is not None and loss_ok and not grad_ok  # fp16 loss scale too high: not divergence
+        if finite:
+            if self.scaler is None:
+                self.optimizer.step()
+            else:
+                self.scaler.step(self.optimizer)
+            self.ema.update(self.net)  # on every rank, from identical weights: identical EMA
+            self._consecutive_bad = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            if overflow:
+                self.overflow_total += 1
+            else:
+                self.nonfinite_total += 1
+                self._consecutive_bad += 1
+        if self.scaler is not None:
+            self.scaler.update()  # halves the scale after an overflow, grows it after a run of good steps
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.step += 1
+        self.interval.add(losses, ts, self.config.diffusion.num_steps, float(grad_norms[0]), finite, overflow)
+        if self._consecutive_bad >= self.train.max_nonfinite:
+            self._log(lr)
+            last = checkpoint.newest_checkpoint(self.run_dir)
+            kept = f"the last good checkpoint ({last}) is untouched" if last else "no checkpoint was written"
+            raise TrainingDiverged(
+                f"training stopped at step {self.step}: {self._consecutive_bad} steps in a row had a non-finite "
+                f"loss or gradient; {kept}. lower --lr or --grad-clip and continue with --resume"
+            )
+        return lr
+
+    def _gradients(self, stream, micro: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Accumulate the gradients of one step's micro-batches (clipped, unscaled under fp16)
+        and gather every rank's per-example losses [A·B], timesteps [A·B] and gradient norms
+        [N], so the log and the decision to skip a step are the global ones on every rank."""
+        train, T, world = self.train, self.config.diffusion.num_steps, self.world
+        rows = world.rows(micro)  # this rank's rows of each global micro-batch
+        self.optimizer.zero_grad(set_to_none=True)
+        step_losses, step_t = [], []
+        for i in range(train.grad_accum):
+            raw, labels = next(stream)  # this rank's rows of the global micro-batch
+            x0 = self.modality.to_model_space(raw.to(self.device))  # [b, ...] model space on the device
+            # Randomness for the whole global micro-batch from the shared generator, this
+            # rank's rows kept: N processes draw exactly what one process would.
+            if self.augment is not None:
+                x0 = self.augment(x0, self.augment.draw(micro, self.generator)[rows])
+            label = self._drop_labels(labels, micro, rows).to(self.device) if self.num_classes else None
+            t = sample_timesteps(micro, T, self.generator)[rows].to(self.device)  # [b]
+            noise = torch.randn((micro, *x0.shape[1:]), generator=self.generator, dtype=x0.dtype)[rows].to(self.device)
+            # Gradients are averaged over the ranks once per step, after the last micro-batch.
+            last = i == train.grad_accum - 1
+            with contextlib.nullcontext() if last or not world.active else self.model.no_sync():
+                per_sample = training_losses(  # [b]
+                    self.denoiser, x0, t, noise, self.config.diffusion.loss, label,
+                    self.config.diffusion.min_snr_gamma, discrete=self.modality.discrete,
+                )
+                loss = per_sample.mean() / train.grad_accum
+                (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+            step_losses.append(per_sample.detach())
+            step_t.append(t)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # true gradients, for clipping and the norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), train.grad_clip or float("inf"))
+        mine = torch.cat([torch.cat(step_losses).float(), torch.cat(step_t).float(), grad_norm.reshape(1).float()])
+        everything = world.all_gather(mine)  # [N, 2·A·b + 1]: one collective
+        n = (everything.shape[1] - 1) // 2
+        return everything[:, :n].reshape(-1), everything[:, n : 2 * n].reshape(-1).long(), everything[:, -1]
+
+    def _log(self, lr: float) -> dict:
+        """Close the log interval: its record, appended to log.jsonl by rank 0."""
+        record = self.interval.record(self.step, lr, time.perf_counter() - self._started)
+        if self.world.is_main:
+            rundir.append_log(self.run_dir, record)
+        return record
 
     def _drop_labels(self, labels: torch.Tensor, n: int, rows: slice) -> torch.Tensor:
         """Replace each label by the null label with probability p_uncond, so one network
@@ -400,85 +374,3 @@ class Trainer:
     def _sample(self) -> None:
         if self.on_sample is not None and self.world.is_main:
             self.on_sample(self.step, self.ema.model)
-
-
-class _Interval:
-    """Accumulates one log interval: loss overall and per quarter of the timestep range
-    (improved-diffusion's loss_q0..q3), gradient norm, skipped steps (and, with fp16 loss
-    scaling, the steps the scaler skipped and its scale)."""
-
-    def __init__(self, track_overflow: bool = False) -> None:
-        self.last_loss = float("nan")
-        self.track_overflow = track_overflow
-        self.reset()
-
-    def reset(self) -> None:
-        self.loss_sum, self.count, self.grad_sum, self.grad_count, self.skipped = 0.0, 0, 0.0, 0, 0
-        self.q_sum, self.q_count = [0.0] * 4, [0] * 4
-        self.steps, self.overflow = 0, 0
-
-    _STATE = ("loss_sum", "count", "grad_sum", "grad_count", "skipped", "q_sum", "q_count", "steps", "overflow", "last_loss")
-
-    def state_dict(self) -> dict:
-        """The running sums of the unfinished record (plain numbers) and the last logged loss."""
-        return {name: getattr(self, name) for name in self._STATE}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.reset()
-        for name in self._STATE:
-            if name in state:
-                setattr(self, name, list(state[name]) if name in ("q_sum", "q_count") else state[name])
-
-    def add(self, losses: torch.Tensor, t: torch.Tensor, T: int, grad_norm: float, finite: bool, overflow: bool = False) -> None:
-        self.steps += 1
-        if overflow:
-            self.overflow += 1
-            return
-        if not finite:
-            self.skipped += 1
-            return
-        self.loss_sum += float(losses.sum())
-        self.count += len(losses)
-        self.grad_sum += grad_norm
-        self.grad_count += 1
-        quarter = (t * 4 // T).clamp(max=3).cpu()
-        losses = losses.cpu()
-        for q in range(4):
-            sel = losses[quarter == q]
-            self.q_sum[q] += float(sel.sum())
-            self.q_count[q] += len(sel)
-
-    def write(self, path: Path | None, step: int, lr: float, elapsed: float) -> dict:
-        """The interval's record, appended to `path` (None: not written, as on ranks > 0)."""
-        mean = lambda s, n: s / n if n else None  # noqa: E731
-        record = {
-            "step": step,
-            "loss": mean(self.loss_sum, self.count),
-            **{f"loss_q{q}": mean(self.q_sum[q], self.q_count[q]) for q in range(4)},
-            "grad_norm": mean(self.grad_sum, self.grad_count),
-            "lr": lr,
-            "nonfinite": self.skipped,
-            "elapsed_s": round(elapsed, 3),
-        }
-        if self.track_overflow:
-            record["overflow"] = self.overflow
-        if record["loss"] is not None:
-            self.last_loss = record["loss"]
-        if path is not None:
-            with open(path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        self.reset()
-        return record
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log records after `step` (written after the checkpoint a resume starts from)."""
-    if not path.is_file():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    checkpoint.atomic_write_text(path, "".join(ln + "\n" for ln in lines))
-
-
-def read_log(path: Path) -> list[dict]:
-    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
-

@@ -1,0 +1,122 @@
+"""`ddpmkit evaluate` and `ddpmkit compare-samplers`: their options and the calls of the API."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..errors import UserError, check_positive
+from ..evaluation import format_report
+from ..samplers import SAMPLERS
+from ..sampling import SampleSettings
+from ..schedules import SPACINGS
+from .options import DEVICE_HELP, DefaultsUnlessNone, command, ints
+
+
+def add_evaluate(sub) -> None:
+    """measure a trained run: sample quality (FID/KID, precision/recall, copies) or likelihood
+
+    Measure a run and add the result to RUN/metrics.json. By default: sample quality. Images:
+    Fréchet distance and KID to the run's data in a feature space (--features own: a small
+    classifier ddpmkit trains on the run's data and keeps in RUN/features/; --features inception:
+    FID's Inception-v3 from weights you supply), improved precision and recall (k = 3), and the
+    share of samples that are near-copies of training images (picture: RUN/eval/closest_pairs.png).
+    2-D runs: MMD² and sliced Wasserstein to fresh points. Every number is printed with its sample
+    count, sampler and network evaluations, features and reference set. With --nll it measures the
+    likelihood instead: vlb, the full variational bound in bits/dim; ode, the exact likelihood of
+    the probability-flow ODE; both, side by side.
+    """
+    p = command(sub, "evaluate", add_evaluate, run=True, formatter_class=DefaultsUnlessNone)
+    g = p.add_argument_group("sample quality (the default)")
+    g.add_argument("-n", "--num-samples", type=int, help="samples to draw and measure (default 2000)")
+    g.add_argument("--sampler", help="ddpm, ddim, dpm++, dpm++sde or heun (default dpm++sde)")
+    g.add_argument("--steps", type=int, help="sampling steps, evenly spaced over the trained T (default 20)")
+    g.add_argument("--features", help="images: own (ddpmkit's features for this data, the default) or inception (standard FID)")
+    g.add_argument("--inception-weights", type=Path, metavar="PATH",
+                   help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid); default: look in torch hub's checkpoints cache")
+    g.add_argument("--guidance", type=float, help="conditional runs: guidance w for the class-balanced samples (default 0)")
+    g = p.add_argument_group("likelihood instead")
+    g.add_argument("--nll", choices=["vlb", "ode", "both"], help="measure the NLL in bits/dim instead of sample quality")
+    g.add_argument("--ode-points", type=int, default=100, help="--nll ode: timesteps asked for on the ODE grid, evenly "
+                   "spread in log-SNR; repeats are dropped, so fewer may be used (printed); 2 network passes each")
+    g.add_argument("--num-images", type=int, default=256, help="--nll: examples the likelihood is averaged over")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (and of the noise in each NLL term)")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
+    p.add_argument("--device", help=DEVICE_HELP)
+
+
+def add_compare(sub) -> None:
+    """sample with every sampler at several step counts and compare quality and time
+
+    Trains nothing: samples a run with each sampler at each step count, measures quality (2-D: MMD
+    and sliced Wasserstein to fresh points; images: the Fréchet distance in the run's own features,
+    see ddpmkit evaluate), network evaluations and wall time per sample; writes compare.json and
+    compare.png.
+    """
+    p = command(sub, "compare-samplers", add_compare, run=True)
+    p.add_argument("--samplers", default=None, help="comma-separated (default: all)")
+    p.add_argument("--steps", default="10,20,50,100,1000", help="comma-separated sampling step counts; those above "
+                   "the run's T are skipped with a note")
+    p.add_argument("-n", "--num-samples", type=int, default=500, help="samples per setting")
+    p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="timestep grid of each step count")
+    p.add_argument("--out", type=Path, help="output directory (default: RUN/compare)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+    p.add_argument("--device", help=DEVICE_HELP)
+
+
+QUALITY_OPTIONS = ("num_samples", "sampler", "steps", "features", "inception_weights", "guidance")
+
+
+def run_evaluate(args) -> int:
+    from ..api import evaluate
+
+    if args.nll is not None:
+        given = [o for o in QUALITY_OPTIONS if getattr(args, o) is not None]
+        if given:
+            raise UserError(f"--nll measures the likelihood only; drop {', '.join('--' + o.replace('_', '-') for o in given)} "
+                            "(or drop --nll to measure sample quality)")
+        return _run_nll(args)
+    given = {"num": args.num_samples, "sampler": args.sampler, "steps": args.steps, "guidance": args.guidance}
+    settings = SampleSettings(seed=args.seed, ema=args.ema, **{k: v for k, v in given.items() if v is not None})
+    started = time.perf_counter()
+    record = evaluate(args.run, settings, device=args.device, features=args.features or "own",
+                      inception_weights=args.inception_weights, report=print)
+    print(f"sample quality of {args.run}:")
+    for line in format_report(record):
+        print(line)
+    picture = f" and {record['memorisation']['picture']}" if "memorisation" in record else ""
+    print(f"{time.perf_counter() - started:.1f} s; written to {args.run}/metrics.json (sample_quality){picture}")
+    return 0
+
+
+def _run_nll(args) -> int:
+    from ..api import likelihood
+
+    check_positive("--num-images", args.num_images)
+    if args.ode_points < 2:
+        raise UserError(f"--ode-points must be at least 2, got {args.ode_points}")
+    started = time.perf_counter()
+    titles = {"vlb": "variational bound, {} terms", "ode": "probability-flow ODE, {} distinct timesteps of "
+              f"{args.ode_points} asked for"}
+    kinds = ("vlb", "ode") if args.nll == "both" else (args.nll,)
+    results = likelihood(args.run, kinds, num=args.num_images, seed=args.seed, ode_points=args.ode_points,
+                         ema=args.ema, device=args.device)
+    for kind, result in zip(kinds, results):
+        print(f"NLL ({titles[kind].format(result[f'nll_{kind}_steps'])}): {result[f'nll_{kind}_bpd']:.4f} "
+              f"± {result[f'nll_{kind}_stderr']:.4f} {result[f'nll_{kind}_unit']}")
+    print(f"  on {result[f'nll_{kind}_reference']}; {time.perf_counter() - started:.1f} s; written to {args.run}/metrics.json")
+    return 0
+
+
+def run_compare(args) -> int:
+    from ..api import compare
+
+    if args.num_samples <= 1:
+        raise UserError(f"-n must be at least 2, got {args.num_samples}")
+    samplers = args.samplers.split(",") if args.samplers else list(SAMPLERS)
+    out = args.out or args.run / "compare"
+    compare(args.run, out, samplers=samplers, steps=ints(args.steps, "--steps"), n=args.num_samples, seed=args.seed,
+            spacing=args.spacing, device=args.device, report=print)
+    print(f"wrote {out}/compare.json and compare.png")
+    return 0

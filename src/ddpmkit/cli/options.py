@@ -1,0 +1,45 @@
+"""What the command-line parsers share: list options, the help formatter, the data option's help."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from pathlib import Path
+
+from ..data.toy import TOY_DATASETS
+from ..errors import UserError
+
+DATA_HELP = f"{', '.join(TOY_DATASETS)} (2-D toy sets), digits (8x8 images, the default), a folder of images, a .npy/.npz array file, or hf:NAME"
+DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: the best available)"
+
+
+def ints(text: str, option: str) -> list[int]:
+    """A comma-separated list of integers."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{option} takes comma-separated integers, got {text!r}") from None
+
+
+def sizes(text: str, option: str) -> tuple[int, ...]:
+    """A comma-separated list of sizes, or none."""
+    return () if text.strip().lower() == "none" else tuple(ints(text, "--" + option.replace("_", "-")))
+
+
+class DefaultsUnlessNone(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, except None: its help then says what happens."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def command(sub, name: str, declare, *, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            run: bool = False) -> argparse.ArgumentParser:
+    """A sub-command's parser, described by the docstring of the function `declare` that adds
+    its options (first paragraph: the one-line help; the rest: the description); with `run`,
+    its required --run RUN_DIR option."""
+    help, _, description = inspect.cleandoc(declare.__doc__).partition("\n\n")
+    p = sub.add_parser(name, help=help, description=" ".join(description.split()), formatter_class=formatter_class)
+    if run:
+        p.add_argument("--run", type=Path, required=True, help="a run directory written by ddpmkit train")
+    return p

@@ -1,0 +1,220 @@
+"""`ddpmkit train`: its options, the RunConfig they make (a preset with the options given
+applied), and the call of api.train."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+from ..config import LR_DECAYS, PRECISIONS, RunConfig
+from ..data.images import parse_image_size
+from ..denoiser import PREDICTIONS, VARIANCES
+from ..distributed import world_from_env
+from ..errors import UserError
+from ..losses import LOSSES
+from ..modality import UNET_OPTIONS, modality_for
+from ..nets.mlp import GatedMLPConfig
+from ..nets.unet import BLOCKS
+from ..schedules import SCHEDULES
+from .options import DATA_HELP, DEVICE_HELP, command, sizes
+
+# CLI option -> (config section, field). None means "leave the default".
+TRAIN_OPTIONS = {
+    "schedule": ("diffusion", "schedule"),
+    "timesteps": ("diffusion", "num_steps"),
+    "prediction": ("diffusion", "prediction"),
+    "variance": ("diffusion", "variance"),
+    "loss": ("diffusion", "loss"),
+    "min_snr_gamma": ("diffusion", "min_snr_gamma"),
+    "steps": ("train", "steps"),
+    "batch_size": ("train", "batch_size"),
+    "lr": ("train", "lr"),
+    "weight_decay": ("train", "weight_decay"),
+    "warmup_steps": ("train", "warmup_steps"),
+    "lr_decay": ("train", "lr_decay"),
+    "grad_clip": ("train", "grad_clip"),
+    "ema_decay": ("train", "ema_decay"),
+    "grad_accum": ("train", "grad_accum"),
+    "workers": ("train", "num_workers"),
+    "log_every": ("train", "log_every"),
+    "sample_every": ("train", "sample_every"),
+    "checkpoint_every": ("train", "checkpoint_every"),
+    "keep": ("train", "keep"),
+    "num_points": ("data", "num_points"),
+    "holdout": ("data", "holdout"),
+    "channels": ("data", "channels"),
+    "hflip": ("data", "hflip"),
+    "p_uncond": ("train", "p_uncond"),
+    "precision": ("train", "precision"),
+    "compile": ("train", "compile"),
+    "grad_checkpoint": ("net", "grad_checkpoint"),
+}
+# Options a resumed run may change (the rest of its config is fixed by config.json). None
+# changes the network's shape or the data, t and ε it sees, so the checkpoint still fits;
+# but --steps moves the end of the cosine LR decay (later weights then differ from a run
+# trained with the new --steps from the start), and --precision and --compile round differently.
+RESUMABLE = {"steps", "workers", "log_every", "sample_every", "checkpoint_every", "keep", "precision", "compile", "grad_checkpoint"}
+
+
+def add_parser(sub) -> None:
+    """train a diffusion model (default: 8x8 digits images)
+
+    Train a diffusion model and write a run directory: config.json, model.safetensors,
+    ema.safetensors, state.pt, log.jsonl, checkpoints/ and pictures. Data-parallel on N GPUs or CPU
+    processes: torchrun --nproc-per-node N -m ddpmkit train ... (--batch-size is then the global
+    batch, split over the processes; --resume works with any N).
+    """
+    p = command(sub, "train", add_parser)
+    p.add_argument("--data", default="digits", help=DATA_HELP)
+    p.add_argument("--out", type=Path, help="run directory to create (default: runs/<data>-<time>/)")
+    p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its newest complete checkpoint")
+    g = p.add_argument_group("diffusion")
+    g.add_argument("--schedule", choices=None, help=f"beta schedule: {', '.join(SCHEDULES)} (default cosine)")
+    g.add_argument("--timesteps", type=int, help="T, the number of diffusion steps (default 1000)")
+    g.add_argument("--prediction", help=f"network target: {', '.join(PREDICTIONS)} (default eps)")
+    g.add_argument("--variance", help=f"reverse variance: {', '.join(VARIANCES)} (default fixed_small)")
+    g.add_argument("--loss", help=f"loss on the target: {', '.join(LOSSES)} (default l2)")
+    g.add_argument("--min-snr-gamma", type=float, help="min-SNR-γ loss weighting, e.g. 5 (default 0: off)")
+    g = p.add_argument_group("network")
+    g.add_argument("--net", help="2-D data: mlp (sinusoidal time embedding, default) or gated-mlp (per-timestep gates)")
+    g.add_argument("--width", type=int, help="hidden width (MLP) or base channel width (U-Net)")
+    g.add_argument("--channel-mults", metavar="M,M,...", help="U-Net: width multiplier per level, the size halving "
+                   "between levels (default 1,2 for digits; 1,2,2,2 for your images)")
+    g.add_argument("--blocks-per-level", type=int, help="U-Net: blocks per encoder level (default 1 for digits, 2 for your images)")
+    g.add_argument("--block", choices=BLOCKS, help="U-Net block: resnet (DDPM's, default) or convnext")
+    g.add_argument("--attention-res", metavar="PX,...|none", help="U-Net: level sizes (smaller side, px) with full "
+                   "self-attention (default 16 for your images, none for digits)")
+    g.add_argument("--linear-attention-res", metavar="PX,...|none", help="U-Net: level sizes with linear attention (default none)")
+    g.add_argument("--heads", type=int, help="U-Net: attention heads (default 4)")
+    g.add_argument("--dropout", type=float, help="U-Net: dropout in each block, in [0, 1) (default 0.1 for your images, 0 for digits)")
+    g = p.add_argument_group("data")
+    g.add_argument("--num-points", type=int, help="2-D data: training points drawn once (default 20000)")
+    g.add_argument("--image-size", help="images: SIZE or HEIGHTxWIDTH after resize and centre crop")
+    g.add_argument("--channels", type=int, help="images: 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA); default from the data")
+    g.add_argument("--holdout", type=float, help="images: share of the data kept out of training (a fixed seeded "
+                   "split) for the held-out likelihood of evaluate --nll (default 0.1 for digits, 0 otherwise)")
+    g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips (default: on for folders)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, help="optimiser steps")
+    g.add_argument("--batch-size", type=int, help="global batch: examples per optimiser step, summed over all "
+                   "torchrun processes and --grad-accum micro-batches")
+    g.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
+    g.add_argument("--warmup-steps", type=int, help="linear LR warm-up steps")
+    g.add_argument("--lr-decay", help=f"after warm-up: {', '.join(LR_DECAYS)}")
+    g.add_argument("--grad-clip", type=float, help="max gradient norm (0 disables)")
+    g.add_argument("--ema-decay", type=float, help="EMA decay per step, in [0, 1)")
+    g.add_argument("--grad-accum", type=int, help="micro-batches per optimiser step")
+    g.add_argument("--workers", type=int, help="data-loader worker processes")
+    g.add_argument("--seed", type=int, help="seed for weights, batch order, t and noise (default 0)")
+    g = p.add_argument_group("speed and memory")
+    g.add_argument("--precision", choices=PRECISIONS, help="fp32; bf16: autocast to bfloat16 (CUDA, CPUs with "
+                   "AVX-512 bf16); fp16: autocast to float16 with loss scaling (CUDA). Default fp32")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the network for training (slow first steps, faster after; default off)")
+    g.add_argument("--grad-checkpoint", action=argparse.BooleanOptionalAction, default=None,
+                   help="U-Net: recompute each block's activations in the backward pass (less memory, up to "
+                   "one more forward pass per step; default off)")
+    g = p.add_argument_group("class conditioning (classifier-free guidance)")
+    g.add_argument("--conditional", action="store_true", default=None, help="condition on the data's class labels")
+    g.add_argument("--p-uncond", type=float, help="probability a label is dropped to the null label (default 0.1)")
+    g = p.add_argument_group("output")
+    g.add_argument("--log-every", type=int, help="steps per log.jsonl record")
+    g.add_argument("--sample-every", type=int, help="steps between sample pictures in samples/ (0: end only)")
+    g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: end only)")
+    g.add_argument("--keep", type=int, help="step checkpoints kept on disk (default 3)")
+    g.add_argument("--device", help=DEVICE_HELP)
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# U-Net options: CLI option -> (UNetConfig field, how its text becomes the value; None: as parsed)
+UNET_FIELDS = {
+    "channel_mults": ("channel_mults", sizes),
+    "blocks_per_level": ("blocks_per_level", None),
+    "block": ("block", None),
+    "attention_res": ("attention_resolutions", sizes),
+    "linear_attention_res": ("linear_attention_resolutions", sizes),
+    "heads": ("attention_heads", None),
+    "dropout": ("dropout", None),
+}
+assert set(UNET_FIELDS) == set(UNET_OPTIONS)
+
+
+def _given(args, options) -> set[str]:
+    """Those of `options` the command line set (a zero --holdout holds nothing out: not given)."""
+    return {o for o in options if getattr(args, o, None) is not None and not (o == "holdout" and not args.holdout)}
+
+
+def _with_options(config: RunConfig, args, options) -> RunConfig:
+    """`config` with those of `options` (TRAIN_OPTIONS names) that were given applied."""
+    modality_for(config.data).refuse_options(_given(args, options))
+    changes: dict[str, dict] = {name: {} for name in ("data", "diffusion", "train", "net")}
+    for option in options:
+        if getattr(args, option) is not None:
+            section, field = TRAIN_OPTIONS[option]
+            changes[section][field] = getattr(args, option)
+    return dataclasses.replace(config, **{name: dataclasses.replace(getattr(config, name), **c) for name, c in changes.items() if c})
+
+
+def config_from_args(args) -> RunConfig:
+    """The preset of --data with every option given applied, checked as far as it can be
+    before the data are read (the U-Net's level sizes against --image-size)."""
+    from ..api import default_config
+
+    kind = modality_for(args.data)
+    kind.refuse_options(_given(args, (*TRAIN_OPTIONS, *UNET_OPTIONS)))
+    config = _with_options(default_config(args.data), args, TRAIN_OPTIONS)
+    new = {name: getattr(config, name) for name in ("data", "diffusion", "train")}
+    if args.image_size is not None:
+        new["data"] = dataclasses.replace(new["data"], image_size=parse_image_size(args.image_size))
+    net = config.net if args.net is None else kind.network(args.net)()
+    if isinstance(net, GatedMLPConfig):
+        net = dataclasses.replace(net, num_steps=new["diffusion"].num_steps)
+    if args.width is not None:
+        net = dataclasses.replace(net, **{kind.width_field: args.width})
+    unet = {field: getattr(args, option) if parse is None else parse(getattr(args, option), option)
+            for option, (field, parse) in UNET_FIELDS.items() if getattr(args, option) is not None}
+    if unet:  # image data (2-D data refused them above)
+        # the level sizes (and what divides them) depend on the image size: validate against the real one
+        size = new["data"].image_size or ((8, 8) if args.data == "digits" else None)
+        sized = [o for o in ("channel_mults", "attention_res", "linear_attention_res") if getattr(args, o) is not None]
+        if size is None and sized:
+            names = ", ".join("--" + o.replace("_", "-") for o in sized)
+            raise UserError(f"{names} need --image-size: the U-Net's level sizes depend on it")
+        if size is not None:
+            unet["image_size"] = min(size)
+    net = dataclasses.replace(net, **unet)
+    seed = config.seed if args.seed is None else args.seed
+    return dataclasses.replace(config, net=net, seed=seed, conditional=bool(args.conditional), **new)
+
+
+def run(args) -> int:
+    from ..api import train
+
+    world = world_from_env()  # torchrun's processes, read from the environment; only rank 0 prints
+    say = print if world.is_main else lambda message: None
+    if args.resume is not None:
+        given = sorted(o for o in (*TRAIN_OPTIONS, *UNET_OPTIONS, "net", "width", "image_size", "seed", "conditional")
+                       if getattr(args, o) is not None and o not in RESUMABLE)
+        if given:
+            raise UserError(f"--resume continues a run with its own config.json; drop {', '.join('--' + g.replace('_', '-') for g in given)}")
+        if args.out is not None and args.out != args.resume:
+            raise UserError("--resume writes into the run it continues; drop --out")
+        if not (args.resume / "config.json").is_file():
+            raise UserError(f"{args.resume} is not a ddpmkit run (no config.json); pass the directory ddpmkit train wrote")
+        config = _with_options(RunConfig.load(args.resume / "config.json"), args, RESUMABLE)
+        out = args.resume
+    else:
+        config = config_from_args(args)
+        if args.out is None and world.active:
+            raise UserError("under torchrun pass --out DIR: every process must name the same run directory")
+        out = args.out or Path("runs") / f"{Path(args.data).stem or 'data'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (out / "config.json").exists():
+            raise UserError(f"{out} already holds a run; continue it with --resume {out} or pick another --out")
+        if args.out is None:
+            say(f"writing the run to {out}")
+    result = train(config, out, device=args.device, resume=args.resume is not None, report=say, progress=not args.no_progress)
+    say(f"trained {result.steps} steps in {result.seconds:.1f} s (final loss {result.final_loss:.4f}); run directory: {out}")
+    return 0

@@ -1,0 +1,280 @@
+"""What kind of data a run models, 2-D points or images, and everything that differs between them.
+
+`modality_for(data)` is the one place that decides the kind, from the data set's name (the
+toy sets' names are points, everything else is images). The object it returns answers every
+question whose answer depends on the kind: how the data load and which network shape they
+need; how a batch enters the model's space and samples leave it (points: normalised by the
+training set's mean and scale; images: uint8 ↔ [-1, 1]); the sample shape; whether the data
+are 8-bit discrete (the bound's decoder); the default clipping of x̂_0; the quality measure;
+the likelihood's examples and units; and the pictures a run draws. Nothing else in the
+library asks which kind a run is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import pictures, presets
+from .config import DataConfig, RunConfig
+from .data import holdout_split
+from .data.images import dequantise, load_image_data, to_model_space, to_uint8
+from .data.toy import (
+    TOY_CLASSES,
+    TOY_DATASETS,
+    PointDataset,
+    canonical_toy_name,
+    denormalise,
+    normalisation,
+    normalise,
+    toy_points,
+)
+from .errors import UserError
+from .evaluation import distances, quality
+from .nets.mlp import GatedMLPConfig, MLPConfig
+from .sampling import Run, Samples, draw
+
+TOY_NETS = {"mlp": MLPConfig, "gated-mlp": GatedMLPConfig}  # --net choices of 2-D data
+UNET_OPTIONS = ("channel_mults", "blocks_per_level", "block", "attention_res", "linear_attention_res", "heads", "dropout")
+
+
+def modality_for(data: DataConfig | str) -> Points | Images:
+    """The modality of a data set (a DataConfig or just its name): THE place that decides
+    whether a run is 2-D points or images."""
+    data = data if isinstance(data, DataConfig) else DataConfig(name=str(data))
+    return Points(data) if canonical_toy_name(data.name) else Images(data)
+
+
+@dataclass
+class LikelihoodExamples:
+    """The examples a likelihood is measured on, as the bound and the ODE each take them."""
+
+    model_space: torch.Tensor  # [N, ...] in model space: what the variational bound scores
+    continuous: Callable[[torch.Generator], tuple[torch.Tensor, float]]  # → (examples for the ODE, log2 offset per dim)
+    reference: str  # which examples, for the record
+    units: dict[str, str]  # "vlb" / "ode" → the unit of the number
+
+
+class Points:
+    """2-D (any D) points drawn from a toy generator, normalised to zero mean and unit scale."""
+
+    kind = "points"
+    discrete = False  # continuous data: the bound's decoder is a Gaussian density
+    default_clip = "none"  # no known range to keep x̂_0 in
+    step_samples = 1000  # points in each samples/step-N.png
+    width_field = "hidden"  # what --width sets in the network config
+
+    def __init__(self, data: DataConfig):
+        self.data = data
+
+    def preset(self) -> RunConfig:
+        return presets.points(self.data.name)
+
+    # ---- options and data ----
+    def network(self, name: str):
+        """The network config class of `--net NAME`."""
+        if name not in TOY_NETS:
+            raise UserError(f"--net {name!r} is not available for {self.data.name}; 2-D data takes: {', '.join(TOY_NETS)}")
+        return TOY_NETS[name]
+
+    def refuse_options(self, given: set[str]) -> None:
+        """One line for CLI options (argparse names) that shape what 2-D runs do not have."""
+        if "grad_checkpoint" in given:
+            raise UserError("--grad-checkpoint applies to the U-Net of image data, not to the 2-D networks")
+        if "holdout" in given:
+            raise UserError("--holdout applies to image data; 2-D runs are scored on fresh points, so drop it")
+        unet = [o for o in UNET_OPTIONS if o in given]
+        if unet:
+            names = ", ".join("--" + o.replace("_", "-") for o in unet)
+            raise UserError(f"{names} shape the U-Net of image data; 2-D data uses --net and --width")
+
+    def load(self, seed: int, report=None) -> tuple[PointDataset, DataConfig]:
+        """Draw the training points; the returned config records their normalisation."""
+        name = canonical_toy_name(self.data.name)
+        points, labels = toy_points(name, self.data.num_points, seed)
+        mean, scale = normalisation(points)
+        resolved = dataclasses.replace(
+            self.data, name=name, mean=tuple(float(m) for m in mean), scale=scale, num_classes=TOY_CLASSES.get(name, 0))
+        return PointDataset(points, labels, mean, scale), resolved
+
+    def fit_net(self, net, outputs: int, classes: int):
+        """The network config sized for the data: D inputs, outputs·D outputs, the classes."""
+        dim = len(self.data.mean)
+        return dataclasses.replace(net, dim=dim, out_dim=outputs * dim, num_classes=classes)
+
+    # ---- model space ----
+    def to_model_space(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch  # drawn normalised already
+
+    def to_data_space(self, x: torch.Tensor) -> np.ndarray:
+        return denormalise(x, self.data.mean, self.data.scale)
+
+    def sample_shape(self, n: int) -> tuple[int, ...]:
+        return (n, len(self.data.mean))
+
+    # ---- measures ----
+    def measure_quality(self, run: Run, settings, **options) -> dict:
+        return distances.point_quality(run, settings, **options)
+
+    def quick_measure(self, run: Run, report=lambda message: None):
+        return distances.quick_measure(run, report)
+
+    def likelihood_examples(self, num: int, seed: int) -> LikelihoodExamples:
+        """`num` fresh points (held out by construction), seeded apart from the quality reference."""
+        points = toy_points(self.data.name, num, seed=distances.FRESH_SEED + seed)[0]
+        x0 = torch.from_numpy(normalise(points, self.data.mean, self.data.scale)).float()
+        unit = "bits/dim of the density (may be negative)"
+        return LikelihoodExamples(x0, lambda generator: (x0, 0.0), f"{num} fresh {self.data.name} points (held out)",
+                                  {"vlb": unit, "ode": unit})
+
+    def sample_summary(self, config: RunConfig, points: np.ndarray) -> str | None:
+        """What `ddpmkit sample` prints after the samples: their distance to fresh points."""
+        if len(points) < 2:
+            return None
+        d = distances.toy_distances(config, points)
+        return (f"distance to {len(points)} fresh {config.data.name} points: MMD² {d['mmd']:.5f}, "
+                f"sliced Wasserstein {d['sliced_wasserstein']:.4f}")
+
+    # ---- pictures ----
+    def training_pictures(self, run: Run, dataset: PointDataset, run_dir: Path, n: int = 2000) -> dict:
+        """forward.png, reverse.png, diffusion.gif and samples.png of a trained run; returns the
+        measurements of the samples drawn for them (MMD² and sliced Wasserstein)."""
+        samples = pictures.point_training_pictures(run, dataset.points[:n], run_dir)
+        return distances.toy_distances(run.config, samples.data)
+
+    def step_picture(self, run: Run, path: Path, step: int) -> None:
+        pictures.point_scatter(draw(run, self.step_samples, seed=run.config.seed).data, path, f"step {step}")
+
+    def samples_picture(self, config: RunConfig, samples: Samples, path: Path, rows: int | None = None) -> None:
+        """samples.png of `ddpmkit sample`: the samples over fresh data."""
+        n = len(samples.data)
+        reference = distances.fresh_points(config, min(n, 5000))
+        pictures.point_scatter(samples.data, path, f"{n} samples", reference=reference)
+
+    def reverse_gif(self, samples: Samples, path: Path) -> None:
+        pictures.point_reverse_gif(samples, path)
+
+    def forward_picture(self, path: Path, num: int, T: int, seed: int) -> None:
+        raise UserError(f"show-forward draws images; for 2-D data such as {self.data.name} see forward.png in a training run")
+
+
+class Images:
+    """Images of any size and 1-4 channels, stored as uint8 and modelled in [-1, 1]."""
+
+    kind = "images"
+    discrete = True  # 8-bit data: the bound's L_0 is the discretised decoder
+    default_clip = "static"  # x̂_0 is kept in the known range [-1, 1]
+    step_samples = 64  # images in each samples/step-N.png grid
+    width_field = "base_width"  # what --width sets in the network config
+
+    def __init__(self, data: DataConfig):
+        self.data = data
+
+    def preset(self) -> RunConfig:
+        return presets.digits() if self.data.name == "digits" else presets.images(self.data.name)
+
+    # ---- options and data ----
+    def network(self, name: str):
+        raise UserError(f"--net {name!r} is not available for {self.data.name}; 2-D data takes: {', '.join(TOY_NETS)}")
+
+    def refuse_options(self, given: set[str]) -> None:
+        """Image runs take every option."""
+
+    def load(self, seed: int, report=None, part: str = "train"):
+        """The image data set (`part` "train": the images trained on; "heldout": those
+        `data.holdout` keeps out of training) and a config recording its resolved size,
+        channels and classes. `report`: where a one-line note on skipped unreadable files
+        goes (None: a warning). The images do not depend on `seed`."""
+        name = self.data.name
+        if name != "digits" and not name.startswith("hf:") and not Path(name).exists():
+            raise UserError(
+                f"unknown dataset {name!r} (and no such file or folder); choose one of: "
+                f"{', '.join(TOY_DATASETS)}, digits, a folder of images, a .npy/.npz file, or hf:NAME")
+        dataset = load_image_data(name, image_size=self.data.image_size, channels=self.data.channels, report=report)
+        resolved = dataclasses.replace(
+            self.data, image_size=tuple(dataset.image_size), channels=dataset.channels, num_classes=dataset.num_classes)
+        if self.data.holdout > 0:
+            train, heldout = holdout_split(len(dataset), self.data.holdout)
+            dataset = dataset.subset(train if part == "train" else heldout)
+        return dataset, resolved
+
+    def load_heldout(self):
+        """The images the run held out of training (`--holdout`), or None when it held out none
+        (decided from the config, before any image is read)."""
+        return self.load(0, part="heldout")[0] if self.data.holdout > 0 else None
+
+    def fit_net(self, net, outputs: int, classes: int):
+        """The U-Net config sized for the data: its channels, size and classes; the preset's
+        attention sizes (e.g. 16 px) kept where the data has such a level."""
+        channels, side = self.data.channels, min(self.data.image_size)
+        levels = {side // 2**i for i in range(len(net.channel_mults))}  # feature-map sizes of the U-Net
+        net = dataclasses.replace(
+            net, in_channels=channels, out_channels=outputs * channels, image_size=side, num_classes=classes,
+            attention_resolutions=tuple(r for r in net.attention_resolutions if r in levels),
+            linear_attention_resolutions=tuple(r for r in net.linear_attention_resolutions if r in levels),
+        )
+        net.check_image_size(*self.data.image_size)
+        return net
+
+    # ---- model space ----
+    def to_model_space(self, batch: torch.Tensor) -> torch.Tensor:
+        return to_model_space(batch)
+
+    def to_data_space(self, x: torch.Tensor) -> np.ndarray:
+        return to_uint8(x).permute(0, 2, 3, 1).numpy()  # [N, H, W, C] uint8
+
+    def sample_shape(self, n: int) -> tuple[int, ...]:
+        h, w = self.data.image_size
+        return (n, self.data.channels, h, w)
+
+    # ---- measures ----
+    def measure_quality(self, run: Run, settings, **options) -> dict:
+        return quality.image_quality(run, settings, **options)
+
+    def quick_measure(self, run: Run, report=lambda message: None):
+        return quality.quick_measure(run, report)
+
+    def likelihood_examples(self, num: int, seed: int) -> LikelihoodExamples:
+        """The first `num` held-out images, or training images when the run held none out."""
+        dataset = self.load_heldout()
+        name = self.data.name
+        if dataset is not None:
+            what = f"held-out images of {name} (never trained on)"
+        else:
+            dataset, _ = self.load(0)
+            what = f"training images of {name} (the run held none out: train with --holdout to measure unseen images)"
+        num = min(num, len(dataset))
+        images = dataset.batch(range(num))[0]
+        return LikelihoodExamples(to_model_space(images), lambda generator: dequantise(images, generator),
+                                  f"the first {num} {what}",
+                                  {"vlb": "bits/dim (discretised 8-bit decoder)", "ode": "bits/dim (uniformly dequantised 8-bit data)"})
+
+    def sample_summary(self, config: RunConfig, images: np.ndarray) -> str | None:
+        return None
+
+    # ---- pictures ----
+    def training_pictures(self, run: Run, dataset, run_dir: Path) -> dict:
+        """samples.png and forward.png of a trained run; measures nothing."""
+        pictures.image_training_pictures(run, dataset, run_dir)
+        return {}
+
+    def step_picture(self, run: Run, path: Path, step: int) -> None:
+        pictures.image_grid(draw(run, self.step_samples, seed=run.config.seed).data, path)
+
+    def samples_picture(self, config: RunConfig, samples: Samples, path: Path, rows: int | None = None) -> None:
+        """samples.png of `ddpmkit sample`: a grid (`rows`: one per class for --class all)."""
+        pictures.image_grid(samples.data, path, rows=rows)
+
+    def reverse_gif(self, samples: Samples, path: Path) -> None:
+        pictures.image_reverse_gif(samples, path)
+
+    def forward_picture(self, path: Path, num: int, T: int, seed: int) -> None:
+        """show-forward: q(x_t | x_0) on the first `num` images, linear and cosine schedules."""
+        dataset, _ = self.load(seed)
+        first = torch.stack([dataset[i][0] for i in range(min(num, len(dataset)))])
+        pictures.forward_table(first, ["linear", "cosine"], T, path, seed)

@@ -1,0 +1,134 @@
+"""Every picture of a run: loss curves, sample grids and scatters, the forward process as
+strips and tables, the reverse process as strips and GIFs, the closest training pairs.
+
+viz.py draws (arrays in, PNG or GIF files out); this module decides what a run shows and
+samples what it needs for that. Which of these a run draws is its modality's choice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import process, viz
+from ._tensor import randn_like
+from .data.images import to_model_space, to_uint8
+from .rundir import atomic_write, read_log, save_png
+from .sampling import Run, Samples, draw, picture_steps
+from .schedules import NoiseSchedule
+
+PICTURE_STEPS = 10  # scatters in the forward / reverse strips, columns of a forward table
+GIF_FRAMES = 40  # reverse-process frames in a GIF
+GIF_IMAGES = 16  # images shown in an image GIF
+CLOSEST_PAIRS = 8  # pairs drawn in eval/closest_pairs.png
+
+
+def step_picture_path(run_dir: Path, step: int) -> Path:
+    """samples/step-N.png of a run directory (its folder created)."""
+    folder = Path(run_dir) / "samples"
+    folder.mkdir(exist_ok=True)
+    return folder / f"step-{step:08d}.png"
+
+
+def loss_curve(run_dir: Path) -> None:
+    """loss.png: the training loss (and per quarter of t) of log.jsonl against step."""
+    viz.loss_curve(read_log(run_dir), Path(run_dir) / "loss.png")
+
+
+def image_grid(images: np.ndarray, path: Path, rows: int | None = None) -> None:
+    """uint8 images [N, H, W, C] tiled into a PNG, enlarged so tiny images are visible."""
+    save_png(path, viz.image_grid(images, rows=rows, scale=viz.grid_scale(images.shape[1], images.shape[2])))
+
+
+def as_images(x: torch.Tensor) -> np.ndarray:
+    """Model-space images [N, C, H, W] → uint8 [N, H, W, C], what viz draws."""
+    return to_uint8(x).permute(0, 2, 3, 1).numpy()
+
+
+# ---- 2-D points ------------------------------------------------------------------------------
+def point_scatter(points: np.ndarray, path: Path, title: str, reference: np.ndarray | None = None) -> None:
+    viz.scatter(points, path, title, reference=reference)
+
+
+def point_training_pictures(run: Run, x0: torch.Tensor, run_dir: Path) -> Samples:
+    """forward.png, reverse.png, diffusion.gif (forward then reverse) and samples.png for the
+    normalised training points `x0` [n, D], all in the space the model sees; returns the
+    samples drawn for them (as many as `x0`)."""
+    config = run.config
+    T = config.diffusion.num_steps
+    schedule = run.base.schedule.to("cpu")
+    generator = torch.Generator().manual_seed(config.seed)
+    forward_t = picture_steps(T, PICTURE_STEPS - 1)
+    gif_t = picture_steps(T, 24)
+
+    def forward_frames(ts):
+        noise = randn_like(x0, generator)  # one ε for every frame: each point drifts smoothly
+        return [process.q_sample(schedule, x0, torch.full((len(x0),), t), noise).numpy() for t in ts]
+
+    def titles(ts):
+        return [f"t = {t}" for t in ts]
+
+    viz.scatter_strip([x0.numpy(), *forward_frames(forward_t)], ["data", *titles(forward_t)], run_dir / "forward.png")
+    samples = draw(run, len(x0), seed=config.seed, keep=sorted(set(forward_t) | set(gif_t)))
+    traj = dict(zip(samples.trajectory.steps, samples.trajectory.xs))
+    final = samples.model.numpy()
+    rev_t = forward_t[::-1]
+    viz.scatter_strip([traj[t].numpy() for t in rev_t] + [final], [*titles(rev_t), "samples"], run_dir / "reverse.png")
+    frames = [x0.numpy(), *forward_frames(gif_t), *[traj[t].numpy() for t in gif_t[::-1]], final]
+    names = ["data", *[f"forward t = {t}" for t in gif_t], *[f"reverse t = {t}" for t in gif_t[::-1]], "samples"]
+    viz.scatter_gif(frames, names, run_dir / "diffusion.gif")
+    point_scatter(samples.data, run_dir / "samples.png", f"{len(x0)} samples (EMA)", reference=run.modality.to_data_space(x0))
+    return samples
+
+
+def point_reverse_gif(samples: Samples, path: Path) -> None:
+    """The moving point cloud of the reverse process."""
+    traj = samples.trajectory
+    frames = [x.numpy() for x in traj.xs] + [samples.model.numpy()]
+    viz.scatter_gif(frames, [f"t = {t}" for t in traj.steps] + ["samples"], path)
+
+
+# ---- images ----------------------------------------------------------------------------------
+def image_training_pictures(run: Run, dataset, run_dir: Path, n: int = 64) -> None:
+    """samples.png (a grid from the EMA weights) and forward.png (q(x_t) on a few training images)."""
+    image_grid(draw(run, n, seed=run.config.seed).data, run_dir / "samples.png")
+    first = torch.stack([dataset[i][0] for i in range(min(4, len(dataset)))])
+    forward_table(first, [run.config.diffusion.schedule], run.config.diffusion.num_steps, run_dir / "forward.png", run.config.seed)
+
+
+def forward_table(images_uint8: torch.Tensor, schedules: list[str], T: int, path: Path, seed: int = 0) -> None:
+    """Rows of x_t ~ q(x_t | x_0) at PICTURE_STEPS values of t, for each image and schedule
+    (the same ε for every schedule, so rows differ only by the schedule)."""
+    x0 = to_model_space(images_uint8)  # [K, C, H, W]
+    noise = randn_like(x0, torch.Generator().manual_seed(seed))
+    steps = picture_steps(T, PICTURE_STEPS)
+    rows, labels = [], []
+    for name in schedules:
+        sched = NoiseSchedule.from_name(name, T)
+        frames = [process.q_sample(sched, x0, torch.full((len(x0),), t), noise) for t in steps]
+        for k in range(len(x0)):
+            rows.append([as_images(f[k : k + 1])[0] for f in frames])
+            labels.append(f"{name} #{k}")
+    viz.image_table(rows, labels, [f"t = {t}" for t in steps], path)
+
+
+def image_reverse_gif(samples: Samples, path: Path) -> None:
+    """The reverse process: x_t (left) beside the predicted x̂_0 (right), GIF_IMAGES images."""
+    traj = samples.trajectory
+    final = as_images(samples.model[:GIF_IMAGES])
+    lefts = [as_images(x[:GIF_IMAGES]) for x in traj.xs]
+    rights = [as_images(x0[:GIF_IMAGES]) for x0 in traj.x0s]
+    viz.side_by_side_gif([*lefts, final], [*rights, final], path)
+
+
+def closest_pairs(dataset, samples_nhwc: np.ndarray, memo: dict, path: Path) -> None:
+    """The CLOSEST_PAIRS samples nearest to a training image, each above that image
+    (`memo`: evaluation.memorisation's result for these samples)."""
+    order = np.argsort(memo["sample_distances"], kind="stable")[:CLOSEST_PAIRS]
+    train = dataset.batch(memo["nearest"][order].tolist())[0].permute(0, 2, 3, 1).numpy()
+    labels = [f"d = {memo['sample_distances'][i]:.3f}" + (" near-copy" if memo["flags"][i] else "") for i in order]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: viz.image_table(
+        [list(samples_nhwc[order]), list(train)], ["sample", "nearest\ntraining"], labels, tmp))

@@ -1,0 +1,192 @@
+"""Drawing samples from a loaded run: the Run itself, its samples, the class labels and the
+checks of how samples are asked for.
+
+`draw(run, n, ...)` runs one sampler of `samplers/` from seeded noise x_T over a timestep
+grid and returns the samples in model space and in data space. What the data are (points
+or images: the sample shape, the conversion to data space, the default clipping) is the
+run's modality's to say; this module never asks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._tensor import randn_like
+from .config import RunConfig
+from .denoiser import Denoiser, DenoiserLike, for_sampling
+from .errors import UserError, check_choice, check_not_negative, check_positive
+from .samplers import SAMPLERS, Trajectory
+from .schedules import timestep_grid
+
+
+@dataclass
+class Run:
+    """A trained network with everything needed to sample it."""
+
+    directory: Path
+    config: RunConfig
+    net: nn.Module  # in eval mode, no gradients
+    modality: object  # the run's modality.Points or modality.Images
+    base: Denoiser  # the network as x̂_0 and ε̂, unguided and unclipped
+    denoiser: DenoiserLike  # what samplers get by default: no guidance, the modality's clipping
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+
+@dataclass
+class Samples:
+    model: torch.Tensor  # [N, ...] in model space
+    data: np.ndarray  # points [N, D] float in data space, or images [N, H, W, C] uint8
+    trajectory: Trajectory | None
+
+
+@dataclass
+class SampleSettings:
+    """How samples are drawn for a measurement (every field is recorded)."""
+
+    num: int = 2000  # samples
+    sampler: str = "dpm++sde"  # SDE-DPM-Solver++(2M): at 20 steps as good as 1,000 of DDPM on digits (README)
+    steps: int | None = 20  # None: all T
+    seed: int = 0
+    guidance: float = 0.0  # conditional runs: classifier-free guidance w (labels balanced over the classes)
+    ema: bool = True  # which weights the run was loaded with (recorded only)
+
+
+def check_sampler(sampler: str, steps: int | None, T: int) -> None:
+    """The one check of a sampler name and a step count against the run's T."""
+    check_choice("sampler", sampler, SAMPLERS)
+    if steps is not None and not 0 < steps <= T:
+        raise UserError(f"--steps must lie in 1..{T} (the trained T), got {steps}")
+
+
+def network_evaluations(sampler: str, steps: int) -> int:
+    """Network evaluations per sample (NFE, denoiser calls), as the sampler declares them."""
+    return SAMPLERS[sampler].network_evaluations(steps)
+
+
+def network_passes(sampler: str, steps: int, guidance: float = 0.0) -> int:
+    """Rows of a sample the network runs through: the NFE, doubled under classifier-free
+    guidance w ≠ 0 (each evaluation runs the conditional and the unconditional pass as one batch)."""
+    return network_evaluations(sampler, steps) * (2 if guidance else 1)
+
+
+def sampling_denoiser(run: Run, guidance: float = 0.0, clip: str | None = None, percentile: float = 0.995) -> DenoiserLike:
+    """The run's denoiser with classifier-free guidance w = `guidance` (conditional runs) and
+    `clip` (None: the modality's default, static for images, none for points)."""
+    if not guidance and clip is None:
+        return run.denoiser
+    return for_sampling(run.base, run.config.num_classes, guidance, clip or run.modality.default_clip, percentile)
+
+
+def draw(
+    run: Run,
+    n: int,
+    *,
+    seed: int = 0,
+    sampler: str = "ddpm",
+    steps: int | None = None,
+    spacing: str = "linspace",
+    keep: list[int] | None = None,
+    labels: torch.Tensor | None = None,
+    guidance: float = 0.0,
+    clip: str | None = None,
+    percentile: float = 0.995,
+    batch_size: int = 4096,
+    **sampler_options,
+) -> Samples:
+    """n samples from a loaded run, in model space and data space, on `steps` of the T
+    trained timesteps (default: all T) chosen by `spacing` (linspace, leading or trailing).
+    A conditional run takes `labels` [n] (None: unconditional) and a classifier-free
+    `guidance` strength w (0: the plain conditional model). `clip`: static, dynamic
+    (thresholding at `percentile`) or none; None is the modality's default. `keep`: the
+    timesteps whose x_t and x̂_0 the first batch's trajectory keeps. `sampler_options` go
+    to the sampler (e.g. eta=1.0 for ddim)."""
+    check_labels(run.config, labels, guidance)
+    check_positive("the number of samples", n)
+    T = run.config.diffusion.num_steps
+    check_sampler(sampler, steps, T)
+    if "eta" in sampler_options:
+        check_not_negative("--eta (0: deterministic DDIM, 1: DDPM-like)", sampler_options["eta"])
+    generator = torch.Generator().manual_seed(seed)
+    trajectory = Trajectory(keep) if keep is not None else None
+    grid = run.base.schedule.full_grid() if steps is None else timestep_grid(T, steps, spacing)
+    denoiser = sampling_denoiser(run, guidance, clip, percentile)
+    chunks = []
+    for start in range(0, n, batch_size):
+        shape = run.modality.sample_shape(min(batch_size, n - start))
+        x_T = randn_like(torch.empty(shape, device=run.device), generator)
+        label = None if labels is None else labels[start : start + shape[0]].to(run.device)
+        callback = trajectory if start == 0 else None
+        chunks.append(
+            SAMPLERS[sampler](denoiser, x_T, grid, label=label, generator=generator, callback=callback, **sampler_options).cpu()
+        )
+    x = torch.cat(chunks)
+    return Samples(x, run.modality.to_data_space(x), trajectory)
+
+
+def check_labels(config: RunConfig, labels: torch.Tensor | None, guidance: float) -> None:
+    """Clear errors for labels or guidance a run cannot take."""
+    if not config.num_classes:
+        if labels is not None or guidance:
+            raise UserError(f"{'--class' if labels is not None else '--guidance'} needs a conditional model; "
+                            "this run was trained without --conditional")
+        return
+    if labels is not None and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= config.num_classes):
+        bad = int(labels.max()) if int(labels.max()) >= config.num_classes else int(labels.min())
+        raise UserError(f"class {bad} is outside the trained labels 0..{config.num_classes - 1}")
+
+
+def class_labels(config: RunConfig, which: str | None, n: int) -> torch.Tensor | None:
+    """Labels for `--class`: None (unconditional), one class index, or "all" (n per class,
+    class after class)."""
+    if which is None:
+        return None
+    if which == "all":
+        if not config.num_classes:
+            raise UserError("--class needs a conditional model; this run was trained without --conditional")
+        return torch.arange(config.num_classes).repeat_interleave(n)
+    try:
+        k = int(which)
+    except ValueError:
+        raise UserError(f"--class takes a class index or 'all', got {which!r}") from None
+    labels = torch.full((n,), k, dtype=torch.long)
+    check_labels(config, labels, 0.0)
+    return labels
+
+
+def balanced_labels(config: RunConfig, n: int, seed: int) -> torch.Tensor | None:
+    """n labels spread evenly over a conditional run's classes in a seeded order (None for an
+    unconditional run): what a measurement of a conditional model samples."""
+    if not config.num_classes:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    return (torch.arange(n) % config.num_classes)[torch.randperm(n, generator=g)]
+
+
+def picture_steps(T: int, count: int, steps: int | None = None, spacing: str = "linspace") -> list[int]:
+    """About `count` timesteps, evenly spread over the sampling grid (all T, or `steps` of them)."""
+    grid = torch.arange(T) if steps is None else timestep_grid(T, steps, spacing)
+    return sorted({int(grid[int(round(v))]) for v in np.linspace(0, len(grid) - 1, count)})
+
+
+def draw_recorded(run: Run, s: SampleSettings) -> tuple[np.ndarray, dict]:
+    """Data-space samples drawn as `s` says (a conditional run's labels balanced over its
+    classes), and the record of how: sample count, sampler, steps, network evaluations and
+    passes, seed, weights, clipping, T; labels and guidance for a conditional run."""
+    labels = balanced_labels(run.config, s.num, s.seed)
+    steps = s.steps or run.config.diffusion.num_steps
+    data = draw(run, s.num, seed=s.seed, sampler=s.sampler, steps=s.steps, labels=labels, guidance=s.guidance).data
+    guided = s.guidance if labels is not None else 0.0
+    record = {"num": s.num, "sampler": s.sampler, "steps": steps, "nfe": network_evaluations(s.sampler, steps),
+              "network_passes": network_passes(s.sampler, steps, guided), "seed": s.seed, "weights": "EMA" if s.ema else "live",
+              "clip": run.modality.default_clip, "trained_steps_T": run.config.diffusion.num_steps}
+    if labels is not None:
+        record.update(labels=f"balanced over {run.config.num_classes} classes", guidance=s.guidance)
+    return data, record
