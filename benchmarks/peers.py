@@ -245,7 +245,7 @@ def main() -> None:
               + ("met" if ratios[faster] >= 1.25 else "not met") + ")")
 
     print("\nMarkdown (README):\n")
-    print(f"| library | configuration | parameters | GFLOP/image (fwd) | train images/s | eval images/s | ddpmkit ÷ it (train / eval) |")
+    print("| library | configuration | parameters | GFLOP/image (fwd) | train images/s | eval images/s | ddpmkit ÷ it (train / eval) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for e in nets:
         tr, ev = rate[e.name]["train"], rate[e.name]["eval"]

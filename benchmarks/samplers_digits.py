@@ -28,6 +28,7 @@ import torch
 from ddpmkit import api
 from ddpmkit.build import load_run
 from ddpmkit.evaluation import image_reference, quick_scores
+from ddpmkit.sampling import network_evaluations
 
 
 def main() -> None:
@@ -83,13 +84,13 @@ def main() -> None:
             confs.append(q["confidence"])
         table[name, k] = statistics.mean(fds)
         sd = statistics.stdev(fds) if len(fds) > 1 else float("nan")
-        print(f"{name:<8} {k:>5} {api.network_evaluations(name, k):>5} {table[name, k]:>8.3f} {sd:>6.3f} "
+        print(f"{name:<8} {k:>5} {network_evaluations(name, k):>5} {table[name, k]:>8.3f} {sd:>6.3f} "
               f"{statistics.mean(confs):>6.3f} {1000 * secs / (args.seeds * args.num_samples):>10.2f}", flush=True)
     reference = table[ref_name, int(ref_steps)]
     for name in ("dpm++", "dpm++sde"):
         if (name, 20) in table:
             print(f"{name} 20 steps / {ref_name} {ref_steps} steps: FD ratio {table[name, 20] / reference:.2f} "
-                  f"(target ≤ 1.10) at {api.network_evaluations(ref_name, int(ref_steps)) // 20}× fewer network evaluations")
+                  f"(target ≤ 1.10) at {network_evaluations(ref_name, int(ref_steps)) // 20}× fewer network evaluations")
 
 
 if __name__ == "__main__":

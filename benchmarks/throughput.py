@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from ddpmkit import api
-from ddpmkit.build import build_denoiser, build_net, load_data
+from ddpmkit.build import build_denoiser, build_net, modality, resolve_config
 from ddpmkit.nets.unet import count_parameters
-from ddpmkit.train import read_log
+from ddpmkit.rundir import read_log
 
 
 def make_config(name: str, data_dir: Path):
@@ -58,8 +58,8 @@ def training_images_per_s(config, steps: int, warmup: int, out: Path) -> float:
 @torch.no_grad()
 def sampling_images_per_nfe(config, batch: int, repeats: int) -> float:
     """Images/s of one no-grad denoiser evaluation at `batch` (median of `repeats`)."""
-    _, data = load_data(config.data, config.seed)
-    config = api._fit_net_to_data(dataclasses.replace(config, data=data))
+    _, data = modality(config).load(config.seed)
+    config = resolve_config(config, data)
     net = build_net(config).eval()
     denoiser = build_denoiser(config, net)
     h, w = config.data.image_size

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from ddpmkit import api
-from ddpmkit.build import load_data, load_run
+from ddpmkit.build import load_run, modality
 from ddpmkit.data.images import to_model_space, to_uint8
 from ddpmkit.evaluation import feature_scores, image_reference, quick_scores
 from ddpmkit.nets.unet import count_parameters
@@ -159,7 +159,7 @@ def main() -> None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=150))
         args.num_samples, args.seeds = 100, 1
     half = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=config.train.steps // 2))
-    dataset, _ = load_data(config.data, seed=config.seed)
+    dataset, _ = modality(config).load(config.seed)
     train_data = to_model_space(dataset.images_uint8)  # [1617, 1, 8, 8] in [-1, 1]: what ddpmkit trains on
     total = args.num_samples * args.seeds
 
