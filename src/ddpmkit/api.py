@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import build, checkpoint, distributed, evaluation, pictures, rundir, sampling
+from . import build, checkpoint, distributed, evaluation, modelcard, pictures, rundir, sampling
 from .config import DataConfig, RunConfig
 from .errors import UserError
 from .evaluation import toy_distances  # noqa: F401  (part of the API: 2-D samples against fresh points)
 from .features import OwnTraining
+from .interop import diffusers as diffusers_interop
 from .modality import modality_for
 from .sampling import Samples, SampleSettings, draw  # noqa: F401  (part of the API)
 from .train import TrainResult
@@ -92,11 +93,13 @@ def sample(
     spacing: str = "linspace",
     clip: str | None = None,
     percentile: float = 0.995,
+    png_dir: Path | str | None = None,
     **sampler_options,
 ) -> np.ndarray:
     """Write out/samples.npy and out/samples.png (and out/reverse.gif) for a run; returns
     the data-space samples. `class_` is a class index or "all" (then n per class, a grid
-    row per class, and labels.npy beside the samples)."""
+    row per class, and labels.npy beside the samples). `png_dir`: also each sample as a
+    numbered PNG there (with labels.csv for labelled samples), for other FID tools."""
     run = build.load_run(Path(run_dir), ema=ema, device=distributed.pick_device(device))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,6 +114,8 @@ def sample(
     if gif:
         run.modality.reverse_gif(samples, out / "reverse.gif")
     rundir.save_npy(out / "samples.npy", samples.data)
+    if png_dir is not None:
+        run.modality.png_folder(samples, labels, Path(png_dir))
     run.modality.samples_picture(run.config, samples, out / "samples.png", rows=run.config.num_classes if class_ == "all" else None)
     return samples.data
 
@@ -123,14 +128,54 @@ def show_forward(data: str, out: Path | str, *, image_size=None, channels: int |
 
 def evaluate(run_dir: Path | str, settings: SampleSettings = SampleSettings(), *, device: str | None = None,
              features: str = "own", inception_weights=None, training: OwnTraining = OwnTraining(),
-             report=lambda message: None) -> dict:
+             ref: Path | str | None = None, report=lambda message: None) -> dict:
     """Measure the sample quality of a run (evaluation.evaluate_quality) and add the record to
-    its metrics.json; returns the record (evaluation.format_report prints it)."""
+    its metrics.json; returns the record (evaluation.format_report prints it). `ref`: a
+    reference .npz (mu, sigma) the Fréchet distance is measured against instead of the run's data."""
     run = build.load_run(Path(run_dir), ema=settings.ema, device=distributed.pick_device(device))
     record = evaluation.evaluate_quality(run, settings, features=features, inception_weights=inception_weights,
-                                         training=training, report=report)
+                                         training=training, report=report, ref=None if ref is None else Path(ref))
     evaluation.write_quality_record(run_dir, record)
     return record
+
+
+def save_reference(run_dir: Path | str, path: Path | str, *, features: str = "own", inception_weights=None,
+                   device: str | None = None, report=lambda message: None) -> dict:
+    """The run's real-data feature statistics (μ, Σ and the extractor's identity) as a .npz in
+    the layout pytorch-fid and EDM's fid.py read; returns the reference's description."""
+    run = build.load_run(Path(run_dir), device=distributed.pick_device(device))
+    return run.modality.save_reference(run, Path(path), features=features, inception_weights=inception_weights,
+                                       report=report)
+
+
+def export(run_dir: Path | str, out: Path | str, *, format: str = "diffusers", weights: str = "ema",
+           license: str = "other", device: str | None = None) -> list[Path]:
+    """A run as a diffusers DDPMPipeline folder `out` (interop.diffusers) with its model card
+    README.md and a sample grid (modelcard.py); `weights`: ema, model or a .safetensors path."""
+    if format != "diffusers":
+        raise UserError(f"--format {format!r} is not known; ddpmkit exports --format diffusers")
+    rundir.check_output_folder(Path(out), keep="model_index.json")
+    run = build.load_run(Path(run_dir), weights=weights, device=distributed.pick_device(device))
+    files = diffusers_interop.write_pipeline(Path(out), run.config, run.net.state_dict())
+    return [*files, *modelcard.write_card(run, Path(out), weights=weights, license=license)]
+
+
+def import_run(source: Path | str, out: Path | str, *, format: str = "diffusers", data: str | None = None) -> RunConfig:
+    """A saved diffusers pipeline whose UNet2DModel fits ddpmkit's U-Net as a run directory
+    `out` (config.json, ema.safetensors = model.safetensors) that sample and evaluate take;
+    `data`: the data set it was trained on (what evaluate measures against). Returns its config."""
+    if format != "diffusers":
+        raise UserError(f"--from {format!r} is not known; ddpmkit imports --from diffusers")
+    rundir.check_output_folder(Path(out), keep=None)
+    net, diffusion, size, weights = diffusers_interop.read_pipeline(Path(source))
+    config = RunConfig(data=DataConfig(name=data or f"diffusers:{source}", image_size=size, channels=net.in_channels,
+                                       num_classes=net.num_classes), net=net, diffusion=diffusion,
+                       conditional=net.num_classes > 0)
+    checkpoint.load_matching(build.build_net(config), weights, Path(source))  # the weights fit the config
+    rundir.write_config(Path(out), config)
+    for name in ("ema", "model"):
+        checkpoint.save_weights(build.weights_file(Path(out), name), weights)
+    return config
 
 
 def likelihood(run_dir: Path | str, kinds: tuple[str, ...] = ("vlb",), *, num: int = 256, seed: int = 0,

@@ -73,8 +73,23 @@ def make_run(directory: Path, config: RunConfig, net: nn.Module) -> Run:
     return Run(Path(directory), config, net, kind, base, for_sampling(base, config.num_classes, 0.0, kind.default_clip))
 
 
-def load_run(run_dir: Path, ema: bool = True, device: torch.device | None = None) -> Run:
-    """Rebuild a run's network from config.json and load its (EMA) weights."""
+WEIGHTS = {"ema": "ema.safetensors", "model": "model.safetensors"}  # --weights NAME -> the run's file
+
+
+def weights_file(run_dir: Path, weights: str) -> Path:
+    """The weights file `--weights` names: "ema" (the EMA weights), "model" (the live ones) of
+    the run's newest checkpoint, or the path of a .safetensors file that exists."""
+    if weights in WEIGHTS:
+        return Path(run_dir) / WEIGHTS[weights]
+    path = Path(weights)
+    if not path.is_file():
+        raise UserError(f"--weights takes {', '.join(WEIGHTS)} or the path of a .safetensors file; {weights!r} is neither")
+    return path
+
+
+def load_run(run_dir: Path, ema: bool = True, device: torch.device | None = None, weights: str | None = None) -> Run:
+    """Rebuild a run's network from config.json and load its weights: `weights` as
+    weights_file takes it, or (None) the EMA weights when `ema`, else the live ones."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist; pass the --out directory of a finished training run")
@@ -83,7 +98,7 @@ def load_run(run_dir: Path, ema: bool = True, device: torch.device | None = None
         raise UserError(f"{run_dir} has no config.json, so it is not a ddpmkit run; pass the --out directory of ddpmkit train")
     config = RunConfig.load(config_path)
     net = build_net(config)
-    path = run_dir / ("ema.safetensors" if ema else "model.safetensors")
+    path = weights_file(run_dir, weights or ("ema" if ema else "model"))
     checkpoint.load_matching(net, checkpoint.load_weights(path), path)
     net = net.to(device or torch.device("cpu")).eval().requires_grad_(False)
     return make_run(run_dir, config, net)

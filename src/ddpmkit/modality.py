@@ -36,6 +36,7 @@ from .data.toy import (
 )
 from .errors import UserError
 from .evaluation import distances, quality
+from .evaluation.reference import save_reference_npz
 from .nets.mlp import GatedMLPConfig, MLPConfig
 from .sampling import Run, Samples, draw
 
@@ -159,6 +160,12 @@ class Points:
     def reverse_gif(self, samples: Samples, path: Path) -> None:
         pictures.point_reverse_gif(samples, path)
 
+    def png_folder(self, samples: Samples, labels, directory: Path) -> None:
+        raise UserError(f"--png-dir writes images; {self.data.name} is 2-D data, whose samples are in samples.npy")
+
+    def save_reference(self, run: Run, path: Path, **options) -> dict:
+        raise UserError(f"--save-ref writes image feature statistics; {self.data.name} is 2-D data")
+
     def forward_picture(self, path: Path, num: int, T: int, seed: int) -> None:
         raise UserError(f"show-forward draws images; for 2-D data such as {self.data.name} see forward.png in a training run")
 
@@ -272,6 +279,16 @@ class Images:
 
     def reverse_gif(self, samples: Samples, path: Path) -> None:
         pictures.image_reverse_gif(samples, path)
+
+    def png_folder(self, samples: Samples, labels: torch.Tensor | None, directory: Path) -> None:
+        """--png-dir: each sample as a numbered PNG (and labels.csv), what FID tools read."""
+        pictures.png_folder(samples.data, directory, None if labels is None else labels.numpy())
+
+    def save_reference(self, run: Run, path: Path, **options) -> dict:
+        """--save-ref: the real data's μ, Σ in the features `options` name, as a .npz; returns its description."""
+        reference = quality.image_reference(run, **options)
+        save_reference_npz(path, reference)
+        return reference.description
 
     def forward_picture(self, path: Path, num: int, T: int, seed: int) -> None:
         """show-forward: q(x_t | x_0) on the first `num` images, linear and cosine schedules."""

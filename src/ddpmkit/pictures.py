@@ -15,7 +15,8 @@ import torch
 from . import process, viz
 from ._tensor import randn_like
 from .data.images import to_model_space, to_uint8
-from .rundir import atomic_write, read_log, save_png
+from .errors import UserError
+from .rundir import atomic_write, atomic_write_text, read_log, save_png
 from .sampling import Run, Samples, draw, picture_steps
 from .schedules import NoiseSchedule
 
@@ -40,6 +41,27 @@ def loss_curve(run_dir: Path) -> None:
 def image_grid(images: np.ndarray, path: Path, rows: int | None = None) -> None:
     """uint8 images [N, H, W, C] tiled into a PNG, enlarged so tiny images are visible."""
     save_png(path, viz.image_grid(images, rows=rows, scale=viz.grid_scale(images.shape[1], images.shape[2])))
+
+
+def png_folder(images: np.ndarray, directory: Path, labels: np.ndarray | None = None) -> list[Path]:
+    """Each image [N, H, W, C] as DIR/000000.png, 000001.png, ... at its own size and bit
+    depth (uint8: 8-bit grey, grey+alpha, RGB or RGBA; uint16 grey: 16-bit), the folder that
+    clean-fid, torch-fidelity and pytorch-fid read; with `labels` [N], DIR/labels.csv
+    (file,label). Every file is written atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if images.dtype == np.uint16 and images.shape[-1] != 1:
+        raise UserError("16-bit PNG folders hold grey images only (Pillow writes no 16-bit colour PNG)")
+    if images.dtype not in (np.uint8, np.uint16):
+        raise UserError(f"PNG folders take uint8 or uint16 images, got {images.dtype}")
+    digits = max(6, len(str(len(images) - 1)))
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(directory / f"{i:0{digits}d}.png")
+        save_png(paths[-1], viz.png_image(image))
+    if labels is not None:
+        atomic_write_text(directory / "labels.csv", "file,label\n" + "".join(f"{p.name},{int(k)}\n" for p, k in zip(paths, labels)))
+    return paths
 
 
 def as_images(x: torch.Tensor) -> np.ndarray:

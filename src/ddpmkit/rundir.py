@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
+
 CONFIG = "config.json"
 LOG = "log.jsonl"
 METRICS = "metrics.json"
@@ -74,6 +76,16 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 def save_png(path: Path, picture) -> None:
     """A Pillow image as a PNG file, atomically."""
     atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+
+
+def check_output_folder(path: Path, keep: str | None) -> None:
+    """Refuse to write into `path` when it holds files, unless it holds `keep` (an earlier
+    output of the same command, which is replaced): a user's other files are never overwritten."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} is a file; give a folder to write into")
+    if path.is_dir() and any(path.iterdir()) and not (keep is not None and (path / keep).is_file()):
+        raise UserError(f"{path} is not empty; give a new or empty folder (nothing in it is overwritten)")
 
 
 def write_config(run_dir: Path, config) -> None:

@@ -124,6 +124,14 @@ def image_grid(images: np.ndarray, rows: int | None = None, pad: int = 1, scale:
     return picture
 
 
+def png_image(image: np.ndarray) -> Image.Image:
+    """One image [H, W, C] at its own size and depth: uint8 grey, grey+alpha, RGB or RGBA, or
+    uint16 grey (Pillow's "I;16", written as a 16-bit PNG)."""
+    if image.dtype == np.uint16:
+        return Image.fromarray(np.ascontiguousarray(image[..., 0], dtype="<u2"))  # Pillow: mode "I;16"
+    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
 def _opaque(picture: Image.Image) -> Image.Image:
     """An "LA" / "RGBA" picture composited over white ("L" / "RGB"); others unchanged."""
     from .data.images import over_white

@@ -36,6 +36,11 @@ def add_evaluate(sub) -> None:
     g.add_argument("--inception-weights", type=Path, metavar="PATH",
                    help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid); default: look in torch hub's checkpoints cache")
     g.add_argument("--guidance", type=float, help="conditional runs: guidance w for the class-balanced samples (default 0)")
+    g.add_argument("--ref", type=Path, metavar="FILE.npz", help="images: measure the Fréchet distance against the mu and "
+                   "sigma of this file (ddpmkit --save-ref, pytorch-fid --save-stats, EDM's fid.py ref) instead of the run's data")
+    g = p.add_argument_group("reference statistics instead")
+    g.add_argument("--save-ref", type=Path, metavar="FILE.npz", help="write the run's real-data statistics in --features "
+                   "(mu, sigma and the extractor's identity, the layout pytorch-fid and EDM read) and measure nothing")
     g = p.add_argument_group("likelihood instead")
     g.add_argument("--nll", choices=["vlb", "ode", "both"], help="measure the NLL in bits/dim instead of sample quality")
     g.add_argument("--ode-points", type=int, default=100, help="--nll ode: timesteps asked for on the ODE grid, evenly "
@@ -65,12 +70,15 @@ def add_compare(sub) -> None:
     p.add_argument("--device", help=DEVICE_HELP)
 
 
-QUALITY_OPTIONS = ("num_samples", "sampler", "steps", "features", "inception_weights", "guidance")
+QUALITY_OPTIONS = ("num_samples", "sampler", "steps", "features", "inception_weights", "guidance", "ref")
+SAMPLING_OPTIONS = ("num_samples", "sampler", "steps", "guidance", "ref", "nll")
 
 
 def run_evaluate(args) -> int:
     from ..api import evaluate
 
+    if args.save_ref is not None:
+        return _run_save_ref(args)
     if args.nll is not None:
         given = [o for o in QUALITY_OPTIONS if getattr(args, o) is not None]
         if given:
@@ -81,12 +89,26 @@ def run_evaluate(args) -> int:
     settings = SampleSettings(seed=args.seed, ema=args.ema, **{k: v for k, v in given.items() if v is not None})
     started = time.perf_counter()
     record = evaluate(args.run, settings, device=args.device, features=args.features or "own",
-                      inception_weights=args.inception_weights, report=print)
+                      inception_weights=args.inception_weights, ref=args.ref, report=print)
     print(f"sample quality of {args.run}:")
     for line in format_report(record):
         print(line)
     picture = f" and {record['memorisation']['picture']}" if "memorisation" in record else ""
     print(f"{time.perf_counter() - started:.1f} s; written to {args.run}/metrics.json (sample_quality){picture}")
+    return 0
+
+
+def _run_save_ref(args) -> int:
+    from ..api import save_reference
+
+    given = [o for o in SAMPLING_OPTIONS if getattr(args, o) is not None]
+    if given:
+        raise UserError(f"--save-ref writes the reference and measures nothing; drop {', '.join('--' + o.replace('_', '-') for o in given)}")
+    if args.save_ref.suffix != ".npz":
+        raise UserError(f"--save-ref writes a .npz file; give a name ending in .npz, not {args.save_ref.name!r}")
+    described = save_reference(args.run, args.save_ref, features=args.features or "own",
+                               inception_weights=args.inception_weights, device=args.device, report=print)
+    print(f"wrote {args.save_ref}: mu and sigma of {described['what']}")
     return 0
 
 

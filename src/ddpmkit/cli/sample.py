@@ -36,6 +36,8 @@ def add_sample(sub) -> None:
                    help="percentile of |x̂_0| for --clip dynamic (default 0.995)")
     p.add_argument("--class", dest="class_", metavar="K|all", help="conditional runs: draw class K, or 'all' (-n per class, a grid row each)")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance strength w: ε = (1+w)·ε(x,c) − w·ε(x,∅)")
+    p.add_argument("--png-dir", type=Path, metavar="DIR", help="also write each sample as DIR/000000.png, ... (and "
+                   "labels.csv for labelled samples): the folder clean-fid, torch-fidelity and pytorch-fid read")
     p.add_argument("--gif", action="store_true", help="also write reverse.gif: the reverse process (images: x_t beside x̂_0)")
     p.add_argument("--device", help=DEVICE_HELP)
 
@@ -66,9 +68,10 @@ def run_sample(args) -> int:
         options["eta"] = args.eta
     points = sample(args.run, args.num_samples, out, seed=args.seed, ema=args.ema, device=args.device, gif=args.gif,
                     class_=args.class_, guidance=args.guidance, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
-                    clip=args.clip, percentile=args.dynamic_threshold, **options)
+                    clip=args.clip, percentile=args.dynamic_threshold, png_dir=args.png_dir, **options)
     gif = " and reverse.gif" if args.gif else ""
-    print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif} in {time.perf_counter() - started:.1f} s")
+    pngs = f"; {len(points)} PNG files in {args.png_dir}/" if args.png_dir else ""
+    print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif}{pngs} in {time.perf_counter() - started:.1f} s")
     config = RunConfig.load(args.run / "config.json")
     summary = modality(config).sample_summary(config, points)
     if summary:

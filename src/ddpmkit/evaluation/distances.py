@@ -30,8 +30,8 @@ def toy_distances(config: RunConfig, points: np.ndarray, seed: int = FRESH_SEED)
 def point_quality(run: Run, settings: SampleSettings, *, features: str = "own", inception_weights=None, k: int = 3,
                   **_image_only) -> dict:
     """The quality record of a 2-D run (checked settings; see quality.evaluate_quality)."""
-    if features != "own" or inception_weights is not None:
-        raise UserError(f"--features and --inception-weights apply to image runs; {run.config.data.name} is 2-D data")
+    if features != "own" or inception_weights is not None or "ref" in _image_only:
+        raise UserError(f"--features, --inception-weights and --ref apply to image runs; {run.config.data.name} is 2-D data")
     data, sample_record = draw_recorded(run, settings)
     fresh = fresh_points(run.config, len(data))  # one reference for every seed
     mean, scale = run.config.data.mean, run.config.data.scale

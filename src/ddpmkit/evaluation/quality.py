@@ -24,16 +24,18 @@ from ..errors import UserError
 from ..features import OwnFeatures, OwnTraining
 from ..sampling import Run, SampleSettings, check_labels, check_sampler, draw_recorded
 from .memorisation import memorisation
-from .reference import REFERENCE_SEED, ImageReference, image_reference
+from .reference import REFERENCE_SEED, ImageReference, image_reference  # noqa: F401  (image_reference: modality's --save-ref)
 
 PAPER_SAMPLES = 50_000  # the sample count of published FIDs
 
 
 def evaluate_quality(run: Run, settings: SampleSettings = SampleSettings(), *, features: str = "own",
                      inception_weights=None, k: int = 3, kid_subset: int = 1000, kid_subsets: int = 100,
-                     training: OwnTraining = OwnTraining(), out: Path | None = None, report=lambda m: None) -> dict:
+                     training: OwnTraining = OwnTraining(), out: Path | None = None, report=lambda m: None,
+                     ref: Path | None = None) -> dict:
     """Draw `settings.num` samples and measure them as the run's modality measures quality
-    (see the module docstring); pictures go to `out` (default RUN/eval). Returns the record;
+    (see the module docstring); pictures go to `out` (default RUN/eval); `ref`: images only,
+    a reference .npz the Fréchet distance is measured against. Returns the record;
     record.write_quality_record stores it."""
     if settings.num <= k:
         raise UserError(f"--num-samples must be more than {k} (precision and recall use the {k}-th nearest neighbour), "
@@ -43,7 +45,7 @@ def evaluate_quality(run: Run, settings: SampleSettings = SampleSettings(), *, f
         check_labels(run.config, None, settings.guidance)
     return run.modality.measure_quality(run, settings, features=features, inception_weights=inception_weights, k=k,
                                         kid_subset=kid_subset, kid_subsets=kid_subsets, training=training, out=out,
-                                        report=report)
+                                        report=report, **({} if ref is None else {"ref": ref}))
 
 
 def nhwc_to_nchw(images: np.ndarray) -> torch.Tensor:
@@ -91,9 +93,10 @@ def quick_scores(reference: ImageReference, samples_nhwc: np.ndarray) -> dict:
 
 def image_quality(run: Run, settings: SampleSettings, *, features: str = "own", inception_weights=None, k: int = 3,
                   kid_subset: int = 1000, kid_subsets: int = 100, training: OwnTraining = OwnTraining(),
-                  out: Path | None = None, report=lambda m: None) -> dict:
-    """The quality record of an image run (checked settings; see evaluate_quality)."""
-    reference = image_reference(run, features, inception_weights, report, training)
+                  out: Path | None = None, report=lambda m: None, ref: Path | None = None) -> dict:
+    """The quality record of an image run (checked settings; see evaluate_quality); `ref`: a
+    reference .npz for the Fréchet distance (reference.with_reference_file)."""
+    reference = image_reference(run, features, inception_weights, report, training, ref)
     report(f"drawing {settings.num:,} samples with {settings.sampler}, {settings.steps or run.config.diffusion.num_steps} steps")
     data, sample_record = draw_recorded(run, settings)
     images = nhwc_to_nchw(data)

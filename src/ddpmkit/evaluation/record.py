@@ -41,7 +41,7 @@ def write_metrics(run_dir: Path, new: dict) -> dict:
 def _identity(record: dict) -> tuple:
     s = record["samples"]
     return (record["kind"], record.get("features", {}).get("sha256"), s["num"], s["sampler"], s["steps"], s["seed"],
-            s["weights"], s.get("guidance"))
+            s["weights"], s.get("guidance"), record.get("reference", {}).get("file"))
 
 
 def write_quality_record(run_dir: Path, record: dict) -> dict:

@@ -178,9 +178,10 @@ class ImageReference:
 
 
 def image_reference(run: Run, features: str = "own", inception_weights=None, report=lambda m: None,
-                    training: OwnTraining = OwnTraining()) -> ImageReference:
+                    training: OwnTraining = OwnTraining(), ref: Path | None = None) -> ImageReference:
     """Load the run's data, its feature extractor (`features`: own or inception) and the real
-    statistics in it (cached, or computed now): everything samples are measured against."""
+    statistics in it (cached, or computed now): everything samples are measured against.
+    `ref`: a reference .npz whose μ and Σ replace the data's (with_reference_file)."""
     dataset, _ = run.modality.load(run.config.seed, report)
     if len(dataset) < MIN_REAL:
         raise UserError(f"{run.config.data.name} has {len(dataset)} images; sample quality needs at least {MIN_REAL} real "
@@ -197,4 +198,53 @@ def image_reference(run: Run, features: str = "own", inception_weights=None, rep
             else f"a seeded subset of {len(indices):,} of the {len(dataset):,} images of {run.config.data.name} (the training data)")
     description = {"data": run.config.data.name, "what": what, "num_images": len(indices), "image_size": [h, w],
                    "channels": dataset.channels, "sha256": fingerprint, "statistics": "cached" if stats.cached else "computed"}
-    return ImageReference(dataset, indices, fingerprint, extractor, stats, description)
+    reference = ImageReference(dataset, indices, fingerprint, extractor, stats, description)
+    return reference if ref is None else with_reference_file(reference, ref)
+
+
+# ---- reference files in the common .npz layout ----------------------------------------------------
+REF_KEY = "ddpmkit"  # the .npz entry holding the extractor's identity and the data's description (a JSON string)
+
+
+def save_reference_npz(path: Path, reference: ImageReference) -> None:
+    """The reference's μ and Σ as `path` (.npz with float64 `mu` [F] and `sigma` [F, F]: what
+    pytorch-fid's --save-stats writes and EDM's fid.py reads), plus the extractor's identity
+    and the data's description under "ddpmkit", which those tools ignore."""
+    meta = json.dumps({"features": reference.extractor.identity(), "data": reference.description,
+                       "num_images": reference.stats.num_images}, sort_keys=True)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, mu=reference.stats.mu.numpy(), sigma=reference.stats.sigma.numpy(), **{REF_KEY: np.array(meta)})
+
+    atomic_write(path, write)
+
+
+def with_reference_file(reference: ImageReference, path: Path) -> ImageReference:
+    """`reference` with μ and Σ read from a .npz file (ddpmkit's --save-ref, pytorch-fid's
+    --save-stats, EDM's fid.py ref): the Fréchet distance is then measured against the file;
+    KID, precision/recall and near-copies need features and stay on the run's data. Refused
+    when the feature dimension differs or the file names another extractor."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            mu, sigma = np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64)
+            meta = json.loads(str(f[REF_KEY])) if REF_KEY in f.files else None
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"--ref {path} is not a reference .npz with 'mu' and 'sigma' ({e}); write one with "
+                        "ddpmkit evaluate --save-ref or pytorch-fid --save-stats") from None
+    dim = reference.stats.mu.shape[0]
+    if mu.shape != (dim,) or sigma.shape != (dim, dim):
+        raise UserError(f"--ref {path} holds statistics of {mu.shape[0] if mu.ndim else '?'} features; "
+                        f"{reference.extractor.name} has {dim}: use the --features the file was made with")
+    ours = reference.extractor.identity()
+    if meta is not None and (meta["features"]["name"], meta["features"]["sha256"]) != (ours["name"], ours["sha256"]):
+        raise UserError(f"--ref {path} was made with {meta['features']['name']} (sha256 {meta['features']['sha256'][:12]}), "
+                        f"not {ours['name']} (sha256 {ours['sha256'][:12]}): use the --features the file was made with")
+    stats = dataclasses.replace(reference.stats, mu=torch.from_numpy(mu), sigma=torch.from_numpy(sigma))
+    made = (f"{meta['data']['what']}, {meta['num_images']:,} images" if meta is not None
+            else "an extractor the file does not record")
+    description = {**reference.description, "file": str(path),
+                   "what": f"mu and sigma of {path} ({made}) for the Fréchet distance; KID, precision/recall and "
+                           f"near-copies against {reference.description['what']}"}
+    return dataclasses.replace(reference, stats=stats, description=description)
