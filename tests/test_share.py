@@ -66,6 +66,11 @@ def test_export_writes_a_pipeline_and_a_card_with_every_record(digits_run, tmp_p
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
     assert main(["export", "--run", str(digits_run), "--out", str(out), "--weights", "model"]) == 0
     assert main(["export", "--run", str(digits_run), "--out", str(out), "--weights", "nope"]) == 2
+    # An imported run's card invents no recipe and says its data were not readable.
+    assert main(["import", "--from", "diffusers", str(out), "--out", str(tmp_path / "imported")]) == 0
+    assert main(["export", "--run", str(tmp_path / "imported"), "--out", str(tmp_path / "again")]) == 0
+    again = (tmp_path / "again" / "README.md").read_text()
+    assert "optimisation: not recorded" in again and "not readable at export" in again and "no measurements yet" in again
 
 
 def test_png_folder_reads_back_to_the_same_arrays(digits_run, tmp_path):

@@ -17,7 +17,7 @@ from . import pictures
 from .errors import UserError
 from .evaluation.record import read_metrics
 from .evaluation.reference import dataset_fingerprint
-from .rundir import atomic_write_text
+from .rundir import LOG, atomic_write_text
 from .sampling import Run, balanced_labels, draw
 
 GRID = "samples.png"
@@ -122,6 +122,17 @@ def model_card(run: Run, data: dict, metrics: dict, *, weights: str, license: st
     else:
         data_line = (f"- data: {data['name']}, {data['count']:,} training images of {size} px, {data['channels']} channel(s)"
                      f"{classes}; data fingerprint (sha256 of the size, every image's bytes and the labels) `{data['sha256']}`")
+    recipe = [
+        f"- network: U-Net, base width {c.net.base_width}, channel multipliers {list(c.net.channel_mults)}, "
+        f"{c.net.blocks_per_level} block(s) per level, attention at {list(c.net.attention_resolutions) or 'no level'}, "
+        f"dropout {c.net.dropout:g}" + (f", {c.num_classes} classes plus a null label" if c.num_classes else ""),
+        f"- diffusion: {d.schedule} schedule, T = {d.num_steps}, predicts {d.prediction}, variance {d.variance}, loss {d.loss}"
+        + (f", min-SNR-γ {d.min_snr_gamma:g}" if d.min_snr_gamma else ""),
+        f"- optimisation: {t.steps:,} steps of batch {t.batch_size}, AdamW lr {t.lr:g} ({t.lr_decay}, {t.warmup_steps} warm-up "
+        f"steps), weight decay {t.weight_decay:g}, EMA decay {t.ema_decay:g}, {t.precision}, seed {c.seed}"
+        if (run.directory / LOG).is_file() else
+        "- optimisation: not recorded (the run was imported, not trained by ddpmkit: no log.jsonl)",
+    ]
     lines = [
         "---", "library_name: diffusers", "pipeline_tag: unconditional-image-generation", f"license: {license}", "tags:",
         "- ddpmkit", "- diffusers", "- ddpm", f"- {task.replace(' ', '-')}", "---", "",
@@ -130,13 +141,7 @@ def model_card(run: Run, data: dict, metrics: dict, *, weights: str, license: st
         f"`DDPMPipeline` ({weights} weights).", "",
         "## Data", "", data_line, "",
         "## Training recipe", "",
-        f"- network: U-Net, base width {c.net.base_width}, channel multipliers {list(c.net.channel_mults)}, "
-        f"{c.net.blocks_per_level} block(s) per level, attention at {list(c.net.attention_resolutions) or 'no level'}, "
-        f"dropout {c.net.dropout:g}" + (f", {c.num_classes} classes plus a null label" if c.num_classes else ""),
-        f"- diffusion: {d.schedule} schedule, T = {d.num_steps}, predicts {d.prediction}, variance {d.variance}, loss {d.loss}"
-        + (f", min-SNR-γ {d.min_snr_gamma:g}" if d.min_snr_gamma else ""),
-        f"- optimisation: {t.steps:,} steps of batch {t.batch_size}, AdamW lr {t.lr:g} ({t.lr_decay}, {t.warmup_steps} warm-up "
-        f"steps), weight decay {t.weight_decay:g}, EMA decay {t.ema_decay:g}, {t.precision}, seed {c.seed}",
+        *recipe,
         "", "<details><summary>config.json</summary>", "", "```json", c.to_json(), "```", "", "</details>", "",
         "## Measurements", "", *measurements(metrics), "",
         "## Samples", "",

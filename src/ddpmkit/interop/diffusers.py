@@ -161,6 +161,8 @@ def fit_unet(cfg: dict) -> UNetConfig:
         raise UserError(f"the diffusers UNet2DModel's block_out_channels {widths} are not multiples of the first; "
                         "ddpmkit's widths are base_width·channel_mults")
     size = cfg.get("sample_size")
+    if size is None:
+        raise UserError("the diffusers UNet2DModel has no sample_size; ddpmkit needs the image size (set sample_size in unet/config.json)")
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     side = min(h, w)
     sizes = [side // 2**i for i in range(len(widths))]
