@@ -203,6 +203,13 @@ def test_what_cannot_map_is_one_clear_line(tmp_path, change, message):
         dx.unet_config(config)
 
 
+def test_a_2d_run_is_refused_in_one_line():
+    from ddpmkit import api
+
+    with pytest.raises(UserError, match="only U-Net runs export"):
+        dx.unet_config(api.default_config("moons"))
+
+
 @pytest.mark.parametrize("data", ["digits", "my-images"])
 def test_the_presets_export(data):
     """The digits default and the images default (base 64, four levels, attention at 16 px) map."""

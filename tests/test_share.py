@@ -13,6 +13,7 @@ from PIL import Image
 
 from ddpmkit import api
 from ddpmkit.cli import main
+from ddpmkit.errors import UserError
 from ddpmkit.evaluation import read_metrics
 from ddpmkit.nets.unet import UNetConfig
 from ddpmkit.pictures import png_folder
@@ -95,6 +96,16 @@ def test_png_folder_keeps_16_bit_and_colour(tmp_path):
     rgba = np.random.default_rng(1).integers(0, 256, (2, 4, 6, 4), dtype=np.uint8)
     png_folder(rgba, tmp_path / "c")
     assert np.array_equal(np.stack([np.asarray(Image.open(f)) for f in sorted((tmp_path / "c").glob("*.png"))]), rgba)
+
+
+def test_png_dir_and_save_ref_refuse_2d_runs(tmp_path):
+    from ddpmkit.modality import modality_for
+
+    points = modality_for("moons")
+    with pytest.raises(UserError, match="--png-dir writes images"):
+        points.png_folder(None, None, tmp_path)
+    with pytest.raises(UserError, match="--save-ref writes image feature statistics"):
+        points.save_reference(None, tmp_path / "x.npz")
 
 
 def test_save_ref_then_ref_reproduces_the_frechet_distance(digits_run, tmp_path):
