@@ -8,6 +8,7 @@ import json
 import os
 import struct
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ def wandb_history(run_dir) -> list[dict]:
 
     rows = []
     for path in sorted(glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb")), key=os.path.getmtime):
-        data = open(path, "rb").read()
+        data = Path(path).read_bytes()
         assert data[:4] == b":W&B"
         pos, record = 7, b""
         while pos + 7 <= len(data):
@@ -142,7 +143,7 @@ def test_eval_every_keeps_the_best_step_and_weights_best_samples_from_it(tmp_pat
     assert [r["step"] for r in records] == [15, 30, 45, 60]
     for r in records:
         assert r["samples"]["num"] == 300 and r["samples"]["sampler"] == "dpm++sde" and r["samples"]["steps"] == 20
-        assert r["samples"]["weights"] == "ema" and r["metric"] == "mmd"
+        assert r["samples"]["weights"] == "EMA" and r["metric"] == "mmd"
         assert set(r["quality"]) == {"mmd", "sliced_wasserstein", "precision", "recall"}
     best = min(records, key=lambda r: r["quality"]["mmd"])
     assert f"best quality at step {best['step']}:" in out  # the one-line summary names it
@@ -165,7 +166,7 @@ def test_eval_every_keeps_the_best_step_and_weights_best_samples_from_it(tmp_pat
         assert not np.array_equal(from_best, last)
     assert cli.main(["sample", "--run", str(run_dir), "--weights", "best", "-n", "8", "--steps", "5", "--sampler", "ddim"]) == 0
     assert cli.main(["evaluate", "--run", str(run_dir), "--weights", "best", "-n", "50", "--steps", "5"]) == 0
-    assert json.loads((run_dir / "metrics.json").read_text())["sample_quality"][-1]["samples"]["weights"] == "best"
+    assert json.loads((run_dir / "metrics.json").read_text())["sample_quality"][-1]["samples"]["weights"] == "best (EMA)"
 
 
 def test_a_resumed_run_keeps_its_best_step_unless_a_later_one_beats_it(tmp_path):
@@ -221,7 +222,8 @@ def test_a_missing_extra_is_one_line_naming_it_before_anything_is_written(tmp_pa
     assert not out.exists()
 
 
-def test_logger_none_and_unknown_names(tmp_path, capsys):
+def test_logger_none_and_unknown_names(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(Points, "training_pictures", lambda self, run, dataset, run_dir: {})  # seconds of GIF, not tested here
     out = tmp_path / "run"
     assert cli.main(["train", "--data", "moons", "--steps", "2", "--logger", "mlflow", "--out", str(out)]) == 2
     assert "unknown logger (--logger) 'mlflow'; choose one of: tensorboard, wandb" in capsys.readouterr().err

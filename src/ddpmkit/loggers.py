@@ -65,9 +65,10 @@ class TensorBoard:
     def start(self, config: dict, step: int, logged: int) -> None:
         # SummaryWriter's purge_step: TensorBoard drops the earlier sessions' events at steps
         # >= step + 1 when it reads the files, so the resumed steps replace them.
+        first = not any(self.directory.glob("events.out.tfevents.*"))  # no earlier session wrote here
         self.writer = self._writer_class(str(self.directory), purge_step=step + 1 if step else None)
-        if step == 0:
-            self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```", 0)
+        if first:  # the config once, at the step the log starts
+            self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```", step)
 
     def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
         for tag, value in scalars.items():

@@ -285,12 +285,14 @@ class Trainer:
                 lr = self._step(stream, micro)
                 bar.update(1)
                 last = self.step == train.steps
-                if self.step % train.log_every == 0 or last:
+                logs = self.step % train.log_every == 0 or last
+                evaluates = bool(train.eval_every) and (self.step % train.eval_every == 0 or last)
+                if logs:
                     loss = self._log(lr)["loss"]
-                if train.eval_every and (self.step % train.eval_every == 0 or last):
-                    quality = self._evaluate()
-                if loss is not None and (self.step % train.log_every == 0 or last or quality):
-                    bar.set_postfix_str(f"loss {loss:.4f}" + (f", {quality}" if quality else ""), refresh=False)
+                if evaluates:
+                    quality = self._evaluate() or quality
+                if (logs or evaluates) and loss is not None:
+                    bar.set_postfix_str(f"loss {loss:.4f}" + (f", {quality}" if quality else ""))
                 if train.checkpoint_every and self.step % train.checkpoint_every == 0 and not last:
                     self.save()
                 if train.sample_every and self.step % train.sample_every == 0 and not last:

@@ -49,7 +49,7 @@ def add_weights(p: argparse.ArgumentParser) -> None:
     """--weights, and --ema/--no-ema, the older names of --weights ema and --weights model."""
     p.add_argument("--weights", metavar="best|last|ema|model|PATH",
                    help="which weights: best (the step --eval-every measured best), last or ema (the EMA weights of the "
-                   "newest checkpoint), model (its live weights), or a .safetensors file (default: ema)")
+                   "newest checkpoint), model (its live weights), or a .safetensors file; without it, ema")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
                    help="--ema is --weights ema, --no-ema is --weights model")
 

@@ -139,7 +139,7 @@ def add_parser(sub) -> None:
                    "offline unless WANDB_MODE=online")
     g.add_argument("--eval-every", type=int, help="steps between sample-quality measurements of the EMA weights "
                    "(dpm++sde, 20 steps; images: own-feature FD, KID, precision/recall; 2-D: MMD², sliced Wasserstein), "
-                   "written to log.jsonl; the best step's weights are kept in RUN/best/ (default 0: off)")
+                   "written to log.jsonl; the best step's weights are kept in RUN/best/ (0, the default: off)")
     g.add_argument("--eval-samples", type=int, help="samples per measurement (default 1000 images or 2000 points)")
 
 
