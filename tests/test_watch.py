@@ -250,3 +250,31 @@ def test_an_image_run_measures_frechet_distance_kid_and_precision_recall_in_its_
         assert "own" in r["measured_on"] or "features" in r["measured_on"]
     assert result.best["step"] in (2, 4)
     assert (tmp_path / "run" / "features").is_dir()  # the own features, kept for every later measurement
+
+
+def _weights(value: float) -> dict:
+    return {"w": torch.full((3,), value)}
+
+
+def test_a_crash_while_writing_best_keeps_the_previous_best_complete(tmp_path, monkeypatch):
+    checkpoint.save_best(tmp_path, 10, _weights(1.0), _weights(1.5), {"quality": {"mmd": 0.5}, "metric": "mmd"})
+    real = os.replace
+
+    def crash_on_directories(src, dst):
+        if os.path.isdir(src):
+            raise OSError("killed while renaming")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_directories)
+    with pytest.raises(OSError, match="killed"):
+        checkpoint.save_best(tmp_path, 20, _weights(2.0), _weights(2.5), {"quality": {"mmd": 0.1}, "metric": "mmd"})
+    monkeypatch.undo()
+    found = checkpoint.best_checkpoint(tmp_path)
+    assert checkpoint.checkpoint_step(found) == 10 and checkpoint.best_meta(tmp_path)["quality"] == {"mmd": 0.5}
+    assert torch.equal(checkpoint.load_weights(found / "ema.safetensors")["w"], torch.full((3,), 1.5))
+    assert not list((tmp_path / "best").glob(".*"))  # the half-written step 20 is gone
+    checkpoint.save_best(tmp_path, 20, _weights(2.0), _weights(2.5), {"quality": {"mmd": 0.1}, "metric": "mmd"})
+    assert [p.name for p in (tmp_path / "best").iterdir()] == ["step-00000020"]  # the older best deleted after
+    with pytest.raises(FloatingPointError):  # never a NaN best
+        checkpoint.save_best(tmp_path, 30, _weights(float("nan")), _weights(1.0), {"quality": {"mmd": 0.0}, "metric": "mmd"})
+    assert checkpoint.checkpoint_step(checkpoint.best_checkpoint(tmp_path)) == 20
