@@ -72,6 +72,7 @@ def train(
 
 def _draw_training_pictures(run: sampling.Run, dataset) -> None:
     pictures.loss_curve(run.directory)
+    pictures.quality_curve(run.directory)  # quality.png, when the run measured its quality (--eval-every)
     measured = run.modality.training_pictures(run, dataset, run.directory)
     if measured:
         evaluation.write_metrics(run.directory, measured)
@@ -83,7 +84,7 @@ def sample(
     out: Path | str,
     *,
     seed: int = 0,
-    ema: bool = True,
+    weights: str = "ema",
     device: str | None = None,
     sampler: str = "ddpm",
     gif: bool = False,
@@ -98,9 +99,10 @@ def sample(
 ) -> np.ndarray:
     """Write out/samples.npy and out/samples.png (and out/reverse.gif) for a run; returns
     the data-space samples. `class_` is a class index or "all" (then n per class, a grid
-    row per class, and labels.npy beside the samples). `png_dir`: also each sample as a
-    numbered PNG there (with labels.csv for labelled samples), for other FID tools."""
-    run = build.load_run(Path(run_dir), ema=ema, device=distributed.pick_device(device))
+    row per class, and labels.npy beside the samples). `weights`: best, last, ema, model or a
+    path (build.weights_file). `png_dir`: also each sample as a numbered PNG there (with
+    labels.csv for labelled samples), for other FID tools."""
+    run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     labels = sampling.class_labels(run.config, class_, n)
@@ -132,7 +134,7 @@ def evaluate(run_dir: Path | str, settings: SampleSettings = SampleSettings(), *
     """Measure the sample quality of a run (evaluation.evaluate_quality) and add the record to
     its metrics.json; returns the record (evaluation.format_report prints it). `ref`: a
     reference .npz (mu, sigma) the Fréchet distance is measured against instead of the run's data."""
-    run = build.load_run(Path(run_dir), ema=settings.ema, device=distributed.pick_device(device))
+    run = build.load_run(Path(run_dir), settings.weights, device=distributed.pick_device(device))
     record = evaluation.evaluate_quality(run, settings, features=features, inception_weights=inception_weights,
                                          training=training, report=report, ref=None if ref is None else Path(ref))
     evaluation.write_quality_record(run_dir, record)
@@ -179,10 +181,10 @@ def import_run(source: Path | str, out: Path | str, *, format: str = "diffusers"
 
 
 def likelihood(run_dir: Path | str, kinds: tuple[str, ...] = ("vlb",), *, num: int = 256, seed: int = 0,
-               ode_points: int = 100, ema: bool = True, device: str | None = None) -> list[dict]:
+               ode_points: int = 100, weights: str = "ema", device: str | None = None) -> list[dict]:
     """The NLL of a run's held-out data in bits/dim by each of `kinds` ("vlb", "ode";
     evaluation.evaluate_nll), each stored in metrics.json as it is measured."""
-    run = build.load_run(Path(run_dir), ema=ema, device=distributed.pick_device(device))
+    run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
     results = []
     for kind in kinds:
         results.append(evaluation.evaluate_nll(run, num, seed=seed, kind=kind, num_points=ode_points))
@@ -191,8 +193,9 @@ def likelihood(run_dir: Path | str, kinds: tuple[str, ...] = ("vlb",), *, num: i
 
 
 def compare(run_dir: Path | str, out: Path | str, *, samplers: list[str], steps: list[int], n: int, seed: int = 0,
-            spacing: str = "linspace", device: str | None = None, report=lambda message: None) -> list[dict]:
+            spacing: str = "linspace", weights: str = "ema", device: str | None = None,
+            report=lambda message: None) -> list[dict]:
     """Every sampler at every step count (evaluation.compare_samplers): out/compare.json and compare.png."""
-    run = build.load_run(Path(run_dir), device=distributed.pick_device(device))
+    run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
     return evaluation.compare_samplers(run, Path(out), samplers=samplers, steps=steps, n=n, seed=seed, spacing=spacing,
                                        report=report)

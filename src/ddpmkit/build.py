@@ -16,6 +16,8 @@ from .config import RunConfig
 from .denoiser import Denoiser, for_sampling
 from .distributed import World
 from .errors import UserError
+from .evaluation.during import measure_quality_now
+from .loggers import Loggers, TensorBoard, WandB
 from .modality import Images, Points, modality_for
 from .nets.mlp import MLP, GatedMLP, GatedMLPConfig, MLPConfig
 from .nets.unet import UNet, UNetConfig, count_parameters
@@ -27,6 +29,13 @@ from .schedules import NoiseSchedule
 from .train import Trainer
 
 NETS: dict[type, type[nn.Module]] = {MLPConfig: MLP, GatedMLPConfig: GatedMLP, UNetConfig: UNet}
+LOGGERS = {"tensorboard": TensorBoard, "wandb": WandB}  # config.train.loggers names
+
+
+def loggers(config: RunConfig, run_dir: Path) -> Loggers:
+    """The loggers config.train.loggers names, writing into run_dir once started (a missing
+    package is a UserError naming its extra, raised here, before anything is written)."""
+    return Loggers([LOGGERS[name](Path(run_dir)) for name in config.train.loggers])
 
 
 def modality(config: RunConfig) -> Points | Images:
@@ -73,23 +82,36 @@ def make_run(directory: Path, config: RunConfig, net: nn.Module) -> Run:
     return Run(Path(directory), config, net, kind, base, for_sampling(base, config.num_classes, 0.0, kind.default_clip))
 
 
-WEIGHTS = {"ema": "ema.safetensors", "model": "model.safetensors"}  # --weights NAME -> the run's file
+WEIGHTS = ("best", "last", "ema", "model")  # --weights names (or a path)
 
 
 def weights_file(run_dir: Path, weights: str) -> Path:
-    """The weights file `--weights` names: "ema" (the EMA weights), "model" (the live ones) of
-    the run's newest checkpoint, or the path of a .safetensors file that exists."""
-    if weights in WEIGHTS:
-        return Path(run_dir) / WEIGHTS[weights]
+    """The weights file `--weights` names: best (the EMA weights of the step --eval-every
+    measured best, RUN/best/step-N/), last or ema (the EMA weights of the newest checkpoint, the
+    default), model (its live, non-averaged weights), or the path of a .safetensors file (a
+    checkpoint folder: its EMA weights)."""
+    run_dir = Path(run_dir)
+    if weights == "best":
+        found = checkpoint.best_checkpoint(run_dir)
+        if found is None:
+            raise UserError(f"{run_dir} has no best/ weights: they are kept by training with --eval-every N; "
+                            "use --weights last, or train (or resume) with --eval-every")
+        return found / "ema.safetensors"
+    if weights in ("last", "ema"):
+        return run_dir / "ema.safetensors"
+    if weights == "model":
+        return run_dir / "model.safetensors"
     path = Path(weights)
-    if not path.is_file():
-        raise UserError(f"--weights takes {', '.join(WEIGHTS)} or the path of a .safetensors file; {weights!r} is neither")
+    if path.is_dir():
+        path = path / "ema.safetensors"
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise UserError(f"--weights {weights!r} is neither {', '.join(WEIGHTS)} nor a .safetensors file (or a checkpoint "
+                        "folder holding ema.safetensors)")
     return path
 
 
-def load_run(run_dir: Path, ema: bool = True, device: torch.device | None = None, weights: str | None = None) -> Run:
-    """Rebuild a run's network from config.json and load its weights: `weights` as
-    weights_file takes it, or (None) the EMA weights when `ema`, else the live ones."""
+def load_run(run_dir: Path, weights: str = "ema", device: torch.device | None = None) -> Run:
+    """Rebuild a run's network from config.json and load the weights `weights` names (weights_file)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist; pass the --out directory of a finished training run")
@@ -98,7 +120,7 @@ def load_run(run_dir: Path, ema: bool = True, device: torch.device | None = None
         raise UserError(f"{run_dir} has no config.json, so it is not a ddpmkit run; pass the --out directory of ddpmkit train")
     config = RunConfig.load(config_path)
     net = build_net(config)
-    path = weights_file(run_dir, weights or ("ema" if ema else "model"))
+    path = weights_file(run_dir, weights)
     checkpoint.load_matching(net, checkpoint.load_weights(path), path)
     net = net.to(device or torch.device("cpu")).eval().requires_grad_(False)
     return make_run(run_dir, config, net)
@@ -132,7 +154,9 @@ def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device:
             report=lambda message: None, progress: bool = True) -> tuple[Trainer, RunConfig, object]:
     """Load the data, resolve the config against them, and build the network, schedule,
     Denoiser, augmentation and the step pictures: the Trainer of `config` writing into
-    `run_dir`. Returns (trainer, the resolved config, the training data set)."""
+    `run_dir`. Returns (trainer, the resolved config, the training data set). Only rank 0 gets
+    the loggers and the quality measurements."""
+    logger = loggers(config, run_dir) if world.is_main else Loggers()
     kind = modality(config)
     dataset, data = kind.load(config.seed, report)
     config = resolve_config(config, data)
@@ -141,13 +165,26 @@ def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device:
     report(f"model: {type(net).__name__} with {count_parameters(net):,} parameters; data: {len(dataset):,} examples; device: {device}")
     model = training_model(net, config, device, world)
 
-    def step_picture(step: int, ema_net: nn.Module) -> None:
+    def step_picture(step: int, ema_net: nn.Module) -> Path:
         """samples/step-N.png from the EMA weights during training."""
         was_training = ema_net.training
-        kind.step_picture(make_run(run_dir, config, ema_net), step_picture_path(run_dir, step), step)
+        path = step_picture_path(run_dir, step)
+        kind.step_picture(make_run(run_dir, config, ema_net), path, step)
         ema_net.train(was_training)
+        return path
+
+    measure = []  # (what, measure, metric) of the run, made at the first measurement (own features)
+
+    def evaluate(step: int, ema_net: nn.Module) -> dict:
+        """The quality fields of a log.jsonl record for the EMA weights (--eval-every)."""
+        run = make_run(run_dir, config, ema_net)
+        if not measure:
+            measure.extend(kind.training_measure(run, report))
+        what, scores, metric = measure
+        return measure_quality_now(run, config.train.eval_samples or kind.eval_samples, scores, metric, what)
 
     built = Trainer(config, net, build_denoiser(config, model), dataset, run_dir, modality=kind, device=device,
-                    augment=HFlip() if config.data.hflip else None, on_sample=step_picture, report=report,
+                    augment=HFlip() if config.data.hflip else None, on_sample=step_picture,
+                    on_eval=evaluate if config.train.eval_every else None, logger=logger, report=report,
                     progress=progress, world=world)
     return built, config, dataset

@@ -28,6 +28,7 @@ from torch import nn
 
 from .errors import UserError
 from .rundir import (
+    BEST,
     CHECKPOINTS,
     atomic_write,
     atomic_write_text,
@@ -93,11 +94,7 @@ def step_dir(run_dir: Path, step: int) -> Path:
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoint directories (with meta.json), oldest first."""
-    root = Path(run_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and is_complete(p)]
-    return sorted(found, key=checkpoint_step)
+    return _complete(Path(run_dir) / CHECKPOINTS)
 
 
 def checkpoint_step(path: Path) -> int:
@@ -182,6 +179,52 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
+
+
+# ---- the best measured step ------------------------------------------------------------------
+def save_best(run_dir: Path, step: int, model: dict[str, torch.Tensor], ema: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write run_dir/best/step-N/ ({model,ema}.safetensors, then meta.json with `meta`: the
+    step's quality record) under a temporary name and rename it whole, then delete the older
+    best step: a crash leaves the old best or the new one complete, never neither. best/ is
+    a copy of weights, never the training state a resume reads (checkpoints/ has that)."""
+    final = Path(run_dir) / BEST / f"step-{step:08d}"
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        save_weights(tmp / "model.safetensors", model)
+        save_weights(tmp / "ema.safetensors", ema)
+        atomic_write_text(tmp / "meta.json", json.dumps({"step": step, **meta}))
+        if final.exists():  # the same step measured again after a resume: the new copy replaces it
+            _delete(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    fsync_dir(final.parent)
+    for old in _complete(final.parent):
+        if old != final:
+            _delete(old)
+    return final
+
+
+def _complete(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and is_complete(p)),
+                  key=checkpoint_step)
+
+
+def best_checkpoint(run_dir: Path) -> Path | None:
+    """run_dir/best/step-N/ (the newest complete one: a crash may leave two), or None."""
+    found = _complete(Path(run_dir) / BEST)
+    return found[-1] if found else None
+
+
+def best_meta(run_dir: Path) -> dict | None:
+    """The meta.json of the best step (its step and quality record), or None."""
+    found = best_checkpoint(run_dir)
+    return json.loads((found / "meta.json").read_text()) if found else None
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:

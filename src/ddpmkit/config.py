@@ -25,6 +25,8 @@ LRDecay = Literal["constant", "cosine"]
 LR_DECAYS: tuple[str, ...] = get_args(LRDecay)
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+LoggerName = Literal["tensorboard", "wandb"]
+LOGGERS: tuple[str, ...] = get_args(LoggerName)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,9 @@ class TrainConfig:
     p_uncond: float = 0.1  # conditional models: probability a label is replaced by the null label
     precision: Precision = "fp32"  # forward pass: fp32, bf16 autocast (CUDA, CPUs with bf16), fp16 autocast + loss scaling (CUDA)
     compile: bool = False  # torch.compile the network for training
+    loggers: tuple[LoggerName, ...] = ()  # where the log records also go: tensorboard, wandb (log.jsonl always)
+    eval_every: int = 0  # steps between sample-quality measurements from the EMA weights (0: never)
+    eval_samples: int | None = None  # samples per measurement (None: the modality's default, 1,000 images or 2,000 points)
 
     def __post_init__(self) -> None:
         for option, value in (("--steps", self.steps), ("--batch-size", self.batch_size), ("--grad-accum", self.grad_accum),
@@ -98,8 +103,13 @@ class TrainConfig:
             raise UserError(f"--p-uncond must lie in [0, 1], got {self.p_uncond}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise UserError(f"--ema-decay must lie in [0, 1), got {self.ema_decay}")
-        for name in ("weight_decay", "warmup_steps", "grad_clip", "num_workers", "sample_every", "checkpoint_every"):
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "num_workers", "sample_every", "checkpoint_every", "eval_every"):
             check_not_negative(f"--{name.replace('_', '-')}", getattr(self, name))
+        for name in self.loggers:
+            check_choice("logger (--logger)", name, LOGGERS)
+        if self.eval_samples is not None and self.eval_samples < 10:
+            raise UserError(f"--eval-samples must be at least 10 (the quality measures need a few nearest neighbours), "
+                            f"got {self.eval_samples}")
 
 
 @dataclass(frozen=True)

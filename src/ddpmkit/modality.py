@@ -68,6 +68,7 @@ class Points:
     discrete = False  # continuous data: the bound's decoder is a Gaussian density
     default_clip = "none"  # no known range to keep x̂_0 in
     step_samples = 1000  # points in each samples/step-N.png
+    eval_samples = 2000  # points each --eval-every measurement draws (by default)
     width_field = "hidden"  # what --width sets in the network config
 
     def __init__(self, data: DataConfig):
@@ -125,6 +126,9 @@ class Points:
     def quick_measure(self, run: Run, report=lambda message: None):
         return distances.quick_measure(run, report)
 
+    def training_measure(self, run: Run, report=lambda message: None):
+        return distances.training_measure(run, report)
+
     def likelihood_examples(self, num: int, seed: int) -> LikelihoodExamples:
         """`num` fresh points (held out by construction), seeded apart from the quality reference."""
         points = toy_points(self.data.name, num, seed=distances.FRESH_SEED + seed)[0]
@@ -177,6 +181,7 @@ class Images:
     discrete = True  # 8-bit data: the bound's L_0 is the discretised decoder
     default_clip = "static"  # x̂_0 is kept in the known range [-1, 1]
     step_samples = 64  # images in each samples/step-N.png grid
+    eval_samples = 1000  # images each --eval-every measurement draws (by default)
     width_field = "base_width"  # what --width sets in the network config
 
     def __init__(self, data: DataConfig):
@@ -245,6 +250,9 @@ class Images:
 
     def quick_measure(self, run: Run, report=lambda message: None):
         return quality.quick_measure(run, report)
+
+    def training_measure(self, run: Run, report=lambda message: None):
+        return quality.training_measure(run, report)
 
     def likelihood_examples(self, num: int, seed: int) -> LikelihoodExamples:
         """The first `num` held-out images, or training images when the run held none out."""

@@ -16,7 +16,7 @@ from . import process, viz
 from ._tensor import randn_like
 from .data.images import to_model_space, to_uint8
 from .errors import UserError
-from .rundir import atomic_write, atomic_write_text, read_log, save_png
+from .rundir import atomic_write, atomic_write_text, quality_records, read_log, save_png
 from .sampling import Run, Samples, draw, picture_steps
 from .schedules import NoiseSchedule
 
@@ -36,6 +36,21 @@ def step_picture_path(run_dir: Path, step: int) -> Path:
 def loss_curve(run_dir: Path) -> None:
     """loss.png: the training loss (and per quarter of t) of log.jsonl against step."""
     viz.loss_curve(read_log(run_dir), Path(run_dir) / "loss.png")
+
+
+def quality_curve(run_dir: Path) -> Path | None:
+    """quality.png: the measure that picks the best step (--eval-every) against step, the best
+    step marked; None (and no picture) when the run measured nothing."""
+    records = quality_records(run_dir)
+    if not records:
+        return None
+    last = records[-1]
+    metric, s = last["metric"], last["samples"]
+    records = [r for r in records if r["metric"] == metric]
+    path = Path(run_dir) / "quality.png"
+    viz.quality_curve([r["step"] for r in records], [r["quality"][metric] for r in records], metric, path,
+                      f"{s['num']:,} samples, {s['sampler']} {s['steps']} steps, EMA weights")
+    return path
 
 
 def image_grid(images: np.ndarray, path: Path, rows: int | None = None) -> None:

@@ -6,7 +6,10 @@ A run directory holds
     ema.safetensors      latest EMA weights       } newest complete checkpoint, for
     state.pt             latest training state    } sample and evaluate (linked here)
     checkpoints/step-NNNNNNNN/   complete checkpoints (checkpoint.py writes them)
-    log.jsonl            one JSON record per log interval (appended, truncated, read here)
+    best/step-NNNNNNNN/  the weights of the step that measured best (--eval-every; checkpoint.py)
+    log.jsonl            one JSON record per log interval and per quality measurement
+                         (appended, truncated, read here)
+    tensorboard/, wandb/, wandb-id   the loggers' files (--logger; loggers.py)
     metrics.json         measurements (evaluation/record.py is its one writer)
     loss.png, forward.png, samples.png, samples/step-N.png, ...   pictures (pictures.py)
 
@@ -30,6 +33,10 @@ CONFIG = "config.json"
 LOG = "log.jsonl"
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
+BEST = "best"  # the best measured step's weights, best/step-N/
+TENSORBOARD = "tensorboard"  # TensorBoard's event files
+WANDB = "wandb"  # W&B's run folders (W&B names it so under the run directory)
+WANDB_ID = "wandb-id"  # the W&B run id, so that a resumed run continues it
 TOP_LEVEL_FILES = ("model.safetensors", "ema.safetensors", "state.pt")  # links to the newest checkpoint
 
 
@@ -108,6 +115,17 @@ def read_log(run_dir_or_file: Path) -> list[dict]:
     path = Path(run_dir_or_file)
     path = path / LOG if path.is_dir() else path
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def last_logged_step(run_dir: Path) -> int:
+    """The step of the last record in log.jsonl (0 if none)."""
+    path = Path(run_dir) / LOG
+    return max((r["step"] for r in read_log(path)), default=0) if path.is_file() else 0
+
+
+def quality_records(run_dir_or_file: Path) -> list[dict]:
+    """The quality measurements of log.jsonl (records with "quality"), by step."""
+    return [r for r in read_log(run_dir_or_file) if "quality" in r]
 
 
 def truncate_log(run_dir: Path, step: int) -> None:

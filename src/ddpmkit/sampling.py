@@ -56,7 +56,10 @@ class SampleSettings:
     steps: int | None = 20  # None: all T
     seed: int = 0
     guidance: float = 0.0  # conditional runs: classifier-free guidance w (labels balanced over the classes)
-    ema: bool = True  # which weights the run was loaded with (recorded only)
+    weights: str = "ema"  # which weights the run was loaded with: best, last, ema, model or a path (recorded only)
+
+
+WEIGHT_NAMES = {"ema": "EMA", "last": "EMA", "model": "live", "best": "best (EMA)"}  # how a record names --weights
 
 
 def check_sampler(sampler: str, steps: int | None, T: int) -> None:
@@ -185,7 +188,7 @@ def draw_recorded(run: Run, s: SampleSettings) -> tuple[np.ndarray, dict]:
     data = draw(run, s.num, seed=s.seed, sampler=s.sampler, steps=s.steps, labels=labels, guidance=s.guidance).data
     guided = s.guidance if labels is not None else 0.0
     record = {"num": s.num, "sampler": s.sampler, "steps": steps, "nfe": network_evaluations(s.sampler, steps),
-              "network_passes": network_passes(s.sampler, steps, guided), "seed": s.seed, "weights": "EMA" if s.ema else "live",
+              "network_passes": network_passes(s.sampler, steps, guided), "seed": s.seed, "weights": WEIGHT_NAMES.get(s.weights, s.weights),
               "clip": run.modality.default_clip, "trained_steps_T": run.config.diffusion.num_steps}
     if labels is not None:
         record.update(labels=f"balanced over {run.config.num_classes} classes", guidance=s.guidance)

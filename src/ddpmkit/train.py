@@ -40,8 +40,9 @@ from .denoiser import Denoiser
 from .distributed import World
 from .ema import EMA
 from .errors import UserError
+from .loggers import Logger, Loggers
 from .losses import sample_timesteps, training_losses
-from .training_log import LogInterval
+from .training_log import LogInterval, quality_text
 
 
 class TrainingDiverged(RuntimeError):
@@ -74,6 +75,7 @@ class TrainResult:
     seconds: float  # wall time of this call
     final_loss: float  # mean loss of the last log interval
     nonfinite: int  # steps skipped for a non-finite loss or gradient
+    best: dict | None = None  # the best quality measurement so far (--eval-every): its log.jsonl record
 
 
 def lr_factor(step: int, train: TrainConfig) -> float:
@@ -96,8 +98,13 @@ class Trainer:
     modality: the run's modality.Points or modality.Images: turns a raw batch into model
         space and says whether the data are 8-bit discrete.
     augment: optional Augmentation of each micro-batch.
-    on_sample: called as on_sample(step, ema_net) every `sample_every` steps (the caller
-        draws the final pictures). report: where one-line messages go (the CLI passes print).
+    on_sample: called as on_sample(step, ema_net) every `sample_every` steps; returns the
+        picture it wrote, or None (the caller draws the final pictures).
+    on_eval: called as on_eval(step, ema_net) every `eval_every` steps and at the last step;
+        returns the quality fields of a log.jsonl record (evaluation.during.measure_quality_now).
+        The step whose measure is lowest keeps its weights in RUN/best/.
+    logger: where the log records, measurements and pictures also go (loggers.Logger; rank 0).
+    report: where one-line messages go (the CLI passes print).
     world: the data-parallel processes (World(): one process). Every rank builds the same
     Trainer and calls fit(); rank 0 alone logs, samples and writes the run directory.
     """
@@ -113,7 +120,9 @@ class Trainer:
         modality,
         device: torch.device,
         augment: Augmentation | None = None,
-        on_sample: Callable[[int, nn.Module], None] | None = None,
+        on_sample: Callable[[int, nn.Module], Path | None] | None = None,
+        on_eval: Callable[[int, nn.Module], dict] | None = None,
+        logger: Logger | None = None,
         report: Callable[[str], None] = lambda message: None,
         progress: bool = True,
         world: World = World(),
@@ -123,7 +132,10 @@ class Trainer:
         self.device = device
         self.net, self.denoiser, self.model = net, denoiser, denoiser.net
         self.dataset, self.modality, self.augment = dataset, modality, augment
-        self.on_sample, self.report = on_sample, report if world.is_main else lambda message: None
+        self.on_sample, self.on_eval, self.report = on_sample, on_eval, report if world.is_main else lambda message: None
+        self.logger = logger if logger is not None and world.is_main else Loggers()
+        self.best: dict | None = checkpoint.best_meta(run_dir) if world.is_main else None  # best/'s record
+        self.logged = 0  # the last step an interrupted session logged (set by resume)
         self.progress = progress and world.is_main
         self.num_classes = config.num_classes  # 0: unconditional
         if self.train.batch_size % (self.train.grad_accum * world.size):
@@ -230,6 +242,7 @@ class Trainer:
         self.interval.load_state_dict(state.get("log_interval", {}))  # older checkpoints: start a fresh record
         self.saved_step = self.step
         if self.world.is_main:
+            self.logged = rundir.last_logged_step(self.run_dir)  # before the records after the checkpoint go
             rundir.truncate_log(self.run_dir, self.step)
             rundir.link_top_level(self.run_dir, found)  # mends top-level files a crash left a step apart
         self.world.barrier()  # every rank has read the checkpoint before rank 0 may write the next
@@ -261,26 +274,36 @@ class Trainer:
         stream = batches(self.dataset, micro, self.config.seed, self.step * train.grad_accum, train.num_workers,
                          shard=(self.world.rank, self.world.size))
         self._consecutive_bad = 0
-        self._started = time.perf_counter()
+        self._started = self._last_log_time = time.perf_counter()
+        self._last_log_step = self.step
         bar = tqdm(total=train.steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
         self.model.train()
+        loss, quality = None, None  # what the progress bar shows: the latest loss and quality measurement
         try:
+            self.logger.start(self.config.to_dict(), self.step, max(self.logged, self.step))
             while self.step < train.steps:
                 lr = self._step(stream, micro)
                 bar.update(1)
-                if self.step % train.log_every == 0 or self.step == train.steps:
-                    record = self._log(lr)
-                    if record["loss"] is not None:
-                        bar.set_postfix(loss=f"{record['loss']:.4f}")
-                if train.checkpoint_every and self.step % train.checkpoint_every == 0 and self.step < train.steps:
+                last = self.step == train.steps
+                logs = self.step % train.log_every == 0 or last
+                evaluates = bool(train.eval_every) and (self.step % train.eval_every == 0 or last)
+                if logs:
+                    loss = self._log(lr)["loss"]
+                if evaluates:
+                    quality = self._evaluate() or quality
+                if (logs or evaluates) and loss is not None:
+                    bar.set_postfix_str(f"loss {loss:.4f}" + (f", {quality}" if quality else ""))
+                if train.checkpoint_every and self.step % train.checkpoint_every == 0 and not last:
                     self.save()
-                if train.sample_every and self.step % train.sample_every == 0 and self.step < train.steps:
+                if train.sample_every and self.step % train.sample_every == 0 and not last:
                     self._sample()
+            if self.step != self.saved_step:  # a resumed run that had no steps left writes nothing
+                self.save()
         finally:
             bar.close()
-        if self.step != self.saved_step:  # a resumed run that had no steps left writes nothing
-            self.save()
-        return TrainResult(self.step, time.perf_counter() - self._started, self.interval.last_loss, self.nonfinite_total)
+            self.logger.close()
+        return TrainResult(self.step, time.perf_counter() - self._started, self.interval.last_loss, self.nonfinite_total,
+                           self.best)
 
     def _step(self, stream, micro: int) -> float:
         """One optimiser step (Algorithm 1 of Ho et al. 2020): the gradients of
@@ -358,11 +381,36 @@ class Trainer:
         return everything[:, :n].reshape(-1), everything[:, n : 2 * n].reshape(-1).long(), everything[:, -1]
 
     def _log(self, lr: float) -> dict:
-        """Close the log interval: its record, appended to log.jsonl by rank 0."""
-        record = self.interval.record(self.step, lr, time.perf_counter() - self._started)
+        """Close the log interval: its record (with the examples trained on per second since
+        the last one), appended to log.jsonl and given to the loggers by rank 0."""
+        now = time.perf_counter()
+        record = self.interval.record(self.step, lr, now - self._started)
+        record["examples_per_s"] = round((self.step - self._last_log_step) * self.train.batch_size / max(now - self._last_log_time, 1e-9), 2)
+        self._last_log_time, self._last_log_step = now, self.step
         if self.world.is_main:
             rundir.append_log(self.run_dir, record)
+            self.logger.log_scalars(self.step, {f"train/{k}": v for k, v in record.items() if k not in ("step", "elapsed_s")})
         return record
+
+    def _evaluate(self) -> str | None:
+        """Measure the EMA weights' sample quality (rank 0): a log.jsonl record, the loggers, and
+        RUN/best/ when the measure is the lowest so far. Returns the measurement in short."""
+        if self.on_eval is None or not self.world.is_main:
+            return None
+        was_training = self.ema.model.training
+        record = {"step": self.step, **self.on_eval(self.step, self.ema.model)}
+        self.ema.model.train(was_training)
+        rundir.append_log(self.run_dir, record)
+        s = record["samples"]
+        beside = f" ({s['num']} samples, {s['sampler']} {s['steps']} steps)"
+        self.logger.log_scalars(self.step, {**{f"quality/{k}{beside}": v for k, v in record["quality"].items()},
+                                            "quality/eval_s": record["eval_s"]})
+        value = record["quality"][record["metric"]]
+        if math.isfinite(value) and (self.best is None or value < self.best["quality"][self.best["metric"]]):
+            checkpoint.save_best(self.run_dir, self.step, self.net.state_dict(), self.ema.model.state_dict(),
+                                 {k: v for k, v in record.items() if k != "step"})
+            self.best = record
+        return quality_text(record)
 
     def _drop_labels(self, labels: torch.Tensor, n: int, rows: slice) -> torch.Tensor:
         """Replace each label by the null label with probability p_uncond, so one network
@@ -373,4 +421,6 @@ class Trainer:
 
     def _sample(self) -> None:
         if self.on_sample is not None and self.world.is_main:
-            self.on_sample(self.step, self.ema.model)
+            picture = self.on_sample(self.step, self.ema.model)
+            if picture is not None:
+                self.logger.log_image(self.step, "samples", picture)

@@ -70,3 +70,11 @@ class LogInterval:
             self.last_loss = record["loss"]
         self.reset()
         return record
+
+
+def quality_text(record: dict) -> str:
+    """A quality measurement of log.jsonl in a few characters: 'FD 0.123 (1000 × dpm++sde 20 steps)'."""
+    names = {"frechet_distance": "FD", "mmd": "MMD²"}
+    s = record["samples"]
+    value = record["quality"][record["metric"]]
+    return f"{names.get(record['metric'], record['metric'])} {value:.4g} ({s['num']} × {s['sampler']} {s['steps']} steps)"

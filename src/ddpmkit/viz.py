@@ -206,3 +206,21 @@ def quality_vs_steps(results: Sequence[dict], metric: str, path: Path, title: st
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def quality_curve(steps: Sequence[int], values: Sequence[float], metric: str, path: Path, title: str = "") -> None:
+    """A quality measure (lower is better) against training step, the lowest one marked."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(steps, values, marker="o", color="k", lw=1.4)
+    finite = [(v, s) for s, v in zip(steps, values) if np.isfinite(v)]
+    if finite:
+        best, at = min(finite)
+        ax.plot([at], [best], marker="*", color="tab:red", ms=14, ls="none", label=f"best: step {at:,} ({best:.4g})")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(metric.replace("_", " ") + " (lower is better)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -11,7 +10,14 @@ from ..evaluation import format_report
 from ..samplers import SAMPLERS
 from ..sampling import SampleSettings
 from ..schedules import SPACINGS
-from .options import DEVICE_HELP, DefaultsUnlessNone, command, ints
+from .options import (
+    DEVICE_HELP,
+    DefaultsUnlessNone,
+    add_weights,
+    command,
+    ints,
+    weights_from_args,
+)
 
 
 def add_evaluate(sub) -> None:
@@ -47,7 +53,7 @@ def add_evaluate(sub) -> None:
                    "spread in log-SNR; repeats are dropped, so fewer may be used (printed); 2 network passes each")
     g.add_argument("--num-images", type=int, default=256, help="--nll: examples the likelihood is averaged over")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (and of the noise in each NLL term)")
-    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
+    add_weights(p)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -67,6 +73,7 @@ def add_compare(sub) -> None:
     p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="timestep grid of each step count")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/compare)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+    add_weights(p)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -86,7 +93,7 @@ def run_evaluate(args) -> int:
                             "(or drop --nll to measure sample quality)")
         return _run_nll(args)
     given = {"num": args.num_samples, "sampler": args.sampler, "steps": args.steps, "guidance": args.guidance}
-    settings = SampleSettings(seed=args.seed, ema=args.ema, **{k: v for k, v in given.items() if v is not None})
+    settings = SampleSettings(seed=args.seed, weights=weights_from_args(args), **{k: v for k, v in given.items() if v is not None})
     started = time.perf_counter()
     record = evaluate(args.run, settings, device=args.device, features=args.features or "own",
                       inception_weights=args.inception_weights, ref=args.ref, report=print)
@@ -123,7 +130,7 @@ def _run_nll(args) -> int:
               f"{args.ode_points} asked for"}
     kinds = ("vlb", "ode") if args.nll == "both" else (args.nll,)
     results = likelihood(args.run, kinds, num=args.num_images, seed=args.seed, ode_points=args.ode_points,
-                         ema=args.ema, device=args.device)
+                         weights=weights_from_args(args), device=args.device)
     for kind, result in zip(kinds, results):
         print(f"NLL ({titles[kind].format(result[f'nll_{kind}_steps'])}): {result[f'nll_{kind}_bpd']:.4f} "
               f"± {result[f'nll_{kind}_stderr']:.4f} {result[f'nll_{kind}_unit']}")
@@ -139,6 +146,6 @@ def run_compare(args) -> int:
     samplers = args.samplers.split(",") if args.samplers else list(SAMPLERS)
     out = args.out or args.run / "compare"
     compare(args.run, out, samplers=samplers, steps=ints(args.steps, "--steps"), n=args.num_samples, seed=args.seed,
-            spacing=args.spacing, device=args.device, report=print)
+            spacing=args.spacing, weights=weights_from_args(args), device=args.device, report=print)
     print(f"wrote {out}/compare.json and compare.png")
     return 0

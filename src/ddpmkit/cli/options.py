@@ -43,3 +43,21 @@ def command(sub, name: str, declare, *, formatter_class=argparse.ArgumentDefault
     if run:
         p.add_argument("--run", type=Path, required=True, help="a run directory written by ddpmkit train")
     return p
+
+
+def add_weights(p: argparse.ArgumentParser) -> None:
+    """--weights, and --ema/--no-ema, the older names of --weights ema and --weights model."""
+    p.add_argument("--weights", metavar="best|last|ema|model|PATH",
+                   help="which weights: best (the step --eval-every measured best), last or ema (the EMA weights of the "
+                   "newest checkpoint), model (its live weights), or a .safetensors file; without it, ema")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                   help="--ema is --weights ema, --no-ema is --weights model")
+
+
+def weights_from_args(args) -> str:
+    """The --weights name, from --weights or its older spelling --ema/--no-ema."""
+    if args.ema is not None:
+        if args.weights is not None:
+            raise UserError("--ema/--no-ema are older names of --weights ema/model; give only --weights")
+        return "ema" if args.ema else "model"
+    return args.weights or "ema"

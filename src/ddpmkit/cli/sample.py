@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from ..config import RunConfig
 from ..data.images import parse_image_size
 from ..errors import UserError, check_positive
 from ..schedules import SPACINGS
-from .options import DEVICE_HELP, command
+from .options import DEVICE_HELP, add_weights, command, weights_from_args
 
 
 def add_sample(sub) -> None:
@@ -24,7 +23,7 @@ def add_sample(sub) -> None:
     p.add_argument("-n", "--num-samples", type=int, default=64, help="how many samples")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/samples)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
-    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True, help="use the EMA weights")
+    add_weights(p)
     p.add_argument("--sampler", default="ddpm", help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M, the ODE), dpm++sde (SDE-DPM-Solver++ 2M) or heun")
     p.add_argument("--steps", type=int, help="sampling steps out of the trained T (default: all T)")
     p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which --steps timesteps: linspace (evenly "
@@ -66,7 +65,7 @@ def run_sample(args) -> int:
         if args.sampler != "ddim":
             raise UserError(f"--eta applies to --sampler ddim only, not {args.sampler}")
         options["eta"] = args.eta
-    points = sample(args.run, args.num_samples, out, seed=args.seed, ema=args.ema, device=args.device, gif=args.gif,
+    points = sample(args.run, args.num_samples, out, seed=args.seed, weights=weights_from_args(args), device=args.device, gif=args.gif,
                     class_=args.class_, guidance=args.guidance, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
                     clip=args.clip, percentile=args.dynamic_threshold, png_dir=args.png_dir, **options)
     gif = " and reverse.gif" if args.gif else ""

@@ -8,7 +8,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from ..config import LR_DECAYS, PRECISIONS, RunConfig
+from ..config import LOGGERS, LR_DECAYS, PRECISIONS, RunConfig
 from ..data.images import parse_image_size
 from ..denoiser import PREDICTIONS, VARIANCES
 from ..distributed import world_from_env
@@ -18,6 +18,7 @@ from ..modality import UNET_OPTIONS, modality_for
 from ..nets.mlp import GatedMLPConfig
 from ..nets.unet import BLOCKS
 from ..schedules import SCHEDULES
+from ..training_log import quality_text
 from .options import DATA_HELP, DEVICE_HELP, command, sizes
 
 # CLI option -> (config section, field). None means "leave the default".
@@ -41,6 +42,9 @@ TRAIN_OPTIONS = {
     "log_every": ("train", "log_every"),
     "sample_every": ("train", "sample_every"),
     "checkpoint_every": ("train", "checkpoint_every"),
+    "eval_every": ("train", "eval_every"),
+    "eval_samples": ("train", "eval_samples"),
+    "logger": ("train", "loggers"),
     "keep": ("train", "keep"),
     "num_points": ("data", "num_points"),
     "holdout": ("data", "holdout"),
@@ -55,7 +59,8 @@ TRAIN_OPTIONS = {
 # changes the network's shape or the data, t and ε it sees, so the checkpoint still fits;
 # but --steps moves the end of the cosine LR decay (later weights then differ from a run
 # trained with the new --steps from the start), and --precision and --compile round differently.
-RESUMABLE = {"steps", "workers", "log_every", "sample_every", "checkpoint_every", "keep", "precision", "compile", "grad_checkpoint"}
+RESUMABLE = {"steps", "workers", "log_every", "sample_every", "checkpoint_every", "keep", "precision", "compile", "grad_checkpoint",
+             "eval_every", "logger"}
 
 
 def add_parser(sub) -> None:
@@ -127,6 +132,20 @@ def add_parser(sub) -> None:
     g.add_argument("--keep", type=int, help="step checkpoints kept on disk (default 3)")
     g.add_argument("--device", help=DEVICE_HELP)
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("watching a run")
+    g.add_argument("--logger", type=_logger_names, action="extend", metavar="NAME[,NAME]",
+                   help=f"also log to {' or '.join(LOGGERS)} (several: repeat or separate by commas; none: only "
+                   "log.jsonl, the default). Extras: pip install \"ddpmkit[tensorboard]\" / \"ddpmkit[wandb]\"; W&B runs "
+                   "offline unless WANDB_MODE=online")
+    g.add_argument("--eval-every", type=int, help="steps between sample-quality measurements of the EMA weights "
+                   "(dpm++sde, 20 steps; images: own-feature FD, KID, precision/recall; 2-D: MMD², sliced Wasserstein), "
+                   "written to log.jsonl; the best step's weights are kept in RUN/best/ (0, the default: off)")
+    g.add_argument("--eval-samples", type=int, help="samples per measurement (default 1000 images or 2000 points)")
+
+
+def _logger_names(text: str) -> list[str]:
+    """--logger's value: comma-separated logger names; none: no logger."""
+    return [name for name in (n.strip() for n in text.split(",")) if name and name != "none"]
 
 
 # U-Net options: CLI option -> (UNetConfig field, how its text becomes the value; None: as parsed)
@@ -154,7 +173,8 @@ def _with_options(config: RunConfig, args, options) -> RunConfig:
     for option in options:
         if getattr(args, option) is not None:
             section, field = TRAIN_OPTIONS[option]
-            changes[section][field] = getattr(args, option)
+            value = getattr(args, option)
+            changes[section][field] = tuple(dict.fromkeys(value)) if option == "logger" else value
     return dataclasses.replace(config, **{name: dataclasses.replace(getattr(config, name), **c) for name, c in changes.items() if c})
 
 
@@ -216,5 +236,7 @@ def run(args) -> int:
         if args.out is None:
             say(f"writing the run to {out}")
     result = train(config, out, device=args.device, resume=args.resume is not None, report=say, progress=not args.no_progress)
-    say(f"trained {result.steps} steps in {result.seconds:.1f} s (final loss {result.final_loss:.4f}); run directory: {out}")
+    best = (f"; best quality at step {result.best['step']:,}: {quality_text(result.best)}, weights in {out}/best/"
+            if result.best else "")
+    say(f"trained {result.steps} steps in {result.seconds:.1f} s (final loss {result.final_loss:.4f}){best}; run directory: {out}")
     return 0

@@ -52,6 +52,20 @@ def quick_measure(run: Run, report=lambda message: None):
     return "distance to fresh points", lambda data: toy_distances(run.config, data), "mmd"
 
 
+def training_measure(run: Run, report=lambda message: None):
+    """(what is measured, function data-space samples -> {metric: value}, the metric that
+    decides the best step): what --eval-every measures on a 2-D run. MMD², sliced Wasserstein
+    and precision/recall against as many fresh points, in the normalised space."""
+    mean, scale = run.config.data.mean, run.config.data.scale
+
+    def measure(data: np.ndarray) -> dict:
+        fresh = fresh_points(run.config, len(data))
+        precision, recall = metrics.precision_recall(normalise(fresh, mean, scale), normalise(data, mean, scale), k=3)
+        return {**toy_distances(run.config, data), "precision": precision, "recall": recall}
+
+    return f"fresh {run.config.data.name} points (seed {FRESH_SEED}), normalised space", measure, "mmd"
+
+
 def point_rows(record: dict) -> tuple[list[str], list[tuple[str, str, str]]]:
     """The header lines and table rows of a 2-D record's printed report (record.format_report)."""
     rows = [("MMD²", f"{record['mmd']:.5f}", "RBF kernel, median bandwidth, unbiased (lower is better, 0 = same law)"),

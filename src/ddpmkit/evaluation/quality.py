@@ -132,6 +132,24 @@ def quick_measure(run: Run, report=lambda message: None):
     return what, lambda data: quick_scores(reference, data), "frechet_distance"
 
 
+def training_measure(run: Run, report=lambda message: None):
+    """(what is measured, function data-space samples -> {metric: value}, the metric that
+    decides the best step): what --eval-every measures on an image run. The Fréchet distance,
+    KID and precision/recall in the run's own features (trained on its data on first use,
+    saved in RUN/features/) to the whole data set."""
+    reference = image_reference(run, "own", report=report)
+    what = (f"{reference.extractor.name} features (sha256 {reference.extractor.sha256[:12]}) "
+            f"against {reference.description['what']}")
+
+    def measure(data: np.ndarray) -> dict:
+        scores = feature_scores(reference, reference.extractor.features(nhwc_to_nchw(data)))
+        kid = scores.pop("kid")
+        return {"frechet_distance": scores["frechet_distance"], "kid": kid["mean"], "kid_std": kid["std"],
+                "precision": scores["precision"], "recall": scores["recall"]}
+
+    return what, measure, "frechet_distance"
+
+
 def image_note(record: dict) -> str:
     n = record["samples"]["num"]
     name = "FID" if record["features"]["name"].startswith("inception") else f"the Fréchet distance in {record['features']['name']} features"
