@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data.toy import TOY_DATASETS
 from ..errors import UserError
 
-DATA_HELP = f"{', '.join(TOY_DATASETS)} (2-D toy sets), digits (8x8 images, the default), a folder of images, a .npy/.npz array file, or hf:NAME"
+DATA_HELP = f"{', '.join(TOY_DATASETS)} (2-D toy sets), digits (8x8 images), a folder of images, a .npy/.npz array file, or hf:NAME"
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: the best available)"
 
 
