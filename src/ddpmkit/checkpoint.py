@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
@@ -74,10 +74,9 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     if not Path(path).is_file():
         raise DamagedCheckpoint(f"no weights at {path}; train a model first or pass the right --run directory")
+    data = Path(path).read_bytes()  # the file system's errors are OSError; what follows is the file's
     try:
-        return load_file(str(path))
-    except OSError:  # the file system's fault, not the file's
-        raise
+        return safetensors_load(data)
     except Exception as e:  # safetensors raises its own error types
         raise DamagedCheckpoint(f"{path} is not a readable safetensors file ({e}): it is damaged or not a ddpmkit "
                                 "file") from None
@@ -110,10 +109,9 @@ def load_state(path: Path) -> dict[str, Any]:
     loading it with weights_only=False, that is running whatever code the file holds."""
     if not Path(path).is_file():
         raise DamagedCheckpoint(f"no training state at {path}; the checkpoint is incomplete")
+    data = io.BytesIO(Path(path).read_bytes())  # the file system's errors are OSError; what follows is the file's
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
+        state = torch.load(data, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise DamagedCheckpoint(f"{path} holds objects other than tensors, which ddpmkit never loads (a file "
                                 "ddpmkit did not write, possibly malicious); delete it or resume from another run") from None

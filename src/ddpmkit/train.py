@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,7 +329,10 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.update()  # halves the scale after an overflow, grows it after a run of good steps
         lr = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # A skipped first update makes torch warn that the schedule steps before the optimiser: that is meant.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.scheduler.step()
         self.step += 1
         self.interval.add(losses, ts, self.config.diffusion.num_steps, float(grad_norms[0]), finite, overflow)
         if self._consecutive_bad >= self.train.max_nonfinite:

@@ -11,7 +11,7 @@ from ..evaluation import format_report
 from ..samplers import SAMPLERS
 from ..sampling import SampleSettings
 from ..schedules import SPACINGS
-from .options import DEVICE_HELP, DefaultsUnlessNone, command, ints
+from .options import DEVICE_HELP, command, ints
 
 
 def add_evaluate(sub) -> None:
@@ -27,7 +27,7 @@ def add_evaluate(sub) -> None:
     likelihood instead: vlb, the full variational bound in bits/dim; ode, the exact likelihood of
     the probability-flow ODE; both, side by side.
     """
-    p = command(sub, "evaluate", add_evaluate, run=True, formatter_class=DefaultsUnlessNone)
+    p = command(sub, "evaluate", add_evaluate, run=True)
     g = p.add_argument_group("sample quality (the default)")
     g.add_argument("-n", "--num-samples", type=int, help="samples to draw and measure (default 2000)")
     g.add_argument("--sampler", help="ddpm, ddim, dpm++, dpm++sde or heun (default dpm++sde)")

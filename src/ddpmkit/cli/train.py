@@ -19,7 +19,7 @@ from ..nets.mlp import GatedMLPConfig
 from ..nets.unet import BLOCKS
 from ..rundir import check_output, check_writable
 from ..schedules import SCHEDULES
-from .options import DATA_HELP, DEVICE_HELP, DefaultsUnlessNone, command, sizes
+from .options import DATA_HELP, DEVICE_HELP, command, sizes
 
 # CLI option -> (config section, field). None means "leave the default".
 TRAIN_OPTIONS = {
@@ -67,7 +67,7 @@ def add_parser(sub) -> None:
     processes: torchrun --nproc-per-node N -m ddpmkit train ... (--batch-size is then the global
     batch, split over the processes; --resume works with any N).
     """
-    p = command(sub, "train", add_parser, formatter_class=DefaultsUnlessNone)
+    p = command(sub, "train", add_parser)
     p.add_argument("--data", default="digits", help=DATA_HELP)
     p.add_argument("--out", type=Path, help="run directory to create (default: runs/<data>-<time>/)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its newest complete checkpoint")
