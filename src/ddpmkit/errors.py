@@ -66,11 +66,13 @@ def check_not_negative(option: str, value):
 
 def check_between(option: str, value, low: float, high: float, *, high_included: bool = True, what: str = ""):
     """`value` if it is a finite number in [low, high] (or [low, high) without high_included);
-    `what` says what the number is ("the share of images kept out of training, ")."""
+    `what` says what the number is ("the share of images kept out of training")."""
     check_finite(option, value)
     if not (low <= value <= high if high_included else low <= value < high):
         interval = f"[{low:g}, {high:g}{']' if high_included else ')'}"
-        raise UserError(f"{option} must lie in {interval}{', ' + what if what else ''}, got {value!r}")
+        if what:
+            raise UserError(f"{option} is {what}, in {interval}; got {value!r}")
+        raise UserError(f"{option} must lie in {interval}, got {value!r}")
     return value
 
 
