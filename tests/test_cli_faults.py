@@ -391,3 +391,22 @@ def test_divergence_is_one_line_that_tells_the_truth(tmp_path, capsys, monkeypat
     line = one_error_line(err)
     assert code == 1 and "non-finite" in line and "no checkpoint was written" in line and "--lr" in line, line
     assert checkpoint.newest_checkpoint(tmp_path / "run") is None
+
+
+def test_nan_weights_at_a_save_are_one_line(tmp_path, capsys, monkeypatch):
+    """Weights gone NaN without a non-finite loss: the checkpoint is refused (FloatingPointError),
+    exit 1, one line that says no checkpoint exists yet; nothing half-written is left."""
+    real = Trainer._step
+
+    def poison(self, *args):
+        lr = real(self, *args)
+        if self.step == 4:
+            with torch.no_grad():
+                next(self.net.parameters()).fill_(float("nan"))
+        return lr
+
+    monkeypatch.setattr(Trainer, "_step", poison)
+    code, out, err = cli_run(capsys, *TRAIN, "--out", tmp_path / "run")
+    line = one_error_line(err)
+    assert code == 1 and "non-finite" in line and "no complete checkpoint" in line, line
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == []

@@ -77,7 +77,7 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     data = Path(path).read_bytes()  # the file system's errors are OSError; what follows is the file's
     try:
         return safetensors_load(data)
-    except Exception as e:  # safetensors raises its own error types
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
         raise DamagedCheckpoint(f"{path} is not a readable safetensors file ({e}): it is damaged or not a ddpmkit "
                                 "file") from None
 
@@ -115,7 +115,7 @@ def load_state(path: Path) -> dict[str, Any]:
     except pickle.UnpicklingError:
         raise DamagedCheckpoint(f"{path} holds objects other than tensors, which ddpmkit never loads (a file "
                                 "ddpmkit did not write, possibly malicious); delete it or resume from another run") from None
-    except Exception as e:  # truncated or not a torch file: the zip reader's RuntimeError, EOFError, ...
+    except Exception as e:  # noqa: BLE001 - truncated or not a torch file: the zip reader's RuntimeError, EOFError, ...
         raise DamagedCheckpoint(f"{path} is damaged ({type(e).__name__}: truncated or not a torch file)") from None
     if not isinstance(state, dict) or "step" not in state:
         raise DamagedCheckpoint(f"{path} is not a ddpmkit training state (no step in it)")

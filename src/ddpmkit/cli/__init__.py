@@ -52,9 +52,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add, _ in COMMANDS.values():
         add(sub)
-    for command in sub.choices.values():  # every command, whoever added it
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="print the traceback of an error (or set DDPMKIT_DEBUG=1)")
+    for command in sub.choices.values():  # every command, whoever added it (unless it declares its own)
+        if "--debug" not in command._option_string_actions:
+            command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                 help="print the traceback of an error (or set DDPMKIT_DEBUG=1)")
     return p
 
 
