@@ -191,6 +191,8 @@ def save_checkpoint(
     final = step_dir(run_dir, step)
     if is_complete(final):
         raise FileExistsError(f"{final} is a complete checkpoint already; a checkpoint is never overwritten")
+    for name, tensors in (("model.safetensors", model), ("ema.safetensors", ema)):  # before anything is written
+        _check_finite(tensors, f"{final / name}")
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(run_dir)
     tmp = _temporary(final)
