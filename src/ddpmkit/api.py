@@ -18,7 +18,6 @@ import numpy as np
 
 from . import build, checkpoint, distributed, evaluation, modelcard, pictures, rundir, sampling
 from .config import DataConfig, RunConfig
-from .errors import UserError
 from .evaluation import toy_distances  # noqa: F401  (part of the API: 2-D samples against fresh points)
 from .features import OwnTraining
 from .interop import diffusers as diffusers_interop
@@ -42,7 +41,8 @@ def train(
     progress: bool = True,
     pictures: bool = True,
 ) -> TrainResult:
-    """Train `config` into `run_dir` (or continue it with resume=True) and, with `pictures`,
+    """Train `config` into `run_dir` (or continue it with resume=True: from its newest checkpoint
+    that reads, or from step 0 if it has none) and, with `pictures`,
     draw the end-of-run pictures (samples, forward process, loss curve; 2-D runs also store
     their distance to fresh points in metrics.json).
 
@@ -50,13 +50,18 @@ def train(
     data-parallel (config.train.batch_size is the global batch) and rank 0 alone writes
     the run directory and reports; `device` "cuda" then means each rank's own GPU."""
     run_dir = Path(run_dir)
-    if resume and checkpoint.newest_checkpoint(run_dir) is None:  # checked before anything is written
-        raise UserError(f"{run_dir} has no complete checkpoint to resume from (training stopped before the first "
-                        "one was written); start a new run with --out")
+    # A run stopped before its first checkpoint (config.json alone) restarts in place from step 0.
+    restart = resume and checkpoint.newest_checkpoint(run_dir) is None
     with distributed.launch(device) as (world, dev):
         say = report if world.is_main else lambda message: None
         trainer, config, dataset = build.trainer(config, run_dir, world, device=dev, report=say, progress=progress)
-        if resume:  # reads and checks the checkpoint (a clear error if it does not fit config.json)
+        say(f"writing the run to {run_dir}")
+        if restart:
+            say(f"{run_dir} has no complete checkpoint (training stopped before the first one): "
+                "starting it again from step 0 with its config.json")
+            if world.is_main:
+                rundir.truncate_log(run_dir, 0)  # the stopped attempt's records
+        elif resume:  # reads and checks the checkpoint (a clear error if it does not fit config.json)
             say(f"resuming from step {trainer.resume()}")
         # config.json is written once the options, the data and any checkpoint have been checked.
         world.barrier()  # every rank has looked at run_dir (the CLI checks it) before rank 0 writes into it
@@ -104,13 +109,15 @@ def sample(
     labels.csv for labelled samples), for other FID tools."""
     run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    rundir.check_output(out)
+    run = build.load_run(Path(run_dir), ema=ema, device=distributed.pick_device(device))
     labels = sampling.class_labels(run.config, class_, n)
     sampling.check_labels(run.config, labels, guidance)
     n = n if labels is None else len(labels)
     keep = sampling.picture_steps(run.config.diffusion.num_steps, pictures.GIF_FRAMES, steps, spacing) if gif else None
     samples = draw(run, n, seed=seed, sampler=sampler, steps=steps, spacing=spacing, keep=keep, labels=labels,
                    guidance=guidance, clip=clip, percentile=percentile, **sampler_options)
+    out.mkdir(parents=True, exist_ok=True)  # once every option has been checked: bad input creates nothing
     if labels is not None:
         rundir.save_npy(out / "labels.npy", labels.numpy())
     if gif:
@@ -125,6 +132,7 @@ def sample(
 def show_forward(data: str, out: Path | str, *, image_size=None, channels: int | None = None, num_images: int = 4,
                  T: int = 1000, seed: int = 0) -> None:
     """Draw the forward process on a few images of `data` for the linear and cosine schedules."""
+    rundir.check_output(Path(out), directory=False)
     modality_for(DataConfig(name=data, image_size=image_size, channels=channels)).forward_picture(Path(out), num_images, T, seed)
 
 
@@ -196,6 +204,7 @@ def compare(run_dir: Path | str, out: Path | str, *, samplers: list[str], steps:
             spacing: str = "linspace", weights: str = "ema", device: str | None = None,
             report=lambda message: None) -> list[dict]:
     """Every sampler at every step count (evaluation.compare_samplers): out/compare.json and compare.png."""
+    rundir.check_output(Path(out))
     run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
     return evaluation.compare_samplers(run, Path(out), samplers=samplers, steps=steps, n=n, seed=seed, spacing=spacing,
                                        report=report)

@@ -163,6 +163,9 @@ def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device:
     kind = modality(config)  # with the resolved data: sizes, normalisation
     net = build_net(config).to(device)
     report(f"model: {type(net).__name__} with {count_parameters(net):,} parameters; data: {len(dataset):,} examples; device: {device}")
+    if config.train.batch_size > len(dataset):
+        report(f"note: --batch-size {config.train.batch_size} is larger than the {len(dataset):,} training examples: "
+               "each batch holds some examples more than once")
     model = training_model(net, config, device, world)
 
     def step_picture(step: int, ema_net: nn.Module) -> Path:

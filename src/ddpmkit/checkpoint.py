@@ -10,31 +10,43 @@ never writes the same step twice (save_checkpoint refuses to), and old ones are 
 to a temporary name before they are deleted. Temporary directories of crashed processes
 are removed at the next save.
 Nothing is unpickled on load: weights are safetensors and state.pt loads with
-torch.load(weights_only=True).
+torch.load(weights_only=True). A file that cannot be read that way (truncated, or a pickle
+that holds code) is a DamagedCheckpoint, and resuming skips a damaged newest checkpoint
+for the newest one that reads (`newest_readable`), setting the damaged one aside unchanged.
+Files are written by Python's own calls (safetensors and torch serialise to bytes first),
+so a full disk or a read-only one is the OSError it is.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import pickle
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .errors import UserError
 from .rundir import (
     BEST,
     CHECKPOINTS,
-    atomic_write,
+    atomic_write_bytes,
     atomic_write_text,
     fsync_dir,
     link_top_level,
 )
+
+
+class DamagedCheckpoint(UserError):
+    """A checkpoint file that cannot be read: missing, truncated, or not a ddpmkit file."""
 
 
 def _check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
@@ -46,7 +58,7 @@ def _check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     _check_finite(tensors, str(path))
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata={"format": "pt"}))
 
 
 def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
@@ -62,11 +74,13 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     if not Path(path).is_file():
-        raise UserError(f"no weights at {path}; train a model first or pass the right --run directory")
+        raise DamagedCheckpoint(f"no weights at {path}; train a model first or pass the right --run directory")
+    data = Path(path).read_bytes()  # the file system's errors are OSError; what follows is the file's
     try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types
-        raise UserError(f"{path} is not a readable safetensors file ({e})") from None
+        return safetensors_load(data)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise DamagedCheckpoint(f"{path} is not a readable safetensors file ({e}): it is damaged or not a ddpmkit "
+                                "file") from None
 
 
 def load_matching(net: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
@@ -84,8 +98,66 @@ def load_matching(net: nn.Module, weights: dict[str, torch.Tensor], source: Path
     net.load_state_dict(weights)
 
 
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def load_state(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A state.pt, unpickling nothing but tensors and plain containers (weights_only). Its
+    errors become one DamagedCheckpoint line: torch's own text for a refused pickle advises
+    loading it with weights_only=False, that is running whatever code the file holds."""
+    if not Path(path).is_file():
+        raise DamagedCheckpoint(f"no training state at {path}; the checkpoint is incomplete")
+    data = io.BytesIO(Path(path).read_bytes())  # the file system's errors are OSError; what follows is the file's
+    try:
+        state = torch.load(data, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DamagedCheckpoint(f"{path} holds objects other than tensors, which ddpmkit never loads (a file "
+                                "ddpmkit did not write, possibly malicious); delete it or resume from another run") from None
+    except Exception as e:  # noqa: BLE001 - truncated or not a torch file: the zip reader's RuntimeError, EOFError, ...
+        raise DamagedCheckpoint(f"{path} is damaged ({type(e).__name__}: truncated or not a torch file)") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise DamagedCheckpoint(f"{path} is not a ddpmkit training state (no step in it)")
+    return state
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+    """The live weights, EMA weights and training state of checkpoint directory `path`
+    (DamagedCheckpoint if any of them cannot be read)."""
+    path = Path(path)
+    return load_weights(path / "model.safetensors"), load_weights(path / "ema.safetensors"), load_state(path / "state.pt")
+
+
+def newest_readable(run_dir: Path, report: Callable[[str], None] = lambda message: None):
+    """The newest complete checkpoint of run_dir that reads, as (its directory, what
+    read_checkpoint returns, the newer ones that did not read), each skipped one reported;
+    None if there is no complete checkpoint at all. If every one is damaged: DamagedCheckpoint."""
+    found = complete_checkpoints(run_dir)
+    damaged: list[Path] = []
+    for path in reversed(found):
+        try:
+            return path, read_checkpoint(path), damaged
+        except DamagedCheckpoint as e:
+            report(f"skipping checkpoint {path.name}, which cannot be read: {e}")
+            damaged.append(path)
+    if damaged:
+        raise DamagedCheckpoint(f"no checkpoint of {run_dir} can be read ({', '.join(p.name for p in damaged)} are "
+                                "damaged); the run cannot be continued: start a new run with --out")
+    return None
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint directory step-N to damaged-step-N (kept, never deleted; no
+    longer a complete checkpoint, so a later one of the same step can be written)."""
+    aside = Path(path).with_name(f"damaged-{Path(path).name}")
+    n = 1
+    while aside.exists():
+        aside, n = Path(path).with_name(f"damaged-{Path(path).name}-{n}"), n + 1
+    os.replace(path, aside)
+    fsync_dir(aside.parent)
+    return aside
 
 
 def step_dir(run_dir: Path, step: int) -> Path:
@@ -116,6 +188,8 @@ def save_checkpoint(
     final = step_dir(run_dir, step)
     if is_complete(final):
         raise FileExistsError(f"{final} is a complete checkpoint already; a checkpoint is never overwritten")
+    for name, tensors in (("model.safetensors", model), ("ema.safetensors", ema)):  # before anything is written
+        _check_finite(tensors, f"{final / name}")
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(run_dir)
     tmp = _temporary(final)
@@ -124,7 +198,7 @@ def save_checkpoint(
     try:
         save_weights(tmp / "model.safetensors", model)
         save_weights(tmp / "ema.safetensors", ema)
-        atomic_write(tmp / "state.pt", lambda p: torch.save(state, p))
+        save_state(tmp / "state.pt", state)
         atomic_write_text(tmp / "meta.json", json.dumps({"step": step}))
         if final.exists():  # without meta.json (an older version's half deletion): never a good checkpoint
             shutil.rmtree(final)

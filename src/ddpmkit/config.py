@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .denoiser import PREDICTIONS, VARIANCES, Prediction, Variance
-from .errors import UserError, check_choice, check_not_negative, check_positive
+from .errors import UserError, check_between, check_choice, check_finite_fields, check_not_negative, check_positive
 from .losses import LOSSES, LossType
 from .nets.mlp import GatedMLPConfig, MLPConfig
 from .nets.unet import UNetConfig
@@ -42,9 +42,9 @@ class DataConfig:
     holdout: float = 0.0  # images: share in [0, 1) kept out of training (a fixed seeded split), scored by evaluate --nll
 
     def __post_init__(self) -> None:
+        check_finite_fields(self, "data")
         check_positive("--num-points", self.num_points)
-        if not 0 <= self.holdout < 1:
-            raise UserError(f"--holdout is the share of images kept out of training, in [0, 1); got {self.holdout!r}")
+        check_between("--holdout", self.holdout, 0, 1, high_included=False, what="the share of images kept out of training")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class DiffusionConfig:
     min_snr_gamma: float = 0.0  # min-SNR-γ loss weighting (Hang et al. 2023; 5 is typical); 0: off
 
     def __post_init__(self) -> None:
+        check_finite_fields(self, "diffusion")
         check_not_negative("--min-snr-gamma", self.min_snr_gamma)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_positive("the number of diffusion steps T (--timesteps)", self.num_steps)
@@ -91,6 +92,7 @@ class TrainConfig:
     eval_samples: int | None = None  # samples per measurement (None: the modality's default, 1,000 images or 2,000 points)
 
     def __post_init__(self) -> None:
+        check_finite_fields(self, "train")
         for option, value in (("--steps", self.steps), ("--batch-size", self.batch_size), ("--grad-accum", self.grad_accum),
                               ("--log-every", self.log_every), ("--keep", self.keep), ("--max-nonfinite", self.max_nonfinite)):
             check_positive(option, value)
@@ -99,10 +101,8 @@ class TrainConfig:
         check_choice("precision (--precision)", self.precision, PRECISIONS)
         if self.batch_size % self.grad_accum:
             raise UserError(f"--batch-size {self.batch_size} must be divisible by --grad-accum {self.grad_accum}")
-        if not 0.0 <= self.p_uncond <= 1.0:
-            raise UserError(f"--p-uncond must lie in [0, 1], got {self.p_uncond}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise UserError(f"--ema-decay must lie in [0, 1), got {self.ema_decay}")
+        check_between("--p-uncond", self.p_uncond, 0, 1)
+        check_between("--ema-decay", self.ema_decay, 0, 1, high_included=False)
         for name in ("weight_decay", "warmup_steps", "grad_clip", "num_workers", "sample_every", "checkpoint_every", "eval_every"):
             check_not_negative(f"--{name.replace('_', '-')}", getattr(self, name))
         for name in self.loggers:
@@ -133,7 +133,7 @@ class RunConfig:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)  # the validators keep NaN and inf out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import process
 from ._tensor import append_dims
-from .errors import UserError, check_choice
+from .errors import UserError, check_choice, check_finite
 from .schedules import NoiseSchedule
 
 Prediction = Literal["eps", "x0", "v"]
@@ -132,8 +132,9 @@ class ClippedDenoiser:
 
     def __init__(self, inner: DenoiserLike, mode: str = "static", percentile: float = 0.995):
         check_choice("clipping", mode, ("static", "dynamic"))
+        check_finite("--dynamic-threshold", percentile)
         if not 0 < percentile <= 1:
-            raise UserError(f"the dynamic-threshold percentile must lie in (0, 1], got {percentile}")
+            raise UserError(f"--dynamic-threshold (the percentile of |x̂_0|) must lie in (0, 1], got {percentile}")
         self.inner, self.mode, self.percentile = inner, mode, percentile
         self.schedule = inner.schedule
         self.variance = inner.variance

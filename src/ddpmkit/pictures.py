@@ -148,6 +148,7 @@ def forward_table(images_uint8: torch.Tensor, schedules: list[str], T: int, path
         for k in range(len(x0)):
             rows.append([as_images(f[k : k + 1])[0] for f in frames])
             labels.append(f"{name} #{k}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     viz.image_table(rows, labels, [f"t = {t}" for t in steps], path)
 
 

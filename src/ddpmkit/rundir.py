@@ -53,7 +53,9 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(tmp) for a temporary file beside `path`, fsync it, rename it over `path`.
-    If anything fails the old `path` is untouched and the temporary file is removed."""
+    If anything fails the old `path` is untouched and the temporary file is removed.
+    A failure of the operating system (no space, read-only) is raised as the OSError it is,
+    naming `path` when the call that failed did not name a file (a write to an open file)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -61,6 +63,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
@@ -68,6 +74,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Bytes written by Python's own file calls, so that a full disk raises OSError(ENOSPC)
+    (a library writing the file itself raises its own error type, or none that says why)."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
@@ -100,6 +112,49 @@ def write_config(run_dir: Path, config) -> None:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG, config.to_json())
+
+
+# ---- output locations -------------------------------------------------------------------------
+def check_output(path: Path, option: str = "--out", *, directory: bool = True) -> None:
+    """Refuse, before any data are loaded or anything is written, an output location that
+    cannot be written: `path` (a directory with `directory`, else a file) is a file where a
+    directory is needed or the other way round, lies under a file, or its nearest existing
+    folder is read-only or not ours to write; and an output directory that is a run
+    directory (its config.json beside it), whose own samples.png and files a command's
+    outputs would replace."""
+    path = Path(path)
+    if directory and path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path} is a file; pass a directory (a new one is created)")
+    if not directory and path.is_dir():
+        raise UserError(f"{option} {path} is a directory; pass the path of a file to write")
+    if directory and (path / CONFIG).is_file():
+        raise UserError(f"{option} {path} is a run directory: its own files (samples.png, ...) would be replaced; "
+                        "pass another --out, e.g. the default RUN/samples")
+    if not directory and path.is_file() and (path.parent / CONFIG).is_file():
+        raise UserError(f"{option} {path} is a file of a run directory, which a command never replaces; "
+                        f"choose another {option}")
+    check_writable(path, option, directory=directory)
+
+
+def check_writable(path: Path, option: str = "--out", *, directory: bool = True) -> None:
+    """Refuse a location that cannot be written (check_output without the run-directory rule)."""
+    path = Path(path)
+    if directory and path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path} is a file; pass a directory (a new one is created)")
+    folder = path if directory else path.parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # "." or "/" at the latest
+    if not existing.is_dir():
+        raise UserError(f"{option} {path} lies under {existing}, which is a file, not a folder; choose another {option}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = "on a read-only file system" if _read_only(existing) else "not writable by you"
+        raise UserError(f"{option} {path} cannot be written: {existing} is {why}; choose another {option}")
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
 
 
 # ---- log.jsonl -------------------------------------------------------------------------------

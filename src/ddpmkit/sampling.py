@@ -19,7 +19,7 @@ from torch import nn
 from ._tensor import randn_like
 from .config import RunConfig
 from .denoiser import Denoiser, DenoiserLike, for_sampling
-from .errors import UserError, check_choice, check_not_negative, check_positive
+from .errors import UserError, check_choice, check_finite, check_not_negative, check_positive
 from .samplers import SAMPLERS, Trajectory
 from .schedules import timestep_grid
 
@@ -111,6 +111,9 @@ def draw(
     (thresholding at `percentile`) or none; None is the modality's default. `keep`: the
     timesteps whose x_t and x̂_0 the first batch's trajectory keeps. `sampler_options` go
     to the sampler (e.g. eta=1.0 for ddim)."""
+    # Any finite w: 0 is the conditional model, -1 the unconditional one (ε = ε(x,∅)), between
+    # them a blend, below -1 anti-guidance, away from the class: each means something, so none is refused.
+    check_finite("--guidance", guidance)
     check_labels(run.config, labels, guidance)
     check_positive("the number of samples", n)
     T = run.config.diffusion.num_steps

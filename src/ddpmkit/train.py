@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +72,17 @@ def _digest(module: nn.Module) -> torch.Tensor:
 
 @dataclass
 class TrainResult:
-    steps: int  # optimiser steps completed
+    steps: int  # optimiser steps completed, in all (a resumed run counts the steps before it)
     seconds: float  # wall time of this call
     final_loss: float  # mean loss of the last log interval
     nonfinite: int  # steps skipped for a non-finite loss or gradient
     best: dict | None = None  # the best quality measurement so far (--eval-every): its log.jsonl record
+    first_step: int = 0  # the step this call started from (a resumed run's checkpoint)
+
+    @property
+    def trained(self) -> int:
+        """Optimiser steps this call took."""
+        return self.steps - self.first_step
 
 
 def lr_factor(step: int, train: TrainConfig) -> float:
@@ -215,15 +222,35 @@ class Trainer:
         return path
 
     def resume(self) -> int:
-        """Load the newest complete checkpoint of run_dir/checkpoints (every rank reads it;
-        the top-level weight files are not read); returns its step. The number of processes
+        """Load the newest complete checkpoint of run_dir/checkpoints that reads (every rank
+        reads it; the top-level weight files are not read); returns its step. A newer one that
+        cannot be read (checkpoint.newest_readable) is reported, skipped and set aside unchanged
+        as damaged-step-N, so that training writes its step again. The number of processes
         may differ from the run that wrote it."""
-        found = checkpoint.newest_checkpoint(self.run_dir)
-        if found is None:
-            raise UserError(f"{self.run_dir} has no complete checkpoint to resume from; start a new run with --out")
-        for module, name in ((self.net, "model.safetensors"), (self.ema.model, "ema.safetensors")):
-            checkpoint.load_matching(module, checkpoint.load_weights(found / name), found / name)
-        state = checkpoint.load_state(found / "state.pt")
+        readable = checkpoint.newest_readable(self.run_dir, self.report)
+        if readable is None:
+            raise UserError(f"{self.run_dir} has no complete checkpoint to resume from")
+        found, (model, ema, state), damaged = readable
+        for module, weights, name in ((self.net, model, "model.safetensors"), (self.ema.model, ema, "ema.safetensors")):
+            checkpoint.load_matching(module, weights, found / name)
+        try:
+            self._load_state(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # not the state this trainer writes
+            raise checkpoint.DamagedCheckpoint(f"{found / 'state.pt'} does not hold a ddpmkit training state that "
+                                               f"fits this run ({type(e).__name__}: {e})") from None
+        if self.world.is_main:
+            self.logged = rundir.last_logged_step(self.run_dir)  # before the records after the checkpoint go
+            rundir.truncate_log(self.run_dir, self.step)
+            rundir.link_top_level(self.run_dir, found)  # mends top-level files a crash left a step apart
+        self.world.barrier()  # every rank has read the checkpoint before rank 0 may write the next or set one aside
+        if self.world.is_main:
+            for path in damaged:
+                self.report(f"{path.name} is kept, unchanged, as {checkpoint.set_aside(path).name}")
+        self.world.barrier()
+        return self.step
+
+    def _load_state(self, state: dict) -> None:
+        """Restore the optimiser, schedule, EMA, generators and counters of a state.pt."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.ema.load_state_dict(state["ema"])
@@ -241,12 +268,6 @@ class Trainer:
         self.overflow_total = int(state.get("overflow_total", 0))
         self.interval.load_state_dict(state.get("log_interval", {}))  # older checkpoints: start a fresh record
         self.saved_step = self.step
-        if self.world.is_main:
-            self.logged = rundir.last_logged_step(self.run_dir)  # before the records after the checkpoint go
-            rundir.truncate_log(self.run_dir, self.step)
-            rundir.link_top_level(self.run_dir, found)  # mends top-level files a crash left a step apart
-        self.world.barrier()  # every rank has read the checkpoint before rank 0 may write the next
-        return self.step
 
     # ---- the loop --------------------------------------------------------------------
     def close(self) -> None:
@@ -275,7 +296,7 @@ class Trainer:
                          shard=(self.world.rank, self.world.size))
         self._consecutive_bad = 0
         self._started = self._last_log_time = time.perf_counter()
-        self._last_log_step = self.step
+        self._last_log_step = first = self.step
         bar = tqdm(total=train.steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
         self.model.train()
         loss, quality = None, None  # what the progress bar shows: the latest loss and quality measurement
@@ -303,7 +324,7 @@ class Trainer:
             bar.close()
             self.logger.close()
         return TrainResult(self.step, time.perf_counter() - self._started, self.interval.last_loss, self.nonfinite_total,
-                           self.best)
+                           best=self.best, first_step=first)
 
     def _step(self, stream, micro: int) -> float:
         """One optimiser step (Algorithm 1 of Ho et al. 2020): the gradients of
@@ -330,16 +351,19 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.update()  # halves the scale after an overflow, grows it after a run of good steps
         lr = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # A skipped first update makes torch warn that the schedule steps before the optimiser: that is meant.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.scheduler.step()
         self.step += 1
         self.interval.add(losses, ts, self.config.diffusion.num_steps, float(grad_norms[0]), finite, overflow)
         if self._consecutive_bad >= self.train.max_nonfinite:
             self._log(lr)
             last = checkpoint.newest_checkpoint(self.run_dir)
-            kept = f"the last good checkpoint ({last}) is untouched" if last else "no checkpoint was written"
+            kept = f"the last good checkpoint ({last.name}) is untouched" if last else "no checkpoint was written"
             raise TrainingDiverged(
                 f"training stopped at step {self.step}: {self._consecutive_bad} steps in a row had a non-finite "
-                f"loss or gradient; {kept}. lower --lr or --grad-clip and continue with --resume"
+                f"loss or gradient; {kept}. Train a new run (--out) with a lower --lr or --grad-clip"
             )
         return lr
 

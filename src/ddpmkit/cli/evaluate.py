@@ -12,7 +12,6 @@ from ..sampling import SampleSettings
 from ..schedules import SPACINGS
 from .options import (
     DEVICE_HELP,
-    DefaultsUnlessNone,
     add_weights,
     command,
     ints,
@@ -33,7 +32,7 @@ def add_evaluate(sub) -> None:
     likelihood instead: vlb, the full variational bound in bits/dim; ode, the exact likelihood of
     the probability-flow ODE; both, side by side.
     """
-    p = command(sub, "evaluate", add_evaluate, run=True, formatter_class=DefaultsUnlessNone)
+    p = command(sub, "evaluate", add_evaluate, run=True)
     g = p.add_argument_group("sample quality (the default)")
     g.add_argument("-n", "--num-samples", type=int, help="samples to draw and measure (default 2000)")
     g.add_argument("--sampler", help="ddpm, ddim, dpm++, dpm++sde or heun (default dpm++sde)")

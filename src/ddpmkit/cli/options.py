@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data.toy import TOY_DATASETS
 from ..errors import UserError
 
-DATA_HELP = f"{', '.join(TOY_DATASETS)} (2-D toy sets), digits (8x8 images, the default), a folder of images, a .npy/.npz array file, or hf:NAME"
+DATA_HELP = f"{', '.join(TOY_DATASETS)} (2-D toy sets), digits (8x8 images), a folder of images, a .npy/.npz array file, or hf:NAME"
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: the best available)"
 
 
@@ -27,13 +27,15 @@ def sizes(text: str, option: str) -> tuple[int, ...]:
 
 
 class DefaultsUnlessNone(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows an option's default, except None: its help then says what happens."""
+    """Shows an option's default once: not when it is None (the help then says what happens)
+    nor when the help already names it."""
 
     def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
+        said = "default" in (action.help or "").lower()
+        return action.help if action.default is None or said else super()._get_help_string(action)
 
 
-def command(sub, name: str, declare, *, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+def command(sub, name: str, declare, *, formatter_class=DefaultsUnlessNone,
             run: bool = False) -> argparse.ArgumentParser:
     """A sub-command's parser, described by the docstring of the function `declare` that adds
     its options (first paragraph: the one-line help; the rest: the description); with `run`,

@@ -34,7 +34,8 @@ def add_sample(sub) -> None:
     p.add_argument("--dynamic-threshold", type=float, default=0.995, metavar="P",
                    help="percentile of |x̂_0| for --clip dynamic (default 0.995)")
     p.add_argument("--class", dest="class_", metavar="K|all", help="conditional runs: draw class K, or 'all' (-n per class, a grid row each)")
-    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance strength w: ε = (1+w)·ε(x,c) − w·ε(x,∅)")
+    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance strength w: ε = (1+w)·ε(x,c) − "
+                   "w·ε(x,∅); 0 is the conditional model, -1 the unconditional one, below -1 anti-guidance (away from the class)")
     p.add_argument("--png-dir", type=Path, metavar="DIR", help="also write each sample as DIR/000000.png, ... (and "
                    "labels.csv for labelled samples): the folder clean-fid, torch-fidelity and pytorch-fid read")
     p.add_argument("--gif", action="store_true", help="also write reverse.gif: the reverse process (images: x_t beside x̂_0)")
@@ -83,7 +84,6 @@ def run_show_forward(args) -> int:
 
     check_positive("--num-images", args.num_images)
     check_positive("--timesteps", args.timesteps)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     show_forward(args.data, args.out, image_size=parse_image_size(args.image_size), channels=args.channels,
                  num_images=args.num_images, T=args.timesteps)
     print(f"wrote {args.out}")

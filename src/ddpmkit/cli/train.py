@@ -17,6 +17,7 @@ from ..losses import LOSSES
 from ..modality import UNET_OPTIONS, modality_for
 from ..nets.mlp import GatedMLPConfig
 from ..nets.unet import BLOCKS
+from ..rundir import check_output, check_writable
 from ..schedules import SCHEDULES
 from ..training_log import quality_text
 from .options import DATA_HELP, DEVICE_HELP, command, sizes
@@ -76,7 +77,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, help="run directory to create (default: runs/<data>-<time>/)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its newest complete checkpoint")
     g = p.add_argument_group("diffusion")
-    g.add_argument("--schedule", choices=None, help=f"beta schedule: {', '.join(SCHEDULES)} (default cosine)")
+    g.add_argument("--schedule", help=f"beta schedule: {', '.join(SCHEDULES)} (default cosine)")
     g.add_argument("--timesteps", type=int, help="T, the number of diffusion steps (default 1000)")
     g.add_argument("--prediction", help=f"network target: {', '.join(PREDICTIONS)} (default eps)")
     g.add_argument("--variance", help=f"reverse variance: {', '.join(VARIANCES)} (default fixed_small)")
@@ -226,17 +227,20 @@ def run(args) -> int:
             raise UserError(f"{args.resume} is not a ddpmkit run (no config.json); pass the directory ddpmkit train wrote")
         config = _with_options(RunConfig.load(args.resume / "config.json"), args, RESUMABLE)
         out = args.resume
+        check_writable(out, "--resume")
     else:
         config = config_from_args(args)
         if args.out is None and world.active:
             raise UserError("under torchrun pass --out DIR: every process must name the same run directory")
         out = args.out or Path("runs") / f"{Path(args.data).stem or 'data'}-{time.strftime('%Y%m%d-%H%M%S')}"
         if (out / "config.json").exists():
-            raise UserError(f"{out} already holds a run; continue it with --resume {out} or pick another --out")
-        if args.out is None:
-            say(f"writing the run to {out}")
+            raise UserError(f"{out} already holds a run; continue it with --resume {out} (a run with no complete "
+                            "checkpoint starts again from step 0) or pick another --out")
+        check_output(out)  # before any data are loaded
+    args.training_into = out  # for the error boundary's word on what is on disk (cli/__init__.py)
     result = train(config, out, device=args.device, resume=args.resume is not None, report=say, progress=not args.no_progress)
     best = (f"; best quality at step {result.best['step']:,}: {quality_text(result.best)}, weights in {out}/best/"
             if result.best else "")
-    say(f"trained {result.steps} steps in {result.seconds:.1f} s (final loss {result.final_loss:.4f}){best}; run directory: {out}")
+    steps = f"{result.trained} steps" + (f" (steps {result.first_step} to {result.steps})" if result.first_step else "")
+    say(f"trained {steps} in {result.seconds:.1f} s (final loss {result.final_loss:.4f}){best}; run directory: {out}")
     return 0

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from ..errors import UserError, check_choice
 from ..features import (
@@ -29,7 +30,7 @@ from ..features import (
     OwnTraining,
     train_own_features,
 )
-from ..rundir import atomic_write, atomic_write_text
+from ..rundir import atomic_write_bytes, atomic_write_text
 from ..sampling import Run
 
 FEATURES = ("own", "inception")
@@ -103,7 +104,7 @@ def real_statistics(dataset, indices: np.ndarray, extractor, key: dict, report=l
     features = torch.cat(stored).float()
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"mu": mu, "sigma": sigma, "features": features, "num_images": torch.tensor(n)}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"key": text}))
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata={"key": text}))  # a full disk: OSError
     return Reference(mu, sigma, features.numpy(), n, False)
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..errors import UserError, check_choice, check_positive, is_positive_int
+from ..errors import UserError, check_between, check_choice, check_positive, is_positive_int
 from .blocks import ConvNeXtBlock, Downsample, LinearAttention, ResBlock, SelfAttention, Upsample, group_norm
 from .embeddings import LabelEmbedding, TimeEmbedding
 
@@ -62,15 +62,15 @@ class UNetConfig:
         if not all(is_positive_int(m) for m in self.channel_mults):
             raise UserError(f"unet.channel_mults must hold positive integers, got {list(self.channel_mults)}")
         check_choice("unet.block", self.block, BLOCKS)
-        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
-            raise UserError(f"unet.dropout must be in [0, 1), got {self.dropout!r}")
+        check_between("--dropout", self.dropout, 0, 1, high_included=False, what="the drop probability in each block")
         if not isinstance(self.grad_checkpoint, bool):
             raise UserError(f"unet.grad_checkpoint must be true or false, got {self.grad_checkpoint!r}")
         factor = self.downsampling
         if self.image_size % factor:
             raise UserError(
-                f"unet.image_size {self.image_size} is not divisible by {factor} "
-                f"({len(self.channel_mults)} levels); use a multiple of {factor} or fewer channel_mults"
+                f"image size {self.image_size} (the smaller side, --image-size) does not fit a U-Net with "
+                f"{len(self.channel_mults)} levels (--channel-mults {','.join(map(str, self.channel_mults))}): it must be "
+                f"a multiple of {factor}, e.g. {_near_multiples(self.image_size, factor)}; or use fewer --channel-mults"
             )
         sizes = self.level_sizes()
         for name in ("attention_resolutions", "linear_attention_resolutions"):
@@ -118,13 +118,9 @@ class UNetConfig:
         """Raise UserError unless H and W are both divisible by the total downsampling."""
         f = self.downsampling
         if height % f or width % f:
-            def near(n: int) -> str:
-                lo, hi = n // f * f, (n // f + 1) * f
-                return f"{lo} or {hi}" if lo > 0 else f"{hi}"
-
             raise UserError(
                 f"image size {height}x{width} does not fit a U-Net with {len(self.channel_mults)} levels: "
-                f"height and width must be multiples of {f}, e.g. height {near(height)}, width {near(width)}"
+                f"height and width must be multiples of {f}, e.g. --image-size {_near_multiples(height, f, width)}"
             )
 
 
@@ -139,6 +135,17 @@ class _Stage(nn.Module):
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.block(x, emb)
         return h if self.attention is None else self.attention(h)
+
+
+def _near_multiples(n: int, f: int, width: int | None = None) -> str:
+    """The multiples of f nearest to n ("28 or 32"), or with `width` to n x width ("8x8 or 16x16")."""
+    def near(m: int) -> list[int]:
+        return [v for v in (m // f * f, (m // f + 1) * f) if v > 0]
+
+    if width is None:
+        return " or ".join(map(str, near(n)))
+    hs, ws = near(n), near(width)
+    return " or ".join(f"{h}x{w}" for h, w in sorted({(hs[0], ws[0]), (hs[-1], ws[-1])}))
 
 
 class UNet(nn.Module):
