@@ -20,6 +20,7 @@ from .modality import Images, Points, modality_for
 from .nets.mlp import MLP, GatedMLP, GatedMLPConfig, MLPConfig
 from .nets.unet import UNet, UNetConfig, count_parameters
 from .pictures import step_picture_path
+from .posthoc_ema import PowerEMA
 from .precision import Autocast, autocast_dtype
 from .rundir import CONFIG
 from .sampling import Run
@@ -100,6 +101,11 @@ class HFlip:
         return torch.where(append_dims(flip.to(x.device), x.ndim), x.flip(-1), x)
 
 
+def posthoc_profiles(config: RunConfig, net: nn.Module) -> PowerEMA | None:
+    """The post-hoc EMA profiles --posthoc-ema asks for (None: off)."""
+    return PowerEMA(net, config.train.posthoc_ema) if config.train.posthoc_ema else None
+
+
 def training_model(net: nn.Module, config: RunConfig, device: torch.device, world: World) -> nn.Module:
     """What the loss calls: `net` under autocast, data-parallel and compiled, as the config asks."""
     dtype = autocast_dtype(config.train.precision, device)
@@ -116,7 +122,7 @@ def training_model(net: nn.Module, config: RunConfig, device: torch.device, worl
 def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device: torch.device = torch.device("cpu"),
             report=lambda message: None, progress: bool = True) -> tuple[Trainer, RunConfig, object]:
     """Load the data, resolve the config against them, and build the network, schedule,
-    Denoiser, augmentation and the step pictures: the Trainer of `config` writing into
+    Denoiser, augmentation, post-hoc EMA profiles and the step pictures: the Trainer of `config` writing into
     `run_dir`. Returns (trainer, the resolved config, the training data set)."""
     kind = modality(config)
     dataset, data = kind.load(config.seed, report)
@@ -133,6 +139,6 @@ def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device:
         ema_net.train(was_training)
 
     built = Trainer(config, net, build_denoiser(config, model), dataset, run_dir, modality=kind, device=device,
-                    augment=HFlip() if config.data.hflip else None, on_sample=step_picture, report=report,
+                    augment=HFlip() if config.data.hflip else None, posthoc=posthoc_profiles(config, net), on_sample=step_picture, report=report,
                     progress=progress, world=world)
     return built, config, dataset

@@ -17,6 +17,7 @@ from .errors import UserError, check_choice, check_not_negative, check_positive
 from .losses import LOSSES, LossType
 from .nets.mlp import GatedMLPConfig, MLPConfig
 from .nets.unet import UNetConfig
+from .posthoc_ema import check_sigma_rel
 from .schedules import SCHEDULES, ScheduleName
 
 NetConfig = MLPConfig | GatedMLPConfig | UNetConfig
@@ -84,6 +85,8 @@ class TrainConfig:
     p_uncond: float = 0.1  # conditional models: probability a label is replaced by the null label
     precision: Precision = "fp32"  # forward pass: fp32, bf16 autocast (CUDA, CPUs with bf16), fp16 autocast + loss scaling (CUDA)
     compile: bool = False  # torch.compile the network for training
+    posthoc_ema: tuple[float, ...] = ()  # σ_rel of each power-function EMA profile kept for post-hoc EMA (Karras et al. 2024); (): off
+    posthoc_every: int = 0  # steps between snapshots of those profiles in posthoc/ (0: a twentieth of --steps)
 
     def __post_init__(self) -> None:
         for option, value in (("--steps", self.steps), ("--batch-size", self.batch_size), ("--grad-accum", self.grad_accum),
@@ -98,8 +101,18 @@ class TrainConfig:
             raise UserError(f"--p-uncond must lie in [0, 1], got {self.p_uncond}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise UserError(f"--ema-decay must lie in [0, 1), got {self.ema_decay}")
-        for name in ("weight_decay", "warmup_steps", "grad_clip", "num_workers", "sample_every", "checkpoint_every"):
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "num_workers", "sample_every", "checkpoint_every",
+                     "posthoc_every"):
             check_not_negative(f"--{name.replace('_', '-')}", getattr(self, name))
+        for sigma_rel in self.posthoc_ema:
+            check_sigma_rel(sigma_rel, "--posthoc-ema")
+        if len({f"{s:.3f}" for s in self.posthoc_ema}) != len(self.posthoc_ema):
+            raise UserError(f"--posthoc-ema takes distinct σ_rel (to 3 decimals), got {list(self.posthoc_ema)}")
+
+    @property
+    def snapshot_every(self) -> int:
+        """Steps between post-hoc EMA snapshots: posthoc_every, or by default a twentieth of the steps."""
+        return self.posthoc_every or max(1, self.steps // 20)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ A run directory holds
     ema.safetensors      latest EMA weights       } newest complete checkpoint, for
     state.pt             latest training state    } sample and evaluate (linked here)
     checkpoints/step-NNNNNNNN/   complete checkpoints (checkpoint.py writes them)
+    posthoc/step-NNNNNNNN-sigma-S.safetensors   post-hoc EMA snapshots (--posthoc-ema; checkpoint.py)
+    ema-posthoc-S.safetensors    an EMA rebuilt from them (ddpmkit ema; api.posthoc_ema)
     log.jsonl            one JSON record per log interval (appended, truncated, read here)
     metrics.json         measurements (evaluation/record.py is its one writer)
     loss.png, forward.png, samples.png, samples/step-N.png, ...   pictures (pictures.py)
@@ -28,7 +30,13 @@ CONFIG = "config.json"
 LOG = "log.jsonl"
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
+POSTHOC = "posthoc"  # the post-hoc EMA snapshots
 TOP_LEVEL_FILES = ("model.safetensors", "ema.safetensors", "state.pt")  # links to the newest checkpoint
+
+
+def posthoc_weights_path(run_dir: Path, sigma_rel: float) -> Path:
+    """Where `ddpmkit ema` writes the EMA of width σ_rel rebuilt from the snapshots."""
+    return Path(run_dir) / f"ema-posthoc-{sigma_rel:.3f}.safetensors"
 
 
 def fsync_dir(path: Path) -> None:
