@@ -1,7 +1,7 @@
-"""Command line: `ddpmkit train | sample | show-forward | evaluate | compare-samplers`.
+"""Command line: `ddpmkit train | sample | show-forward | evaluate | compare-samplers | ema`.
 
 Parses, validates, calls the API (one module per command family: train.py, sample.py,
-evaluate.py). The only package that prints for the user or exits with a code: 0 success,
+evaluate.py, ema.py). The only package that prints for the user or exits with a code: 0 success,
 1 training diverged, 2 bad input (one line, no traceback).
 """
 
@@ -12,7 +12,7 @@ import sys
 
 from ..errors import UserError
 from ..train import TrainingDiverged
-from . import evaluate, sample, train
+from . import ema, evaluate, sample, train
 
 # command -> (adds its parser to the sub-parsers, runs it on the parsed arguments)
 COMMANDS = {
@@ -21,6 +21,7 @@ COMMANDS = {
     "show-forward": (sample.add_show_forward, sample.run_show_forward),
     "evaluate": (evaluate.add_evaluate, evaluate.run_evaluate),
     "compare-samplers": (evaluate.add_compare, evaluate.run_compare),
+    "ema": (ema.add_ema, ema.run_ema),
 }
 
 
