@@ -148,7 +148,7 @@ def test_resume_continues_the_profiles_exactly(three_profiles, tmp_path):
     assert [(s.step, s.t, s.sigma_rel) for s in a] == [(s.step, s.t, s.sigma_rel) for s in b]  # step 70 is gone
     for sa, sb in zip(a, b):
         assert checkpoint.weights_sha256(checkpoint.load_weights(sa.path)) == checkpoint.weights_sha256(checkpoint.load_weights(sb.path))
-    name = "posthoc.safetensors"
+    name = checkpoint.POSTHOC_WEIGHTS
     assert (checkpoint.weights_sha256(checkpoint.load_weights(checkpoint.step_dir(straight, STEPS) / name))
             == checkpoint.weights_sha256(checkpoint.load_weights(checkpoint.step_dir(crashed, STEPS) / name)))
 

@@ -41,6 +41,8 @@ from .rundir import (
     link_top_level,
 )
 
+POSTHOC_WEIGHTS = "posthoc.safetensors"  # a checkpoint's post-hoc EMA profiles (PowerEMA.weights)
+
 
 def _check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]

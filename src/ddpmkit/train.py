@@ -46,9 +46,6 @@ from .posthoc_ema import PowerEMA
 from .training_log import LogInterval
 
 
-POSTHOC_FILE = "posthoc.safetensors"  # a checkpoint's post-hoc EMA profiles
-
-
 class TrainingDiverged(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient."""
 
@@ -207,7 +204,7 @@ class Trainer:
             }
         path = None
         if self.world.is_main:
-            extra = {POSTHOC_FILE: self.posthoc.weights()} if self.posthoc is not None else None
+            extra = {checkpoint.POSTHOC_WEIGHTS: self.posthoc.weights()} if self.posthoc is not None else None
             path = checkpoint.save_checkpoint(
                 self.run_dir, self.step, self.net.state_dict(), self.ema.model.state_dict(), state, self.train.keep, extra
             )
@@ -229,7 +226,7 @@ class Trainer:
                 raise UserError(f"{found} holds no post-hoc EMA profiles (the run was trained without --posthoc-ema); "
                                 "resume it with its own config.json")
             self.posthoc.load_state_dict(state["posthoc"])
-            self.posthoc.load_weights(checkpoint.load_weights(found / POSTHOC_FILE))
+            self.posthoc.load_weights(checkpoint.load_weights(found / checkpoint.POSTHOC_WEIGHTS))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.ema.load_state_dict(state["ema"])
