@@ -1,9 +1,8 @@
 """One training loop for every network and data set (Algorithm 1 of Ho et al. 2020,
-with the engineering around it: AdamW, LR warm-up and decay, gradient clipping,
-EMA and post-hoc EMA profiles, gradient accumulation, non-finite guards, logs and atomic
-checkpoints), on one
-process or data-parallel over the processes torchrun starts, in fp32 or mixed precision,
-eager or compiled.
+with the engineering around it: AdamW, LR warm-up and decay, gradient clipping, EMA and
+post-hoc EMA profiles, gradient accumulation, non-finite guards, logs and atomic
+checkpoints), on one process or data-parallel over the processes torchrun starts, in fp32
+or mixed precision, eager or compiled.
 
 Data parallelism keeps one process's arithmetic: the global batch k is the same
 BatchStream batch whatever the number of processes N, t, ε and augmentation are drawn
