@@ -113,6 +113,7 @@ def test_snapshots_every_n_steps_and_at_the_end(three_profiles):
     assert sorted({s.step for s in found}) == list(range(EVERY, STEPS + 1, EVERY))
     assert {s.sigma_rel for s in found} == {0.05, 0.075, 0.10}
     assert all(s.t == s.step for s in found)  # no step was skipped
+    assert RunConfig.load(three_profiles / "config.json").train.posthoc_ema == (0.05, 0.075, 0.10)  # JSON round trip
 
 
 def test_reconstructing_a_tracked_profile_returns_its_weights(three_profiles):
