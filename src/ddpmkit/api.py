@@ -7,7 +7,7 @@
 
 Each function is a few calls into the rooms that do the work: presets and modality (what a
 data set's run looks like), build (assembly), train (the loop), sampling, pictures,
-evaluation (measures and metrics.json) and rundir (the files).
+evaluation (measures and metrics.json), posthoc_ema (post-hoc EMA) and rundir (the files).
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ import numpy as np
 
 from . import build, checkpoint, distributed, evaluation, modelcard, pictures, rundir, sampling
 from .config import DataConfig, RunConfig
+from .errors import UserError
 from .evaluation import toy_distances  # noqa: F401  (part of the API: 2-D samples against fresh points)
 from .features import OwnTraining
 from .interop import diffusers as diffusers_interop
 from .modality import modality_for
+from .posthoc_ema import SWEEP_SIGMA_RELS, Reconstruction, reconstruct
 from .sampling import Samples, SampleSettings, draw  # noqa: F401  (part of the API)
 from .train import TrainResult
 
@@ -107,10 +109,9 @@ def sample(
     row per class, and labels.npy beside the samples). `weights`: best, last, ema, model or a
     path (build.weights_file). `png_dir`: also each sample as a numbered PNG there (with
     labels.csv for labelled samples), for other FID tools."""
-    run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
     out = Path(out)
     rundir.check_output(out)
-    run = build.load_run(Path(run_dir), ema=ema, device=distributed.pick_device(device))
+    run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
     labels = sampling.class_labels(run.config, class_, n)
     sampling.check_labels(run.config, labels, guidance)
     n = n if labels is None else len(labels)
@@ -208,3 +209,38 @@ def compare(run_dir: Path | str, out: Path | str, *, samplers: list[str], steps:
     run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
     return evaluation.compare_samplers(run, Path(out), samplers=samplers, steps=steps, n=n, seed=seed, spacing=spacing,
                                        report=report)
+
+
+def posthoc_ema(run_dir: Path | str, sigma_rels: list[float]) -> list[Reconstruction]:
+    """The EMA of each relative width σ_rel at the end of a --posthoc-ema run, rebuilt from its
+    snapshots (posthoc_ema.reconstruct), each written as RUN/ema-posthoc-S.safetensors (its path:
+    rundir.posthoc_weights_path)."""
+    run_dir = Path(run_dir)
+    built = reconstruct(_snapshots(run_dir), sigma_rels, checkpoint.load_weights)
+    for r in built:
+        checkpoint.save_weights(rundir.posthoc_weights_path(run_dir, r.sigma_rel), r.weights)
+    return built
+
+
+def sweep_posthoc_ema(run_dir: Path | str, sigma_rels: list[float] = list(SWEEP_SIGMA_RELS), *, num: int = 1000,
+                      seed: int = 0, device: str | None = None, report=lambda message: None) -> dict:
+    """Rebuild the EMA of each σ_rel, measure each beside the classic EMA (evaluation.sweep_ema),
+    write the best as RUN/ema-posthoc-S.safetensors and the record to metrics.json
+    ("posthoc_ema_sweep"); returns the record."""
+    run_dir = Path(run_dir)
+    run = build.load_run(run_dir, device=distributed.pick_device(device))
+    built = reconstruct(_snapshots(run_dir), sigma_rels, checkpoint.load_weights)
+    record = evaluation.sweep_ema(run, built, num=num, seed=seed, report=report)
+    best = next(r for r in built if r.sigma_rel == record["best_sigma_rel"])
+    record["written"] = str(rundir.posthoc_weights_path(run_dir, best.sigma_rel))
+    checkpoint.save_weights(Path(record["written"]), best.weights)
+    evaluation.write_metrics(run_dir, {"posthoc_ema_sweep": record})
+    return record
+
+
+def _snapshots(run_dir: Path) -> list[checkpoint.Snapshot]:
+    found = checkpoint.snapshots(run_dir)
+    if not found:
+        raise UserError(f"{run_dir} has no post-hoc EMA snapshots ({run_dir / rundir.POSTHOC} is empty or missing); "
+                        "train the run with --posthoc-ema to keep them")
+    return found

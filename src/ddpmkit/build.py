@@ -22,6 +22,7 @@ from .modality import Images, Points, modality_for
 from .nets.mlp import MLP, GatedMLP, GatedMLPConfig, MLPConfig
 from .nets.unet import UNet, UNetConfig, count_parameters
 from .pictures import step_picture_path
+from .posthoc_ema import PowerEMA
 from .precision import Autocast, autocast_dtype
 from .rundir import CONFIG
 from .sampling import Run
@@ -137,6 +138,11 @@ class HFlip:
         return torch.where(append_dims(flip.to(x.device), x.ndim), x.flip(-1), x)
 
 
+def posthoc_profiles(config: RunConfig, net: nn.Module) -> PowerEMA | None:
+    """The post-hoc EMA profiles --posthoc-ema asks for (None: off)."""
+    return PowerEMA(net, config.train.posthoc_ema) if config.train.posthoc_ema else None
+
+
 def training_model(net: nn.Module, config: RunConfig, device: torch.device, world: World) -> nn.Module:
     """What the loss calls: `net` under autocast, data-parallel and compiled, as the config asks."""
     dtype = autocast_dtype(config.train.precision, device)
@@ -153,7 +159,7 @@ def training_model(net: nn.Module, config: RunConfig, device: torch.device, worl
 def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device: torch.device = torch.device("cpu"),
             report=lambda message: None, progress: bool = True) -> tuple[Trainer, RunConfig, object]:
     """Load the data, resolve the config against them, and build the network, schedule,
-    Denoiser, augmentation and the step pictures: the Trainer of `config` writing into
+    Denoiser, augmentation, post-hoc EMA profiles and the step pictures: the Trainer of `config` writing into
     `run_dir`. Returns (trainer, the resolved config, the training data set). Only rank 0 gets
     the loggers and the quality measurements."""
     logger = loggers(config, run_dir) if world.is_main else Loggers()
@@ -187,7 +193,7 @@ def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device:
         return measure_quality_now(run, config.train.eval_samples or kind.eval_samples, scores, metric, what)
 
     built = Trainer(config, net, build_denoiser(config, model), dataset, run_dir, modality=kind, device=device,
-                    augment=HFlip() if config.data.hflip else None, on_sample=step_picture,
+                    augment=HFlip() if config.data.hflip else None, posthoc=posthoc_profiles(config, net), on_sample=step_picture,
                     on_eval=evaluate if config.train.eval_every else None, logger=logger, report=report,
                     progress=progress, world=world)
     return built, config, dataset

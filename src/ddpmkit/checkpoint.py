@@ -1,7 +1,10 @@
 """Checkpoints: save and load weights and training state, safely.
 
 A checkpoint is run_dir/checkpoints/step-NNNNNNNN/{model,ema}.safetensors, state.pt and
-meta.json (the layout and the top-level links are rundir.py's). checkpoints/ is
+meta.json, and posthoc.safetensors when the run tracks post-hoc EMA profiles (the layout and
+the top-level links are rundir.py's). The post-hoc EMA snapshots, run_dir/posthoc/, are
+written and listed here too: one safetensors file per profile and snapshot step, its step,
+t and σ_rel in the file's metadata. checkpoints/ is
 authoritative: --resume reads only the newest complete checkpoint there.
 A checkpoint directory is written under a temporary name (.step-N.tmp-PID) and renamed
 when every file in it is on disk (meta.json last), so a crash never leaves a half
@@ -26,12 +29,14 @@ import os
 import pickle
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
+from safetensors import safe_open
 from torch import nn
 
 from .errors import UserError
@@ -39,10 +44,13 @@ from .rundir import (
     BEST,
     CHECKPOINTS,
     atomic_write_bytes,
+    POSTHOC,
     atomic_write_text,
     fsync_dir,
     link_top_level,
 )
+
+POSTHOC_WEIGHTS = "posthoc.safetensors"  # a checkpoint's post-hoc EMA profiles (PowerEMA.weights)
 
 
 class DamagedCheckpoint(UserError):
@@ -55,10 +63,10 @@ def _check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
         raise FloatingPointError(f"refusing to save {what}: non-finite values in {bad[:3]}")
 
 
-def save_weights(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
+def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     _check_finite(tensors, str(path))
-    atomic_write_bytes(path, safetensors_bytes(tensors, metadata={"format": "pt"}))
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata={"format": "pt", **(metadata or {})}))
 
 
 def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
@@ -181,8 +189,10 @@ def save_checkpoint(
     ema: dict[str, torch.Tensor],
     state: dict[str, Any],
     keep: int,
+    extra: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write checkpoint `step` atomically, point the top-level files at it, keep the newest `keep`.
+    `extra`: further weight files of the checkpoint, file name -> tensors (posthoc.safetensors).
     Refuses (FileExistsError) to replace a complete checkpoint of the same step."""
     run_dir = Path(run_dir)
     final = step_dir(run_dir, step)
@@ -198,6 +208,8 @@ def save_checkpoint(
     try:
         save_weights(tmp / "model.safetensors", model)
         save_weights(tmp / "ema.safetensors", ema)
+        for name, tensors in (extra or {}).items():
+            save_weights(tmp / name, tensors)
         save_state(tmp / "state.pt", state)
         atomic_write_text(tmp / "meta.json", json.dumps({"step": step}))
         if final.exists():  # without meta.json (an older version's half deletion): never a good checkpoint
@@ -304,3 +316,51 @@ def best_meta(run_dir: Path) -> dict | None:
 def newest_checkpoint(run_dir: Path) -> Path | None:
     found = complete_checkpoints(run_dir)
     return found[-1] if found else None
+
+
+# ---- post-hoc EMA snapshots ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Snapshot:
+    """One stored power-function EMA profile (posthoc_ema.py)."""
+
+    step: int  # the optimiser step it was taken at
+    t: int  # EMA updates it averages (its profile's t; below `step` when non-finite steps were skipped)
+    sigma_rel: float
+    path: Path
+
+
+def snapshot_path(run_dir: Path, step: int, sigma_rel: float) -> Path:
+    return Path(run_dir) / POSTHOC / f"step-{step:08d}-sigma-{sigma_rel:.3f}.safetensors"
+
+
+def save_snapshot(run_dir: Path, step: int, t: int, sigma_rel: float, weights: dict[str, torch.Tensor]) -> Path:
+    """run_dir/posthoc/step-N-sigma-S.safetensors, atomically; never over an existing snapshot
+    (FileExistsError: a resume first drops those after its checkpoint, remove_snapshots_after)."""
+    path = snapshot_path(run_dir, step, sigma_rel)
+    if path.exists():
+        raise FileExistsError(f"{path} exists already; a post-hoc EMA snapshot is never overwritten")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_weights(path, weights, {"step": str(step), "t": str(t), "sigma_rel": repr(float(sigma_rel))})
+    return path
+
+
+def snapshots(run_dir: Path) -> list[Snapshot]:
+    """The post-hoc EMA snapshots of a run, oldest first (from each file's metadata)."""
+    found = []
+    for path in sorted((Path(run_dir) / POSTHOC).glob("step-*-sigma-*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata()
+            found.append(Snapshot(int(meta["step"]), int(meta["t"]), float(meta["sigma_rel"]), path))
+        except Exception as e:  # safetensors raises its own error types; a file without our metadata
+            raise UserError(f"{path} is not a readable post-hoc EMA snapshot ({e}); move it out of {path.parent}") from None
+    return sorted(found, key=lambda s: (s.step, s.sigma_rel))
+
+
+def remove_snapshots_after(run_dir: Path, step: int) -> list[Path]:
+    """Delete the snapshots taken after `step`: a resume from checkpoint `step` takes them again
+    (as rundir.truncate_log drops the log records after it)."""
+    removed = [s.path for s in snapshots(run_dir) if s.step > step]
+    for path in removed:
+        path.unlink()
+    return removed

@@ -17,6 +17,7 @@ from .errors import UserError, check_between, check_choice, check_finite_fields,
 from .losses import LOSSES, LossType
 from .nets.mlp import GatedMLPConfig, MLPConfig
 from .nets.unet import UNetConfig
+from .posthoc_ema import check_sigma_rel
 from .schedules import SCHEDULES, ScheduleName
 
 NetConfig = MLPConfig | GatedMLPConfig | UNetConfig
@@ -90,6 +91,8 @@ class TrainConfig:
     loggers: tuple[LoggerName, ...] = ()  # where the log records also go: tensorboard, wandb (log.jsonl always)
     eval_every: int = 0  # steps between sample-quality measurements from the EMA weights (0: never)
     eval_samples: int | None = None  # samples per measurement (None: the modality's default, 1,000 images or 2,000 points)
+    posthoc_ema: tuple[float, ...] = ()  # σ_rel of each power-function EMA profile kept for post-hoc EMA (Karras et al. 2024); (): off
+    posthoc_every: int = 0  # steps between snapshots of those profiles in posthoc/ (0: a twentieth of --steps)
 
     def __post_init__(self) -> None:
         check_finite_fields(self, "train")
@@ -103,13 +106,23 @@ class TrainConfig:
             raise UserError(f"--batch-size {self.batch_size} must be divisible by --grad-accum {self.grad_accum}")
         check_between("--p-uncond", self.p_uncond, 0, 1)
         check_between("--ema-decay", self.ema_decay, 0, 1, high_included=False)
-        for name in ("weight_decay", "warmup_steps", "grad_clip", "num_workers", "sample_every", "checkpoint_every", "eval_every"):
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "num_workers", "sample_every", "checkpoint_every", "eval_every",
+                     "posthoc_every"):
             check_not_negative(f"--{name.replace('_', '-')}", getattr(self, name))
         for name in self.loggers:
             check_choice("logger (--logger)", name, LOGGERS)
         if self.eval_samples is not None and self.eval_samples < 10:
             raise UserError(f"--eval-samples must be at least 10 (the quality measures need a few nearest neighbours), "
                             f"got {self.eval_samples}")
+        for sigma_rel in self.posthoc_ema:
+            check_sigma_rel(sigma_rel, "--posthoc-ema")
+        if len({f"{s:.3f}" for s in self.posthoc_ema}) != len(self.posthoc_ema):
+            raise UserError(f"--posthoc-ema takes distinct σ_rel (to 3 decimals), got {list(self.posthoc_ema)}")
+
+    @property
+    def snapshot_every(self) -> int:
+        """Steps between post-hoc EMA snapshots: posthoc_every, or by default a twentieth of the steps."""
+        return self.posthoc_every or max(1, self.steps // 20)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ A run directory holds
     state.pt             latest training state    } sample and evaluate (linked here)
     checkpoints/step-NNNNNNNN/   complete checkpoints (checkpoint.py writes them)
     best/step-NNNNNNNN/  the weights of the step that measured best (--eval-every; checkpoint.py)
+    posthoc/step-NNNNNNNN-sigma-S.safetensors   post-hoc EMA snapshots (--posthoc-ema; checkpoint.py)
+    ema-posthoc-S.safetensors    an EMA rebuilt from them (ddpmkit ema; api.posthoc_ema)
     log.jsonl            one JSON record per log interval and per quality measurement
                          (appended, truncated, read here)
     tensorboard/, wandb/, wandb-id   the loggers' files (--logger; loggers.py)
@@ -37,7 +39,13 @@ BEST = "best"  # the best measured step's weights, best/step-N/
 TENSORBOARD = "tensorboard"  # TensorBoard's event files
 WANDB = "wandb"  # W&B's run folders (W&B names it so under the run directory)
 WANDB_ID = "wandb-id"  # the W&B run id, so that a resumed run continues it
+POSTHOC = "posthoc"  # the post-hoc EMA snapshots
 TOP_LEVEL_FILES = ("model.safetensors", "ema.safetensors", "state.pt")  # links to the newest checkpoint
+
+
+def posthoc_weights_path(run_dir: Path, sigma_rel: float) -> Path:
+    """Where `ddpmkit ema` writes the EMA of width σ_rel rebuilt from the snapshots."""
+    return Path(run_dir) / f"ema-posthoc-{sigma_rel:.3f}.safetensors"
 
 
 def fsync_dir(path: Path) -> None:

@@ -1,8 +1,8 @@
 """One training loop for every network and data set (Algorithm 1 of Ho et al. 2020,
-with the engineering around it: AdamW, LR warm-up and decay, gradient clipping,
-EMA, gradient accumulation, non-finite guards, logs and atomic checkpoints), on one
-process or data-parallel over the processes torchrun starts, in fp32 or mixed precision,
-eager or compiled.
+with the engineering around it: AdamW, LR warm-up and decay, gradient clipping, EMA and
+post-hoc EMA profiles, gradient accumulation, non-finite guards, logs and atomic
+checkpoints), on one process or data-parallel over the processes torchrun starts, in fp32
+or mixed precision, eager or compiled.
 
 Data parallelism keeps one process's arithmetic: the global batch k is the same
 BatchStream batch whatever the number of processes N, t, ε and augmentation are drawn
@@ -15,8 +15,8 @@ from torch's global RNG, which each rank seeds on its own, so with dropout > 0 N
 train an equally good but not an identical model, and a checkpoint resumes exactly only
 with the same N (each rank's CPU and, on a GPU, CUDA RNG states are saved in state.pt).
 
-The trainer takes built objects (network, denoiser, data, modality, augmentation);
-build.trainer assembles them from a RunConfig.
+The trainer takes built objects (network, denoiser, data, modality, augmentation, post-hoc
+EMA profiles); build.trainer assembles them from a RunConfig.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from .ema import EMA
 from .errors import UserError
 from .loggers import Logger, Loggers
 from .losses import sample_timesteps, training_losses
+from .posthoc_ema import PowerEMA
 from .training_log import LogInterval, quality_text
 
 
@@ -105,6 +106,9 @@ class Trainer:
     modality: the run's modality.Points or modality.Images: turns a raw batch into model
         space and says whether the data are 8-bit discrete.
     augment: optional Augmentation of each micro-batch.
+    posthoc: optional PowerEMA profiles of `net` (post-hoc EMA), updated after every step like
+        the EMA, snapshotted into run_dir/posthoc/ every config.train.snapshot_every steps and
+        at the end, and saved in each checkpoint (posthoc.safetensors) so that --resume continues them exactly.
     on_sample: called as on_sample(step, ema_net) every `sample_every` steps; returns the
         picture it wrote, or None (the caller draws the final pictures).
     on_eval: called as on_eval(step, ema_net) every `eval_every` steps and at the last step;
@@ -127,6 +131,7 @@ class Trainer:
         modality,
         device: torch.device,
         augment: Augmentation | None = None,
+        posthoc: PowerEMA | None = None,
         on_sample: Callable[[int, nn.Module], Path | None] | None = None,
         on_eval: Callable[[int, nn.Module], dict] | None = None,
         logger: Logger | None = None,
@@ -139,6 +144,7 @@ class Trainer:
         self.device = device
         self.net, self.denoiser, self.model = net, denoiser, denoiser.net
         self.dataset, self.modality, self.augment = dataset, modality, augment
+        self.posthoc = posthoc
         self.on_sample, self.on_eval, self.report = on_sample, on_eval, report if world.is_main else lambda message: None
         self.logger = logger if logger is not None and world.is_main else Loggers()
         self.best: dict | None = checkpoint.best_meta(run_dir) if world.is_main else None  # best/'s record
@@ -183,6 +189,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict(),
+            **({"posthoc": self.posthoc.state_dict()} if self.posthoc is not None else {}),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "nonfinite_total": self.nonfinite_total,
@@ -215,8 +222,9 @@ class Trainer:
             }
         path = None
         if self.world.is_main:
+            extra = {checkpoint.POSTHOC_WEIGHTS: self.posthoc.weights()} if self.posthoc is not None else None
             path = checkpoint.save_checkpoint(
-                self.run_dir, self.step, self.net.state_dict(), self.ema.model.state_dict(), state, self.train.keep
+                self.run_dir, self.step, self.net.state_dict(), self.ema.model.state_dict(), state, self.train.keep, extra
             )
         self.saved_step = self.step
         return path
@@ -238,9 +246,16 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError) as e:  # not the state this trainer writes
             raise checkpoint.DamagedCheckpoint(f"{found / 'state.pt'} does not hold a ddpmkit training state that "
                                                f"fits this run ({type(e).__name__}: {e})") from None
+        if self.posthoc is not None:
+            if "posthoc" not in state:
+                raise UserError(f"{found} holds no post-hoc EMA profiles (the run was trained without --posthoc-ema); "
+                                "resume it with its own config.json")
+            self.posthoc.load_state_dict(state["posthoc"])
+            self.posthoc.load_weights(checkpoint.load_weights(found / checkpoint.POSTHOC_WEIGHTS))
         if self.world.is_main:
             self.logged = rundir.last_logged_step(self.run_dir)  # before the records after the checkpoint go
             rundir.truncate_log(self.run_dir, self.step)
+            checkpoint.remove_snapshots_after(self.run_dir, self.step)  # taken again, from the same state
             rundir.link_top_level(self.run_dir, found)  # mends top-level files a crash left a step apart
         self.world.barrier()  # every rank has read the checkpoint before rank 0 may write the next or set one aside
         if self.world.is_main:
@@ -314,11 +329,15 @@ class Trainer:
                     quality = self._evaluate() or quality
                 if (logs or evaluates) and loss is not None:
                     bar.set_postfix_str(f"loss {loss:.4f}" + (f", {quality}" if quality else ""))
+                if self.posthoc is not None and self.step % train.snapshot_every == 0:
+                    self._snapshot()  # before the checkpoint of the same step: a checkpoint implies its snapshots
                 if train.checkpoint_every and self.step % train.checkpoint_every == 0 and not last:
                     self.save()
                 if train.sample_every and self.step % train.sample_every == 0 and not last:
                     self._sample()
             if self.step != self.saved_step:  # a resumed run that had no steps left writes nothing
+                if self.posthoc is not None and self.step % train.snapshot_every:
+                    self._snapshot()  # the end of training: what `ddpmkit ema` reconstructs at
                 self.save()
         finally:
             bar.close()
@@ -340,6 +359,8 @@ class Trainer:
             else:
                 self.scaler.step(self.optimizer)
             self.ema.update(self.net)  # on every rank, from identical weights: identical EMA
+            if self.posthoc is not None:
+                self.posthoc.update(self.net)
             self._consecutive_bad = 0
         else:
             self.optimizer.zero_grad(set_to_none=True)
@@ -442,6 +463,12 @@ class Trainer:
         for the global micro-batch of n and this rank's rows kept."""
         drop = (torch.rand(n, generator=self.generator) < self.train.p_uncond)[rows]
         return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+
+    def _snapshot(self) -> None:
+        """Each post-hoc EMA profile as it is now, into run_dir/posthoc/ (rank 0)."""
+        if self.world.is_main:
+            for sigma_rel, model in zip(self.posthoc.sigma_rels, self.posthoc.models):
+                checkpoint.save_snapshot(self.run_dir, self.step, self.posthoc.num_updates, sigma_rel, model.state_dict())
 
     def _sample(self) -> None:
         if self.on_sample is not None and self.world.is_main:

@@ -18,6 +18,7 @@ from ..modality import UNET_OPTIONS, modality_for
 from ..nets.mlp import GatedMLPConfig
 from ..nets.unet import BLOCKS
 from ..rundir import check_output, check_writable
+from ..posthoc_ema import DEFAULT_SIGMA_RELS
 from ..schedules import SCHEDULES
 from ..training_log import quality_text
 from .options import DATA_HELP, DEVICE_HELP, command, sizes
@@ -55,13 +56,23 @@ TRAIN_OPTIONS = {
     "precision": ("train", "precision"),
     "compile": ("train", "compile"),
     "grad_checkpoint": ("net", "grad_checkpoint"),
+    "posthoc_ema": ("train", "posthoc_ema"),
+    "posthoc_every": ("train", "posthoc_every"),
 }
 # Options a resumed run may change (the rest of its config is fixed by config.json). None
 # changes the network's shape or the data, t and ε it sees, so the checkpoint still fits;
 # but --steps moves the end of the cosine LR decay (later weights then differ from a run
 # trained with the new --steps from the start), and --precision and --compile round differently.
 RESUMABLE = {"steps", "workers", "log_every", "sample_every", "checkpoint_every", "keep", "precision", "compile", "grad_checkpoint",
-             "eval_every", "logger"}
+             "eval_every", "logger", "posthoc_every"}
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    """A comma-separated list of numbers (an argparse type)."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes comma-separated numbers such as 0.05,0.10, got {text!r}") from None
 
 
 def add_parser(sub) -> None:
@@ -112,6 +123,13 @@ def add_parser(sub) -> None:
     g.add_argument("--lr-decay", help=f"after warm-up: {', '.join(LR_DECAYS)}")
     g.add_argument("--grad-clip", type=float, help="max gradient norm (0 disables)")
     g.add_argument("--ema-decay", type=float, help="EMA decay per step, in [0, 1)")
+    g.add_argument("--posthoc-ema", nargs="?", const=DEFAULT_SIGMA_RELS, type=_floats, metavar="S,S",
+                   help="also keep power-function EMA profiles of these relative widths σ_rel (default "
+                   f"{','.join(f'{s:g}' for s in DEFAULT_SIGMA_RELS)}) and their snapshots in posthoc/, from which "
+                   "`ddpmkit ema` rebuilds the EMA of any width after training (Karras et al. 2024); the classic EMA "
+                   "stays the run's ema.safetensors")
+    g.add_argument("--posthoc-every", type=int, help="steps between post-hoc EMA snapshots (default: a twentieth of "
+                   "--steps; each snapshot is one file per profile, the size of model.safetensors)")
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimiser step")
     g.add_argument("--workers", type=int, help="data-loader worker processes")
     g.add_argument("--seed", type=int, help="seed for weights, batch order, t and noise (default 0)")

@@ -30,7 +30,7 @@ from ..features import (
     OwnTraining,
     train_own_features,
 )
-from ..rundir import atomic_write_bytes, atomic_write_text
+from ..rundir import atomic_write, atomic_write_bytes, atomic_write_text
 from ..sampling import Run
 
 FEATURES = ("own", "inception")
