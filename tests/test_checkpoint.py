@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ddpmkit import checkpoint
+from ddpmkit.errors import UserError
 
 
 def save(run, step, keep=3):
@@ -88,3 +89,50 @@ def test_temporaries_of_crashed_processes_go_at_the_next_save(tmp_path):
     assert not leftovers["crashed"].exists()
     assert leftovers["running"].is_dir() and leftovers["other"].is_dir()
     assert_loads_step(tmp_path, 4)
+
+
+def test_a_failed_write_keeps_the_good_file(tmp_path, monkeypatch):
+    good = {"w": torch.ones(3)}
+    checkpoint.save_weights(tmp_path / "m.safetensors", good)
+    before = (tmp_path / "m.safetensors").read_bytes()
+
+    def broken(tensors, path, metadata=None):
+        open(path, "wb").write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", broken)
+    with pytest.raises(OSError):
+        checkpoint.save_weights(tmp_path / "m.safetensors", {"w": torch.zeros(3)})
+    assert (tmp_path / "m.safetensors").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+    monkeypatch.undo()
+    with pytest.raises(FloatingPointError):  # NaN weights are never written
+        checkpoint.save_weights(tmp_path / "m.safetensors", {"w": torch.tensor([float("nan")])})
+    assert (tmp_path / "m.safetensors").read_bytes() == before
+
+
+def test_the_weights_hash_is_of_the_tensors_whatever_holds_them(tmp_path):
+    a = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2)}
+    digest = checkpoint.weights_sha256(a)
+    checkpoint.save_weights(tmp_path / "a.safetensors", a)
+    assert checkpoint.weights_sha256(checkpoint.load_weights(tmp_path / "a.safetensors")) == digest
+    assert checkpoint.weights_sha256({"b": a["b"], "w": a["w"].t().contiguous().t()}) == digest  # key order, strides
+    for other in ({**a, "w": a["w"].reshape(3, 2)}, {**a, "w": a["w"].double()}, {"v": a["w"], "b": a["b"]},
+                  {**a, "b": torch.tensor([0.0, -0.0])}):  # shape, dtype, name, a single bit
+        assert checkpoint.weights_sha256(other) != digest
+
+
+def test_weights_that_do_not_fit_the_network_are_refused_naming_them(tmp_path):
+    net = torch.nn.Linear(3, 2)
+    good = {k: v.clone() for k, v in net.state_dict().items()}
+    checkpoint.load_matching(net, {k: v + 1 for k, v in good.items()}, tmp_path / "m.safetensors")
+    assert torch.equal(net.bias, good["bias"] + 1)
+    with pytest.raises(UserError, match=r"the weights in .*m.safetensors do not fit .*\(missing: \['bias'\]; unexpected: \['extra'\]\)"):
+        checkpoint.load_matching(net, {"weight": good["weight"], "extra": good["bias"]}, tmp_path / "m.safetensors")
+    with pytest.raises(UserError, match=r"shape differs: \['weight'\]"):
+        checkpoint.load_matching(net, {"weight": torch.zeros(2, 4), "bias": good["bias"]}, tmp_path / "m.safetensors")
+    with pytest.raises(UserError, match="no weights at .*missing.safetensors; train a model first"):
+        checkpoint.load_weights(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(UserError, match="is not a readable safetensors file"):
+        checkpoint.load_weights(tmp_path / "junk.safetensors")

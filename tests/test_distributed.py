@@ -17,9 +17,12 @@ import torch
 import ddpmkit
 from ddpmkit import checkpoint
 from ddpmkit.cli import main
-from ddpmkit.data import BatchStream
-from ddpmkit.distributed import World
-from ddpmkit.train import read_log
+from ddpmkit.config import RunConfig
+from ddpmkit.distributed import World, pick_device
+from ddpmkit.errors import UserError
+from ddpmkit.rundir import read_log
+
+from helpers import assert_drawn, picture
 
 ARGS = [
     "--timesteps", "20", "--batch-size", "16", "--grad-accum", "2", "--hflip", "--width", "8",
@@ -56,7 +59,7 @@ def runs(tmp_path_factory):
 
 
 def test_two_processes_compute_what_one_process_computes(runs):
-    two, one = read_log(runs / "two" / "log.jsonl"), read_log(runs / "one" / "log.jsonl")[:4]
+    two, one = read_log(runs / "two"), read_log(runs / "one")[:4]
     # Same weights, data, t and ε: per-step losses and gradient norms agree up to the
     # order of float32 sums (the logged loss is the global mean, gathered from both ranks).
     for a, b in zip(two, one):
@@ -85,12 +88,16 @@ def test_both_ranks_hold_identical_weights_and_ema(runs):
 
 
 def test_rank_zero_alone_writes_and_prints(runs):
-    log = read_log(runs / "two" / "log.jsonl")
+    log = read_log(runs / "two")
     assert [r["step"] for r in log] == [1, 2, 3, 4]  # one writer: no record twice
     assert [p.name for p in checkpoint.complete_checkpoints(runs / "two")] == ["step-00000002", "step-00000004"]
     assert not list((runs / "two").rglob(".*tmp*"))
-    for name in ("config.json", "model.safetensors", "samples.png", "loss.png"):
-        assert (runs / "two" / name).is_file()
+    config = RunConfig.load(runs / "two" / "config.json")
+    assert config.train.grad_accum == 2 and config.data.hflip
+    assert checkpoint.weights_sha256(checkpoint.load_weights(runs / "two" / "model.safetensors")) == \
+        checkpoint.weights_sha256(checkpoint.load_weights(runs / "two" / "checkpoints" / "step-00000004" / "model.safetensors"))
+    picture(runs / "two" / "samples.png", mode="L", size=(584, 584))  # 64 grey 8x8 samples
+    assert_drawn(runs / "two" / "loss.png")
     assert "data parallel over 2 processes (gloo)" in rank_output(runs / "logs", 0)
     assert "trained 4 steps" in rank_output(runs / "logs", 0)
     assert rank_output(runs / "logs", 1) == ""
@@ -101,21 +108,21 @@ def test_resume_in_one_process_continues_exactly(runs, tmp_path):
     one-process run saw at steps 5-8."""
     run = shutil.copytree(runs / "two", tmp_path / "run")
     assert main(["train", "--resume", str(run), "--steps", "8", "--device", "cpu", "--no-progress"]) == 0
-    resumed, one = read_log(run / "log.jsonl"), read_log(runs / "one" / "log.jsonl")
+    resumed, one = read_log(run), read_log(runs / "one")
     assert [r["step"] for r in resumed] == list(range(1, 9))
     for a, b in zip(resumed[4:], one[4:]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
     assert checkpoint.load_state(run / "state.pt")["processes"] == 1
 
 
-def test_shards_of_a_global_batch_are_its_rows():
-    whole = iter(BatchStream(50, 12, seed=3, start_batch=5))
-    parts = [iter(BatchStream(50, 12, seed=3, start_batch=5, shard=(r, 3))) for r in range(3)]
-    for _ in range(6):  # spans epochs: 12 does not divide 50
-        assert next(whole) == sum((next(p) for p in parts), [])
-    assert World(rank=1, size=4).rows(8) == slice(2, 4)
-    with pytest.raises(ValueError):
-        BatchStream(50, 10, seed=0, shard=(0, 3))
+def test_device_choice():
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device(None).type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="--device cuda was asked for but CUDA is not available here; use --device cpu"):
+            pick_device("cuda")
+    with pytest.raises(UserError, match="unknown device 'tpu9'; use cpu, cuda, cuda:N or mps"):
+        pick_device("tpu9")
 
 
 @pytest.mark.parametrize(

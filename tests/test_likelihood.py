@@ -1,18 +1,17 @@
 import dataclasses
 import math
 
-import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from ddpmkit import api
-from ddpmkit.build import Run, build_denoiser, build_schedule, load_run
+from ddpmkit.build import load_run
+from ddpmkit.data.toy import normalise, toy_points
 from ddpmkit.denoiser import Denoiser
-from ddpmkit.likelihood import lambda_grid, ode_log_likelihood, vlb_bpd
+from ddpmkit.likelihood import ode_log_likelihood, vlb_bpd
 from ddpmkit.schedules import NoiseSchedule
 
-from analytic import GaussianEps, GaussianFullEps, WithVariance
+from analytic import LEVELS, QMEAN, QSTD, GaussianEps, GaussianFullEps, WithVariance, bin_probabilities, entropy_bits
 
 MEAN, STD, N = 0.5, 0.4, 4000
 EXACT_BPD = (0.5 * math.log(2 * math.pi * STD**2) + 0.5) / math.log(2)  # entropy of N(μ, s²) in bits
@@ -67,9 +66,8 @@ def test_learned_variance_gives_a_lower_bound_than_fixed_variance(tmp_path):
         )
         api.train(config, tmp_path / variance, progress=False)
         run = load_run(tmp_path / variance)
-        held_out = api.toy_dataset_from_config(run.config.data)  # fresh points, normalised as in training
-        points, _ = api.toy_points("moons", 2000, seed=99)
-        x0 = torch.from_numpy((points - held_out.mean) / held_out.scale).float()
+        points, _ = toy_points("moons", 2000, seed=99)  # fresh points, normalised as in training
+        x0 = torch.from_numpy(normalise(points, run.config.data.mean, run.config.data.scale)).float()
         bounds[variance] = vlb_bpd(run.denoiser, x0, discrete=False, generator=torch.Generator().manual_seed(0)).total
     for fixed in ("fixed_small", "fixed_large"):
         diff = bounds[fixed] - bounds["learned_range"]  # [2000] per held-out point
@@ -114,26 +112,6 @@ def test_hutchinson_divergence_is_unbiased_when_the_jacobian_is_not_diagonal():
 
 
 # ---- 8-bit data: the bounds against the entropy of the quantised data --------------------------
-QMEAN, QSTD = 0.1, 0.25  # pixels ~ N(0.1, 0.25²), 8-bit quantised; P(outside [-1, 1]) ≈ 2e-4
-LEVELS = torch.arange(256, dtype=torch.float64) / 127.5 - 1  # the 8-bit values in model space
-
-
-def bin_probabilities() -> torch.Tensor:
-    """P(pixel = level k) [256]: N(QMEAN, QSTD²) mass in each bin of width 2/255 around a
-    level, the end bins open (as the discretised decoder's, and as to_uint8 clamps)."""
-    upper = torch.special.ndtr((LEVELS + 1 / 255 - QMEAN) / QSTD)
-    lower = torch.special.ndtr((LEVELS - 1 / 255 - QMEAN) / QSTD)
-    p = upper - lower
-    p[0], p[-1] = upper[0], 1 - lower[-1]
-    return p
-
-
-def entropy_bits() -> float:
-    """H = −Σ_k P_k·log2 P_k, bits per pixel: no model of the 8-bit data does better."""
-    p = bin_probabilities()
-    return float(-(p * p.log2()).sum())
-
-
 def quantised_pixels(n: int, dims: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n examples of `dims` 8-bit pixels, in model space [n, dims], and their own −log2 P(x)
     per pixel [n] (whose mean is H; pairing a bound with it removes most of the noise)."""
@@ -179,7 +157,7 @@ def test_discrete_bound_of_the_exact_model_lies_above_the_entropy_of_8bit_data_a
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
 def test_dequantised_ode_bits_of_the_exact_model_are_the_entropy_of_8bit_data(name):
-    """Uniform dequantisation as api.evaluate_nll does it, x + U(−1/255, 1/255), and bits/dim
+    """Uniform dequantisation as evaluation.evaluate_nll does it, x + U(−1/255, 1/255), and bits/dim
     −log2 p(x)/D + log2(127.5) (the bin width is 1/127.5): E[bits] − H = KL(dequantised ‖ model)
     ≥ 0, nearly 0 for the exact model, so up to the ODE solver's error the bits are the entropy.
     Measured gap (4000 examples, std error 0.0004): 100 points −0.0003 (linear) / −0.0013 (cosine),
@@ -197,39 +175,3 @@ def test_dequantised_ode_bits_of_the_exact_model_are_the_entropy_of_8bit_data(na
         low = -3 * se if low is None else low  # with a fine grid: ≥ H up to the sampling noise
         assert low < gap.mean().item() < high, (points, gap.mean().item(), se)
     assert se < 1e-3  # the check above is sharp
-
-
-class ExactPixels(nn.Module):
-    """The exact ε of N(QMEAN, QSTD²) pixels as a "network" (one unused parameter: the API
-    reads the device from the network's parameters)."""
-
-    def __init__(self, schedule):
-        super().__init__()
-        self.eps = GaussianEps(schedule, QMEAN, QSTD)
-        self.unused = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x, t, label=None):
-        return self.eps(x, t)
-
-
-def test_evaluate_nll_of_8bit_gaussian_images_is_their_entropy_and_reports_the_grid_it_used(tmp_path):
-    """api.evaluate_nll end to end on a .npy of 2x2 grey images of 8-bit Gaussian pixels, with
-    the exact model: the dequantised ODE bits/dim (with its log2(127.5) offset) are H and the
-    discrete bound is above H, within the std errors the API reports; the ODE's step count is
-    the number of distinct timesteps its λ-grid has (69 of 100 asked for at T = 1000, cosine).
-    Measured (1000 images): ODE H + 0.015 ± 0.017, bound (fixed_large) H + 0.092 ± 0.034 bits/dim."""
-    p = bin_probabilities()
-    k = torch.multinomial(p, 1000 * 4, replacement=True, generator=torch.Generator().manual_seed(4))
-    np.save(tmp_path / "pixels.npy", k.reshape(1000, 2, 2).numpy().astype(np.uint8))
-    config = api.default_config(str(tmp_path / "pixels.npy"))  # cosine, T = 1000
-    config = dataclasses.replace(config, diffusion=dataclasses.replace(config.diffusion, variance="fixed_large"))
-    net = ExactPixels(build_schedule(config))
-    run = Run(tmp_path, config, net, build_denoiser(config, net))
-    H = entropy_bits()
-
-    ode = api.evaluate_nll(run, num=1000, kind="ode", num_points=100)
-    assert ode["nll_ode_steps"] == len(lambda_grid(build_schedule(config), 100)) == 69
-    assert abs(ode["nll_ode_bpd"] - H) < 4 * ode["nll_ode_stderr"] + 0.003, (ode, H)  # stderr ≈ 0.016 here
-    vlb = api.evaluate_nll(run, num=1000, kind="vlb")
-    assert vlb["nll_vlb_steps"] == 1000
-    assert H - 4 * vlb["nll_vlb_stderr"] < vlb["nll_vlb_bpd"] < H + 0.25 + 4 * vlb["nll_vlb_stderr"], (vlb, H)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ddpmkit import api, process
-from ddpmkit.build import Run, build_denoiser, build_net, load_run
+from ddpmkit.build import build_net, load_run, make_run
 from ddpmkit.denoiser import PREDICTIONS, Denoiser
 from ddpmkit.losses import min_snr_weight, training_losses
 from ddpmkit.schedules import NoiseSchedule
@@ -205,8 +205,7 @@ def test_a_short_run_with_v_or_x0_prediction_learns_moons(prediction, tmp_path):
     run = load_run(tmp_path)
     assert run.config.diffusion.prediction == prediction
     trained = api.toy_distances(run.config, api.draw(run, 600, seed=1).data)
-    untrained_net = build_net(run.config).eval()
-    untrained = Run(tmp_path, run.config, untrained_net, build_denoiser(run.config, untrained_net))
+    untrained = make_run(tmp_path, run.config, build_net(run.config))
     baseline = api.toy_distances(run.config, api.draw(untrained, 600, seed=1).data)
     assert trained["mmd"] < 0.1 * baseline["mmd"] and trained["mmd"] < 2e-3, (trained, baseline)
     assert trained["sliced_wasserstein"] < 0.5 * baseline["sliced_wasserstein"], (trained, baseline)

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from ddpmkit.cli import main
 from ddpmkit.errors import UserError
 from ddpmkit.nets.mlp import MLP, GatedMLP, GatedMLPConfig, MLPConfig
 
@@ -33,14 +32,3 @@ def test_gated_mlp_has_one_gate_per_integer_step():
 def test_bad_toy_config():
     with pytest.raises(UserError, match="MLPConfig.hidden must be a positive integer"):
         MLPConfig(hidden=0)
-
-
-def test_gated_mlp_from_the_cli_and_default_run_directory(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    argv = ["train", "--data", "8gaussians", "--net", "gated-mlp", "--steps", "5", "--timesteps", "20",
-            "--num-points", "200", "--batch-size", "32", "--no-progress"]
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    runs = list((tmp_path / "runs").iterdir())
-    assert len(runs) == 1 and runs[0].name.startswith("8gaussians-") and f"writing the run to runs/{runs[0].name}" in printed
-    assert '"kind": "gated-mlp"' in (runs[0] / "config.json").read_text()

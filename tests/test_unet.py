@@ -77,10 +77,14 @@ def attention_params(c: int) -> int:
     return 2 * c + 3 * c * c + (c * c + c)  # GN, qkv without bias, proj with bias
 
 
-def test_count_parameters_is_sum_of_numel():
-    net = UNet(tiny(num_classes=3, attention_resolutions=(8,)))
-    assert count_parameters(net) == sum(p.numel() for p in net.parameters())
-    assert count_parameters(torch.nn.Linear(3, 5)) == 20
+def test_count_parameters_counts_each_weight_once_trainable_or_not_and_no_buffers():
+    lin = torch.nn.Linear(3, 5)
+    assert count_parameters(lin) == 3 * 5 + 5
+    assert count_parameters(torch.nn.Sequential(lin, torch.nn.ReLU(), lin)) == 20  # a shared layer counts once
+    assert count_parameters(torch.nn.Linear(3, 5).requires_grad_(False)) == 20  # frozen weights too
+    assert count_parameters(torch.nn.BatchNorm1d(4)) == 2 * 4  # weight and bias; its running statistics are buffers
+    net = UNet(tiny(num_classes=3))
+    assert count_parameters(net) == count_parameters(UNet(tiny())) + 4 * net.config.emb_dim  # 3 classes and the null label
 
 
 def test_parameter_count_matches_the_architecture_by_hand():
@@ -177,7 +181,7 @@ def test_grad_checkpoint_recomputes_each_block_and_gives_the_same_gradients():
     x, t = torch.randn(2, 1, 16, 16), timesteps(2)
     calls = {}
     for net in (plain, checkpointed):
-        counts = count_forward_calls([m for m in net.modules() if type(m).__name__ == "_Stage"])
+        counts = count_forward_calls([m for m in net.modules() if isinstance(m, ResBlock)])  # one per stage
         net(x, t).square().mean().backward()
         calls[net is checkpointed] = counts
     assert len(calls[True]) == len(calls[False]) == 8 and set(calls[False]) == {1}  # each block once per training step

@@ -27,7 +27,14 @@ def test_gif_frames_composite_alpha_over_white(channels, tmp_path):
     assert tile.tolist() == [[255, 0], [255, 0]]
 
 
-def test_image_table_draws_grey_and_alpha(tmp_path):
-    image = np.zeros((4, 4, 2), dtype=np.uint8)
-    viz.image_table([[image, image]], ["row"], ["a", "b"], tmp_path / "t.png")
-    assert Image.open(tmp_path / "t.png").size[0] > 50
+def test_image_table_draws_grey_and_alpha_over_white(tmp_path):
+    """An opaque black grey + alpha image shows black; a fully transparent one white."""
+    opaque = np.zeros((4, 4, 2), dtype=np.uint8)
+    opaque[..., 1] = 255
+    transparent = np.zeros((4, 4, 2), dtype=np.uint8)
+    dark = {}
+    for name, image in (("opaque", opaque), ("transparent", transparent)):
+        viz.image_table([[image, image]], ["row"], ["a", "b"], tmp_path / f"{name}.png")
+        pixels = np.asarray(Image.open(tmp_path / f"{name}.png").convert("L"))
+        dark[name] = int((pixels < 30).sum())
+    assert dark["opaque"] > 20 * dark["transparent"] > 0  # two black cells against the frames and labels

@@ -1,77 +1,27 @@
-import dataclasses
+"""The training loop: non-finite steps, divergence, exact resumption, checkpoints of the
+trainer's state, the learning-rate schedule, gradient clipping and the global batch."""
+
 import hashlib
 
 import pytest
 import torch
 
-from ddpmkit import api, checkpoint
-from ddpmkit.build import Run, build_denoiser, build_net, load_data, load_run
-from ddpmkit.config import RunConfig, TrainConfig
+from ddpmkit import build, checkpoint
+from ddpmkit.config import TrainConfig
+from ddpmkit.distributed import World
 from ddpmkit.errors import UserError
-from ddpmkit.nets.unet import count_parameters
-from ddpmkit.train import Trainer, TrainingDiverged, lr_factor, read_log
+from ddpmkit.rundir import read_log
+from ddpmkit.train import Trainer, TrainingDiverged, lr_factor
 
-
-def toy_config(steps=40, **train) -> RunConfig:
-    c = api.default_config("moons")
-    return dataclasses.replace(
-        c,
-        data=dataclasses.replace(c.data, num_points=2000),
-        diffusion=dataclasses.replace(c.diffusion, num_steps=100),
-        train=dataclasses.replace(c.train, steps=steps, batch_size=64, log_every=1, **train),
-    )
-
-
-def make_trainer(config, run_dir, net=None):
-    dataset, data = load_data(config.data, config.seed)
-    config = api._fit_net_to_data(dataclasses.replace(config, data=data))
-    run_dir.mkdir(exist_ok=True)
-    (run_dir / "config.json").write_text(config.to_json())
-    return Trainer(config, net or build_net(config), dataset, run_dir, device=torch.device("cpu"), prepare=lambda x: x, progress=False)
-
-
-class FaultAt(torch.nn.Module):
-    """Wraps a network; on the chosen forward calls (a set of 1-based call numbers, or "all")
-    its output goes through `fault`."""
-
-    def __init__(self, net, calls, fault):
-        super().__init__()
-        self.net, self.calls, self.fault, self.count = net, calls, fault, 0
-
-    def forward(self, x, t, label=None):
-        self.count += 1
-        out = self.net(x, t)
-        return self.fault(out) if self.calls == "all" or self.count in self.calls else out
-
-
-def NaNAt(net, calls):  # noqa: N802 - reads as the class it builds
-    """A network whose output is NaN on the chosen forward calls."""
-    return FaultAt(net, calls, lambda out: out * float("nan"))
-
-
-@pytest.mark.slow
-def test_short_moons_training_beats_an_untrained_model(tmp_path):
-    config = toy_config(steps=1500)
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=256, log_every=100))
-    api.train(config, tmp_path / "run", progress=False)
-    run = load_run(tmp_path / "run")
-    trained = api.toy_distances(run.config, api.draw(run, 2000, seed=1).data)
-
-    untrained_net = build_net(run.config).eval()
-    untrained = Run(tmp_path, run.config, untrained_net, build_denoiser(run.config, untrained_net))
-    baseline = api.toy_distances(run.config, api.draw(untrained, 2000, seed=1).data)
-    assert trained["mmd"] < 0.1 * baseline["mmd"] and trained["mmd"] < 5e-3
-    assert trained["sliced_wasserstein"] < 0.25 * baseline["sliced_wasserstein"]
-    for name in ("forward.png", "reverse.png", "loss.png", "diffusion.gif", "samples.png", "metrics.json"):
-        assert (tmp_path / "run" / name).stat().st_size > 0
+from helpers import NaNAt, faulty_trainer, tiny_digits, toy_config, with_train
 
 
 def test_a_nonfinite_step_is_skipped_counted_and_logged(tmp_path):
+    """Without the skip, the NaN gradient of step 3 would reach every weight."""
     config = toy_config(steps=12)
-    base = build_net(api._fit_net_to_data(dataclasses.replace(config, data=load_data(config.data, 0)[1])))
-    trainer = make_trainer(config, tmp_path, NaNAt(base, calls={3}))
+    trainer = faulty_trainer(config, tmp_path, lambda net: NaNAt(net, calls={3}))  # the forward pass of step 3
     result = trainer.fit()
-    log = read_log(tmp_path / "log.jsonl")
+    log = read_log(tmp_path)
     assert result.steps == 12 and result.nonfinite == 1
     assert [r["nonfinite"] for r in log] == [0, 0, 1] + [0] * 9
     assert log[2]["loss"] is None and all(r["loss"] is not None for r in log if r["step"] != 3)
@@ -83,21 +33,19 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_a_diverging_run_stops_and_leaves_the_last_good_checkpoint(tmp_path):
+def test_a_diverging_run_stops_and_leaves_the_last_good_checkpoint(tmp_path, make_trainer):
     config = toy_config(steps=10, checkpoint_every=5)
     make_trainer(config, tmp_path).fit()
     before = {p.relative_to(tmp_path): _digest(p) for p in tmp_path.rglob("*.safetensors")}
     assert before
 
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=30))
-    trainer = make_trainer(config, tmp_path)
-    trainer.resume()
-    trainer.denoiser.net = NaNAt(trainer.net, "all")  # every later step is non-finite
+    trainer = faulty_trainer(with_train(config, steps=30), tmp_path, lambda net: NaNAt(net, "all"))
+    assert trainer.resume() == 10  # every later step is non-finite
     with pytest.raises(TrainingDiverged, match=r"5 steps in a row .* last good checkpoint .*step-00000010"):
         trainer.fit()
     after = {p.relative_to(tmp_path): _digest(p) for p in tmp_path.rglob("*.safetensors")}
     assert after == before
-    log = read_log(tmp_path / "log.jsonl")
+    log = read_log(tmp_path)
     assert [r["step"] for r in log[-5:]] == [11, 12, 13, 14, 15]
     assert [r["nonfinite"] for r in log[-5:]] == [1] * 5
 
@@ -106,7 +54,7 @@ class Crash(Exception):
     pass
 
 
-def test_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path):
+def test_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path, make_trainer):
     config = toy_config(steps=30, checkpoint_every=10, warmup_steps=5, lr_decay="cosine")
     full = make_trainer(config, tmp_path / "full")
     full.fit()
@@ -115,7 +63,7 @@ def test_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path):
         if step == 20:
             raise Crash()
 
-    broken = make_trainer(dataclasses.replace(config, train=dataclasses.replace(config.train, sample_every=10)), tmp_path / "resumed")
+    broken = make_trainer(with_train(config, sample_every=10), tmp_path / "resumed")
     broken.on_sample = crash
     with pytest.raises(Crash):
         broken.fit()
@@ -123,7 +71,7 @@ def test_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path):
     assert resumed.resume() == 20
     resumed.fit()
 
-    a, b = read_log(tmp_path / "full" / "log.jsonl"), read_log(tmp_path / "resumed" / "log.jsonl")
+    a, b = read_log(tmp_path / "full"), read_log(tmp_path / "resumed")
     assert [r["step"] for r in b] == list(range(1, 31))
     assert [r["loss"] for r in a] == [r["loss"] for r in b]  # exact, not approximate
     assert [r["lr"] for r in a] == [r["lr"] for r in b]
@@ -131,17 +79,16 @@ def test_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path):
         assert torch.equal(p, q)
 
 
-def test_a_log_record_straddling_a_checkpoint_resumes_exactly(tmp_path):
+def test_a_log_record_straddling_a_checkpoint_resumes_exactly(tmp_path, make_trainer):
     """Checkpoints every 6 steps, log records every 4: the record of steps 5-8 is summed
     partly before the checkpoint and partly after the resume."""
-    config = toy_config(steps=12, checkpoint_every=6)
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, log_every=4))
+    config = with_train(toy_config(steps=12, checkpoint_every=6), log_every=4)
     make_trainer(config, tmp_path / "full").fit()
 
     def crash(step, net):
         raise Crash()
 
-    broken = make_trainer(dataclasses.replace(config, train=dataclasses.replace(config.train, sample_every=6)), tmp_path / "resumed")
+    broken = make_trainer(with_train(config, sample_every=6), tmp_path / "resumed")
     broken.on_sample = crash  # killed right after the checkpoint of step 6
     with pytest.raises(Crash):
         broken.fit()
@@ -150,12 +97,12 @@ def test_a_log_record_straddling_a_checkpoint_resumes_exactly(tmp_path):
     resumed.fit()
 
     without_time = lambda log: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in log]  # noqa: E731
-    a, b = read_log(tmp_path / "full" / "log.jsonl"), read_log(tmp_path / "resumed" / "log.jsonl")
+    a, b = read_log(tmp_path / "full"), read_log(tmp_path / "resumed")
     assert [r["step"] for r in b] == [4, 8, 12]
     assert without_time(a) == without_time(b)  # loss, its quarters and the gradient norm, exactly
 
 
-def test_resuming_a_finished_run_writes_no_checkpoint(tmp_path, monkeypatch):
+def test_resuming_a_finished_run_writes_no_checkpoint(tmp_path, monkeypatch, make_trainer):
     config = toy_config(steps=6, checkpoint_every=3)
     first = make_trainer(config, tmp_path)
     first.fit()
@@ -167,7 +114,7 @@ def test_resuming_a_finished_run_writes_no_checkpoint(tmp_path, monkeypatch):
     assert trainer.resume() == 6
     monkeypatch.setattr(checkpoint, "save_checkpoint", lambda *a, **k: pytest.fail("a finished run was saved again"))
     result = trainer.fit()
-    assert result.steps == 6 and result.final_loss == read_log(tmp_path / "log.jsonl")[-1]["loss"]
+    assert result.steps == 6 and result.final_loss == read_log(tmp_path)[-1]["loss"]
     assert files() == before
 
     with pytest.raises(UserError, match="already holds checkpoints up to step-00000006, beyond step 0; resume that run"):
@@ -188,15 +135,15 @@ def test_lr_factor_warms_up_linearly_then_decays_by_a_cosine_to_zero():
 
 
 @pytest.mark.parametrize("clip", [1e-3, 0.0])
-def test_gradient_clipping_bounds_the_norm_the_optimiser_sees(tmp_path, clip):
+def test_gradient_clipping_bounds_the_norm_the_optimiser_sees(tmp_path, clip, make_trainer):
     config = toy_config(steps=3, warmup_steps=2, lr_decay="cosine")
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, grad_clip=clip))
+    config = with_train(config, grad_clip=clip)
     trainer = make_trainer(config, tmp_path)
     seen = []
     norm = lambda: float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.net.parameters()])))  # noqa: E731
     trainer.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: seen.append(norm()))
     trainer.fit()
-    log = read_log(tmp_path / "log.jsonl")  # grad_norm: the norm before clipping
+    log = read_log(tmp_path)  # grad_norm: the norm before clipping
     assert len(seen) == 3 and all(r["grad_norm"] > 1e-2 for r in log)
     if clip:
         assert all(s <= clip * (1 + 1e-5) for s in seen) and all(s == pytest.approx(clip, rel=1e-4) for s in seen)
@@ -205,9 +152,47 @@ def test_gradient_clipping_bounds_the_norm_the_optimiser_sees(tmp_path, clip):
     assert [r["lr"] for r in log] == pytest.approx([config.train.lr * lr_factor(s, config.train) for s in range(3)])
 
 
-def test_train_reports_the_parameter_count(tmp_path):
-    config = toy_config(steps=1)
-    lines = []
-    api.train(config, tmp_path, report=lines.append, progress=False, pictures=False)
-    net = build_net(RunConfig.load(tmp_path / "config.json"))
-    assert f"model: MLP with {count_parameters(net):,} parameters; data: 2,000 examples; device: cpu" in lines
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+
+
+def test_checkpoint_round_trip_is_bit_exact(tmp_path, make_trainer):
+    """A checkpoint gives back the trainer's live weights, EMA weights and optimiser state,
+    each bit for bit and each in its own place."""
+    trainer = make_trainer(tiny_digits(steps=4), tmp_path)
+    trainer.fit()  # ends with a checkpoint of step 4
+    live, ema = trainer.net.state_dict(), trainer.ema.model.state_dict()
+    differ = [k for k, v in trainer.net.named_parameters() if not torch.equal(v, ema[k])]
+    assert len(differ) == len(list(trainer.net.parameters()))  # so a swap of the two would show
+    found = checkpoint.newest_checkpoint(tmp_path)
+    assert found.name == "step-00000004"
+    assert_same_tensors(checkpoint.load_weights(found / "model.safetensors"), live)
+    assert_same_tensors(checkpoint.load_weights(found / "ema.safetensors"), ema)
+    state = checkpoint.load_state(found / "state.pt")  # weights_only: no arbitrary unpickling
+    optimizer = trainer.optimizer.state_dict()
+    assert state["step"] == 4 and state["ema"]["num_updates"] == 4
+    assert state["optimizer"]["param_groups"] == optimizer["param_groups"]
+    assert set(state["optimizer"]["state"]) == set(optimizer["state"]) and len(optimizer["state"]) == len(differ)
+    for i, moments in optimizer["state"].items():  # step, exp_avg, exp_avg_sq of each parameter
+        assert_same_tensors(state["optimizer"]["state"][i], moments)
+
+    resumed = make_trainer(tiny_digits(steps=4), tmp_path)  # what --resume rebuilds from it
+    assert resumed.resume() == 4
+    assert_same_tensors(resumed.net.state_dict(), live)
+    assert_same_tensors(resumed.ema.model.state_dict(), ema)
+    for i, moments in optimizer["state"].items():
+        assert_same_tensors(resumed.optimizer.state_dict()["state"][i], moments)
+    assert torch.equal(resumed.generator.get_state(), trainer.generator.get_state())
+
+
+def test_the_global_batch_must_split_over_the_processes(tmp_path):
+    config = with_train(toy_config(steps=1), batch_size=30, grad_accum=2)
+    kind = build.modality(config)
+    dataset, data = kind.load(config.seed)
+    config = build.resolve_config(config, data)
+    net = build.build_net(config)
+    with pytest.raises(UserError, match="--batch-size 30 is the global batch and must be divisible by --grad-accum × processes = 2 × 2"):
+        Trainer(config, net, build.build_denoiser(config, net), dataset, tmp_path, modality=kind, device=torch.device("cpu"),
+                world=World(rank=0, size=2))
