@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from ddpmkit import checkpoint
+from ddpmkit import checkpoint, rundir
 from ddpmkit.errors import UserError
 
 
@@ -96,11 +96,14 @@ def test_a_failed_write_keeps_the_good_file(tmp_path, monkeypatch):
     checkpoint.save_weights(tmp_path / "m.safetensors", good)
     before = (tmp_path / "m.safetensors").read_bytes()
 
-    def broken(tensors, path, metadata=None):
-        open(path, "wb").write(b"half")
-        raise OSError("disk full")
+    def broken(path, data):  # rundir.atomic_write_bytes: half the bytes reach the temporary file, then the disk is full
+        def write(tmp):
+            tmp.write_bytes(data[:4])
+            raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint, "save_file", broken)
+        rundir.atomic_write(path, write)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", broken)
     with pytest.raises(OSError):
         checkpoint.save_weights(tmp_path / "m.safetensors", {"w": torch.zeros(3)})
     assert (tmp_path / "m.safetensors").read_bytes() == before

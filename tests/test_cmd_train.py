@@ -266,14 +266,15 @@ def files_of(run):
     return {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
 
 
-def test_resume_without_a_complete_checkpoint_writes_nothing(toy_run, tmp_path, capsys):
+def test_resume_without_a_complete_checkpoint_restarts_in_place(toy_run, tmp_path, capsys):
     run = tmp_path / "stopped"  # training stopped before its first checkpoint was complete
     (run / "checkpoints" / "step-00000010").mkdir(parents=True)  # no meta.json: not complete
     shutil.copy(toy_run / "config.json", run / "config.json")
-    before = files_of(run)
-    assert main(["train", "--resume", str(run), "--steps", "60", "--no-progress"]) == 2
-    one_line_error(capsys.readouterr().err, r"stopped has no complete checkpoint to resume from.*; start a new run with --out")
-    assert files_of(run) == before and sorted(p.name for p in run.rglob("*")) == ["checkpoints", "config.json", "step-00000010"]
+    assert main(["train", "--resume", str(run), "--steps", "60", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "has no complete checkpoint" in out and "starting it again from step 0" in out
+    assert [r["step"] for r in read_log(run)][-1] == 60
+    assert checkpoint.checkpoint_step(checkpoint.newest_checkpoint(run)) == 60
 
 
 def test_resume_of_weights_that_do_not_fit_config_json_writes_nothing(toy_run, tmp_path, capsys):
@@ -301,7 +302,8 @@ def test_resume_refuses_a_changed_config(digits_run, capsys):
 def test_an_existing_run_is_not_overwritten(toy_run, capsys):
     before = (toy_run / "model.safetensors").read_bytes()
     assert main(["train", "--data", "moons", "--out", str(toy_run), *TINY_TOY]) == 2
-    one_line_error(capsys.readouterr().err, f"{toy_run} already holds a run; continue it with --resume {toy_run} or pick another --out")
+    one_line_error(capsys.readouterr().err, f"{toy_run} already holds a run; continue it with --resume {toy_run} \\(a run with no complete checkpoint "
+                   "starts again from step 0\\) or pick another --out")
     assert (toy_run / "model.safetensors").read_bytes() == before
 
 
@@ -344,7 +346,7 @@ def test_bad_input_is_one_line_with_exit_code_2(argv, message, capsys, tmp_path)
         (lambda p, folder: ["--data", "moons", "--channel-mults", "1,2"], "--channel-mults shape the U-Net of image data"),
         (lambda p, folder: ["--channel-mults", "1,x"], "--channel-mults takes comma-separated integers"),
         (lambda p, folder: ["--channel-mults", "1,0"], "channel_mults must hold positive integers"),
-        (lambda p, folder: ["--dropout", "1.5"], r"dropout must be in \[0, 1\)"),
+        (lambda p, folder: ["--dropout", "1.5"], r"--dropout is the drop probability in each block, in \[0, 1\); got 1.5"),
         (lambda p, folder: ["--data", str(folder(p)), "--attention-res", "8"], "--attention-res need --image-size"),
         (lambda p, folder: ["--attention-res", "2"], "attention_resolutions has 2, which is no level's size; with image_size 8 the levels are 8, 4"),
         (lambda p, folder: ["--data", str((p / "empty").mkdir() or p / "empty"), "--image-size", "8"], "no images"),

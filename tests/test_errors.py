@@ -20,7 +20,9 @@ def test_positive_integers_and_numbers():
     for value, integer, shown in ((0, True, "0"), (2.5, True, "2.5"), (True, True, "True"), (0.0, False, "0.0"), (True, False, "True")):
         with pytest.raises(UserError) as info:
             check_positive("--x", value, integer=integer)
-        assert str(info.value) == f"--x must be a positive {'integer' if integer else 'number'}, got {shown}"
+        # a bool is no number: refused first as not a finite number where a float is asked for
+        kind = "a positive integer" if integer else ("a finite number" if value is True else "a positive number")
+        assert str(info.value) == f"--x must be {kind}, got {shown}"
 
 
 def test_not_negative():

@@ -139,7 +139,7 @@ def test_recorded_network_passes_are_the_rows_the_network_runs(sampler, steps, t
 
 def test_the_record_of_an_unconditional_run_names_no_labels(toy_run):
     run = load_run(toy_run)
-    data, record = sampling.draw_recorded(run, SampleSettings(num=20, steps=None, ema=False))
+    data, record = sampling.draw_recorded(run, SampleSettings(num=20, steps=None, weights="model"))
     assert data.shape == (20, 2)
     assert record == {"num": 20, "sampler": "dpm++sde", "steps": 50, "nfe": 50, "network_passes": 50, "seed": 0,
                       "weights": "live", "clip": "none", "trained_steps_T": 50}

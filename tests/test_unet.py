@@ -383,7 +383,7 @@ def test_check_image_size():
         (dict(dropout=-0.1), "dropout"),
         (dict(num_classes=-1), "num_classes"),
         (dict(groups=0), "groups"),
-        (dict(image_size=30, channel_mults=(1, 2, 2)), "image_size"),
+        (dict(image_size=30, channel_mults=(1, 2, 2)), "--image-size"),
         (dict(image_size=32, attention_resolutions=(12,)), "attention_resolutions"),
         (dict(image_size=32, linear_attention_resolutions=16), "linear_attention_resolutions"),
         (dict(image_size=32, attention_resolutions=(16,), linear_attention_resolutions=(16,)), "both"),

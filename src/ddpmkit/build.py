@@ -111,8 +111,11 @@ def weights_file(run_dir: Path, weights: str) -> Path:
     return path
 
 
-def load_run(run_dir: Path, weights: str = "ema", device: torch.device | None = None) -> Run:
-    """Rebuild a run's network from config.json and load the weights `weights` names (weights_file)."""
+def load_run(run_dir: Path, weights: str = "ema", device: torch.device | None = None, *, ema: bool | None = None) -> Run:
+    """Rebuild a run's network from config.json and load the weights `weights` names
+    (weights_file); `ema` True / False is the older spelling of weights "ema" / "model"."""
+    if ema is not None:
+        weights = "ema" if ema else "model"
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist; pass the --out directory of a finished training run")

@@ -72,7 +72,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        if e.filename is None:
+        if e.filename is None and e.errno is not None:  # an OSError without an errno keeps its own message
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     finally:
