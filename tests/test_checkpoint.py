@@ -139,3 +139,14 @@ def test_weights_that_do_not_fit_the_network_are_refused_naming_them(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     with pytest.raises(UserError, match="is not a readable safetensors file"):
         checkpoint.load_weights(tmp_path / "junk.safetensors")
+
+
+def test_the_same_best_step_saved_again_replaces_it_whole(tmp_path):
+    # a resumed run measures the step of best/ again: the new copy must replace the old one
+    # (the old code deleted it under the temporary folder's own name, losing both)
+    first, second = {"w": torch.ones(3)}, {"w": torch.full((3,), 2.0)}
+    checkpoint.save_best(tmp_path, 10, first, first, {"quality": {"fd": 1.0}, "metric": "fd"})
+    path = checkpoint.save_best(tmp_path, 10, second, second, {"quality": {"fd": 0.5}, "metric": "fd"})
+    assert checkpoint.best_checkpoint(tmp_path) == path
+    assert torch.equal(checkpoint.load_weights(path / "ema.safetensors")["w"], second["w"])
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["step-00000010"]

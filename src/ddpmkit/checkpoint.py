@@ -202,22 +202,15 @@ def save_checkpoint(
         _check_finite(tensors, f"{final / name}")
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(run_dir)
-    tmp = _temporary(final)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        save_weights(tmp / "model.safetensors", model)
-        save_weights(tmp / "ema.safetensors", ema)
-        for name, tensors in (extra or {}).items():
+
+    def fill(tmp: Path) -> None:
+        for name, tensors in (("model.safetensors", model), ("ema.safetensors", ema), *(extra or {}).items()):
             save_weights(tmp / name, tensors)
         save_state(tmp / "state.pt", state)
         atomic_write_text(tmp / "meta.json", json.dumps({"step": step}))
-        if final.exists():  # without meta.json (an older version's half deletion): never a good checkpoint
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    fsync_dir(final.parent)
+
+    # an existing `final` has no meta.json (an older version's half deletion): never a good checkpoint
+    _write_folder(final, fill)
     link_top_level(run_dir, final)
     for old in complete_checkpoints(run_dir)[:-keep]:
         _delete(old)
@@ -231,6 +224,26 @@ def is_complete(path: Path) -> bool:
 def _temporary(path: Path) -> Path:
     """The temporary name this process writes (or deletes) checkpoint directory `path` under."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _write_folder(final: Path, fill) -> None:
+    """fill(tmp) a temporary folder beside `final`, then rename it to `final`. A `final` that
+    exists already is moved aside first (under another name than the temporary folder's) and
+    deleted once the new one is in place; a failure leaves no temporary folder behind."""
+    tmp = _temporary(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    fsync_dir(final.parent)
 
 
 def _delete(path: Path) -> None:
@@ -275,19 +288,13 @@ def save_best(run_dir: Path, step: int, model: dict[str, torch.Tensor], ema: dic
     a copy of weights, never the training state a resume reads (checkpoints/ has that)."""
     final = Path(run_dir) / BEST / f"step-{step:08d}"
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(final)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+
+    def fill(tmp: Path) -> None:
         save_weights(tmp / "model.safetensors", model)
         save_weights(tmp / "ema.safetensors", ema)
         atomic_write_text(tmp / "meta.json", json.dumps({"step": step, **meta}))
-        if final.exists():  # the same step measured again after a resume: the new copy replaces it
-            _delete(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    fsync_dir(final.parent)
+
+    _write_folder(final, fill)  # the same step measured again after a resume: the new copy replaces it
     for old in _complete(final.parent):
         if old != final:
             _delete(old)
