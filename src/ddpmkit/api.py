@@ -15,10 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from . import build, checkpoint, distributed, evaluation, modelcard, pictures, rundir, sampling
+from . import build, checkpoint, distributed, editing, evaluation, modelcard, pictures, rundir, sampling
 from .config import DataConfig, RunConfig
-from .errors import UserError
+from .errors import UserError, check_choice
+from .evaluation.nll import NLL_KINDS
+from .evaluation.scores import Scores, score_images, write_scores
 from .evaluation import toy_distances  # noqa: F401  (part of the API: 2-D samples against fresh points)
 from .features import OwnTraining
 from .interop import diffusers as diffusers_interop
@@ -244,3 +247,98 @@ def _snapshots(run_dir: Path) -> list[checkpoint.Snapshot]:
         raise UserError(f"{run_dir} has no post-hoc EMA snapshots ({run_dir / rundir.POSTHOC} is empty or missing); "
                         "train the run with --posthoc-ema to keep them")
     return found
+
+
+def edit(run_dir: Path | str, input: Path | str, out: Path | str, *, strength: float = 0.5, seed: int = 0,
+         weights: str = "ema", device: str | None = None, sampler: str = "ddpm", steps: int | None = None,
+         spacing: str = "linspace", class_: str | None = None, guidance: float = 0.0, clip: str | None = None,
+         percentile: float = 0.995, **sampler_options) -> editing.apply.Edited:
+    """SDEdit (Meng et al. 2022) of an image file, folder or array `input`, read and fitted like the
+    run's training data: each image noised to t = strength·T and denoised by `sampler` (strength 0:
+    the input, 1: a plain sample). Writes out/samples.npy, samples.png, edit.png and edit.json.
+    `class_`, `guidance`, `clip`, `steps` and `sampler_options` mean what they mean for `sample`."""
+    out = Path(out)
+    rundir.check_output(out)
+    editing.start_step(strength, 1)  # the strength's range, before the run is loaded
+    run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
+    inputs = run.modality.read_inputs(input)
+    labels = _edit_labels(run, class_, len(inputs.images), guidance)
+    denoiser = sampling.sampling_denoiser(run, guidance, clip, percentile)
+    return editing.edit_images(run, inputs, out, strength, denoiser=denoiser, labels=labels, seed=seed, sampler=sampler,
+                               steps=steps, spacing=spacing, about=_about(run_dir, weights, guidance), **sampler_options)
+
+
+def inpaint(run_dir: Path | str, input: Path | str, mask: Path | str, out: Path | str, *, resample: int = 1, jump: int = 1,
+            seed: int = 0, weights: str = "ema", device: str | None = None, sampler: str = "ddpm",
+            steps: int | None = None, spacing: str = "linspace", class_: str | None = None, guidance: float = 0.0,
+            clip: str | None = None, percentile: float = 0.995, **sampler_options) -> editing.apply.Edited:
+    """RePaint (Lugmayr et al. 2022): fill in the white pixels of `mask` (an image of the input's
+    size; black: keep) in each input, with `resample` walks of every `jump` steps; the kept pixels
+    of the result are the input's exactly. `sampler`: ddpm (RePaint's ancestral step) or ddim.
+    Writes out/samples.npy, samples.png, inpaint.png and inpaint.json."""
+    out = Path(out)
+    rundir.check_output(out)
+    editing.check_inpaint_sampler(sampler)
+    run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
+    inputs = run.modality.read_inputs(input)
+    fill = run.modality.read_mask(mask, inputs)
+    labels = _edit_labels(run, class_, len(inputs.images), guidance)
+    denoiser = sampling.sampling_denoiser(run, guidance, clip, percentile)
+    return editing.inpaint_images(run, inputs, fill, out, denoiser=denoiser, labels=labels, seed=seed, sampler=sampler,
+                                  steps=steps, spacing=spacing, resample=resample, jump=jump,
+                                  about=_about(run_dir, weights, guidance), **sampler_options)
+
+
+def interpolate(run_dir: Path | str, a: Path | str, b: Path | str, out: Path | str, *, frames: int = 8,
+                weights: str = "ema", device: str | None = None, steps: int | None = None, spacing: str = "linspace",
+                class_: str | None = None, guidance: float = 0.0) -> editing.apply.Edited:
+    """`frames` images between the images `a` and `b`: both inverted to x_T by deterministic DDIM,
+    the latents interpolated spherically, each frame decoded by DDIM (no clipping, so decoding is
+    the inverse of the inversion up to its discretisation). Writes out/samples.npy (the frames),
+    samples.png, interpolation.png, interpolation.gif and interpolation.json (the endpoints'
+    reconstruction error in 8-bit levels)."""
+    out = Path(out)
+    rundir.check_output(out)
+    run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
+    inputs = [run.modality.read_inputs(path, option) for path, option in ((a, "--a"), (b, "--b"))]
+    label = _edit_labels(run, class_, 1, guidance)
+    denoiser = sampling.sampling_denoiser(run, guidance, "none")
+    return editing.interpolate_pair(run, *inputs, out, frames, denoiser=denoiser, label=label, steps=steps,
+                                    spacing=spacing, about=_about(run_dir, weights, guidance))
+
+
+def score(run_dir: Path | str, images: Path | str, out: Path | str, *, kind: str = "vlb", num_reference: int = 256,
+          seed: int = 0, ode_points: int = 100, weights: str = "ema", device: str | None = None) -> Scores:
+    """Bits/dim of each image of a file, folder or .npy/.npz array (evaluation.score_images; `kind`
+    "vlb" or "ode"), beside the run's held-out images as the reference (median, 5th and 95th
+    percentile; outside that range an image is flagged). Writes `out` (a .csv, worst first) and
+    beside it the .json (the reference and settings), a .png of the images in that order and a
+    .npy of them as scored ([N, H, W, C] uint8, sample's layout)."""
+    out = Path(out)
+    if out.suffix != ".csv":
+        raise UserError(f"--out is the .csv file of the scores; give a name ending in .csv, not {out.name!r}")
+    rundir.check_output(out, directory=False)
+    check_choice("--nll", kind, NLL_KINDS)
+    run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
+    inputs = run.modality.read_inputs(images, "--images")
+    scores = score_images(run, inputs, kind, num_reference=num_reference, seed=seed, ode_points=ode_points)
+    out.parent.mkdir(parents=True, exist_ok=True)  # once every check has passed
+    write_scores(scores, out, _about(run_dir, weights, 0.0) | {"fitted": inputs.note})
+    scored = inputs.images[torch.from_numpy(scores.order)].permute(0, 2, 3, 1).numpy()  # [N, H, W, C], worst first
+    rundir.save_npy(out.with_suffix(".npy"), scored)
+    pictures.score_grid(scored, scores.bpd, scores.flags, out.with_suffix(".png"))
+    return scores
+
+
+def _edit_labels(run: sampling.Run, class_: str | None, n: int, guidance: float):
+    """The labels of an edit of n images: None, or class K for each (`--class all` is sample's only)."""
+    if class_ == "all":
+        raise UserError("--class all draws every class; an edit takes one class K (or none)")
+    labels = sampling.class_labels(run.config, class_, n)
+    sampling.check_labels(run.config, labels, guidance)
+    return labels
+
+
+def _about(run_dir, weights: str, guidance: float) -> dict:
+    """What an edit's record says of the model: the run, its weights, classifier-free guidance."""
+    return {"run": str(run_dir), "weights": sampling.WEIGHT_NAMES.get(weights, weights), **({"guidance": guidance} if guidance else {})}

@@ -23,7 +23,7 @@ import torch
 from . import pictures, presets
 from .config import DataConfig, RunConfig
 from .data import holdout_split
-from .data.images import dequantise, load_image_data, to_model_space, to_uint8
+from .data.images import InputImages, dequantise, load_image_data, read_inputs, read_mask, to_model_space, to_uint8
 from .data.toy import (
     TOY_CLASSES,
     TOY_DATASETS,
@@ -164,6 +164,12 @@ class Points:
     def reverse_gif(self, samples: Samples, path: Path) -> None:
         pictures.point_reverse_gif(samples, path)
 
+    def read_inputs(self, spec, option: str = "--input") -> InputImages:
+        raise UserError(f"{option}: edit, inpaint, interpolate and score take images; {self.data.name} is 2-D data")
+
+    def read_mask(self, path, inputs: InputImages) -> torch.Tensor:
+        raise UserError(f"--mask: inpaint takes images; {self.data.name} is 2-D data")
+
     def png_folder(self, samples: Samples, labels, directory: Path) -> None:
         raise UserError(f"--png-dir writes images; {self.data.name} is 2-D data, whose samples are in samples.npy")
 
@@ -264,10 +270,21 @@ class Images:
             dataset, _ = self.load(0)
             what = f"training images of {name} (the run held none out: train with --holdout to measure unseen images)"
         num = min(num, len(dataset))
-        images = dataset.batch(range(num))[0]
-        return LikelihoodExamples(to_model_space(images), lambda generator: dequantise(images, generator),
-                                  f"the first {num} {what}",
+        return self.examples_of(dataset.batch(range(num))[0], f"the first {num} {what}")
+
+    def examples_of(self, images: torch.Tensor, what: str) -> LikelihoodExamples:
+        """uint8 images [N, C, H, W] as the likelihoods take them (`what`: which images, for the record)."""
+        return LikelihoodExamples(to_model_space(images), lambda generator: dequantise(images, generator), what,
                                   {"vlb": "bits/dim (discretised 8-bit decoder)", "ode": "bits/dim (uniformly dequantised 8-bit data)"})
+
+    def read_inputs(self, spec, option: str = "--input") -> InputImages:
+        """A user's image file, folder or array fitted exactly as this run's training images
+        (data.images.read_inputs); a grey image for a colour run, or the other way round, is refused."""
+        return read_inputs(spec, self.data.image_size, self.data.channels, option)
+
+    def read_mask(self, path, inputs: InputImages) -> torch.Tensor:
+        """inpaint's mask (white: fill in) of the inputs' size, fitted as they are: bool [1, 1, H, W]."""
+        return read_mask(path, inputs, self.data.image_size)
 
     def sample_summary(self, config: RunConfig, images: np.ndarray) -> str | None:
         return None

@@ -161,6 +161,32 @@ def image_reverse_gif(samples: Samples, path: Path) -> None:
     viz.side_by_side_gif([*lefts, final], [*rights, final], path)
 
 
+def image_rows(rows: list[tuple[str, np.ndarray]], col_labels: list[str], path: Path) -> None:
+    """A labelled table of uint8 image batches: each row (label, [N, H, W, C]), one column per
+    image (the edit pictures: input, mask, result)."""
+    atomic_write(path, lambda tmp: viz.image_table([list(images) for _, images in rows], [label for label, _ in rows],
+                                                   col_labels, tmp))
+
+
+def mask_image(fill: torch.Tensor) -> np.ndarray:
+    """An inpainting mask (bool [1, 1, H, W], True = fill in) as the white-on-black uint8 image [H, W, 1] it was drawn as."""
+    return (fill[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+
+def frames_gif(frames: np.ndarray, path: Path) -> None:
+    """uint8 frames [K, H, W, C] as a GIF played forth and back."""
+    atomic_write(path, lambda tmp: viz.frames_gif([f[None] for f in frames], tmp))
+
+
+def score_grid(images: np.ndarray, bpd: np.ndarray, flags: list[str], path: Path, per_row: int = 8, shown: int = 64) -> None:
+    """The scored images [N, H, W, C] in their order (worst first), each titled with its bits/dim
+    and its flag (high / low against the held-out range); the first `shown`."""
+    images, bpd = images[:shown], bpd[:shown]
+    rows = [list(images[i : i + per_row]) for i in range(0, len(images), per_row)]
+    titles = [f"{v:.2f}" + (f" {f}" if f else "") for v, f in zip(bpd, flags)]
+    atomic_write(path, lambda tmp: viz.titled_grid(rows, titles, tmp))
+
+
 def closest_pairs(dataset, samples_nhwc: np.ndarray, memo: dict, path: Path) -> None:
     """The CLOSEST_PAIRS samples nearest to a training image, each above that image
     (`memo`: evaluation.memorisation's result for these samples)."""

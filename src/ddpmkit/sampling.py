@@ -69,6 +69,12 @@ def check_sampler(sampler: str, steps: int | None, T: int) -> None:
         raise UserError(f"--steps must lie in 1..{T} (the trained T), got {steps}")
 
 
+def check_sampler_options(options: dict) -> None:
+    """The checks of the options a sampler takes besides its grid (today: DDIM's η)."""
+    if "eta" in options:
+        check_not_negative("--eta (0: deterministic DDIM, 1: DDPM-like)", options["eta"])
+
+
 def network_evaluations(sampler: str, steps: int) -> int:
     """Network evaluations per sample (NFE, denoiser calls), as the sampler declares them."""
     return SAMPLERS[sampler].network_evaluations(steps)
@@ -78,6 +84,15 @@ def network_passes(sampler: str, steps: int, guidance: float = 0.0) -> int:
     """Rows of a sample the network runs through: the NFE, doubled under classifier-free
     guidance w ≠ 0 (each evaluation runs the conditional and the unconditional pass as one batch)."""
     return network_evaluations(sampler, steps) * (2 if guidance else 1)
+
+
+BATCH = 4096  # samples drawn in one sampler call
+
+
+def sampling_grid(run: Run, steps: int | None = None, spacing: str = "linspace") -> torch.Tensor:
+    """The descending timesteps a draw walks: all T (`steps` None), or `steps` of them chosen by `spacing`."""
+    T = run.config.diffusion.num_steps
+    return run.base.schedule.full_grid() if steps is None else timestep_grid(T, steps, spacing)
 
 
 def sampling_denoiser(run: Run, guidance: float = 0.0, clip: str | None = None, percentile: float = 0.995) -> DenoiserLike:
@@ -101,7 +116,7 @@ def draw(
     guidance: float = 0.0,
     clip: str | None = None,
     percentile: float = 0.995,
-    batch_size: int = 4096,
+    batch_size: int = BATCH,
     **sampler_options,
 ) -> Samples:
     """n samples from a loaded run, in model space and data space, on `steps` of the T
@@ -118,11 +133,10 @@ def draw(
     check_positive("the number of samples", n)
     T = run.config.diffusion.num_steps
     check_sampler(sampler, steps, T)
-    if "eta" in sampler_options:
-        check_not_negative("--eta (0: deterministic DDIM, 1: DDPM-like)", sampler_options["eta"])
+    check_sampler_options(sampler_options)
     generator = torch.Generator().manual_seed(seed)
     trajectory = Trajectory(keep) if keep is not None else None
-    grid = run.base.schedule.full_grid() if steps is None else timestep_grid(T, steps, spacing)
+    grid = sampling_grid(run, steps, spacing)
     denoiser = sampling_denoiser(run, guidance, clip, percentile)
     chunks = []
     for start in range(0, n, batch_size):

@@ -174,6 +174,30 @@ def image_table(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str],
     plt.close(fig)
 
 
+def titled_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], path: Path) -> None:
+    """uint8 images [H, W, C] in rows, each with its own title (row after row), as a PNG."""
+    h, w = rows[0][0].shape[:2]
+    cell = 0.9 * max(1.0, min(1.6, 64 / max(h, w)))
+    cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(cell * cols + 0.4, (cell + 0.25) * len(rows) + 0.2), squeeze=False)
+    k = 0
+    for r, row in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(row):
+                ax.axis("off")
+                continue
+            img = row[c]
+            ax.imshow(_displayable(img), cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=255, interpolation="nearest")
+            ax.set_title(titles[k], fontsize=7)
+            k += 1
+    fig.tight_layout(pad=0.3)
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
 def side_by_side_gif(lefts: Sequence[np.ndarray], rights: Sequence[np.ndarray], path: Path, rows: int | None = None, ms_per_frame: int = 60) -> None:
     """An animated GIF whose frames put two image grids side by side (e.g. x_t and x̂_0);
     each element of `lefts`/`rights` is a uint8 batch [N, H, W, C]. The last frame lingers.
@@ -189,6 +213,19 @@ def side_by_side_gif(lefts: Sequence[np.ndarray], rights: Sequence[np.ndarray], 
         frames.append(frame if mode == "L" else frame.convert("P", palette=Image.Palette.ADAPTIVE))
     durations = [ms_per_frame] * (len(frames) - 1) + [2000]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+
+
+def frames_gif(frames: Sequence[np.ndarray], path: Path, ms_per_frame: int = 150, rows: int | None = None) -> None:
+    """An animated GIF of image grids, one uint8 batch [N, H, W, C] per frame, enlarged like
+    image grids; played forth and back (a loop). GIF has no alpha: such images are shown over white."""
+    scale = grid_scale(frames[0].shape[1], frames[0].shape[2])
+    pictures = [_opaque(image_grid(f, rows, scale=scale)) for f in frames]
+    if pictures[0].mode != "L":
+        pictures = [p.convert("P", palette=Image.Palette.ADAPTIVE) for p in pictures]
+    loop = pictures + pictures[-2:0:-1]
+    durations = [ms_per_frame] * len(loop)
+    durations[0] = durations[len(pictures) - 1] = 4 * ms_per_frame  # the endpoints linger
+    loop[0].save(path, format="GIF", save_all=True, append_images=loop[1:], duration=durations, loop=0)
 
 
 def quality_vs_steps(results: Sequence[dict], metric: str, path: Path, title: str = "") -> None:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from ..data.toy import TOY_DATASETS
 from ..errors import UserError
+from ..schedules import SPACINGS
 
 DATA_HELP = f"{', '.join(TOY_DATASETS)} (2-D toy sets), digits (8x8 images), a folder of images, a .npy/.npz array file, or hf:NAME"
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: the best available)"
+SAMPLER_HELP = "ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M, the ODE), dpm++sde (SDE-DPM-Solver++ 2M) or heun"
 
 
 def ints(text: str, option: str) -> list[int]:
@@ -63,3 +65,46 @@ def weights_from_args(args) -> str:
             raise UserError("--ema/--no-ema are older names of --weights ema/model; give only --weights")
         return "ema" if args.ema else "model"
     return args.weights or "ema"
+
+
+def add_sampling(p: argparse.ArgumentParser, *, sampler_help: str = SAMPLER_HELP, default_sampler: str = "ddpm",
+                 steps_help: str = "sampling steps out of the trained T (default: all T)", eta: bool = True) -> None:
+    """How a command samples, as `sample` declares it: --seed, --weights (and --ema/--no-ema),
+    --sampler, --steps, --spacing and (with `eta`) DDIM's --eta."""
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+    add_weights(p)
+    p.add_argument("--sampler", default=default_sampler, help=sampler_help)
+    p.add_argument("--steps", type=int, help=steps_help)
+    p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which --steps timesteps: linspace (evenly "
+                   "from T-1 to 0), leading (0, k, 2k, ...: DDIM's), trailing (T-1, T-1-k, ...: Lin et al. 2024)")
+    if eta:
+        p.add_argument("--eta", type=float, help="ddim only: 0 deterministic, 1 ancestral-like (default 0)")
+
+
+def add_class(p: argparse.ArgumentParser, *, all_classes: bool = True) -> None:
+    """A conditional run's --class and classifier-free --guidance, as `sample` declares them
+    (`all_classes`: --class also takes 'all')."""
+    if all_classes:
+        p.add_argument("--class", dest="class_", metavar="K|all",
+                       help="conditional runs: draw class K, or 'all' (-n per class, a grid row each)")
+    else:
+        p.add_argument("--class", dest="class_", metavar="K", help="conditional runs: the class K every image is edited as")
+    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance strength w: ε = (1+w)·ε(x,c) − "
+                   "w·ε(x,∅); 0 is the conditional model, -1 the unconditional one, below -1 anti-guidance (away from the class)")
+
+
+def add_clip(p: argparse.ArgumentParser) -> None:
+    """--clip and --dynamic-threshold, as `sample` declares them."""
+    p.add_argument("--clip", choices=["static", "dynamic", "none"], help="keep x̂_0 in [-1, 1]: static clipping, "
+                   "dynamic thresholding (Imagen) or none (default: static for images, none for 2-D data)")
+    p.add_argument("--dynamic-threshold", type=float, default=0.995, metavar="P",
+                   help="percentile of |x̂_0| for --clip dynamic (default 0.995)")
+
+
+def sampler_options(args) -> dict:
+    """The options that go to the sampler itself (--eta, ddim only)."""
+    if getattr(args, "eta", None) is None:
+        return {}
+    if args.sampler != "ddim":
+        raise UserError(f"--eta applies to --sampler ddim only, not {args.sampler}")
+    return {"eta": args.eta}

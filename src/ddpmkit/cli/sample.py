@@ -8,9 +8,8 @@ from pathlib import Path
 from ..build import modality
 from ..config import RunConfig
 from ..data.images import parse_image_size
-from ..errors import UserError, check_positive
-from ..schedules import SPACINGS
-from .options import DEVICE_HELP, add_weights, command, weights_from_args
+from ..errors import check_positive
+from .options import DEVICE_HELP, add_class, add_clip, add_sampling, command, sampler_options, weights_from_args
 
 
 def add_sample(sub) -> None:
@@ -22,20 +21,9 @@ def add_sample(sub) -> None:
     p = command(sub, "sample", add_sample, run=True)
     p.add_argument("-n", "--num-samples", type=int, default=64, help="how many samples")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/samples)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
-    add_weights(p)
-    p.add_argument("--sampler", default="ddpm", help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M, the ODE), dpm++sde (SDE-DPM-Solver++ 2M) or heun")
-    p.add_argument("--steps", type=int, help="sampling steps out of the trained T (default: all T)")
-    p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which --steps timesteps: linspace (evenly "
-                   "from T-1 to 0), leading (0, k, 2k, ...: DDIM's), trailing (T-1, T-1-k, ...: Lin et al. 2024)")
-    p.add_argument("--eta", type=float, help="ddim only: 0 deterministic, 1 ancestral-like (default 0)")
-    p.add_argument("--clip", choices=["static", "dynamic", "none"], help="keep x̂_0 in [-1, 1]: static clipping, "
-                   "dynamic thresholding (Imagen) or none (default: static for images, none for 2-D data)")
-    p.add_argument("--dynamic-threshold", type=float, default=0.995, metavar="P",
-                   help="percentile of |x̂_0| for --clip dynamic (default 0.995)")
-    p.add_argument("--class", dest="class_", metavar="K|all", help="conditional runs: draw class K, or 'all' (-n per class, a grid row each)")
-    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance strength w: ε = (1+w)·ε(x,c) − "
-                   "w·ε(x,∅); 0 is the conditional model, -1 the unconditional one, below -1 anti-guidance (away from the class)")
+    add_sampling(p)
+    add_clip(p)
+    add_class(p)
     p.add_argument("--png-dir", type=Path, metavar="DIR", help="also write each sample as DIR/000000.png, ... (and "
                    "labels.csv for labelled samples): the folder clean-fid, torch-fidelity and pytorch-fid read")
     p.add_argument("--gif", action="store_true", help="also write reverse.gif: the reverse process (images: x_t beside x̂_0)")
@@ -61,11 +49,7 @@ def run_sample(args) -> int:
 
     out = args.out or args.run / "samples"
     started = time.perf_counter()
-    options = {}
-    if args.eta is not None:
-        if args.sampler != "ddim":
-            raise UserError(f"--eta applies to --sampler ddim only, not {args.sampler}")
-        options["eta"] = args.eta
+    options = sampler_options(args)
     points = sample(args.run, args.num_samples, out, seed=args.seed, weights=weights_from_args(args), device=args.device, gif=args.gif,
                     class_=args.class_, guidance=args.guidance, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
                     clip=args.clip, percentile=args.dynamic_threshold, png_dir=args.png_dir, **options)

@@ -29,22 +29,8 @@ def evaluate_nll(run: Run, num: int = 256, seed: int = 0, batch_size: int = 256,
     check_choice("--nll", kind, NLL_KINDS)
     generator = torch.Generator().manual_seed(seed)
     examples = run.modality.likelihood_examples(num, seed)
-    totals = []
-    if kind == "vlb":
-        x0 = examples.model_space
-        for i in range(0, len(x0), batch_size):
-            batch = x0[i : i + batch_size].to(run.device)
-            totals.append(vlb_bpd(run.denoiser, batch, discrete=run.modality.discrete, generator=generator).total)
-        steps = run.config.diffusion.num_steps
-    else:
-        denoiser = for_sampling(run.base, run.config.num_classes, 0.0, "none")  # the ODE of the network itself
-        x0, offset = examples.continuous(generator)
-        dims = x0[0].numel()
-        for i in range(0, len(x0), batch_size):
-            ll = ode_log_likelihood(denoiser, x0[i : i + batch_size].to(run.device), num_points=num_points, generator=generator)
-            totals.append(-ll.log_density / (dims * math.log(2)) + offset)
-        steps = len(lambda_grid(denoiser.schedule, num_points))
-    total = torch.cat(totals)
+    total = bits_per_dim(run, examples, kind, generator, batch_size=batch_size, num_points=num_points)
+    steps = run.config.diffusion.num_steps if kind == "vlb" else len(lambda_grid(run.base.schedule, num_points))
     return {
         f"nll_{kind}_bpd": float(total.mean()),
         f"nll_{kind}_stderr": float(total.std() / len(total) ** 0.5) if len(total) > 1 else float("nan"),
@@ -53,3 +39,24 @@ def evaluate_nll(run: Run, num: int = 256, seed: int = 0, batch_size: int = 256,
         f"nll_{kind}_reference": examples.reference,
         f"nll_{kind}_steps": steps,
     }
+
+
+def bits_per_dim(run: Run, examples, kind: str, generator: torch.Generator, *, batch_size: int = 256,
+                 num_points: int = 100) -> torch.Tensor:
+    """The NLL of each example [N] in bits/dim by `kind` (see evaluate_nll), float64 on the CPU;
+    `examples`: a modality's LikelihoodExamples."""
+    check_choice("--nll", kind, NLL_KINDS)
+    totals = []
+    if kind == "vlb":
+        x0 = examples.model_space
+        for i in range(0, len(x0), batch_size):
+            batch = x0[i : i + batch_size].to(run.device)
+            totals.append(vlb_bpd(run.denoiser, batch, discrete=run.modality.discrete, generator=generator).total)
+    else:
+        denoiser = for_sampling(run.base, run.config.num_classes, 0.0, "none")  # the ODE of the network itself
+        x0, offset = examples.continuous(generator)
+        dims = x0[0].numel()
+        for i in range(0, len(x0), batch_size):
+            ll = ode_log_likelihood(denoiser, x0[i : i + batch_size].to(run.device), num_points=num_points, generator=generator)
+            totals.append(-ll.log_density / (dims * math.log(2)) + offset)
+    return torch.cat(totals).double().cpu()

@@ -17,12 +17,16 @@ class Callback(Protocol):
 
 def alpha_bar_pair(schedule: NoiseSchedule, timesteps: torch.Tensor, i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """ᾱ at the grid's step i and at the step after it (1 after the last), shaped for x."""
-    abar = schedule.alphas_cumprod
-    t = torch.full((x.shape[0],), int(timesteps[i]), device=x.device, dtype=torch.long)
-    abar_t = extract(abar, t, x)
-    if i + 1 < len(timesteps):
-        return abar_t, extract(abar, torch.full_like(t, int(timesteps[i + 1])), x)
-    return abar_t, torch.ones_like(abar_t)
+    return alpha_bar_at(schedule, int(timesteps[i]), int(timesteps[i + 1]) if i + 1 < len(timesteps) else None, x)
+
+
+def alpha_bar_at(schedule: NoiseSchedule, t: int, s: int | None, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ᾱ_t and ᾱ_s (1 for s None: the data), shaped for x."""
+    t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+    abar_t = extract(schedule.alphas_cumprod, t_batch, x)
+    if s is None:
+        return abar_t, torch.ones_like(abar_t)
+    return abar_t, extract(schedule.alphas_cumprod, torch.full_like(t_batch, s), x)
 
 
 class Trajectory:

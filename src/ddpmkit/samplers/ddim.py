@@ -6,7 +6,7 @@ import torch
 
 from .._tensor import extract, randn_like
 from ..denoiser import DenoiserLike
-from .common import Callback, alpha_bar_pair
+from .common import Callback, alpha_bar_at
 
 
 @torch.no_grad()
@@ -31,17 +31,36 @@ def sample(
         raise ValueError(f"eta must be >= 0, got {eta}")
     x = x_T
     for i, t in enumerate(timesteps.tolist()):
-        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        out = denoiser(x, t_batch, label)
-        abar_t, abar_s = alpha_bar_pair(denoiser.schedule, timesteps, i, x)
-        sigma = eta * ((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)).clamp(min=0).sqrt()
-        x_next = abar_s.sqrt() * out.x0 + (1 - abar_s - sigma**2).clamp(min=0).sqrt() * out.eps
-        if eta > 0 and i < len(timesteps) - 1:
-            x_next = x_next + sigma * randn_like(x, generator)
+        s = int(timesteps[i + 1]) if i + 1 < len(timesteps) else None
+        x_next, x0 = step(denoiser, x, t, s, label=label, generator=generator, eta=eta)
         if callback is not None:
-            callback(i=i, t=t, x=x, x0=out.x0, x_next=x_next)
+            callback(i=i, t=t, x=x, x0=x0, x_next=x_next)
         x = x_next
     return x
+
+
+@torch.no_grad()
+def step(
+    denoiser: DenoiserLike,
+    x: torch.Tensor,
+    t: int,
+    s: int | None,
+    *,
+    label: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    eta: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM step from timestep t to the earlier s (None: into the data, ᾱ_s = 1, no noise):
+    (x_s, the denoiser's x̂_0 at t). `sample` is this step down a grid; RePaint
+    (editing/repaint.py) takes it between its joins of the known pixels."""
+    t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+    out = denoiser(x, t_batch, label)
+    abar_t, abar_s = alpha_bar_at(denoiser.schedule, t, s, x)
+    sigma = eta * ((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)).clamp(min=0).sqrt()
+    x_next = abar_s.sqrt() * out.x0 + (1 - abar_s - sigma**2).clamp(min=0).sqrt() * out.eps
+    if eta > 0 and s is not None:
+        x_next = x_next + sigma * randn_like(x, generator)
+    return x_next, out.x0
 
 
 @torch.no_grad()

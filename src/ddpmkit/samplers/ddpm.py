@@ -8,7 +8,7 @@ from .._tensor import randn_like
 from ..denoiser import DenoiserLike
 from ..process import reverse_log_variance
 from ..schedules import posterior_coefficients
-from .common import Callback, alpha_bar_pair
+from .common import Callback, alpha_bar_at
 
 
 @torch.no_grad()
@@ -31,18 +31,33 @@ def sample(
     """
     x = x_T
     for i, t in enumerate(timesteps.tolist()):
-        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        out = denoiser(x, t_batch, label)
-        abar_t, abar_s = alpha_bar_pair(denoiser.schedule, timesteps, i, x)
-        coef_x0, coef_xt, beta_tilde = posterior_coefficients(abar_t, abar_s)
-        mean = coef_x0 * out.x0 + coef_xt * x
-        last = i == len(timesteps) - 1
-        if last:
-            x_next = mean
-        else:
-            log_var = reverse_log_variance(denoiser.variance, 1 - abar_t / abar_s, beta_tilde, out.var_frac)
-            x_next = mean + (0.5 * log_var).exp() * randn_like(x, generator)
+        s = int(timesteps[i + 1]) if i + 1 < len(timesteps) else None
+        x_next, x0 = step(denoiser, x, t, s, label=label, generator=generator)
         if callback is not None:
-            callback(i=i, t=t, x=x, x0=out.x0, x_next=x_next)
+            callback(i=i, t=t, x=x, x0=x0, x_next=x_next)
         x = x_next
     return x
+
+
+@torch.no_grad()
+def step(
+    denoiser: DenoiserLike,
+    x: torch.Tensor,
+    t: int,
+    s: int | None,
+    *,
+    label: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ancestral step from timestep t to the earlier timestep s (None: into the data,
+    ᾱ_s = 1, the mean alone): (x_s, the denoiser's x̂_0 at t). `sample` is this step down a grid;
+    RePaint (editing/repaint.py) takes it between its joins of the known pixels."""
+    t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+    out = denoiser(x, t_batch, label)
+    abar_t, abar_s = alpha_bar_at(denoiser.schedule, t, s, x)
+    coef_x0, coef_xt, beta_tilde = posterior_coefficients(abar_t, abar_s)
+    mean = coef_x0 * out.x0 + coef_xt * x
+    if s is None:
+        return mean, out.x0
+    log_var = reverse_log_variance(denoiser.variance, 1 - abar_t / abar_s, beta_tilde, out.var_frac)
+    return mean + (0.5 * log_var).exp() * randn_like(x, generator), out.x0
