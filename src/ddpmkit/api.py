@@ -291,18 +291,20 @@ def inpaint(run_dir: Path | str, input: Path | str, mask: Path | str, out: Path 
 
 def interpolate(run_dir: Path | str, a: Path | str, b: Path | str, out: Path | str, *, frames: int = 8,
                 weights: str = "ema", device: str | None = None, steps: int | None = None, spacing: str = "linspace",
-                class_: str | None = None, guidance: float = 0.0) -> editing.apply.Edited:
+                class_: str | None = None, guidance: float = 0.0, clip: str | None = None,
+                percentile: float = 0.995) -> editing.apply.Edited:
     """`frames` images between the images `a` and `b`: both inverted to x_T by deterministic DDIM,
-    the latents interpolated spherically, each frame decoded by DDIM (no clipping, so decoding is
-    the inverse of the inversion up to its discretisation). Writes out/samples.npy (the frames),
-    samples.png, interpolation.png, interpolation.gif and interpolation.json (the endpoints'
-    reconstruction error in 8-bit levels)."""
+    the latents interpolated spherically, each frame decoded by DDIM with the same denoiser
+    (`clip` None: the modality's, static for images; without it x̂_0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ near
+    ᾱ_T ≈ 0 amplifies the network's errors and decoding diverges). Writes out/samples.npy (the
+    frames), samples.png, interpolation.png, interpolation.gif and interpolation.json (the
+    endpoints' reconstruction error in 8-bit levels)."""
     out = Path(out)
     rundir.check_output(out)
     run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
     inputs = [run.modality.read_inputs(path, option) for path, option in ((a, "--a"), (b, "--b"))]
     label = _edit_labels(run, class_, 1, guidance)
-    denoiser = sampling.sampling_denoiser(run, guidance, "none")
+    denoiser = sampling.sampling_denoiser(run, guidance, clip, percentile)
     return editing.interpolate_pair(run, *inputs, out, frames, denoiser=denoiser, label=label, steps=steps,
                                     spacing=spacing, about=_about(run_dir, weights, guidance))
 

@@ -60,6 +60,15 @@ class LikelihoodExamples:
     reference: str  # which examples, for the record
     units: dict[str, str]  # "vlb" / "ode" → the unit of the number
 
+    def then(self, other: LikelihoodExamples) -> LikelihoodExamples:
+        """These examples followed by `other`'s (of the same kind), to be scored in one pass."""
+        def continuous(generator: torch.Generator) -> tuple[torch.Tensor, float]:
+            (a, offset), (b, _) = self.continuous(generator), other.continuous(generator)
+            return torch.cat([a, b]), offset
+
+        return LikelihoodExamples(torch.cat([self.model_space, other.model_space]), continuous,
+                                  f"{self.reference}, then {other.reference}", self.units)
+
 
 class Points:
     """2-D (any D) points drawn from a toy generator, normalised to zero mean and unit scale."""

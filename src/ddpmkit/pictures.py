@@ -178,13 +178,11 @@ def frames_gif(frames: np.ndarray, path: Path) -> None:
     atomic_write(path, lambda tmp: viz.frames_gif([f[None] for f in frames], tmp))
 
 
-def score_grid(images: np.ndarray, bpd: np.ndarray, flags: list[str], path: Path, per_row: int = 8, shown: int = 64) -> None:
+def score_grid(images: np.ndarray, bpd: np.ndarray, flags: list[str], path: Path, shown: int = 64) -> None:
     """The scored images [N, H, W, C] in their order (worst first), each titled with its bits/dim
     and its flag (high / low against the held-out range); the first `shown`."""
-    images, bpd = images[:shown], bpd[:shown]
-    rows = [list(images[i : i + per_row]) for i in range(0, len(images), per_row)]
-    titles = [f"{v:.2f}" + (f" {f}" if f else "") for v, f in zip(bpd, flags)]
-    atomic_write(path, lambda tmp: viz.titled_grid(rows, titles, tmp))
+    titles = [f"{v:.2f}" + (f" {f}" if f else "") for v, f in zip(bpd[:shown], flags[:shown])]
+    atomic_write(path, lambda tmp: viz.titled_grid(images[:shown], titles, tmp))
 
 
 def closest_pairs(dataset, samples_nhwc: np.ndarray, memo: dict, path: Path) -> None:

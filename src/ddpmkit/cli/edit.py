@@ -73,6 +73,7 @@ def add_interpolate(sub) -> None:
     p.add_argument("--out", type=Path, help="output directory (default: RUN/interpolate)")
     add_sampling(p, default_sampler="ddim", sampler_help="ddim only: deterministic DDIM both ways (the inverse of its "
                  "inversion)", eta=False)
+    add_clip(p)
     add_class(p, all_classes=False)
     p.add_argument("--device", help=DEVICE_HELP)
 
@@ -143,7 +144,7 @@ def run_interpolate(args) -> int:
     started = time.perf_counter()
     done = interpolate(args.run, args.a, args.b, out, frames=args.frames, weights=weights_from_args(args),
                        device=args.device, steps=args.steps, spacing=args.spacing, class_=args.class_,
-                       guidance=args.guidance)
+                       guidance=args.guidance, clip=args.clip, percentile=args.dynamic_threshold)
     r = done.record
     e = r["reconstruction_error"]
     print(f"read {args.a} and {args.b}: {r['fitted']}")
