@@ -17,9 +17,8 @@ from ..data.images import InputImages, to_model_space
 from ..denoiser import DenoiserLike
 from ..errors import UserError, check_positive
 from ..sampling import BATCH, Run, check_labels, check_sampler, check_sampler_options, network_evaluations, sampling_grid
-from . import repaint as repaint_
 from .interpolation import interpolate
-from .repaint import repaint
+from .repaint import check_inpaint_sampler, jump_schedule, repaint
 from .sdedit import edit_grid, sdedit
 
 SHOWN = 16  # images per picture of an edit (columns)
@@ -70,12 +69,12 @@ def inpaint_images(run: Run, inputs: InputImages, fill: torch.Tensor, out: Path,
     pixels of the result are copied from the input itself, so they are its bytes exactly. OUT/
     samples.npy, samples.png, inpaint.png (input, mask, result) and inpaint.json."""
     T = run.config.diffusion.num_steps
-    repaint_.check_inpaint_sampler(sampler)
+    check_inpaint_sampler(sampler)
     check_sampler(sampler, steps, T)
     check_sampler_options(sampler_options)
     check_labels(run.config, labels, 0.0)
     grid = sampling_grid(run, steps, spacing)
-    path = repaint_.jump_schedule(len(grid), resample, jump)  # checks --resample and --jump
+    path = jump_schedule(len(grid), resample, jump)  # checks --resample and --jump
     generator = torch.Generator().manual_seed(seed)
     x0 = to_model_space(inputs.images)
     keep = (~fill).to(x0.dtype)
