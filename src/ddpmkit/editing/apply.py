@@ -133,7 +133,7 @@ def interpolate_pair(run: Run, a: InputImages, b: InputImages, out: Path, frames
     files = _write_samples(run, out, data, label, rows=1)
     strip = np.concatenate([ends[:1], data, ends[1:]])
     files += _write_picture(out / "interpolation.png", [("", strip)],
-                            ["a"] + [f"{w:.2f}" for w in result.weights.tolist()] + ["b"], shown=len(strip))
+                            ["input a"] + [f"w = {w:.2f}" for w in result.weights.tolist()] + ["input b"], shown=len(strip))
     pictures.frames_gif(data, out / "interpolation.gif")
     files.append(out / "interpolation.gif")
     files += _write_record(out / "interpolation.json", record)
