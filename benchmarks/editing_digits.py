@@ -3,8 +3,8 @@ scores on the default digits run, every one made by the ddpmkit command it print
 
 Inputs are the run's HELD-OUT digits (never trained on): 8 of them with 15% of their pixels set
 to white for `edit`, the same 8 with the bottom half masked for `inpaint`, two of them for
-`interpolate`, and for `score` 32 held-out digits, 32 training digits, the 32 held-out digits
-inverted, 32 images of uniform noise and 4 blank (black) images.
+`interpolate`, and for `score` 16 held-out digits, 16 training digits, 16 other held-out digits
+inverted, 16 images of uniform noise and 4 blank (black) images, against all 180 held-out digits.
 
     python benchmarks/editing_digits.py --run /work/runs/digits-default      # ~15 min on 2 CPU cores
     python benchmarks/editing_digits.py --run RUN --quick                      # a smoke run: few steps
@@ -27,8 +27,12 @@ from ddpmkit.build import load_run
 from ddpmkit.cli import main as ddpmkit
 
 
+WEIGHTS: list[str] = []  # --weights W of every command, when not the default
+
+
 def run(argv: list[str]) -> None:
     """One ddpmkit command, printed as a user types it."""
+    argv = [*argv, *WEIGHTS]
     print("$ ddpmkit " + " ".join(shlex.quote(a) for a in argv), flush=True)
     started = time.perf_counter()
     assert ddpmkit(argv) == 0, argv
@@ -50,8 +54,11 @@ def main() -> None:
     p.add_argument("--run", type=Path, required=True, help="a trained default digits run")
     p.add_argument("--work", type=Path, default=Path("/tmp/editing-digits"), help="inputs and command outputs")
     p.add_argument("--docs", type=Path, default=Path("docs/img"), help="where the pictures of the page go")
+    p.add_argument("--weights", default="ema", help="--weights of every command (a run still training: a checkpoint's)")
     p.add_argument("--quick", action="store_true", help="few steps: checks the script, not the numbers")
     args = p.parse_args()
+    if args.weights != "ema":
+        WEIGHTS.extend(["--weights", args.weights])
     work, R = args.work, str(args.run)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -101,10 +108,10 @@ def main() -> None:
     # ---- scores: held-out, training, inverted, noise, blank ----
     train = load_run(args.run).modality.load(0)[0]
     groups = {
-        "held-out digits": heldout[:32],
-        "training digits": train.batch(range(32))[0].permute(0, 2, 3, 1).numpy(),
-        "inverted held-out digits": 255 - heldout[32:64],
-        "uniform noise": rng.integers(0, 256, (32, 8, 8, 1), dtype=np.uint8),
+        "held-out digits": heldout[:16],
+        "training digits": train.batch(range(16))[0].permute(0, 2, 3, 1).numpy(),
+        "inverted held-out digits": 255 - heldout[16:32],
+        "uniform noise": rng.integers(0, 256, (16, 8, 8, 1), dtype=np.uint8),
         "blank (black)": np.zeros((4, 8, 8, 1), np.uint8),
     }
     names = [g for g, images in groups.items() for _ in images]

@@ -157,3 +157,10 @@ def test_bad_edits_are_one_line_errors_that_create_nothing(digits_run, digit_fil
     one_line_error(capsys.readouterr().err, message)
     assert not out.exists()
 
+
+
+def test_2d_runs_take_no_images(toy_run, digit_files, tmp_path, capsys):
+    folder, _ = digit_files
+    assert main(["edit", "--run", str(toy_run), "--input", str(folder), "--out", str(tmp_path / "out")]) == 2
+    one_line_error(capsys.readouterr().err, "--input: edit, inpaint, interpolate and score take images; moons is 2-D data")
+    assert not (tmp_path / "out").exists()
