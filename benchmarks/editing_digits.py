@@ -104,6 +104,9 @@ def main() -> None:
     shutil.copy(work / "interpolate" / "interpolation.png", args.docs / "editing-interpolation.png")
     shutil.copy(work / "interpolate" / "interpolation.gif", args.docs / "editing-interpolation.gif")
     interp = json.loads((work / "interpolate" / "interpolation.json").read_text())
+    run(["interpolate", "--run", R, "--a", str(ends[0]), "--b", str(ends[1]), "--frames", "8", "--steps", "50",
+         "--out", str(work / "interpolate-50")])
+    interp50 = json.loads((work / "interpolate-50" / "interpolation.json").read_text())
 
     # ---- scores: held-out, training, inverted, noise, blank ----
     train = load_run(args.run).modality.load(0)[0]
@@ -136,9 +139,11 @@ def main() -> None:
         print(f"| {group} | {len(images)} | {np.median(values):.2f} | {min(values):.2f} – {max(values):.2f} | "
               f"{flags.count('high')} | {flags.count('low')} |")
         start += len(images)
-    e = interp["reconstruction_error"]
-    print(f"\ninterpolation: {interp['steps']} DDIM steps each way; endpoint reconstruction error (8-bit levels): "
-          f"a max {e['a']['max']}, mean {e['a']['mean']:.3f}; b max {e['b']['max']}, mean {e['b']['mean']:.3f}")
+    print()
+    for done in (interp, interp50):
+        e = done["reconstruction_error"]
+        print(f"interpolation: {done['steps']} DDIM steps each way; endpoint reconstruction error (8-bit levels): "
+              f"a max {e['a']['max']}, mean {e['a']['mean']:.3f}; b max {e['b']['max']}, mean {e['b']['mean']:.3f}")
     for r in ("1", "10"):
         rec = json.loads((work / f"inpaint-r{r}" / "inpaint.json").read_text())
         print(f"inpaint r = {r}: {rec['nfe']} network evaluations per image ({rec['steps']} steps)")
