@@ -7,7 +7,8 @@
 
 Each function is a few calls into the rooms that do the work: presets and modality (what a
 data set's run looks like), build (assembly), train (the loop), sampling, pictures,
-evaluation (measures and metrics.json), posthoc_ema (post-hoc EMA) and rundir (the files).
+evaluation (measures and metrics.json), posthoc_ema (post-hoc EMA), editing (SDEdit, RePaint,
+interpolation on the user's images) and rundir (the files).
 """
 
 from __future__ import annotations
