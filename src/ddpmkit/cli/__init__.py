@@ -1,7 +1,8 @@
-"""Command line: `ddpmkit train | sample | show-forward | evaluate | compare-samplers | export | import | ema`.
+"""Command line: `ddpmkit train | sample | show-forward | evaluate | compare-samplers | export | import | ema |
+train-classifier`.
 
 Parses, validates, calls the API (one module per command family: train.py, sample.py,
-evaluate.py, share.py, ema.py). The only package that prints for the user or exits with a code. `main` is the
+evaluate.py, share.py, ema.py, classifier.py). The only package that prints for the user or exits with a code. `main` is the
 one error boundary of every command (those added later included): whatever stops a command
 ends in one line on stderr, what happened, which file or option, and what to do, with exit
 code 2 for bad input (a UserError, a non-finite number, a refused argument), 1 for a runtime
@@ -21,7 +22,7 @@ import traceback
 from ..checkpoint import newest_checkpoint
 from ..errors import UserError, check_finite
 from ..train import TrainingDiverged
-from . import ema, evaluate, sample, share, train
+from . import classifier, ema, evaluate, sample, share, train
 
 # command -> (adds its parser to the sub-parsers, runs it on the parsed arguments)
 COMMANDS = {
@@ -33,6 +34,7 @@ COMMANDS = {
     "export": (share.add_export, share.run_export),
     "import": (share.add_import, share.run_import),
     "ema": (ema.add_ema, ema.run_ema),
+    "train-classifier": (classifier.add_train_classifier, classifier.run_train_classifier),
 }
 # Options that set how much memory a step takes, named in the out-of-memory line where a command has them.
 SIZE_OPTIONS = ("--batch-size", "--num-samples", "--num-images", "--image-size", "--width")
