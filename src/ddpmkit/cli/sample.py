@@ -71,14 +71,15 @@ def run_sample(args) -> int:
             raise UserError(f"--eta applies to --sampler ddim only, not {args.sampler}")
         options["eta"] = args.eta
     points = sample(args.run, args.num_samples, out, seed=args.seed, weights=weights_from_args(args), device=args.device, gif=args.gif,
-                    class_=args.class_, guidance=args.guidance, classifier_scale=args.classifier_scale, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
-                    clip=args.clip, percentile=args.dynamic_threshold, png_dir=args.png_dir, **options)
+                    class_=args.class_, guidance=args.guidance, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
+                    clip=args.clip, percentile=args.dynamic_threshold, png_dir=args.png_dir,
+                    classifier_scale=args.classifier_scale, **options)
     gif = " and reverse.gif" if args.gif else ""
     pngs = f"; {len(points)} PNG files in {args.png_dir}/" if args.png_dir else ""
     print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif}{pngs} in {time.perf_counter() - started:.1f} s")
-    if args.classifier_scale:
-        print(guidance_cost(args, RunConfig.load(args.run / "config.json")))
     config = RunConfig.load(args.run / "config.json")
+    if args.classifier_scale:
+        print(guidance_cost(args, config))
     summary = modality(config).sample_summary(config, points)
     if summary:
         print(summary)
