@@ -95,3 +95,23 @@ def make_trainer():
         return built
 
     return make
+
+
+@pytest.fixture(scope="session")
+def guided_digits(tmp_path_factory):
+    """An unconditional digits run of 150 steps (T = 100, base width 16) with its classifier,
+    trained by `ddpmkit train-classifier` (200 steps of 64, base width 16): the run directory
+    and what the command printed. Tests that write into the run copy it first."""
+    out = tmp_path_factory.mktemp("guided") / "run"
+    c = api.default_config("digits")
+    config = dataclasses.replace(
+        c,
+        net=dataclasses.replace(c.net, base_width=16, groups=8),
+        diffusion=dataclasses.replace(c.diffusion, num_steps=100),
+        train=dataclasses.replace(c.train, steps=150, batch_size=64, warmup_steps=20, checkpoint_every=0),
+    )
+    api.train(config, out, progress=False, pictures=False)
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert main(["train-classifier", "--run", str(out), "--steps", "200", "--batch-size", "64", "--width", "16"]) == 0
+    return SimpleNamespace(run=out, output=buffer.getvalue())

@@ -8,7 +8,8 @@
 Each function is a few calls into the rooms that do the work: presets and modality (what a
 data set's run looks like), build (assembly), train (the loop), sampling, pictures,
 evaluation (measures and metrics.json), posthoc_ema (post-hoc EMA), editing (SDEdit, RePaint,
-interpolation on the user's images) and rundir (the files).
+interpolation on the user's images), classifier (the noise-aware classifier of classifier
+guidance) and rundir (the files).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import build, checkpoint, distributed, editing, evaluation, modelcard, pictures, rundir, sampling
+from . import build, checkpoint, classifier, distributed, editing, evaluation, modelcard, pictures, rundir, sampling
+from .classifier import ClassifierTraining
 from .config import DataConfig, RunConfig
 from .errors import UserError, check_choice
 from .evaluation.nll import NLL_KINDS
@@ -101,6 +103,7 @@ def sample(
     gif: bool = False,
     class_: str | None = None,
     guidance: float = 0.0,
+    classifier_scale: float = 0.0,
     steps: int | None = None,
     spacing: str = "linspace",
     clip: str | None = None,
@@ -110,18 +113,24 @@ def sample(
 ) -> np.ndarray:
     """Write out/samples.npy and out/samples.png (and out/reverse.gif) for a run; returns
     the data-space samples. `class_` is a class index or "all" (then n per class, a grid
-    row per class, and labels.npy beside the samples). `weights`: best, last, ema, model or a
+    row per class, and labels.npy beside the samples); on an unconditional run the classes are
+    those of its classifier (RUN/classifier/, `train_classifier`), which `classifier_scale` s
+    guides towards (classifier guidance, after classifier-free guidance `guidance` on a
+    conditional run; at 0 the plain model). `weights`: best, last, ema, model or a
     path (build.weights_file). `png_dir`: also each sample as a numbered PNG there (with
     labels.csv for labelled samples), for other FID tools."""
     out = Path(out)
     rundir.check_output(out)
     run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
-    labels = sampling.class_labels(run.config, class_, n)
-    sampling.check_labels(run.config, labels, guidance)
+    if classifier_scale or (class_ is not None and not run.config.num_classes):
+        run = build.with_classifier(run, "--classifier-scale needs the run's classifier" if classifier_scale else
+                                    "--class needs a conditional model; this run was trained without --conditional and has no classifier")
+    labels = sampling.class_labels(run.config, class_, n, sampling.classifier_classes(run))
+    sampling.check_labels(run.config, labels, guidance, sampling.classifier_classes(run), classifier_scale)
     n = n if labels is None else len(labels)
     keep = sampling.picture_steps(run.config.diffusion.num_steps, pictures.GIF_FRAMES, steps, spacing) if gif else None
     samples = draw(run, n, seed=seed, sampler=sampler, steps=steps, spacing=spacing, keep=keep, labels=labels,
-                   guidance=guidance, clip=clip, percentile=percentile, **sampler_options)
+                   guidance=guidance, classifier_scale=classifier_scale, clip=clip, percentile=percentile, **sampler_options)
     out.mkdir(parents=True, exist_ok=True)  # once every option has been checked: bad input creates nothing
     if labels is not None:
         rundir.save_npy(out / "labels.npy", labels.numpy())
@@ -130,8 +139,23 @@ def sample(
     rundir.save_npy(out / "samples.npy", samples.data)
     if png_dir is not None:
         run.modality.png_folder(samples, labels, Path(png_dir))
-    run.modality.samples_picture(run.config, samples, out / "samples.png", rows=run.config.num_classes if class_ == "all" else None)
+    rows = run.config.num_classes or sampling.classifier_classes(run)
+    run.modality.samples_picture(run.config, samples, out / "samples.png", rows=rows if class_ == "all" else None)
     return samples.data
+
+
+def train_classifier(run_dir: Path | str, settings: ClassifierTraining = ClassifierTraining(), *,
+                     net_options: dict | None = None, device: str | None = None, report=lambda message: None) -> dict:
+    """Train the run's noise-aware classifier p(y | x_t, t) for classifier guidance on its labelled
+    training images (classifier.train; `net_options`: ClassifierConfig fields, e.g. base_width)
+    and write RUN/classifier/ whole (config.json, classifier.safetensors, accuracy.json);
+    returns the accuracy record (held-out accuracy at t = 0, T/4, T/2, 3T/4)."""
+    run_dir = Path(run_dir)
+    config = build.run_config(run_dir)
+    net, saved, record = classifier.train(config, build.modality(config), settings, net_options,
+                                          device=distributed.pick_device(device), report=report)
+    classifier.save(run_dir, net, saved, record)
+    return record
 
 
 def show_forward(data: str, out: Path | str, *, image_size=None, channels: int | None = None, num_images: int = 4,
@@ -148,6 +172,8 @@ def evaluate(run_dir: Path | str, settings: SampleSettings = SampleSettings(), *
     its metrics.json; returns the record (evaluation.format_report prints it). `ref`: a
     reference .npz (mu, sigma) the Fréchet distance is measured against instead of the run's data."""
     run = build.load_run(Path(run_dir), settings.weights, device=distributed.pick_device(device))
+    if settings.classifier_scale:
+        run = build.with_classifier(run, "--classifier-scale needs the run's classifier")
     record = evaluation.evaluate_quality(run, settings, features=features, inception_weights=inception_weights,
                                          training=training, report=report, ref=None if ref is None else Path(ref))
     evaluation.write_quality_record(run_dir, record)

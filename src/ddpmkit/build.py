@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, classifier
 from ._tensor import append_dims
 from .config import RunConfig
 from .denoiser import Denoiser, for_sampling
@@ -111,23 +111,35 @@ def weights_file(run_dir: Path, weights: str) -> Path:
     return path
 
 
-def load_run(run_dir: Path, weights: str = "ema", device: torch.device | None = None, *, ema: bool | None = None) -> Run:
-    """Rebuild a run's network from config.json and load the weights `weights` names
-    (weights_file); `ema` True / False is the older spelling of weights "ema" / "model"."""
-    if ema is not None:
-        weights = "ema" if ema else "model"
+def run_config(run_dir: Path) -> RunConfig:
+    """The RunConfig of a run directory, with a clear error for a folder that is none."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist; pass the --out directory of a finished training run")
     config_path = run_dir / CONFIG
     if not config_path.is_file():
         raise UserError(f"{run_dir} has no config.json, so it is not a ddpmkit run; pass the --out directory of ddpmkit train")
-    config = RunConfig.load(config_path)
+    return RunConfig.load(config_path)
+
+
+def load_run(run_dir: Path, weights: str = "ema", device: torch.device | None = None, *, ema: bool | None = None) -> Run:
+    """Rebuild a run's network from config.json and load the weights `weights` names
+    (weights_file); `ema` True / False is the older spelling of weights "ema" / "model"."""
+    if ema is not None:
+        weights = "ema" if ema else "model"
+    run_dir = Path(run_dir)
+    config = run_config(run_dir)
     net = build_net(config)
     path = weights_file(run_dir, weights)
     checkpoint.load_matching(net, checkpoint.load_weights(path), path)
     net = net.to(device or torch.device("cpu")).eval().requires_grad_(False)
     return make_run(run_dir, config, net)
+
+
+def with_classifier(run: Run, missing: str = "classifier guidance needs the run's classifier") -> Run:
+    """The run with its noise-aware classifier (RUN/classifier/, classifier.load) on its device,
+    what classifier guidance samples with; `missing` begins the error of a run without one."""
+    return dataclasses.replace(run, classifier=classifier.load(run.directory, run.config, run.device, missing=missing))
 
 
 class HFlip:

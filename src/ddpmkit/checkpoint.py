@@ -308,6 +308,20 @@ def _complete(root: Path) -> list[Path]:
                   key=checkpoint_step)
 
 
+def save_classifier(final: Path, weights: dict[str, dict[str, torch.Tensor]], texts: dict[str, str]) -> Path:
+    """A classifier folder (RUN/classifier/) written whole under a temporary name and renamed
+    into place, replacing an earlier one: `weights` file name -> state dict, `texts` file name -> text."""
+
+    def fill(tmp: Path) -> None:
+        for name, tensors in weights.items():
+            save_weights(tmp / name, tensors)
+        for name, text in texts.items():
+            atomic_write_text(tmp / name, text)
+
+    _write_folder(Path(final), fill)
+    return Path(final)
+
+
 def best_checkpoint(run_dir: Path) -> Path | None:
     """run_dir/best/step-N/ (the newest complete one: a crash may leave two), or None."""
     found = _complete(Path(run_dir) / BEST)

@@ -2,20 +2,21 @@
 
 A Denoiser turns a network output at (x_t, t[, label]) into x̂_0 and ε̂, whatever the
 network was trained to predict (ε, x_0 or v); samplers and losses only see those.
-Wrappers (classifier-free guidance, clipping) take and return the same interface;
+Wrappers (classifier-free guidance, classifier guidance, clipping) take and return the same interface;
 `for_sampling` puts them around a Denoiser as a sampler needs them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Literal, Protocol, get_args
 
 import torch
 from torch import nn
 
 from . import process
-from ._tensor import append_dims
+from ._tensor import append_dims, extract
 from .errors import UserError, check_choice, check_finite
 from .schedules import NoiseSchedule
 
@@ -119,6 +120,46 @@ class GuidedDenoiser:
         return DenoiserOutput(x0=process.x0_from_eps(self.schedule, x_t, t, eps), eps=eps, var_frac=frac)
 
 
+Classifier = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B, ...], t [B]) -> logits [B, K]
+
+
+def log_prob_gradient(classifier: Classifier, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """∇_{x_t} log p(y = label | x_t, t), one row per sample: one forward and one backward pass
+    of the classifier, with autograd on even inside a sampler's torch.no_grad. The rows of a
+    batch are independent (no batch statistics), so the gradient of the summed log
+    probabilities is each row's own."""
+    with torch.enable_grad():
+        x = x_t.detach().requires_grad_(True)
+        log_p = torch.log_softmax(classifier(x, t).float(), dim=-1)  # [B, K]
+        chosen = log_p.gather(1, label.long().view(-1, 1)).sum()
+        return torch.autograd.grad(chosen, x)[0].to(x_t.dtype)
+
+
+class ClassifierGuidedDenoiser:
+    """Classifier guidance in its ε form (Eq. 14 and Algorithm 2 of Dhariwal & Nichol 2021):
+
+        ε̃ = ε̂ − s·√(1−ᾱ_t)·∇_{x_t} log p(y | x_t, t),  x̂_0 from ε̃ (Eq. 4 solved for x_0),
+
+    so every sampler over a denoiser (ddpm, ddim, the DPM-Solvers, heun) follows the guided
+    score. `classifier(x_t, t)` gives the logits of a noise-aware classifier; `label` is the
+    class y asked for. `conditional`: the inner denoiser takes the label too (a conditional
+    run, where it may be classifier-free guided already); an unconditional run's network gets
+    None. Without a label, or at s = 0, it is the inner denoiser, draw for draw."""
+
+    def __init__(self, inner: DenoiserLike, classifier: Classifier, scale: float, conditional: bool):
+        self.inner, self.classifier, self.scale, self.conditional = inner, classifier, scale, conditional
+        self.schedule = inner.schedule
+        self.variance = inner.variance
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> DenoiserOutput:
+        out = self.inner(x_t, t, label if self.conditional else None)
+        if label is None or self.scale == 0:
+            return out
+        grad = log_prob_gradient(self.classifier, x_t, t, label)
+        eps = out.eps - self.scale * extract(self.schedule.sqrt_one_minus_alphas_cumprod, t, x_t) * grad
+        return DenoiserOutput(x0=process.x0_from_eps(self.schedule, x_t, t, eps), eps=eps, var_frac=out.var_frac)
+
+
 Clip = Literal["static", "dynamic", "none"]
 CLIPS: tuple[str, ...] = get_args(Clip)
 
@@ -150,12 +191,23 @@ class ClippedDenoiser:
         return DenoiserOutput(x0=x0, eps=process.eps_from_x0(self.schedule, x_t, t, x0), var_frac=out.var_frac)
 
 
-def for_sampling(base: Denoiser, num_classes: int, guidance: float, clip: str, percentile: float = 0.995) -> DenoiserLike:
+def for_sampling(base: Denoiser, num_classes: int, guidance: float, clip: str, percentile: float = 0.995,
+                 classifier: Classifier | None = None, classifier_scale: float = 0.0) -> DenoiserLike:
     """The denoiser a sampler calls: classifier-free guidance of strength `guidance` around
-    `base` when the network is conditional (`num_classes` > 0), then x̂_0 kept in range by
-    `clip`: static, dynamic (Imagen's thresholding at `percentile`) or none."""
+    `base` when the network is conditional (`num_classes` > 0), then classifier guidance of
+    scale `classifier_scale` by `classifier` (when given), then x̂_0 kept in range by `clip`:
+    static, dynamic (Imagen's thresholding at `percentile`) or none.
+
+    The order: both guidances shift ε̂ (CFG mixes two network passes, the classifier adds
+    its gradient to the result, as Dhariwal & Nichol's guidance adds to whatever score the
+    model gives), and the clip comes last so that the x̂_0 every sampler takes lies in the
+    data's range after both shifts (a large scale pushes x̂_0 out of [-1, 1]; clipping first,
+    as guided-diffusion's DDIM path does, would hand the data-prediction solvers an x̂_0 the
+    gradient moved outside again)."""
     check_choice("clipping", clip, CLIPS)
     denoiser: DenoiserLike = base
     if num_classes:
         denoiser = GuidedDenoiser(denoiser, guidance, null_label=num_classes)
+    if classifier is not None:
+        denoiser = ClassifierGuidedDenoiser(denoiser, classifier, classifier_scale, conditional=num_classes > 0)
     return denoiser if clip == "none" else ClippedDenoiser(denoiser, clip, percentile)

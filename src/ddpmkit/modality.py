@@ -37,6 +37,7 @@ from .data.toy import (
 from .errors import UserError
 from .evaluation import distances, quality
 from .evaluation.reference import save_reference_npz
+from .nets.classifier import ClassifierConfig
 from .nets.mlp import GatedMLPConfig, MLPConfig
 from .sampling import Run, Samples, draw
 
@@ -117,6 +118,10 @@ class Points:
         """The network config sized for the data: D inputs, outputs·D outputs, the classes."""
         dim = len(self.data.mean)
         return dataclasses.replace(net, dim=dim, out_dim=outputs * dim, num_classes=classes)
+
+    def fit_classifier(self, config: RunConfig, options: dict) -> ClassifierConfig:
+        raise UserError(f"train-classifier trains an image classifier (the U-Net's encoder); {self.data.name} is 2-D "
+                        "data, whose runs take classifier-free guidance (--conditional) instead")
 
     # ---- model space ----
     def to_model_space(self, batch: torch.Tensor) -> torch.Tensor:
@@ -247,6 +252,20 @@ class Images:
         )
         net.check_image_size(*self.data.image_size)
         return net
+
+    def fit_classifier(self, config: RunConfig, options: dict) -> ClassifierConfig:
+        """The noise-aware classifier of a run: the encoder half of the run's own U-Net shape
+        (width, levels, blocks, attention) for its channels, size and classes, with `options`
+        (ClassifierConfig fields) in place of those; refused for data without labels."""
+        if not self.data.num_classes:
+            raise UserError(f"train-classifier needs class labels and {self.data.name} has none; train the run on labelled "
+                            "data (digits, an .npz with a 'labels' array, or a folder of class sub-folders)")
+        net = config.net
+        shape = {"base_width": net.base_width, "channel_mults": net.channel_mults, "blocks_per_level": net.blocks_per_level,
+                 "block": net.block, "attention_resolutions": net.attention_resolutions,
+                 "attention_heads": net.attention_heads, "groups": net.groups}
+        return ClassifierConfig(in_channels=self.data.channels, num_classes=self.data.num_classes,
+                                image_size=min(self.data.image_size), **{**shape, **options})
 
     # ---- model space ----
     def to_model_space(self, batch: torch.Tensor) -> torch.Tensor:

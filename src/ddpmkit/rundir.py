@@ -9,6 +9,8 @@ A run directory holds
     best/step-NNNNNNNN/  the weights of the step that measured best (--eval-every; checkpoint.py)
     posthoc/step-NNNNNNNN-sigma-S.safetensors   post-hoc EMA snapshots (--posthoc-ema; checkpoint.py)
     ema-posthoc-S.safetensors    an EMA rebuilt from them (ddpmkit ema; api.posthoc_ema)
+    classifier/          the noise-aware classifier of classifier guidance (ddpmkit train-classifier;
+                         checkpoint.py writes it whole, classifier.py says what is in it)
     log.jsonl            one JSON record per log interval and per quality measurement
                          (appended, truncated, read here)
     tensorboard/, wandb/, wandb-id   the loggers' files (--logger; loggers.py)
@@ -40,6 +42,7 @@ TENSORBOARD = "tensorboard"  # TensorBoard's event files
 WANDB = "wandb"  # W&B's run folders (W&B names it so under the run directory)
 WANDB_ID = "wandb-id"  # the W&B run id, so that a resumed run continues it
 POSTHOC = "posthoc"  # the post-hoc EMA snapshots
+CLASSIFIER = "classifier"  # the noise-aware classifier for classifier guidance
 TOP_LEVEL_FILES = ("model.safetensors", "ema.safetensors", "state.pt")  # links to the newest checkpoint
 
 

@@ -34,6 +34,7 @@ class Run:
     modality: object  # the run's modality.Points or modality.Images
     base: Denoiser  # the network as x̂_0 and ε̂, unguided and unclipped
     denoiser: DenoiserLike  # what samplers get by default: no guidance, the modality's clipping
+    classifier: nn.Module | None = None  # its noise-aware classifier p(y | x_t, t) for classifier guidance, once loaded
 
     @property
     def device(self) -> torch.device:
@@ -56,6 +57,7 @@ class SampleSettings:
     steps: int | None = 20  # None: all T
     seed: int = 0
     guidance: float = 0.0  # conditional runs: classifier-free guidance w (labels balanced over the classes)
+    classifier_scale: float = 0.0  # classifier guidance s by the run's classifier (labels balanced over its classes)
     weights: str = "ema"  # which weights the run was loaded with: best, last, ema, model or a path (recorded only)
 
 
@@ -95,12 +97,27 @@ def sampling_grid(run: Run, steps: int | None = None, spacing: str = "linspace")
     return run.base.schedule.full_grid() if steps is None else timestep_grid(T, steps, spacing)
 
 
-def sampling_denoiser(run: Run, guidance: float = 0.0, clip: str | None = None, percentile: float = 0.995) -> DenoiserLike:
-    """The run's denoiser with classifier-free guidance w = `guidance` (conditional runs) and
-    `clip` (None: the modality's default, static for images, none for points)."""
-    if not guidance and clip is None:
+def classifier_passes(sampler: str, steps: int, classifier_scale: float = 0.0) -> int:
+    """Classifier passes per sample under classifier guidance s ≠ 0: a forward and a backward
+    (the gradient of log p(y | x_t, t)) at every network evaluation; 0 without it."""
+    return 2 * network_evaluations(sampler, steps) if classifier_scale else 0
+
+
+def classifier_classes(run: Run) -> int:
+    """The classes of the run's classifier when it is loaded (0: none loaded)."""
+    return run.classifier.num_classes if run.classifier is not None else 0
+
+
+def sampling_denoiser(run: Run, guidance: float = 0.0, clip: str | None = None, percentile: float = 0.995,
+                      classifier_scale: float = 0.0) -> DenoiserLike:
+    """The run's denoiser with classifier-free guidance w = `guidance` (conditional runs),
+    classifier guidance of scale `classifier_scale` by `run.classifier` (when loaded; at 0 it
+    only keeps the labels from an unconditional network) and `clip` (None: the modality's
+    default, static for images, none for points)."""
+    if not guidance and clip is None and run.classifier is None:
         return run.denoiser
-    return for_sampling(run.base, run.config.num_classes, guidance, clip or run.modality.default_clip, percentile)
+    return for_sampling(run.base, run.config.num_classes, guidance, clip or run.modality.default_clip, percentile,
+                        classifier=run.classifier, classifier_scale=classifier_scale)
 
 
 def draw(
@@ -116,20 +133,24 @@ def draw(
     guidance: float = 0.0,
     clip: str | None = None,
     percentile: float = 0.995,
+    classifier_scale: float = 0.0,
     batch_size: int = BATCH,
     **sampler_options,
 ) -> Samples:
     """n samples from a loaded run, in model space and data space, on `steps` of the T
     trained timesteps (default: all T) chosen by `spacing` (linspace, leading or trailing).
     A conditional run takes `labels` [n] (None: unconditional) and a classifier-free
-    `guidance` strength w (0: the plain conditional model). `clip`: static, dynamic
+    `guidance` strength w (0: the plain conditional model). `classifier_scale` s: classifier
+    guidance towards `labels` by the run's classifier (`run.classifier`, build.with_classifier;
+    unconditional runs too), after classifier-free guidance. `clip`: static, dynamic
     (thresholding at `percentile`) or none; None is the modality's default. `keep`: the
     timesteps whose x_t and x̂_0 the first batch's trajectory keeps. `sampler_options` go
     to the sampler (e.g. eta=1.0 for ddim)."""
     # Any finite w: 0 is the conditional model, -1 the unconditional one (ε = ε(x,∅)), between
     # them a blend, below -1 anti-guidance, away from the class: each means something, so none is refused.
     check_finite("--guidance", guidance)
-    check_labels(run.config, labels, guidance)
+    check_finite("--classifier-scale", classifier_scale)  # any finite s: below 0 guides away from the class
+    check_labels(run.config, labels, guidance, classifier_classes(run), classifier_scale)
     check_positive("the number of samples", n)
     T = run.config.diffusion.num_steps
     check_sampler(sampler, steps, T)
@@ -137,7 +158,7 @@ def draw(
     generator = torch.Generator().manual_seed(seed)
     trajectory = Trajectory(keep) if keep is not None else None
     grid = sampling_grid(run, steps, spacing)
-    denoiser = sampling_denoiser(run, guidance, clip, percentile)
+    denoiser = sampling_denoiser(run, guidance, clip, percentile, classifier_scale)
     chunks = []
     for start in range(0, n, batch_size):
         shape = run.modality.sample_shape(min(batch_size, n - start))
@@ -151,43 +172,56 @@ def draw(
     return Samples(x, run.modality.to_data_space(x), trajectory)
 
 
-def check_labels(config: RunConfig, labels: torch.Tensor | None, guidance: float) -> None:
-    """Clear errors for labels or guidance a run cannot take."""
+def check_labels(config: RunConfig, labels: torch.Tensor | None, guidance: float, classifier_classes: int = 0,
+                 classifier_scale: float = 0.0) -> None:
+    """Clear errors for labels or guidance a run cannot take. `classifier_classes`: the classes
+    of the run's classifier when it is loaded (then an unconditional run takes labels too:
+    the classes classifier guidance steers towards)."""
+    if classifier_scale and not classifier_classes:
+        raise UserError("--classifier-scale needs the run's classifier (RUN/classifier/); train one with "
+                        "`ddpmkit train-classifier --run RUN`")
+    if classifier_scale and labels is None:
+        raise UserError("--classifier-scale needs --class K or --class all: the class the classifier guides towards")
     if not config.num_classes:
-        if labels is not None or guidance:
-            raise UserError(f"{'--class' if labels is not None else '--guidance'} needs a conditional model; "
-                            "this run was trained without --conditional")
-        return
-    if labels is not None and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= config.num_classes):
-        bad = int(labels.max()) if int(labels.max()) >= config.num_classes else int(labels.min())
-        raise UserError(f"class {bad} is outside the trained labels 0..{config.num_classes - 1}")
+        if guidance:
+            raise UserError("--guidance needs a conditional model; this run was trained without --conditional")
+        if labels is not None and not classifier_classes:
+            raise UserError("--class needs a conditional model; this run was trained without --conditional and has no "
+                            "classifier: train one with `ddpmkit train-classifier --run RUN` to guide it with --classifier-scale")
+    classes = config.num_classes or classifier_classes
+    if labels is not None and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        bad = int(labels.max()) if int(labels.max()) >= classes else int(labels.min())
+        raise UserError(f"class {bad} is outside the trained labels 0..{classes - 1}")
 
 
-def class_labels(config: RunConfig, which: str | None, n: int) -> torch.Tensor | None:
+def class_labels(config: RunConfig, which: str | None, n: int, classifier_classes: int = 0) -> torch.Tensor | None:
     """Labels for `--class`: None (unconditional), one class index, or "all" (n per class,
-    class after class)."""
+    class after class); `classifier_classes` as in check_labels."""
     if which is None:
         return None
     if which == "all":
-        if not config.num_classes:
-            raise UserError("--class needs a conditional model; this run was trained without --conditional")
-        return torch.arange(config.num_classes).repeat_interleave(n)
+        classes = config.num_classes or classifier_classes
+        if not classes:
+            check_labels(config, torch.zeros(1, dtype=torch.long), 0.0)  # the one line of a run without labels
+        return torch.arange(classes).repeat_interleave(n)
     try:
         k = int(which)
     except ValueError:
         raise UserError(f"--class takes a class index or 'all', got {which!r}") from None
     labels = torch.full((n,), k, dtype=torch.long)
-    check_labels(config, labels, 0.0)
+    check_labels(config, labels, 0.0, classifier_classes)
     return labels
 
 
-def balanced_labels(config: RunConfig, n: int, seed: int) -> torch.Tensor | None:
-    """n labels spread evenly over a conditional run's classes in a seeded order (None for an
-    unconditional run): what a measurement of a conditional model samples."""
-    if not config.num_classes:
+def balanced_labels(config: RunConfig, n: int, seed: int, classes: int | None = None) -> torch.Tensor | None:
+    """n labels spread evenly over `classes` (default: a conditional run's classes) in a
+    seeded order (None for none): what a measurement of a conditional or classifier-guided
+    model samples."""
+    classes = config.num_classes if classes is None else classes
+    if not classes:
         return None
     g = torch.Generator().manual_seed(seed)
-    return (torch.arange(n) % config.num_classes)[torch.randperm(n, generator=g)]
+    return (torch.arange(n) % classes)[torch.randperm(n, generator=g)]
 
 
 def picture_steps(T: int, count: int, steps: int | None = None, spacing: str = "linspace") -> list[int]:
@@ -198,15 +232,21 @@ def picture_steps(T: int, count: int, steps: int | None = None, spacing: str = "
 
 def draw_recorded(run: Run, s: SampleSettings) -> tuple[np.ndarray, dict]:
     """Data-space samples drawn as `s` says (a conditional run's labels balanced over its
-    classes), and the record of how: sample count, sampler, steps, network evaluations and
-    passes, seed, weights, clipping, T; labels and guidance for a conditional run."""
-    labels = balanced_labels(run.config, s.num, s.seed)
+    classes, or the classifier's under classifier guidance), and the record of how: sample
+    count, sampler, steps, network evaluations and passes, seed, weights, clipping, T; labels
+    and guidance for a conditional run; the scale and classifier passes under classifier guidance."""
+    classes = run.config.num_classes or (classifier_classes(run) if s.classifier_scale else 0)
+    labels = balanced_labels(run.config, s.num, s.seed, classes)
     steps = s.steps or run.config.diffusion.num_steps
-    data = draw(run, s.num, seed=s.seed, sampler=s.sampler, steps=s.steps, labels=labels, guidance=s.guidance).data
+    data = draw(run, s.num, seed=s.seed, sampler=s.sampler, steps=s.steps, labels=labels, guidance=s.guidance,
+                classifier_scale=s.classifier_scale).data
     guided = s.guidance if labels is not None else 0.0
     record = {"num": s.num, "sampler": s.sampler, "steps": steps, "nfe": network_evaluations(s.sampler, steps),
               "network_passes": network_passes(s.sampler, steps, guided), "seed": s.seed, "weights": WEIGHT_NAMES.get(s.weights, s.weights),
               "clip": run.modality.default_clip, "trained_steps_T": run.config.diffusion.num_steps}
     if labels is not None:
-        record.update(labels=f"balanced over {run.config.num_classes} classes", guidance=s.guidance)
+        record.update(labels=f"balanced over {classes} classes", guidance=s.guidance)
+    if s.classifier_scale:
+        record.update(classifier_scale=s.classifier_scale,
+                      classifier_passes=classifier_passes(s.sampler, steps, s.classifier_scale))
     return data, record

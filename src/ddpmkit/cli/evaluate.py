@@ -41,6 +41,8 @@ def add_evaluate(sub) -> None:
     g.add_argument("--inception-weights", type=Path, metavar="PATH",
                    help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid); default: look in torch hub's checkpoints cache")
     g.add_argument("--guidance", type=float, help="conditional runs: guidance w for the class-balanced samples (default 0)")
+    g.add_argument("--classifier-scale", type=float, metavar="S", help="classifier guidance S by RUN/classifier/ "
+                   "(ddpmkit train-classifier) for samples balanced over its classes, unconditional runs too (default 0)")
     g.add_argument("--ref", type=Path, metavar="FILE.npz", help="images: measure the Fréchet distance against the mu and "
                    "sigma of this file (ddpmkit --save-ref, pytorch-fid --save-stats, EDM's fid.py ref) instead of the run's data")
     g = p.add_argument_group("reference statistics instead")
@@ -76,8 +78,8 @@ def add_compare(sub) -> None:
     p.add_argument("--device", help=DEVICE_HELP)
 
 
-QUALITY_OPTIONS = ("num_samples", "sampler", "steps", "features", "inception_weights", "guidance", "ref")
-SAMPLING_OPTIONS = ("num_samples", "sampler", "steps", "guidance", "ref", "nll")
+QUALITY_OPTIONS = ("num_samples", "sampler", "steps", "features", "inception_weights", "guidance", "classifier_scale", "ref")
+SAMPLING_OPTIONS = ("num_samples", "sampler", "steps", "guidance", "classifier_scale", "ref", "nll")
 
 
 def run_evaluate(args) -> int:
@@ -91,7 +93,8 @@ def run_evaluate(args) -> int:
             raise UserError(f"--nll measures the likelihood only; drop {', '.join('--' + o.replace('_', '-') for o in given)} "
                             "(or drop --nll to measure sample quality)")
         return _run_nll(args)
-    given = {"num": args.num_samples, "sampler": args.sampler, "steps": args.steps, "guidance": args.guidance}
+    given = {"num": args.num_samples, "sampler": args.sampler, "steps": args.steps, "guidance": args.guidance,
+             "classifier_scale": args.classifier_scale}
     settings = SampleSettings(seed=args.seed, weights=weights_from_args(args), **{k: v for k, v in given.items() if v is not None})
     started = time.perf_counter()
     record = evaluate(args.run, settings, device=args.device, features=args.features or "own",

@@ -86,7 +86,8 @@ def add_class(p: argparse.ArgumentParser, *, all_classes: bool = True) -> None:
     (`all_classes`: --class also takes 'all')."""
     if all_classes:
         p.add_argument("--class", dest="class_", metavar="K|all",
-                       help="conditional runs: draw class K, or 'all' (-n per class, a grid row each)")
+                       help="draw class K, or 'all' (-n per class, a grid row each): conditional runs, "
+                       "or any run with a classifier (ddpmkit train-classifier) and --classifier-scale")
     else:
         p.add_argument("--class", dest="class_", metavar="K", help="conditional runs: the class K every image is edited as")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance strength w: ε = (1+w)·ε(x,c) − "

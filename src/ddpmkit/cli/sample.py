@@ -24,6 +24,9 @@ def add_sample(sub) -> None:
     add_sampling(p)
     add_clip(p)
     add_class(p)
+    p.add_argument("--classifier-scale", type=float, default=0.0, metavar="S", help="classifier guidance (Dhariwal & "
+                   "Nichol 2021) towards --class by RUN/classifier/: ε̂ − S·√(1−ᾱ_t)·∇ log p(class | x_t); after --guidance; "
+                   "0 is plain sampling; each network evaluation adds a classifier forward and backward pass")
     p.add_argument("--png-dir", type=Path, metavar="DIR", help="also write each sample as DIR/000000.png, ... (and "
                    "labels.csv for labelled samples): the folder clean-fid, torch-fidelity and pytorch-fid read")
     p.add_argument("--gif", action="store_true", help="also write reverse.gif: the reverse process (images: x_t beside x̂_0)")
@@ -52,15 +55,29 @@ def run_sample(args) -> int:
     options = sampler_options(args)
     points = sample(args.run, args.num_samples, out, seed=args.seed, weights=weights_from_args(args), device=args.device, gif=args.gif,
                     class_=args.class_, guidance=args.guidance, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
-                    clip=args.clip, percentile=args.dynamic_threshold, png_dir=args.png_dir, **options)
+                    clip=args.clip, percentile=args.dynamic_threshold, png_dir=args.png_dir,
+                    classifier_scale=args.classifier_scale, **options)
     gif = " and reverse.gif" if args.gif else ""
     pngs = f"; {len(points)} PNG files in {args.png_dir}/" if args.png_dir else ""
     print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif}{pngs} in {time.perf_counter() - started:.1f} s")
     config = RunConfig.load(args.run / "config.json")
+    if args.classifier_scale:
+        print(guidance_cost(args, config))
     summary = modality(config).sample_summary(config, points)
     if summary:
         print(summary)
     return 0
+
+
+def guidance_cost(args, config: RunConfig) -> str:
+    """What classifier guidance cost per sample: network passes and classifier passes."""
+    from ..sampling import classifier_passes, network_evaluations, network_passes
+
+    steps = args.steps or config.diffusion.num_steps
+    guided = args.guidance if config.num_classes else 0.0
+    return (f"classifier guidance s = {args.classifier_scale:g}: per sample {network_evaluations(args.sampler, steps)} "
+            f"network evaluations = {network_passes(args.sampler, steps, guided)} network passes and "
+            f"{classifier_passes(args.sampler, steps, args.classifier_scale)} classifier passes (a forward and a backward each)")
 
 
 def run_show_forward(args) -> int:

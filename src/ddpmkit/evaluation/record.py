@@ -61,6 +61,9 @@ def format_report(record: dict) -> list[str]:
     passes = s.get("network_passes", s["nfe"])
     nfe = f"{s['nfe']} network evaluations each" + (
         f" ({passes} network passes: guidance runs the conditional and the unconditional model)" if passes != s["nfe"] else "")
+    if "classifier_scale" in s:
+        nfe += (f", classifier guidance s = {s['classifier_scale']:g} ({s['classifier_passes']} classifier passes: "
+                "a forward and a backward at each evaluation)")
     lines = [f"samples:   {s['num']:,} from {s['sampler']} with {s['steps']} steps = {nfe} "
              f"(T = {s['trained_steps_T']}), seed {s['seed']}, {s['weights']} weights{labels}",
              f"reference: {record['reference']['what']}"]

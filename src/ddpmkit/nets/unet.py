@@ -148,6 +148,45 @@ def _near_multiples(n: int, f: int, width: int | None = None) -> str:
     return " or ".join(f"{h}x{w}" for h, w in sorted({(hs[0], ws[0]), (hs[-1], ws[-1])}))
 
 
+def make_block(c: UNetConfig, cin: int, cout: int) -> nn.Module:
+    """One residual block of the configured kind, cin -> cout channels, taking the time embedding."""
+    if c.block == "resnet":
+        return ResBlock(cin, cout, c.emb_dim, dropout=c.dropout, groups=c.groups)
+    return ConvNeXtBlock(cin, cout, c.emb_dim, dropout=c.dropout)
+
+
+def make_attention(c: UNetConfig, channels: int, size: int) -> nn.Module | None:
+    """The attention a level of smaller side `size` px has (full, linear or none)."""
+    if size in c.attention_resolutions:
+        return SelfAttention(channels, c.attention_heads, c.groups)
+    if size in c.linear_attention_resolutions:
+        return LinearAttention(channels, c.attention_heads, c.groups)
+    return None
+
+
+def make_encoder(c: UNetConfig) -> tuple[nn.ModuleList, nn.ModuleList, list[int]]:
+    """The U-Net's downsampling half after the stem: its levels (blocks_per_level stages each),
+    the downsamplings between them, and the channels of every tensor it hands to the decoder
+    (the stem's first, the last the encoder's output). The noise-aware classifier
+    (nets/classifier.py) is built on the same half."""
+    sizes = c.level_sizes()
+    ch = c.base_width
+    skip_channels = [ch]
+    encoder, downsamples = nn.ModuleList(), nn.ModuleList()
+    for i, mult in enumerate(c.channel_mults):
+        level = nn.ModuleList()
+        for _ in range(c.blocks_per_level):
+            width = c.base_width * mult
+            level.append(_Stage(make_block(c, ch, width), make_attention(c, width, sizes[i])))
+            ch = width
+            skip_channels.append(ch)
+        encoder.append(level)
+        if i < len(c.channel_mults) - 1:
+            downsamples.append(Downsample(ch))
+            skip_channels.append(ch)
+    return encoder, downsamples, skip_channels
+
+
 class UNet(nn.Module):
     """ε-predictor (or x₀, v, ... — the Denoiser decides) of Ho et al. 2020, App. B:
     (x [B, C_in, H, W], t [B], label [B] | None) -> [B, C_out, H, W]."""
@@ -159,38 +198,12 @@ class UNet(nn.Module):
         self.time_embed = TimeEmbedding(c.base_width, emb_dim)
         self.label_embed = LabelEmbedding(c.num_classes, emb_dim) if c.num_classes > 0 else None
         self.stem = nn.Conv2d(c.in_channels, c.base_width, 3, padding=1)
-
-        def block(cin: int, cout: int) -> nn.Module:
-            if c.block == "resnet":
-                return ResBlock(cin, cout, emb_dim, dropout=c.dropout, groups=c.groups)
-            return ConvNeXtBlock(cin, cout, emb_dim, dropout=c.dropout)
-
-        def attention(channels: int, size: int) -> nn.Module | None:
-            if size in c.attention_resolutions:
-                return SelfAttention(channels, c.attention_heads, c.groups)
-            if size in c.linear_attention_resolutions:
-                return LinearAttention(channels, c.attention_heads, c.groups)
-            return None
-
+        self.encoder, self.downsamples, skip_channels = make_encoder(c)
+        ch = skip_channels[-1]
         sizes = c.level_sizes()
-        ch = c.base_width
-        skip_channels = [ch]  # channels of every tensor the encoder hands to the decoder
-        self.encoder = nn.ModuleList()
-        self.downsamples = nn.ModuleList()
-        for i, mult in enumerate(c.channel_mults):
-            level = nn.ModuleList()
-            for _ in range(c.blocks_per_level):
-                width = c.base_width * mult
-                level.append(_Stage(block(ch, width), attention(width, sizes[i])))
-                ch = width
-                skip_channels.append(ch)
-            self.encoder.append(level)
-            if i < len(c.channel_mults) - 1:
-                self.downsamples.append(Downsample(ch))
-                skip_channels.append(ch)
 
         middle_attention = SelfAttention(ch, c.attention_heads, c.groups) if c.has_attention else None
-        self.middle = nn.ModuleList([_Stage(block(ch, ch), middle_attention), _Stage(block(ch, ch), None)])
+        self.middle = nn.ModuleList([_Stage(make_block(c, ch, ch), middle_attention), _Stage(make_block(c, ch, ch), None)])
 
         self.decoder = nn.ModuleList()
         self.upsamples = nn.ModuleList()
@@ -199,7 +212,7 @@ class UNet(nn.Module):
             level = nn.ModuleList()
             for _ in range(c.blocks_per_level + 1):
                 width = c.base_width * mult
-                level.append(_Stage(block(ch + skip_channels.pop(), width), attention(width, sizes[i])))
+                level.append(_Stage(make_block(c, ch + skip_channels.pop(), width), make_attention(c, width, sizes[i])))
                 ch = width
             self.decoder.append(level)
             if i > 0:
