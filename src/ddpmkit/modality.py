@@ -200,6 +200,10 @@ class Points:
     def reverse_gif(self, samples: Samples, path: Path) -> None:
         pictures.point_reverse_gif(samples, path)
 
+    def strip_picture(self, samples: Samples, steps: list[int], shows: str, path: Path) -> None:
+        """sample --strip: the whole point cloud at each kept timestep, in one row."""
+        pictures.sample_strip_points(samples, steps, shows, path)
+
     def png_folder(self, samples: Samples, labels, directory: Path) -> None:
         raise UserError(f"--png-dir writes images; {self.data.name} is 2-D data, whose samples are in samples.npy")
 
@@ -338,6 +342,10 @@ class Images:
 
     def reverse_gif(self, samples: Samples, path: Path) -> None:
         pictures.image_reverse_gif(samples, path)
+
+    def strip_picture(self, samples: Samples, steps: list[int], shows: str, path: Path) -> None:
+        """sample --strip: one row per sample, one column per kept timestep."""
+        pictures.sample_strip_images(samples, steps, shows, path)
 
     def png_folder(self, samples: Samples, labels: torch.Tensor | None, directory: Path) -> None:
         """--png-dir: each sample as a numbered PNG (and labels.csv), what FID tools read."""

@@ -187,6 +187,23 @@ class NoiseSchedule:
         return torch.arange(self.num_steps - 1, -1, -1)
 
 
+def schedule_tables(schedules, num_steps: int, beta_start: float | None = None,
+                    beta_end: float | None = None) -> dict[str, NoiseSchedule]:
+    """label → NoiseSchedule of T = `num_steps` for each of `schedules`: a name, or (name,
+    β_start, β_end); the ranged schedules named alone take `beta_start`/`beta_end` (None: the
+    default ends), the cosine one is drawn as it is. The label names the β ends used."""
+    tables: dict[str, NoiseSchedule] = {}
+    for spec in schedules:
+        name, start, end = (spec, None, None) if isinstance(spec, str) else spec
+        check_choice("schedule", name, SCHEDULES)
+        if name in RANGED and start is None and end is None:
+            start, end = beta_start, beta_end
+        ends = beta_range(name, num_steps, start, end)
+        label = name if name not in RANGED else f"{name} β {ends[0]:.3g} → {ends[1]:.3g}"
+        tables[label] = NoiseSchedule.from_name(name, num_steps, start, end)
+    return tables
+
+
 def timestep_grid(num_train_steps: int, num_steps: int, spacing: str = "linspace") -> torch.Tensor:
     """`num_steps` distinct timesteps out of {0..T-1}, descending, for sampling.
 
