@@ -41,13 +41,15 @@ def _linear_range(num_steps: int) -> tuple[float, float]:
 def beta_range(name: str, num_steps: int, beta_start: float | None = None, beta_end: float | None = None) -> tuple[float, float]:
     """(β_1, β_T) of a linear, quadratic or sigmoid schedule: the ends given, else Ho et al.
     2020's 1e-4 and 0.02 scaled by 1000 / T (_linear_range). Only the end given is replaced,
-    and the pair must satisfy 0 < β_1 ≤ β_T < 1. The cosine schedule has no ends to set."""
+    and a pair with an end given must satisfy 0 < β_1 ≤ β_T < 1. The cosine schedule has no ends to set."""
     if name not in RANGED:
         if beta_start is not None or beta_end is not None:
             raise UserError(f"--beta-start/--beta-end set the ends of the {', '.join(RANGED)} schedules; the {name} schedule "
                             "is defined by its ᾱ curve (Nichol & Dhariwal 2021), so drop them or pick --schedule linear")
         return _linear_range(num_steps)
     default_start, default_end = _linear_range(num_steps)
+    if beta_start is None and beta_end is None:
+        return default_start, default_end  # at T < 20 the scaled end passes 1: make_betas clips it at max_beta
     start = default_start if beta_start is None else float(beta_start)
     end = default_end if beta_end is None else float(beta_end)
     if not (math.isfinite(start) and math.isfinite(end) and 0 < start <= end < 1):
