@@ -182,6 +182,7 @@ def schedule_curves(schedules: dict[str, NoiseSchedule], path: Path) -> None:
     """β_t, ᾱ_t and log-SNR of each schedule (label → its tables) in one PNG of three panels."""
     curves = {label: {"beta": s.betas.numpy(), "alpha_bar": s.alphas_cumprod.numpy(), "log_snr": s.log_snr.numpy()}
               for label, s in schedules.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: viz.schedule_panels(curves, tmp))
 
 
