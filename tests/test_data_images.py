@@ -342,11 +342,12 @@ def test_folder_errors(tmp_path):
 
 
 def test_unknown_specs_and_options(tmp_path):
-    with pytest.raises(UserError, match=r"digits, a folder of images, a \.npy/\.npz file, or hf:NAME"):
+    with pytest.raises(UserError, match=r"digits, a folder of images, an image file, a \.npy/\.npz file .*IDX images file.*or hf:NAME"):
         load_image_data("no-such-dataset")
     Image.new("L", (S, S)).save(tmp_path / "one.png")
-    with pytest.raises(UserError, match="is a file"):
-        load_image_data(str(tmp_path / "one.png"))
+    (tmp_path / "notes.txt").write_text("not images")
+    with pytest.raises(UserError, match="is a file, not a data set"):
+        load_image_data(str(tmp_path / "notes.txt"))
     with pytest.raises(UserError, match="channel"):
         load_image_data("digits", channels=5)
 
