@@ -67,11 +67,11 @@ class Recipe:
 # The commands of docs/recipes.md (keep the two in step). DATA stands for --data's value.
 RECIPES = [
     Recipe("fashion-mnist", 60_000, (28, 28, 1),
-           "--data DATA --timesteps 200 --schedule linear --beta-start 1e-4 --beta-end 0.02 --loss huber --epochs 5 "
+           "--data DATA --image-size 28 --timesteps 200 --schedule linear --beta-start 1e-4 --beta-end 0.02 --loss huber --epochs 5 "
            "--batch-size 128 --lr 1e-3 --warmup-steps 0 --grad-clip 0 --block convnext --width 28 --channel-mults 1,2,4 "
            "--blocks-per-level 2 --linear-attention-res 28,14,7 --dropout 0 --hflip"),
     Recipe("mnist", 60_000, (28, 28, 1),
-           "--data DATA --timesteps 200 --schedule linear --beta-start 1e-4 --beta-end 0.02 --loss huber --epochs 5 "
+           "--data DATA --image-size 28 --timesteps 200 --schedule linear --beta-start 1e-4 --beta-end 0.02 --loss huber --epochs 5 "
            "--batch-size 128 --lr 1e-3 --warmup-steps 0 --grad-clip 0 --block convnext --width 28 --channel-mults 1,2,4 "
            "--blocks-per-level 2 --linear-attention-res 28,14,7 --dropout 0 --no-hflip"),
     Recipe("celeba-32", 202_599, (32, 32, 3),

@@ -456,3 +456,17 @@ def test_a_28px_labelled_idx_file_trains_with_no_shape_flags(tmp_path, capsys):
     assert net["num_classes"] == 10  # Fashion-MNIST's ten (the file lies in a folder named fashion)
     attentions = [m for m in load_run(out).net.modules() if isinstance(m, SelfAttention)]
     assert attentions  # at the 14 px level (and in the middle)
+
+
+def test_the_annotated_diffusion_network_takes_its_shape_options_at_28px(tmp_path, capsys):
+    """Fashion-MNIST's tutorial network (width 28, multipliers 1,2,4, linear attention at every
+    level): the preset's full attention at 16 px has no free level left, and says so."""
+    from ddpmkit.cli import parser
+    from ddpmkit.cli.train import config_from_args
+
+    np.save(tmp_path / "f.npy", np.zeros((4, 28, 28, 1), np.uint8))
+    argv = ["train", "--data", str(tmp_path / "f.npy"), "--image-size", "28", "--block", "convnext", "--width", "28",
+            "--channel-mults", "1,2,4", "--linear-attention-res", "28,14,7"]
+    net = config_from_args(parser().parse_args(argv)).net
+    assert (net.channel_mults, net.attention_resolutions, net.linear_attention_resolutions) == ((1, 2, 4), (), (28, 14, 7))
+    assert "attention at 16 px dropped: every level of the U-Net has attention already" in capsys.readouterr().out

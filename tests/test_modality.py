@@ -179,7 +179,7 @@ def test_attention_the_levels_lack_moves_to_the_nearest_free_level_and_says_so()
     assert fit_attention((16, 8), (), [16, 8], said.append) == ((16, 8), ()) and len(said) == 1
     said.clear()
     assert fit_attention((32, 16), (), [8], said.append) == ((8,), ())
-    assert said[-1] == "attention at 16 px dropped: the U-Net's levels (8 px) all have attention already"
+    assert said[-1] == "attention at 16 px dropped: every level of the U-Net has attention already"
 
 
 @pytest.mark.parametrize("name", ["moons", "swiss-roll", "s-curve", "8gaussians"])

@@ -83,7 +83,7 @@ def fit_attention(full: tuple[int, ...], linear: tuple[int, ...], levels: list[i
                 out[kind].append(level)
                 report(f"{what} at {r} px moved to {level} px: the U-Net's levels are {', '.join(map(str, levels))} px")
             else:
-                report(f"{what} at {r} px dropped: the U-Net's levels ({', '.join(map(str, levels))} px) all have attention already")
+                report(f"{what} at {r} px dropped: every level of the U-Net has attention already")
     return tuple(sorted(out["full"], reverse=True)), tuple(sorted(out["linear"], reverse=True))
 
 

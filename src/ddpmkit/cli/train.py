@@ -14,7 +14,7 @@ from ..denoiser import PREDICTIONS, VARIANCES
 from ..distributed import world_from_env
 from ..errors import UserError
 from ..losses import LOSSES
-from ..modality import UNET_OPTIONS, modality_for, plan_levels
+from ..modality import UNET_OPTIONS, fit_attention, modality_for, plan_levels
 from ..nets.mlp import GatedMLPConfig
 from ..nets.unet import BLOCKS
 from ..rundir import check_output, check_writable
@@ -245,11 +245,28 @@ def config_from_args(args) -> RunConfig:
             unet["image_size"] = min(size)
             if args.channel_mults is None:  # the preset's levels, trimmed to the size as build.resolve_config will
                 unet["channel_mults"] = plan_levels(net.channel_mults, *size)
+            _fit_preset_attention(net, unet, min(size))
     net = dataclasses.replace(net, **unet)
     if args.groups is not None:
         _check_groups(net)
     seed = config.seed if args.seed is None else args.seed
     return dataclasses.replace(config, net=net, seed=seed, conditional=bool(args.conditional), **new)
+
+
+def _fit_preset_attention(net, unet: dict, side: int) -> None:
+    """The preset's attention sizes that the options did not set, fitted to the levels the
+    options make (modality.fit_attention: moved to the nearest free level or dropped, said in
+    one line); the sizes given are checked as they are, by UNetConfig."""
+    mults = unet.get("channel_mults", net.channel_mults)
+    given = set(unet.get("attention_resolutions", ())) | set(unet.get("linear_attention_resolutions", ()))
+    free = [side // 2**i for i in range(len(mults)) if side // 2**i not in given]
+    full = () if "attention_resolutions" in unet else net.attention_resolutions
+    linear = () if "linear_attention_resolutions" in unet else net.linear_attention_resolutions
+    full, linear = fit_attention(full, linear, free, print)
+    if "attention_resolutions" not in unet:
+        unet["attention_resolutions"] = full
+    if "linear_attention_resolutions" not in unet:
+        unet["linear_attention_resolutions"] = linear
 
 
 def _check_groups(net) -> None:
