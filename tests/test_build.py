@@ -49,14 +49,18 @@ def test_resolve_config_conditions_on_the_datas_classes_only_when_asked():
         resolved(unlabelled)
 
 
-def test_resolve_config_drops_attention_sizes_the_data_lacks(tmp_path):
+def test_resolve_config_moves_attention_sizes_the_data_lacks_and_says_so(tmp_path):
     """A network asking for attention at 16 px and linear attention at 32 px keeps each where
-    the data has a level of that size, whichever kind of attention."""
+    the data has a level of that size, whichever kind of attention; a size the levels lack
+    moves to the nearest free level, or is dropped when none is free, each in one line."""
     net = UNetConfig(base_width=8, channel_mults=(1, 2), attention_resolutions=(16,), linear_attention_resolutions=(32,), groups=4)
     config = dataclasses.replace(api.default_config("digits"), net=net)
-    digits = resolved(config).net  # levels 8, 4
-    assert digits.attention_resolutions == () and digits.linear_attention_resolutions == ()
-    for side, full, linear in ((16, (16,), ()), (32, (16,), (32,))):  # levels 16, 8 and 32, 16
+    said = []
+    digits = build.resolve_config(config, build.modality(config).load(0)[1], said.append).net  # levels 8, 4
+    assert digits.attention_resolutions == (8,) and digits.linear_attention_resolutions == (4,)
+    assert said == ["attention at 16 px moved to 8 px: the U-Net's levels are 8, 4 px",
+                    "linear attention at 32 px moved to 4 px: the U-Net's levels are 8, 4 px"]
+    for side, full, linear in ((16, (16,), (8,)), (32, (16,), (32,))):  # levels 16, 8 and 32, 16
         np.save(tmp_path / f"{side}.npy", np.zeros((4, side, side, 3), np.uint8))
         net = resolved(dataclasses.replace(config, data=DataConfig(name=str(tmp_path / f"{side}.npy")))).net
         assert (net.attention_resolutions, net.linear_attention_resolutions) == (full, linear), side

@@ -113,3 +113,38 @@ def test_weights_that_do_not_fit_config_json_are_refused(digits_run, tmp_path, c
     assert main(["sample", "--run", str(edited), "-n", "2"]) == 2
     one_line_error(capsys.readouterr().err, r"the weights in \S*ema.safetensors do not fit the model config.json describes")
     assert not (edited / "samples").exists()
+
+
+def test_strip_shows_each_sample_at_the_asked_steps_of_the_samplers_grid(digits_run, tmp_path, capsys):
+    """--strip: a row per sample, a column per kept timestep and one for the sample; a timestep
+    the grid lacks is the nearest grid step, said in one line per such step; x0 shows the
+    predictions, which differ from the noisy states."""
+    from ddpmkit import api
+    from ddpmkit.sampling import nearest_grid_steps, sampling_grid
+
+    grid = sampling_grid(20, 4)  # T = 20, 4 steps: 19, 13, 6, 0
+    assert nearest_grid_steps([19, 15, 10, 5, 0], grid) == [(19, 19), (15, 13), (10, 13), (5, 6), (0, 0)]
+    pictures = {}
+    for shows in ("xt", "x0"):
+        out = tmp_path / shows
+        assert main(["sample", "--run", str(digits_run), "-n", "3", "--steps", "4", "--strip", "19,15,10,5,0",
+                     "--strip-shows", shows, "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert "--strip 15: the sampler's grid has no step 15; showing its nearest step, 13" in printed
+        assert "--strip 5: the sampler's grid has no step 5; showing its nearest step, 6" in printed
+        pictures[shows] = assert_drawn(out / "strip.png")
+    assert pictures["xt"].size == pictures["x0"].size and pictures["xt"].tobytes() != pictures["x0"].tobytes()
+    four = api.sample(digits_run, 4, tmp_path / "four", strip=[19, 0])
+    assert len(four) == 4
+    three_rows, four_rows = pictures["xt"], picture(tmp_path / "four" / "strip.png")
+    assert four_rows.height > three_rows.height and four_rows.width < three_rows.width  # 4 rows of 3 columns vs 3 rows of 5
+
+
+def test_a_2d_strip_and_bad_strips(toy_run, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["sample", "--run", str(toy_run), "-n", "200", "--strip", "49,25,0", "--out", str(out)]) == 0
+    assert bluish_share(assert_drawn(out / "strip.png")) > 0.001
+    for strip, message in (("50", r"--strip takes timesteps in 0\.\.49"), ("a,b", "--strip takes comma-separated integers")):
+        assert main(["sample", "--run", str(toy_run), "--strip", strip, "--out", str(tmp_path / "bad")]) == 2
+        one_line_error(capsys.readouterr().err, message)
+        assert not (tmp_path / "bad").exists()

@@ -31,3 +31,15 @@ def test_bad_show_forward_input_is_one_line(argv, message, tmp_path, capsys):
     assert main(["show-forward", "--out", str(tmp_path / "f.png"), *argv]) == 2
     one_line_error(capsys.readouterr().err, message)
     assert not (tmp_path / "f.png").exists()
+
+
+def test_show_forward_on_one_image_file(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(tmp_path / "cat.jpg")
+    assert main(["show-forward", "--data", str(tmp_path / "cat.jpg"), "--out", str(tmp_path / "f.png"), "--timesteps", "50"]) == 0
+    one = assert_drawn(tmp_path / "f.png")  # one image: a row per schedule
+    assert main(["show-forward", "--data", str(tmp_path / "cat.jpg"), "--image-size", "16", "--out", str(tmp_path / "g.png")]) == 0
+    assert assert_drawn(tmp_path / "g.png").size == one.size  # cells are drawn at one figure size
+    assert one.width > 4 * one.height

@@ -350,7 +350,10 @@ def test_bad_input_is_one_line_with_exit_code_2(argv, message, capsys, tmp_path)
         (lambda p, folder: ["--data", str(folder(p)), "--attention-res", "8"], "--attention-res need --image-size"),
         (lambda p, folder: ["--attention-res", "2"], "attention_resolutions has 2, which is no level's size; with image_size 8 the levels are 8, 4"),
         (lambda p, folder: ["--data", str((p / "empty").mkdir() or p / "empty"), "--image-size", "8"], "no images"),
-        (lambda p, folder: ["--data", str(folder(p)), "--image-size", "12"], "divisible|multiple"),
+        (lambda p, folder: ["--data", str(folder(p)), "--image-size", "12", "--channel-mults", "1,2,2,2"], "divisible|multiple"),
+        (lambda p, folder: ["--data", str(folder(p)), "--image-size", "28", "--attention-res", "16"],
+         "attention_resolutions has 16, which is no level's size; with image_size 28 the levels are 28, 14, 7 px"),
+        (lambda p, folder: ["--groups", "3", "--width", "8"], r"--groups 3 does not divide the U-Net's width 8 at level 0 \(--width 8 × mult 1\)"),
     ],
 )
 def test_bad_image_input(make_argv, message, tmp_path, capsys, image_folder):
@@ -372,3 +375,98 @@ def image_folder():
         return folder
 
     return make
+
+
+# ---- the options of the tutorials' recipes ----------------------------------------------------------
+def test_epochs_beta_ends_and_toy_noise_reach_config_json_and_what_they_change(toy_run, tmp_path, capsys):
+    """--epochs 3 of 500 points in batches of 64 is ⌈1500/64⌉ = 24 steps (the last one ends the
+    third epoch and runs 36 examples into the fourth); the log counts epochs, and a resumed run
+    ends at the same step and epoch. --beta-start/--beta-end are the β table's ends; --toy-noise
+    is the generator's noise (wider moons, a larger recorded scale)."""
+    out = tmp_path / "moons"
+    argv = ["train", "--data", "moons", "--out", str(out), "--epochs", "3", "--batch-size", "64", "--num-points", "500",
+            "--timesteps", "50", "--schedule", "linear", "--beta-start", "1e-3", "--beta-end", "0.1", "--toy-noise", "0.3",
+            "--log-every", "5", "--checkpoint-every", "10", "--keep", "5", "--no-progress"]
+    assert main(argv) == 0
+    assert "trained 24 steps of 3 epochs" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert (config["train"]["epochs"], config["train"]["steps"]) == (3, 24)
+    assert (config["diffusion"]["beta_start"], config["diffusion"]["beta_end"], config["data"]["toy_noise"]) == (1e-3, 0.1, 0.3)
+    log = [r for r in read_log(out) if "loss" in r]
+    assert [r["epoch"] for r in log] == [pytest.approx(r["step"] * 64 / 500) for r in log] and log[-1]["epoch"] == 3.072
+    betas = load_run(out).base.schedule.betas
+    assert (betas[0].item(), betas[-1].item()) == (pytest.approx(1e-3), pytest.approx(0.1))
+    assert config["data"]["scale"] > json.loads((toy_run / "config.json").read_text())["data"]["scale"]  # the same points, noisier
+
+    # resumed (through the API, without the end-of-run pictures the first run drew)
+    shutil.rmtree(out / "checkpoints" / "step-00000024")  # as if stopped after step 20
+    saved = RunConfig.load(out / "config.json")
+    result = api.train(saved, out, resume=True, progress=False, pictures=False)
+    assert (result.first_step, result.steps) == (20, 24)
+    again = [r for r in read_log(out) if "loss" in r]
+    assert [(r["step"], r["epoch"]) for r in again] == [(r["step"], r["epoch"]) for r in log]
+    more = dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=4))  # what --resume --epochs 4 asks
+    assert api.train(more, out, resume=True, progress=False, pictures=False).steps == 32  # ⌈2000/64⌉
+    assert RunConfig.load(out / "config.json").train.steps == 32
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--steps", "5", "--epochs", "2"], "argument --epochs: not allowed with argument --steps"),
+        (["--schedule", "cosine", "--beta-end", "0.02"], "--beta-start/--beta-end set the ends of the linear, quadratic, sigmoid"),
+        (["--schedule", "linear", "--beta-start", "0.03", "--beta-end", "0.02"], "must satisfy 0 < start ≤ end < 1"),
+        (["--toy-noise", "-0.1"], "--toy-noise must not be negative, got -0.1"),
+        (["--groups", "4"], "--groups shape the U-Net of image data; 2-D data uses --net and --width"),
+    ],
+)
+def test_bad_recipe_options_are_one_line(argv, message, tmp_path, capsys):
+    try:
+        code = main(["train", "--data", "moons", *argv, "--out", str(tmp_path / "x"), "--no-progress"])
+    except SystemExit as e:  # argparse's own refusal (--steps with --epochs)
+        code = e.code
+    assert code == 2
+    one_line_error(capsys.readouterr().err, message)
+    assert not (tmp_path / "x").exists()
+
+
+def test_groups_reach_config_json_and_every_groupnorm_of_the_unet(tmp_path):
+    out = tmp_path / "g"
+    assert main(["train", "--out", str(out), *TINY_IMAGES, "--timesteps", "4", "--groups", "4"]) == 0  # widths 8 and 16
+    assert json.loads((out / "config.json").read_text())["net"]["groups"] == 4
+    norms = [m for m in load_run(out).net.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(norms) > 10 and {m.num_groups for m in norms} == {4}  # without --groups: 8 and 16 (32 clamped to each width)
+
+
+def test_a_28px_labelled_idx_file_trains_with_no_shape_flags(tmp_path, capsys):
+    """Fashion-MNIST's 28 px: the preset's four levels need multiples of 8, so the plan is
+    28 → 14 → 7 with the preset's attention at 16 px moved to 14, each said in one line; the
+    IDX file's labels make --conditional work."""
+    from test_data_idx import mnist_files
+
+    path, _, _ = mnist_files(tmp_path / "fashion", n=8)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(path), "--conditional", "--out", str(out), "--steps", "1", "--batch-size", "4",
+                 "--width", "8", "--timesteps", "4", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "U-Net levels for 28x28 images: 28 → 14 → 7 px (channel mults 1,2,2; the preset's 1,2,2,2 needs sides divisible by 8)" in printed
+    assert "attention at 16 px moved to 14 px: the U-Net's levels are 28, 14, 7 px" in printed
+    net = json.loads((out / "config.json").read_text())["net"]
+    assert (net["channel_mults"], net["attention_resolutions"], net["image_size"]) == ([1, 2, 2], [14], 28)
+    assert net["num_classes"] == 10  # Fashion-MNIST's ten (the file lies in a folder named fashion)
+    attentions = [m for m in load_run(out).net.modules() if isinstance(m, SelfAttention)]
+    assert attentions  # at the 14 px level (and in the middle)
+
+
+def test_the_annotated_diffusion_network_takes_its_shape_options_at_28px(tmp_path, capsys):
+    """Fashion-MNIST's tutorial network (width 28, multipliers 1,2,4, linear attention at every
+    level): the preset's full attention at 16 px has no free level left, and says so."""
+    from ddpmkit.cli import parser
+    from ddpmkit.cli.train import config_from_args
+
+    np.save(tmp_path / "f.npy", np.zeros((4, 28, 28, 1), np.uint8))
+    argv = ["train", "--data", str(tmp_path / "f.npy"), "--image-size", "28", "--block", "convnext", "--width", "28",
+            "--channel-mults", "1,2,4", "--linear-attention-res", "28,14,7"]
+    net = config_from_args(parser().parse_args(argv)).net
+    assert (net.channel_mults, net.attention_resolutions, net.linear_attention_resolutions) == ((1, 2, 4), (), (28, 14, 7))
+    assert "attention at 16 px dropped: every level of the U-Net has attention already" in capsys.readouterr().out

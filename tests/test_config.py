@@ -97,3 +97,18 @@ def test_configs_are_frozen():
         config.seed = 1
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.train.steps = 1
+
+
+def test_epochs_become_steps_rounded_up_over_the_global_batch():
+    """⌈epochs · N / batch⌉: the global batch is what one step takes, whatever --grad-accum and
+    the number of processes (batch_size counts them all)."""
+    train = TrainConfig(epochs=3, batch_size=256)
+    assert train.steps_for(1000) == 12  # 3000 examples: 11 full steps and one that ends the third epoch
+    assert TrainConfig(epochs=2, batch_size=250).steps_for(1000) == 8  # exact
+    assert TrainConfig(epochs=3, batch_size=256, grad_accum=4).steps_for(1000) == 12
+    assert train.epoch_at(12, 1000) == pytest.approx(3.072) and train.epoch_at(4, 1000) == pytest.approx(1.024)
+    with pytest.raises(UserError, match="--epochs must be a positive integer, got 0"):
+        TrainConfig(epochs=0)
+    config = RunConfig(train=TrainConfig(epochs=5), diffusion=DiffusionConfig(schedule="linear", beta_start=1e-4, beta_end=0.02),
+                       data=DataConfig(name="moons", toy_noise=0.1))
+    assert RunConfig.from_json(config.to_json()) == config

@@ -342,11 +342,12 @@ def test_folder_errors(tmp_path):
 
 
 def test_unknown_specs_and_options(tmp_path):
-    with pytest.raises(UserError, match=r"digits, a folder of images, a \.npy/\.npz file, or hf:NAME"):
+    with pytest.raises(UserError, match=r"digits, a folder of images, an image file, a \.npy/\.npz file .*IDX images file.*or hf:NAME"):
         load_image_data("no-such-dataset")
     Image.new("L", (S, S)).save(tmp_path / "one.png")
-    with pytest.raises(UserError, match="is a file"):
-        load_image_data(str(tmp_path / "one.png"))
+    (tmp_path / "notes.txt").write_text("not images")
+    with pytest.raises(UserError, match="is a file, not a data set"):
+        load_image_data(str(tmp_path / "notes.txt"))
     with pytest.raises(UserError, match="channel"):
         load_image_data("digits", channels=5)
 
@@ -426,3 +427,35 @@ def test_a_subset_of_lazy_data_reads_the_same_images_and_labels(mixed):
     assert torch.equal(part.labels, pre.labels[rows])
     in_memory = pre.subset(rows)
     assert torch.equal(in_memory.images_uint8, pre.images_uint8[rows]) and torch.equal(in_memory.labels, pre.labels[rows])
+
+
+def test_a_folder_like_kaggles_petimages_cat_skips_its_broken_files_with_a_count(tmp_path):
+    """PetImages/Cat holds a few unreadable JPEGs (empty, truncated, not an image at all) and a
+    Thumbs.db: the readable images load, the broken ones are counted and the first named in one
+    line, and Thumbs.db is not an image file at all."""
+    cat = tmp_path / "PetImages" / "Cat"
+    cat.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(cat / f"{i}.jpg", quality=90)
+    (cat / "666.jpg").write_bytes(b"")  # empty, as Cat/666.jpg is
+    whole = (cat / "0.jpg").read_bytes()
+    (cat / "10125.jpg").write_bytes(whole[: len(whole) // 2])  # truncated: the header reads, the pixels do not
+    (cat / "10501.jpg").write_bytes(b"GIF89a not really")  # not a JPEG inside
+    (cat / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0" + bytes(60))
+    lines = []
+    ds = load_image_data(str(cat), image_size=16, report=lines.append)
+    assert (len(ds), ds.channels, ds.image_size) == (5, 3, (16, 16))
+    assert len(lines) == 1 and lines[0].startswith("skipped 3 unreadable image file(s) in ")
+    assert all(name in lines[0] for name in ("666.jpg", "10125.jpg", "10501.jpg")) and "Thumbs.db" not in lines[0]
+
+
+def test_one_image_file_is_a_data_set_of_one(tmp_path):
+    picture = np.random.default_rng(3).integers(0, 255, (12, 10, 3), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "photo.png")
+    ds = load_image_data(str(tmp_path / "photo.png"))
+    assert len(ds) == 1 and ds.image_size == (12, 10) and ds.labels is None
+    np.testing.assert_array_equal(ds[0][0].permute(1, 2, 0).numpy(), picture)
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(UserError, match="no readable images in .*empty.png"):
+        load_image_data(str(tmp_path / "empty.png"))

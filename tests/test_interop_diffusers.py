@@ -184,8 +184,10 @@ def test_import_folds_attention_biases_and_refuses_what_does_not_fit(tmp_path):
     cfg = dict(unet.config)
     with pytest.raises(UserError, match="resnet_time_scale_shift"):
         dx.fit_unet({**cfg, "resnet_time_scale_shift": "default"})
+    own = dx.diffusion_config({"num_train_timesteps": 30, "beta_schedule": "linear", "beta_start": 0.001, "beta_end": 0.05})
+    assert (own.schedule, own.beta_start, own.beta_end) == ("linear", 0.001, 0.05)  # a linear schedule with its own ends
     with pytest.raises(UserError, match="none of ddpmkit's schedules"):
-        dx.diffusion_config({"num_train_timesteps": 30, "beta_schedule": "linear", "beta_start": 0.001, "beta_end": 0.05})
+        dx.diffusion_config({"num_train_timesteps": 3, "trained_betas": [0.1, 0.05, 0.2]})
 
 
 @pytest.mark.parametrize("change,message", [
@@ -254,3 +256,16 @@ def test_the_cards_conditional_loop_draws_ddpmkits_images(tmp_path):
     ours = _as_unit(draw(run, 4, seed=0, sampler="ddpm", labels=torch.tensor([0, 1, 2, 3])))
     theirs = scope["images"].permute(0, 2, 3, 1).numpy()
     assert np.abs(ours - theirs).max() < 1e-4
+
+
+@pytest.mark.parametrize("schedule", ["linear", "quadratic", "sigmoid"])
+def test_beta_ends_travel_to_diffusers_and_back(schedule):
+    """A ranged schedule with its own β ends is diffusers' named schedule with those ends, and
+    reads back as the same ddpmkit schedule (no trained_betas needed)."""
+    from ddpmkit.config import DiffusionConfig, RunConfig
+
+    config = RunConfig(diffusion=DiffusionConfig(schedule=schedule, num_steps=200, beta_start=1e-4, beta_end=0.02))
+    scheduler = dx.scheduler_config(config)
+    assert scheduler["trained_betas"] is None and (scheduler["beta_start"], scheduler["beta_end"]) == (1e-4, 0.02)
+    back = dx.diffusion_config(scheduler)
+    assert (back.schedule, back.num_steps, back.beta_start, back.beta_end) == (schedule, 200, 1e-4, 0.02)

@@ -156,3 +156,40 @@ def test_image_likelihood_examples_are_the_held_out_images_else_the_training_one
     unheld = modality_for(DataConfig(name="digits", image_size=(8, 8), channels=1)).likelihood_examples(20, seed=0)
     assert unheld.reference.startswith("the first 20 training images of digits (the run held none out")
     assert examples.units["vlb"].startswith("bits/dim (discretised") and examples.units["ode"].startswith("bits/dim (uniformly")
+
+
+def test_the_preset_levels_are_trimmed_to_the_image_size():
+    from ddpmkit.modality import plan_levels
+
+    preset = (1, 2, 2, 2)
+    assert plan_levels(preset, 28, 28) == (1, 2, 2)  # 28 -> 14 -> 7
+    assert plan_levels(preset, 32, 32) == plan_levels(preset, 64, 64) == plan_levels(preset, 128, 128) == preset
+    assert plan_levels(preset, 12, 12) == (1, 2)  # 12 -> 6 (a 3 px level is too small)
+    assert plan_levels(preset, 27, 27) == (1,) and plan_levels(preset, 32, 20) == (1, 2, 2)  # both sides count
+
+
+def test_attention_the_levels_lack_moves_to_the_nearest_free_level_and_says_so():
+    from ddpmkit.modality import fit_attention
+
+    said = []
+    assert fit_attention((16,), (), [28, 14, 7], said.append) == ((14,), ())
+    assert said == ["attention at 16 px moved to 14 px: the U-Net's levels are 28, 14, 7 px"]
+    said.clear()
+    assert fit_attention((16,), (32,), [16, 8], said.append) == ((16,), (8,))  # 32 is nearest 16, which is taken
+    assert fit_attention((16, 8), (), [16, 8], said.append) == ((16, 8), ()) and len(said) == 1
+    said.clear()
+    assert fit_attention((32, 16), (), [8], said.append) == ((8,), ())
+    assert said[-1] == "attention at 16 px dropped: every level of the U-Net has attention already"
+
+
+@pytest.mark.parametrize("name", ["moons", "swiss-roll", "s-curve", "8gaussians"])
+def test_toy_noise_is_gaussian_noise_of_that_sigma_on_the_same_points(name):
+    """--toy-noise σ: the generators draw the same shape and the same standard normal draws for
+    every σ, so two σ differ by (σ₁ − σ₀)·z per axis, z ~ N(0, 1)."""
+    n = 20_000
+    quiet, noisy = (toy_points(name, n, seed=0, noise=s)[0].astype(np.float64) for s in (0.0, 0.3))
+    z = (noisy - quiet) / 0.3
+    assert np.abs(z.mean(0)).max() < 0.05 and np.abs(z.std(0) - 1).max() < 0.03
+    assert np.array_equal(toy_points(name, 50, seed=0)[0], toy_points(name, 50, seed=0, noise=None)[0])
+    with pytest.raises(UserError, match="--toy-noise must be a finite number ≥ 0"):
+        toy_points(name, 10, seed=0, noise=-1.0)

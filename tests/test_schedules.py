@@ -119,3 +119,44 @@ def test_respaced_betas_are_the_jump_betas_the_samplers_use(name, spacing):
     assert torch.allclose(r.posterior_variance, jump_beta_tilde.flip(0), rtol=1e-6, atol=1e-300)
     assert r.posterior_variance[0] == 0 and jump_beta_tilde[-1] == 0  # the last step adds no noise
     assert bool((r.betas[1:] > s.betas[grid.flip(0)[1:]]).all())  # each jump spans several steps, not β_t
+
+
+@pytest.mark.parametrize("name", ["linear", "quadratic", "sigmoid"])
+def test_beta_start_and_end_are_the_ends_of_the_ranged_schedules(name):
+    """The tutorials' ranges: linear 1e-4 .. 0.02 at T = 200 (the annotated DDPM) and sigmoid
+    1e-5 .. 5e-3 at T = 100 (a 2-D demo). Linear and quadratic end exactly there; the sigmoid
+    runs over sigmoid(±6), so its ends are start + (end − start)·sigmoid(∓6)."""
+    from ddpmkit.schedules import beta_range
+
+    for T, start, end in ((200, 1e-4, 0.02), (100, 1e-5, 5e-3)):
+        betas = make_betas(name, T, beta_start=start, beta_end=end)
+        assert betas.dtype == torch.float64 and len(betas) == T
+        if name == "sigmoid":
+            s = torch.sigmoid(torch.tensor(6.0, dtype=torch.float64)).item()
+            assert betas[0].item() == pytest.approx(start + (end - start) * (1 - s), rel=1e-12)
+            assert betas[-1].item() == pytest.approx(start + (end - start) * s, rel=1e-12)
+        else:
+            assert (betas[0].item(), betas[-1].item()) == (pytest.approx(start, rel=1e-12), pytest.approx(end, rel=1e-12))
+        assert bool((betas[1:] >= betas[:-1]).all())
+        assert NoiseSchedule.from_name(name, T, start, end).betas.tolist() == betas.tolist()
+    # not given: today's 1000/T scaling of Ho et al.'s ends; one end given keeps the other's default
+    assert make_betas(name, 250).tolist() == make_betas(name, 250, beta_start=4e-4, beta_end=0.08).tolist()
+    assert beta_range(name, 250, beta_end=0.05) == (pytest.approx(4e-4), 0.05)
+
+
+def test_the_cosine_schedule_takes_no_ends_and_bad_ends_are_refused():
+    with pytest.raises(UserError, match="--beta-start/--beta-end set the ends of the linear, quadratic, sigmoid schedules; "
+                                        "the cosine schedule is defined by its ᾱ curve"):
+        make_betas("cosine", 100, beta_start=1e-4)
+    for start, end in ((0.02, 1e-4), (0.0, 0.02), (1e-4, 1.0), (float("nan"), 0.02)):
+        with pytest.raises(UserError, match="must satisfy 0 < start ≤ end < 1"):
+            make_betas("linear", 100, beta_start=start, beta_end=end)
+
+
+def test_schedule_tables_label_each_schedule_by_its_ends():
+    from ddpmkit.schedules import schedule_tables
+
+    tables = schedule_tables(["linear", "cosine", ("sigmoid", 1e-5, 5e-3)], 100, beta_start=1e-4, beta_end=0.02)
+    assert list(tables) == ["linear β 0.0001 → 0.02", "cosine", "sigmoid β 1e-05 → 0.005"]
+    assert tables["linear β 0.0001 → 0.02"].betas[-1].item() == pytest.approx(0.02)
+    assert torch.equal(tables["cosine"].betas, make_betas("cosine", 100))

@@ -14,6 +14,7 @@ guidance) and rundir (the files).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from .features import OwnTraining
 from .interop import diffusers as diffusers_interop
 from .modality import modality_for
 from .posthoc_ema import SWEEP_SIGMA_RELS, Reconstruction, reconstruct
+from .schedules import schedule_tables
 from .sampling import Samples, SampleSettings, draw  # noqa: F401  (part of the API)
 from .train import TrainResult
 
@@ -109,6 +111,9 @@ def sample(
     clip: str | None = None,
     percentile: float = 0.995,
     png_dir: Path | str | None = None,
+    strip: list[int] | None = None,
+    strip_shows: str = "xt",
+    report=lambda message: None,
     **sampler_options,
 ) -> np.ndarray:
     """Write out/samples.npy and out/samples.png (and out/reverse.gif) for a run; returns
@@ -118,7 +123,10 @@ def sample(
     guides towards (classifier guidance, after classifier-free guidance `guidance` on a
     conditional run; at 0 the plain model). `weights`: best, last, ema, model or a
     path (build.weights_file). `png_dir`: also each sample as a numbered PNG there (with
-    labels.csv for labelled samples), for other FID tools."""
+    labels.csv for labelled samples), for other FID tools. `strip`: timesteps whose x_t
+    (`strip_shows` "xt") or x̂_0 ("x0") out/strip.png shows for each sample, a row each (the
+    progressive-generation figure); a timestep the sampler's grid lacks is replaced by the
+    nearest grid step, said through `report`."""
     out = Path(out)
     rundir.check_output(out)
     run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
@@ -128,14 +136,20 @@ def sample(
     labels = sampling.class_labels(run.config, class_, n, sampling.classifier_classes(run))
     sampling.check_labels(run.config, labels, guidance, sampling.classifier_classes(run), classifier_scale)
     n = n if labels is None else len(labels)
-    keep = sampling.picture_steps(run.config.diffusion.num_steps, pictures.GIF_FRAMES, steps, spacing) if gif else None
+    T = run.config.diffusion.num_steps
+    gif_steps = sampling.picture_steps(T, pictures.GIF_FRAMES, steps, spacing) if gif else []
+    strip_steps = _strip_steps(strip, strip_shows, T, steps, spacing, report) if strip else []
+    keep = sorted(set(gif_steps) | set(strip_steps)) if gif or strip_steps else None
     samples = draw(run, n, seed=seed, sampler=sampler, steps=steps, spacing=spacing, keep=keep, labels=labels,
                    guidance=guidance, classifier_scale=classifier_scale, clip=clip, percentile=percentile, **sampler_options)
     out.mkdir(parents=True, exist_ok=True)  # once every option has been checked: bad input creates nothing
     if labels is not None:
         rundir.save_npy(out / "labels.npy", labels.numpy())
-    if gif:
-        run.modality.reverse_gif(samples, out / "reverse.gif")
+    if gif:  # its own frames only, whatever the strip added
+        frames = dataclasses.replace(samples, trajectory=samples.trajectory.only(gif_steps))
+        run.modality.reverse_gif(frames, out / "reverse.gif")
+    if strip_steps:
+        run.modality.strip_picture(samples, strip_steps, strip_shows, out / "strip.png")
     rundir.save_npy(out / "samples.npy", samples.data)
     if png_dir is not None:
         run.modality.png_folder(samples, labels, Path(png_dir))
@@ -158,11 +172,34 @@ def train_classifier(run_dir: Path | str, settings: ClassifierTraining = Classif
     return record
 
 
+def _strip_steps(strip: list[int], shows: str, T: int, steps: int | None, spacing: str, report) -> list[int]:
+    """The grid steps a --strip shows, in sampling order (sampling.nearest_grid_steps), each move said."""
+    if shows not in ("xt", "x0"):
+        raise UserError(f"--strip-shows takes xt (the noisy state x_t) or x0 (the prediction x̂_0), got {shows!r}")
+    sampling.check_sampler("ddpm", steps, T)  # the step count, before the grid is built
+    pairs = sampling.nearest_grid_steps(list(strip), sampling.sampling_grid(T, steps, spacing))
+    for asked, used in pairs:
+        if asked != used:
+            report(f"--strip {asked}: the sampler's grid has no step {asked}; showing its nearest step, {used}")
+    return sorted(dict.fromkeys(used for _, used in pairs), reverse=True)
+
+
 def show_forward(data: str, out: Path | str, *, image_size=None, channels: int | None = None, num_images: int = 4,
                  T: int = 1000, seed: int = 0) -> None:
     """Draw the forward process on a few images of `data` for the linear and cosine schedules."""
     rundir.check_output(Path(out), directory=False)
     modality_for(DataConfig(name=data, image_size=image_size, channels=channels)).forward_picture(Path(out), num_images, T, seed)
+
+
+def show_schedule(schedules: list[str | tuple[str, float | None, float | None]], out: Path | str, *, T: int = 1000,
+                  beta_start: float | None = None, beta_end: float | None = None) -> list[str]:
+    """β_t, ᾱ_t and log-SNR of each schedule (a name, or (name, β_start, β_end) with None for a
+    default end) at T steps, in one PNG; `beta_start`/`beta_end` are the ends of the ranged
+    schedules given by name alone. Returns each schedule's label (its name and β ends)."""
+    rundir.check_output(Path(out), directory=False)
+    tables = schedule_tables(schedules, T, beta_start, beta_end)
+    pictures.schedule_curves(tables, Path(out))
+    return list(tables)
 
 
 def evaluate(run_dir: Path | str, settings: SampleSettings = SampleSettings(), *, device: str | None = None,

@@ -44,10 +44,12 @@ def modality(config: RunConfig) -> Points | Images:
     return modality_for(config.data)
 
 
-def resolve_config(config: RunConfig, data) -> RunConfig:
+def resolve_config(config: RunConfig, data, report=lambda message: None, num_examples: int | None = None) -> RunConfig:
     """`config` with the data's resolved DataConfig (`data`: size, channels, classes, the 2-D
     normalisation) and the network's data-dependent sizes set from it: inputs and outputs
-    (twice the channels with a learned variance), image size, classes."""
+    (twice the channels with a learned variance), image size, classes, the U-Net's level plan
+    (said through `report` when the size trims it); with `num_examples` (the training set's
+    size), the steps of --epochs (TrainConfig.steps_for)."""
     if config.conditional and data.num_classes == 0:
         raise UserError(
             f"--conditional needs class labels, and {data.name} has none; use labelled data "
@@ -55,8 +57,11 @@ def resolve_config(config: RunConfig, data) -> RunConfig:
         )
     classes = data.num_classes if config.conditional else 0
     outputs = 2 if config.diffusion.variance == "learned_range" else 1  # mean and variance
-    net = modality_for(data).fit_net(config.net, outputs, classes)
-    return dataclasses.replace(config, data=data, net=net)
+    net = modality_for(data).fit_net(config.net, outputs, classes, report)
+    train = config.train
+    if train.epochs is not None and num_examples is not None:
+        train = dataclasses.replace(train, steps=train.steps_for(num_examples))
+    return dataclasses.replace(config, data=data, net=net, train=train)
 
 
 def build_net(config: RunConfig) -> nn.Module:
@@ -67,7 +72,8 @@ def build_net(config: RunConfig) -> nn.Module:
 
 
 def build_schedule(config: RunConfig) -> NoiseSchedule:
-    return NoiseSchedule.from_name(config.diffusion.schedule, config.diffusion.num_steps)
+    d = config.diffusion
+    return NoiseSchedule.from_name(d.schedule, d.num_steps, d.beta_start, d.beta_end)
 
 
 def build_denoiser(config: RunConfig, net: nn.Module) -> Denoiser:
@@ -180,7 +186,7 @@ def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device:
     logger = loggers(config, run_dir) if world.is_main else Loggers()
     kind = modality(config)
     dataset, data = kind.load(config.seed, report)
-    config = resolve_config(config, data)
+    config = resolve_config(config, data, report, len(dataset))
     kind = modality(config)  # with the resolved data: sizes, normalisation
     net = build_net(config).to(device)
     report(f"model: {type(net).__name__} with {count_parameters(net):,} parameters; data: {len(dataset):,} examples; device: {device}")

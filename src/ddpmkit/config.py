@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -18,7 +19,7 @@ from .losses import LOSSES, LossType
 from .nets.mlp import GatedMLPConfig, MLPConfig
 from .nets.unet import UNetConfig
 from .posthoc_ema import check_sigma_rel
-from .schedules import SCHEDULES, ScheduleName
+from .schedules import SCHEDULES, ScheduleName, beta_range
 
 NetConfig = MLPConfig | GatedMLPConfig | UNetConfig
 NET_KINDS: dict[str, type] = {"mlp": MLPConfig, "gated-mlp": GatedMLPConfig, "unet": UNetConfig}
@@ -41,10 +42,13 @@ class DataConfig:
     scale: float | None = None  # toy data: the scale divided out before training
     num_classes: int = 0  # classes in the data (0: unlabelled)
     holdout: float = 0.0  # images: share in [0, 1) kept out of training (a fixed seeded split), scored by evaluate --nll
+    toy_noise: float | None = None  # toy data: the generator's noise σ (e.g. make_moons' noise); None: the set's own (data.toy.TOY_NOISE)
 
     def __post_init__(self) -> None:
         check_finite_fields(self, "data")
         check_positive("--num-points", self.num_points)
+        if self.toy_noise is not None:
+            check_not_negative("--toy-noise", self.toy_noise)
         check_between("--holdout", self.holdout, 0, 1, high_included=False, what="the share of images kept out of training")
 
 
@@ -56,6 +60,8 @@ class DiffusionConfig:
     variance: Variance = "fixed_small"  # reverse variance: fixed_small (β̃), fixed_large (β), learned_range (hybrid loss)
     loss: LossType = "l2"  # l2, l1, huber
     min_snr_gamma: float = 0.0  # min-SNR-γ loss weighting (Hang et al. 2023; 5 is typical); 0: off
+    beta_start: float | None = None  # β_1 of linear, quadratic, sigmoid; None: 1e-4 · 1000/T (Ho et al. 2020 scaled)
+    beta_end: float | None = None  # β_T of linear, quadratic, sigmoid; None: 0.02 · 1000/T
 
     def __post_init__(self) -> None:
         check_finite_fields(self, "diffusion")
@@ -65,11 +71,13 @@ class DiffusionConfig:
         check_choice("prediction", self.prediction, PREDICTIONS)
         check_choice("variance", self.variance, VARIANCES)
         check_choice("loss", self.loss, LOSSES)
+        beta_range(self.schedule, self.num_steps, self.beta_start, self.beta_end)  # one line if the ends do not fit
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 3000  # optimiser steps
+    steps: int = 3000  # optimiser steps (with `epochs`: the steps those epochs take, set once the data are read)
+    epochs: int | None = None  # passes over the training set asked for (--epochs); None: `steps` was asked for
     batch_size: int = 256  # global batch: examples per optimiser step over all processes and grad_accum micro-batches
     lr: float = 1e-3  # peak learning rate of AdamW
     weight_decay: float = 0.0  # AdamW decoupled weight decay
@@ -96,6 +104,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_finite_fields(self, "train")
+        if self.epochs is not None:
+            check_positive("--epochs", self.epochs)
         for option, value in (("--steps", self.steps), ("--batch-size", self.batch_size), ("--grad-accum", self.grad_accum),
                               ("--log-every", self.log_every), ("--keep", self.keep), ("--max-nonfinite", self.max_nonfinite)):
             check_positive(option, value)
@@ -118,6 +128,19 @@ class TrainConfig:
             check_sigma_rel(sigma_rel, "--posthoc-ema")
         if len({f"{s:.3f}" for s in self.posthoc_ema}) != len(self.posthoc_ema):
             raise UserError(f"--posthoc-ema takes distinct σ_rel (to 3 decimals), got {list(self.posthoc_ema)}")
+
+    def steps_for(self, num_examples: int) -> int:
+        """Optimiser steps of `epochs` passes over `num_examples` training examples:
+        ⌈epochs · N / batch_size⌉, batch_size being the global batch (all processes and
+        --grad-accum micro-batches together), so the world size does not change it. The batch
+        order is one endless stream of per-epoch permutations (data.BatchStream), so a batch
+        that straddles two epochs holds the end of one and the start of the next: rounding up,
+        the last step takes the rest of the last epoch (and a few examples of the next)."""
+        return math.ceil(self.epochs * num_examples / self.batch_size)
+
+    def epoch_at(self, step: int, num_examples: int) -> float:
+        """Epochs completed after `step` optimiser steps over `num_examples` examples: step · batch / N."""
+        return step * self.batch_size / num_examples
 
     @property
     def snapshot_every(self) -> int:

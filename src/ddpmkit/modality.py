@@ -42,7 +42,7 @@ from .nets.mlp import GatedMLPConfig, MLPConfig
 from .sampling import Run, Samples, draw
 
 TOY_NETS = {"mlp": MLPConfig, "gated-mlp": GatedMLPConfig}  # --net choices of 2-D data
-UNET_OPTIONS = ("channel_mults", "blocks_per_level", "block", "attention_res", "linear_attention_res", "heads", "dropout")
+UNET_OPTIONS = ("channel_mults", "blocks_per_level", "block", "attention_res", "linear_attention_res", "heads", "dropout", "groups")
 
 
 def modality_for(data: DataConfig | str) -> Points | Images:
@@ -50,6 +50,42 @@ def modality_for(data: DataConfig | str) -> Points | Images:
     whether a run is 2-D points or images."""
     data = data if isinstance(data, DataConfig) else DataConfig(name=str(data))
     return Points(data) if canonical_toy_name(data.name) else Images(data)
+
+
+def plan_levels(channel_mults: tuple[int, ...], height: int, width: int, smallest: int = 4) -> tuple[int, ...]:
+    """The first L of `channel_mults`, L the most levels (each halving the size) that the image
+    fits: both sides divisible by 2^(L-1) and the last level at least `smallest` px (or one
+    level). 28 px: 28 → 14 → 7 (three levels); 32 and 64 px keep four."""
+    levels = 1
+    while levels < len(channel_mults):
+        factor = 2**levels
+        if height % factor or width % factor or min(height, width) // factor < smallest:
+            break
+        levels += 1
+    return tuple(channel_mults[:levels])
+
+
+def fit_attention(full: tuple[int, ...], linear: tuple[int, ...], levels: list[int],
+                  report=lambda message: None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Attention sizes (full, linear) on the U-Net's `levels` (px): a size that is a level stays;
+    one that is not moves to the nearest level (in octaves; the smaller on a tie) that has no
+    attention yet, or is dropped when every level has; each move or drop said through `report`."""
+    taken = {r for r in (*full, *linear) if r in levels}
+    out: dict[str, list[int]] = {"full": [r for r in full if r in levels], "linear": [r for r in linear if r in levels]}
+    for kind, asked in (("full", full), ("linear", linear)):
+        for r in asked:
+            if r in levels:
+                continue
+            free = sorted((abs(np.log2(level / r)), level) for level in levels if level not in taken)
+            what = "attention" if kind == "full" else "linear attention"
+            if free:
+                level = free[0][1]
+                taken.add(level)
+                out[kind].append(level)
+                report(f"{what} at {r} px moved to {level} px: the U-Net's levels are {', '.join(map(str, levels))} px")
+            else:
+                report(f"{what} at {r} px dropped: every level of the U-Net has attention already")
+    return tuple(sorted(out["full"], reverse=True)), tuple(sorted(out["linear"], reverse=True))
 
 
 @dataclass
@@ -108,13 +144,13 @@ class Points:
     def load(self, seed: int, report=None) -> tuple[PointDataset, DataConfig]:
         """Draw the training points; the returned config records their normalisation."""
         name = canonical_toy_name(self.data.name)
-        points, labels = toy_points(name, self.data.num_points, seed)
+        points, labels = toy_points(name, self.data.num_points, seed, self.data.toy_noise)
         mean, scale = normalisation(points)
         resolved = dataclasses.replace(
             self.data, name=name, mean=tuple(float(m) for m in mean), scale=scale, num_classes=TOY_CLASSES.get(name, 0))
         return PointDataset(points, labels, mean, scale), resolved
 
-    def fit_net(self, net, outputs: int, classes: int):
+    def fit_net(self, net, outputs: int, classes: int, report=lambda message: None):
         """The network config sized for the data: D inputs, outputs·D outputs, the classes."""
         dim = len(self.data.mean)
         return dataclasses.replace(net, dim=dim, out_dim=outputs * dim, num_classes=classes)
@@ -145,7 +181,7 @@ class Points:
 
     def likelihood_examples(self, num: int, seed: int) -> LikelihoodExamples:
         """`num` fresh points (held out by construction), seeded apart from the quality reference."""
-        points = toy_points(self.data.name, num, seed=distances.FRESH_SEED + seed)[0]
+        points = toy_points(self.data.name, num, seed=distances.FRESH_SEED + seed, noise=self.data.toy_noise)[0]
         x0 = torch.from_numpy(normalise(points, self.data.mean, self.data.scale)).float()
         unit = "bits/dim of the density (may be negative)"
         return LikelihoodExamples(x0, lambda generator: (x0, 0.0), f"{num} fresh {self.data.name} points (held out)",
@@ -184,6 +220,10 @@ class Points:
     def read_mask(self, path, inputs: InputImages) -> torch.Tensor:
         raise UserError(f"--mask: inpaint takes images; {self.data.name} is 2-D data")
 
+    def strip_picture(self, samples: Samples, steps: list[int], shows: str, path: Path) -> None:
+        """sample --strip: the whole point cloud at each kept timestep, in one row."""
+        pictures.sample_strip_points(samples, steps, shows, path)
+
     def png_folder(self, samples: Samples, labels, directory: Path) -> None:
         raise UserError(f"--png-dir writes images; {self.data.name} is 2-D data, whose samples are in samples.npy")
 
@@ -215,7 +255,9 @@ class Images:
         raise UserError(f"--net {name!r} is not available for {self.data.name}; 2-D data takes: {', '.join(TOY_NETS)}")
 
     def refuse_options(self, given: set[str]) -> None:
-        """Image runs take every option."""
+        """Image runs take every option but the 2-D sets' noise."""
+        if "toy_noise" in given:
+            raise UserError(f"--toy-noise sets the noise of the 2-D toy sets ({', '.join(TOY_DATASETS)}); {self.data.name} is image data")
 
     def load(self, seed: int, report=None, part: str = "train"):
         """The image data set (`part` "train": the images trained on; "heldout": those
@@ -240,17 +282,30 @@ class Images:
         (decided from the config, before any image is read)."""
         return self.load(0, part="heldout")[0] if self.data.holdout > 0 else None
 
-    def fit_net(self, net, outputs: int, classes: int):
-        """The U-Net config sized for the data: its channels, size and classes; the preset's
-        attention sizes (e.g. 16 px) kept where the data has such a level."""
-        channels, side = self.data.channels, min(self.data.image_size)
-        levels = {side // 2**i for i in range(len(net.channel_mults))}  # feature-map sizes of the U-Net
+    def fit_net(self, net, outputs: int, classes: int, report=lambda message: None):
+        """The U-Net config sized for the data: its channels, size and classes. The preset's
+        levels are a plan the image size trims (plan_levels: 28 px gets 28 → 14 → 7 where the
+        preset's four levels need multiples of 8), said in one line through `report`; levels
+        that differ from the preset's (--channel-mults) are kept and checked. An attention size
+        that is no level of the plan moves to the nearest free level, or is dropped when none is
+        free, and `report` says which (fit_attention)."""
+        channels, (height, width) = self.data.channels, self.data.image_size
+        mults = net.channel_mults
+        if mults == self.preset().net.channel_mults:
+            mults = plan_levels(mults, height, width)
+            if mults != net.channel_mults:
+                sizes = [min(height, width) // 2**i for i in range(len(mults))]
+                report(f"U-Net levels for {height}x{width} images: {' → '.join(map(str, sizes))} px (channel mults "
+                       f"{','.join(map(str, mults))}; the preset's {','.join(map(str, net.channel_mults))} needs sides "
+                       f"divisible by {2 ** (len(net.channel_mults) - 1)})")
+        side = min(height, width)
+        levels = [side // 2**i for i in range(len(mults))]  # feature-map sizes of the U-Net
+        full, linear = fit_attention(net.attention_resolutions, net.linear_attention_resolutions, levels, report)
         net = dataclasses.replace(
             net, in_channels=channels, out_channels=outputs * channels, image_size=side, num_classes=classes,
-            attention_resolutions=tuple(r for r in net.attention_resolutions if r in levels),
-            linear_attention_resolutions=tuple(r for r in net.linear_attention_resolutions if r in levels),
+            channel_mults=mults, attention_resolutions=full, linear_attention_resolutions=linear,
         )
-        net.check_image_size(*self.data.image_size)
+        net.check_image_size(height, width)
         return net
 
     def fit_classifier(self, config: RunConfig, options: dict) -> ClassifierConfig:
@@ -332,6 +387,10 @@ class Images:
 
     def reverse_gif(self, samples: Samples, path: Path) -> None:
         pictures.image_reverse_gif(samples, path)
+
+    def strip_picture(self, samples: Samples, steps: list[int], shows: str, path: Path) -> None:
+        """sample --strip: one row per sample, one column per kept timestep."""
+        pictures.sample_strip_images(samples, steps, shows, path)
 
     def png_folder(self, samples: Samples, labels: torch.Tensor | None, directory: Path) -> None:
         """--png-dir: each sample as a numbered PNG (and labels.csv), what FID tools read."""

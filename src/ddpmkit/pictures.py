@@ -132,24 +132,58 @@ def image_training_pictures(run: Run, dataset, run_dir: Path, n: int = 64) -> No
     """samples.png (a grid from the EMA weights) and forward.png (q(x_t) on a few training images)."""
     image_grid(draw(run, n, seed=run.config.seed).data, run_dir / "samples.png")
     first = torch.stack([dataset[i][0] for i in range(min(4, len(dataset)))])
-    forward_table(first, [run.config.diffusion.schedule], run.config.diffusion.num_steps, run_dir / "forward.png", run.config.seed)
+    d = run.config.diffusion
+    schedules = {d.schedule: NoiseSchedule.from_name(d.schedule, d.num_steps, d.beta_start, d.beta_end)}  # its own β ends
+    forward_table(first, schedules, run.config.diffusion.num_steps, run_dir / "forward.png", run.config.seed)
 
 
-def forward_table(images_uint8: torch.Tensor, schedules: list[str], T: int, path: Path, seed: int = 0) -> None:
+def forward_table(images_uint8: torch.Tensor, schedules: list[str] | dict[str, NoiseSchedule], T: int, path: Path,
+                  seed: int = 0) -> None:
     """Rows of x_t ~ q(x_t | x_0) at PICTURE_STEPS values of t, for each image and schedule
-    (the same ε for every schedule, so rows differ only by the schedule)."""
+    (names, or a name → NoiseSchedule of T steps; the same ε for every schedule, so rows
+    differ only by the schedule)."""
     x0 = to_model_space(images_uint8)  # [K, C, H, W]
     noise = randn_like(x0, torch.Generator().manual_seed(seed))
     steps = picture_steps(T, PICTURE_STEPS)
     rows, labels = [], []
-    for name in schedules:
-        sched = NoiseSchedule.from_name(name, T)
+    if not isinstance(schedules, dict):
+        schedules = {name: NoiseSchedule.from_name(name, T) for name in schedules}
+    for name, sched in schedules.items():
         frames = [process.q_sample(sched, x0, torch.full((len(x0),), t), noise) for t in steps]
         for k in range(len(x0)):
             rows.append([as_images(f[k : k + 1])[0] for f in frames])
             labels.append(f"{name} #{k}")
     path.parent.mkdir(parents=True, exist_ok=True)
     viz.image_table(rows, labels, [f"t = {t}" for t in steps], path)
+
+
+def sample_strip_images(samples: Samples, steps: list[int], shows: str, path: Path) -> None:
+    """The progressive-generation figure: one row per sample, one column per kept timestep (in
+    sampling order, then the sample), each cell x_t (`shows` "xt") or x̂_0 ("x0") there."""
+    traj = samples.trajectory
+    states = dict(zip(traj.steps, traj.xs if shows == "xt" else traj.x0s))
+    columns = [as_images(states[t]) for t in steps] + [as_images(samples.model[: len(traj.xs[0])])]
+    rows = [[column[k] for column in columns] for k in range(len(columns[0]))]
+    what = "x_t" if shows == "xt" else "x̂_0"
+    atomic_write(path, lambda tmp: viz.image_table(rows, [f"#{k}" for k in range(len(rows))],
+                                                   [f"{what}, t = {t}" for t in steps] + ["sample"], tmp))
+
+
+def sample_strip_points(samples: Samples, steps: list[int], shows: str, path: Path) -> None:
+    """The reverse process of a 2-D run as a strip of scatters at the kept timesteps, then the samples."""
+    traj = samples.trajectory
+    states = dict(zip(traj.steps, traj.xs if shows == "xt" else traj.x0s))
+    what = "x_t" if shows == "xt" else "x̂_0"
+    viz.scatter_strip([states[t].numpy() for t in steps] + [samples.model.numpy()],
+                      [f"{what}, t = {t}" for t in steps] + ["samples"], path)
+
+
+def schedule_curves(schedules: dict[str, NoiseSchedule], path: Path) -> None:
+    """β_t, ᾱ_t and log-SNR of each schedule (label → its tables) in one PNG of three panels."""
+    curves = {label: {"beta": s.betas.numpy(), "alpha_bar": s.alphas_cumprod.numpy(), "log_snr": s.log_snr.numpy()}
+              for label, s in schedules.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: viz.schedule_panels(curves, tmp))
 
 
 def image_reverse_gif(samples: Samples, path: Path) -> None:

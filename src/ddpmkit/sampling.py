@@ -91,12 +91,6 @@ def network_passes(sampler: str, steps: int, guidance: float = 0.0) -> int:
 BATCH = 4096  # samples drawn in one sampler call
 
 
-def sampling_grid(run: Run, steps: int | None = None, spacing: str = "linspace") -> torch.Tensor:
-    """The descending timesteps a draw walks: all T (`steps` None), or `steps` of them chosen by `spacing`."""
-    T = run.config.diffusion.num_steps
-    return run.base.schedule.full_grid() if steps is None else timestep_grid(T, steps, spacing)
-
-
 def classifier_passes(sampler: str, steps: int, classifier_scale: float = 0.0) -> int:
     """Classifier passes per sample under classifier guidance s ≠ 0: a forward and a backward
     (the gradient of log p(y | x_t, t)) at every network evaluation; 0 without it."""
@@ -157,7 +151,7 @@ def draw(
     check_sampler_options(sampler_options)
     generator = torch.Generator().manual_seed(seed)
     trajectory = Trajectory(keep) if keep is not None else None
-    grid = sampling_grid(run, steps, spacing)
+    grid = sampling_grid(T, steps, spacing)
     denoiser = sampling_denoiser(run, guidance, clip, percentile, classifier_scale)
     chunks = []
     for start in range(0, n, batch_size):
@@ -228,6 +222,24 @@ def picture_steps(T: int, count: int, steps: int | None = None, spacing: str = "
     """About `count` timesteps, evenly spread over the sampling grid (all T, or `steps` of them)."""
     grid = torch.arange(T) if steps is None else timestep_grid(T, steps, spacing)
     return sorted({int(grid[int(round(v))]) for v in np.linspace(0, len(grid) - 1, count)})
+
+
+def sampling_grid(T: int, steps: int | None = None, spacing: str = "linspace") -> torch.Tensor:
+    """The descending timesteps `draw` walks: all T (T-1 … 0), or `steps` of them by `spacing`."""
+    return torch.arange(T - 1, -1, -1) if steps is None else timestep_grid(T, steps, spacing)
+
+
+def nearest_grid_steps(asked: list[int], grid: torch.Tensor) -> list[tuple[int, int]]:
+    """(asked, used) for each asked timestep: the grid step nearest to it (the earlier in sampling order on a tie),
+    so a strip asked at t = 500 of a 50-step grid shows the state the sampler actually visits."""
+    pairs = []
+    for t in asked:
+        if not 0 <= t <= int(grid[0]):
+            raise UserError(f"--strip takes timesteps in 0..{int(grid[0])} (the sampler's first step), got {t}")
+        distance = (grid - t).abs()
+        best = int(grid[int(torch.nonzero(distance == distance.min())[0])])
+        pairs.append((t, best))
+    return pairs
 
 
 def draw_recorded(run: Run, s: SampleSettings) -> tuple[np.ndarray, dict]:

@@ -28,11 +28,34 @@ Spacing = Literal["linspace", "leading", "trailing"]
 SPACINGS: tuple[str, ...] = get_args(Spacing)
 
 
+RANGED: tuple[str, ...] = ("linear", "quadratic", "sigmoid")  # the schedules whose β run between two ends
+
+
 def _linear_range(num_steps: int) -> tuple[float, float]:
     """β_1 and β_T of Ho et al. 2020 (1e-4 to 0.02 at T = 1000), scaled by 1000 / T
     so other T keep the same total noise (as improved-diffusion scales them)."""
     scale = 1000.0 / num_steps
     return scale * 1e-4, scale * 0.02
+
+
+def beta_range(name: str, num_steps: int, beta_start: float | None = None, beta_end: float | None = None) -> tuple[float, float]:
+    """(β_1, β_T) of a linear, quadratic or sigmoid schedule: the ends given, else Ho et al.
+    2020's 1e-4 and 0.02 scaled by 1000 / T (_linear_range). Only the end given is replaced,
+    and a pair with an end given must satisfy 0 < β_1 ≤ β_T < 1. The cosine schedule has no ends to set."""
+    if name not in RANGED:
+        if beta_start is not None or beta_end is not None:
+            raise UserError(f"--beta-start/--beta-end set the ends of the {', '.join(RANGED)} schedules; the {name} schedule "
+                            "is defined by its ᾱ curve (Nichol & Dhariwal 2021), so drop them or pick --schedule linear")
+        return _linear_range(num_steps)
+    default_start, default_end = _linear_range(num_steps)
+    if beta_start is None and beta_end is None:
+        return default_start, default_end  # at T < 20 the scaled end passes 1: make_betas clips it at max_beta
+    start = default_start if beta_start is None else float(beta_start)
+    end = default_end if beta_end is None else float(beta_end)
+    if not (math.isfinite(start) and math.isfinite(end) and 0 < start <= end < 1):
+        raise UserError(f"--beta-start {start:g} and --beta-end {end:g} must satisfy 0 < start ≤ end < 1 "
+                        "(e.g. 1e-4 and 0.02, Ho et al. 2020)")
+    return start, end
 
 
 def log_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -41,8 +64,10 @@ def log_snr(alpha_bar: torch.Tensor) -> torch.Tensor:
     return torch.log(alpha_bar) - torch.log1p(-alpha_bar)
 
 
-def make_betas(name: str, num_steps: int, *, cosine_s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
-    """β_t for t = 0..T-1 in float64.
+def make_betas(name: str, num_steps: int, *, beta_start: float | None = None, beta_end: float | None = None,
+               cosine_s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """β_t for t = 0..T-1 in float64; linear, quadratic and sigmoid run from `beta_start` to
+    `beta_end` (beta_range: by default 1e-4 to 0.02 scaled by 1000 / T).
 
     linear: Ho et al. 2020; cosine: Eq. 17 of Nichol & Dhariwal 2021,
     ᾱ(t) = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s) · π/2), β clipped at `max_beta`;
@@ -51,12 +76,12 @@ def make_betas(name: str, num_steps: int, *, cosine_s: float = 0.008, max_beta: 
     """
     check_choice("schedule", name, SCHEDULES)
     check_positive("the number of diffusion steps T (--timesteps)", num_steps)
+    start, end = beta_range(name, num_steps, beta_start, beta_end)
     if name == "cosine":
         t = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
         f = torch.cos((t + cosine_s) / (1 + cosine_s) * math.pi / 2) ** 2
         alpha_bar = f / f[0]
         return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
-    start, end = _linear_range(num_steps)
     if name == "linear":
         betas = torch.linspace(start, end, num_steps, dtype=torch.float64)
     elif name == "quadratic":
@@ -136,8 +161,10 @@ class NoiseSchedule:
         )
 
     @classmethod
-    def from_name(cls, name: str, num_steps: int) -> "NoiseSchedule":
-        return cls.from_betas(make_betas(name, num_steps))
+    def from_name(cls, name: str, num_steps: int, beta_start: float | None = None, beta_end: float | None = None) -> "NoiseSchedule":
+        """The tables of a named schedule (make_betas; `beta_start`/`beta_end`: β_1 and β_T of
+        linear, quadratic and sigmoid, None for the default ends)."""
+        return cls.from_betas(make_betas(name, num_steps, beta_start=beta_start, beta_end=beta_end))
 
     @property
     def num_steps(self) -> int:
@@ -160,6 +187,23 @@ class NoiseSchedule:
     def full_grid(self) -> torch.Tensor:
         """All timesteps, T-1 down to 0: the grid of ancestral sampling."""
         return torch.arange(self.num_steps - 1, -1, -1)
+
+
+def schedule_tables(schedules, num_steps: int, beta_start: float | None = None,
+                    beta_end: float | None = None) -> dict[str, NoiseSchedule]:
+    """label → NoiseSchedule of T = `num_steps` for each of `schedules`: a name, or (name,
+    β_start, β_end); the ranged schedules named alone take `beta_start`/`beta_end` (None: the
+    default ends), the cosine one is drawn as it is. The label names the β ends used."""
+    tables: dict[str, NoiseSchedule] = {}
+    for spec in schedules:
+        name, start, end = (spec, None, None) if isinstance(spec, str) else spec
+        check_choice("schedule", name, SCHEDULES)
+        if name in RANGED and start is None and end is None:
+            start, end = beta_start, beta_end
+        ends = beta_range(name, num_steps, start, end)
+        label = name if name not in RANGED else f"{name} β {ends[0]:.3g} → {ends[1]:.3g}"
+        tables[label] = NoiseSchedule.from_name(name, num_steps, start, end)
+    return tables
 
 
 def timestep_grid(num_train_steps: int, num_steps: int, spacing: str = "linspace") -> torch.Tensor:

@@ -328,7 +328,7 @@ class Trainer:
                 if evaluates:
                     quality = self._evaluate() or quality
                 if (logs or evaluates) and loss is not None:
-                    bar.set_postfix_str(f"loss {loss:.4f}" + (f", {quality}" if quality else ""))
+                    bar.set_postfix_str(self._epoch_text() + f"loss {loss:.4f}" + (f", {quality}" if quality else ""))
                 if self.posthoc is not None and self.step % train.snapshot_every == 0:
                     self._snapshot()  # before the checkpoint of the same step: a checkpoint implies its snapshots
                 if train.checkpoint_every and self.step % train.checkpoint_every == 0 and not last:
@@ -344,6 +344,12 @@ class Trainer:
             self.logger.close()
         return TrainResult(self.step, time.perf_counter() - self._started, self.interval.last_loss, self.nonfinite_total,
                            best=self.best, first_step=first)
+
+    def _epoch_text(self) -> str:
+        """'epoch 2.50/10, ' on the progress line of an --epochs run ('' otherwise)."""
+        if self.train.epochs is None:
+            return ""
+        return f"epoch {self.train.epoch_at(self.step, len(self.dataset)):.2f}/{self.train.epochs}, "
 
     def _step(self, stream, micro: int) -> float:
         """One optimiser step (Algorithm 1 of Ho et al. 2020): the gradients of
@@ -431,6 +437,7 @@ class Trainer:
         now = time.perf_counter()
         record = self.interval.record(self.step, lr, now - self._started)
         record["examples_per_s"] = round((self.step - self._last_log_step) * self.train.batch_size / max(now - self._last_log_time, 1e-9), 2)
+        record["epoch"] = round(self.train.epoch_at(self.step, len(self.dataset)), 4)  # passes over the training set so far
         self._last_log_time, self._last_log_step = now, self.step
         if self.world.is_main:
             rundir.append_log(self.run_dir, record)

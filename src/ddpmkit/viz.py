@@ -258,3 +258,22 @@ def quality_curve(steps: Sequence[int], values: Sequence[float], metric: str, pa
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def schedule_panels(curves: dict[str, dict[str, np.ndarray]], path: Path) -> None:
+    """Three panels against t/T: β_t (log scale), ᾱ_t and log-SNR λ_t, one line per schedule
+    (`curves`: label → {"beta", "alpha_bar", "log_snr"}, each [T])."""
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    panels = (("beta", "β_t", "log"), ("alpha_bar", "ᾱ_t", "linear"), ("log_snr", "log-SNR λ_t = log(ᾱ_t / (1 − ᾱ_t))", "linear"))
+    for ax, (key, title, scale) in zip(axes, panels):
+        for label, curve in curves.items():
+            values = curve[key]
+            ax.plot((np.arange(len(values)) + 1) / len(values), values, lw=1.5, label=label)
+        ax.set_yscale(scale)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("t / T")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)

@@ -1,5 +1,5 @@
-"""Command line: `ddpmkit train | sample | show-forward | evaluate | compare-samplers | export | import | ema | edit |
-inpaint | interpolate | score | train-classifier`.
+"""Command line: `ddpmkit train | sample | show-forward | show-schedule | evaluate | compare-samplers | export | import |
+ema | edit | inpaint | interpolate | score | train-classifier`.
 
 Parses, validates, calls the API (one module per command family: train.py, sample.py,
 evaluate.py, share.py, ema.py, edit.py, classifier.py). The only package that prints for the user or exits with a code. `main` is the
@@ -29,6 +29,7 @@ COMMANDS = {
     "train": (train.add_parser, train.run),
     "sample": (sample.add_sample, sample.run_sample),
     "show-forward": (sample.add_show_forward, sample.run_show_forward),
+    "show-schedule": (sample.add_show_schedule, sample.run_show_schedule),
     "evaluate": (evaluate.add_evaluate, evaluate.run_evaluate),
     "compare-samplers": (evaluate.add_compare, evaluate.run_compare),
     "export": (share.add_export, share.run_export),

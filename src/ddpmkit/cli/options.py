@@ -10,7 +10,9 @@ from ..data.toy import TOY_DATASETS
 from ..errors import UserError
 from ..schedules import SPACINGS
 
-DATA_HELP = f"{', '.join(TOY_DATASETS)} (2-D toy sets), digits (8x8 images), a folder of images, a .npy/.npz array file, or hf:NAME"
+DATA_HELP = (f"{', '.join(TOY_DATASETS)} (2-D toy sets), digits (8x8 images), a folder of images, a .npy/.npz array file "
+             "(Keras' mnist.npz / fashion-mnist.npz too), an IDX images file (train-images-idx3-ubyte[.gz], its labels "
+             "beside it), or hf:NAME")
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: the best available)"
 SAMPLER_HELP = "ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M, the ODE), dpm++sde (SDE-DPM-Solver++ 2M) or heun"
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from ..build import modality
 from ..config import RunConfig
 from ..data.images import parse_image_size
-from ..errors import check_positive
-from .options import DEVICE_HELP, add_class, add_clip, add_sampling, command, sampler_options, weights_from_args
+from ..errors import UserError, check_positive
+from ..schedules import RANGED, SCHEDULES
+from .options import DEVICE_HELP, add_class, add_clip, add_sampling, command, ints, sampler_options, weights_from_args
 
 
 def add_sample(sub) -> None:
@@ -30,6 +31,10 @@ def add_sample(sub) -> None:
     p.add_argument("--png-dir", type=Path, metavar="DIR", help="also write each sample as DIR/000000.png, ... (and "
                    "labels.csv for labelled samples): the folder clean-fid, torch-fidelity and pytorch-fid read")
     p.add_argument("--gif", action="store_true", help="also write reverse.gif: the reverse process (images: x_t beside x̂_0)")
+    p.add_argument("--strip", metavar="T,T,...", help="also write strip.png: for each sample (a row; use a small -n) its "
+                   "state at these timesteps, e.g. 999,750,500,250,0 (a timestep the sampler's grid lacks: its nearest grid step)")
+    p.add_argument("--strip-shows", choices=("xt", "x0"), default="xt", help="what strip.png shows at each timestep: "
+                   "xt, the noisy state x_t the sampler holds, or x0, its prediction x̂_0 of the final image")
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -39,12 +44,60 @@ def add_show_forward(sub) -> None:
     Draw q(x_t | x_0) at ten values of t on a few images, linear and cosine schedules side by side.
     """
     p = command(sub, "show-forward", add_show_forward)
-    p.add_argument("--data", default="digits", help="digits, a folder of images, a .npy/.npz file, or hf:NAME")
+    p.add_argument("--data", default="digits", help="digits, one image file (.png, .jpg, ...), a folder of images, a "
+                   ".npy/.npz file, an IDX images file, or hf:NAME")
     p.add_argument("--out", type=Path, default=Path("forward.png"), help="PNG file to write")
     p.add_argument("--image-size", help="SIZE or HEIGHTxWIDTH (folders of mixed sizes need it)")
     p.add_argument("--channels", type=int, help="1, 2, 3 or 4 (default from the data)")
     p.add_argument("--num-images", type=int, default=4, help="how many images (rows per schedule)")
     p.add_argument("--timesteps", type=int, default=1000, help="T of both schedules")
+
+
+def add_show_schedule(sub) -> None:
+    """draw β_t, ᾱ_t and log-SNR of noise schedules
+
+    Draw one or more β schedules side by side in one PNG of three panels: β_t (log scale), ᾱ_t and
+    the log signal-to-noise ratio λ_t = log(ᾱ_t / (1 − ᾱ_t)), against t/T. Each schedule is a name, or
+    NAME:BETA_START:BETA_END for a linear, quadratic or sigmoid schedule with its own ends.
+    """
+    p = command(sub, "show-schedule", add_show_schedule)
+    p.add_argument("--schedule", default="linear,cosine", metavar="NAME[,NAME...]",
+                   help=f"comma-separated schedules: {', '.join(SCHEDULES)}, each optionally NAME:START:END, e.g. "
+                   "linear,cosine or linear:1e-4:0.02,sigmoid:1e-5:5e-3 (default linear,cosine)")
+    p.add_argument("--timesteps", type=int, default=1000, help="T of every schedule")
+    p.add_argument("--beta-start", type=float, help=f"β_1 of the {', '.join(RANGED)} schedules listed without their own ends "
+                   "(default 1e-4 × 1000/T); the cosine schedule has none and is drawn as it is")
+    p.add_argument("--beta-end", type=float, help="β_T of those schedules (default 0.02 × 1000/T)")
+    p.add_argument("--out", type=Path, default=Path("schedules.png"), help="PNG file to write")
+
+
+def _schedule_specs(text: str) -> list[tuple[str, float | None, float | None]]:
+    """--schedule's value: (name, β_start or None, β_end or None) for each NAME or NAME:START:END."""
+    specs = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, *ends = part.split(":")
+        if len(ends) not in (0, 2):
+            raise UserError(f"--schedule takes NAME or NAME:BETA_START:BETA_END, got {part!r}")
+        try:
+            start, end = (float(ends[0]), float(ends[1])) if ends else (None, None)
+        except ValueError:
+            raise UserError(f"--schedule {part!r}: the ends must be numbers, e.g. linear:1e-4:0.02") from None
+        specs.append((name.strip(), start, end))
+    if not specs:
+        raise UserError("--schedule names at least one schedule, e.g. linear,cosine")
+    return specs
+
+
+def run_show_schedule(args) -> int:
+    from ..api import show_schedule
+
+    check_positive("--timesteps", args.timesteps)
+    shown = show_schedule(_schedule_specs(args.schedule), args.out, T=args.timesteps, beta_start=args.beta_start,
+                          beta_end=args.beta_end)
+    print(f"wrote {args.out}: " + "; ".join(shown))
+    return 0
 
 
 def run_sample(args) -> int:
@@ -53,11 +106,14 @@ def run_sample(args) -> int:
     out = args.out or args.run / "samples"
     started = time.perf_counter()
     options = sampler_options(args)
+    strip = ints(args.strip, "--strip") if args.strip is not None else None
+    if strip is not None and not strip:
+        raise UserError("--strip takes comma-separated timesteps such as 999,750,500,250,0")
     points = sample(args.run, args.num_samples, out, seed=args.seed, weights=weights_from_args(args), device=args.device, gif=args.gif,
                     class_=args.class_, guidance=args.guidance, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
                     clip=args.clip, percentile=args.dynamic_threshold, png_dir=args.png_dir,
-                    classifier_scale=args.classifier_scale, **options)
-    gif = " and reverse.gif" if args.gif else ""
+                    classifier_scale=args.classifier_scale, strip=strip, strip_shows=args.strip_shows, report=print, **options)
+    gif = (" and reverse.gif" if args.gif else "") + (", strip.png" if strip else "")
     pngs = f"; {len(points)} PNG files in {args.png_dir}/" if args.png_dir else ""
     print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif}{pngs} in {time.perf_counter() - started:.1f} s")
     config = RunConfig.load(args.run / "config.json")

@@ -14,7 +14,7 @@ from ..denoiser import PREDICTIONS, VARIANCES
 from ..distributed import world_from_env
 from ..errors import UserError
 from ..losses import LOSSES
-from ..modality import UNET_OPTIONS, modality_for
+from ..modality import UNET_OPTIONS, fit_attention, modality_for, plan_levels
 from ..nets.mlp import GatedMLPConfig
 from ..nets.unet import BLOCKS
 from ..rundir import check_output, check_writable
@@ -31,7 +31,10 @@ TRAIN_OPTIONS = {
     "variance": ("diffusion", "variance"),
     "loss": ("diffusion", "loss"),
     "min_snr_gamma": ("diffusion", "min_snr_gamma"),
+    "beta_start": ("diffusion", "beta_start"),
+    "beta_end": ("diffusion", "beta_end"),
     "steps": ("train", "steps"),
+    "epochs": ("train", "epochs"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),
     "weight_decay": ("train", "weight_decay"),
@@ -49,6 +52,7 @@ TRAIN_OPTIONS = {
     "logger": ("train", "loggers"),
     "keep": ("train", "keep"),
     "num_points": ("data", "num_points"),
+    "toy_noise": ("data", "toy_noise"),
     "holdout": ("data", "holdout"),
     "channels": ("data", "channels"),
     "hflip": ("data", "hflip"),
@@ -63,7 +67,7 @@ TRAIN_OPTIONS = {
 # changes the network's shape or the data, t and ε it sees, so the checkpoint still fits;
 # but --steps moves the end of the cosine LR decay (later weights then differ from a run
 # trained with the new --steps from the start), and --precision and --compile round differently.
-RESUMABLE = {"steps", "workers", "log_every", "sample_every", "checkpoint_every", "keep", "precision", "compile", "grad_checkpoint",
+RESUMABLE = {"steps", "epochs", "workers", "log_every", "sample_every", "checkpoint_every", "keep", "precision", "compile", "grad_checkpoint",
              "eval_every", "logger", "posthoc_every"}
 
 
@@ -90,6 +94,9 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("diffusion")
     g.add_argument("--schedule", help=f"beta schedule: {', '.join(SCHEDULES)} (default cosine)")
     g.add_argument("--timesteps", type=int, help="T, the number of diffusion steps (default 1000)")
+    g.add_argument("--beta-start", type=float, help="β_1 of the linear, quadratic or sigmoid schedule, e.g. 1e-4 "
+                   "(default 1e-4 × 1000/T: Ho et al. 2020's ends scaled to keep the total noise at any T)")
+    g.add_argument("--beta-end", type=float, help="β_T of the linear, quadratic or sigmoid schedule, e.g. 0.02 (default 0.02 × 1000/T)")
     g.add_argument("--prediction", help=f"network target: {', '.join(PREDICTIONS)} (default eps)")
     g.add_argument("--variance", help=f"reverse variance: {', '.join(VARIANCES)} (default fixed_small)")
     g.add_argument("--loss", help=f"loss on the target: {', '.join(LOSSES)} (default l2)")
@@ -106,15 +113,24 @@ def add_parser(sub) -> None:
     g.add_argument("--linear-attention-res", metavar="PX,...|none", help="U-Net: level sizes with linear attention (default none)")
     g.add_argument("--heads", type=int, help="U-Net: attention heads (default 4)")
     g.add_argument("--dropout", type=float, help="U-Net: dropout in each block, in [0, 1) (default 0.1 for your images, 0 for digits)")
+    g.add_argument("--groups", type=int, help="U-Net: GroupNorm groups, dividing every level's width (default 32, or "
+                   "the largest divisor of a width below 32)")
     g = p.add_argument_group("data")
     g.add_argument("--num-points", type=int, help="2-D data: training points drawn once (default 20000)")
+    g.add_argument("--toy-noise", type=float, metavar="SIGMA", help="2-D data: the generator's noise σ (scikit-learn's "
+                   "noise of moons 0.05, circles 0.04, swiss-roll 0.4, s-curve 0.05; the std of 8gaussians 0.1; "
+                   "checkerboard's jitter 0: the defaults)")
     g.add_argument("--image-size", help="images: SIZE or HEIGHTxWIDTH after resize and centre crop")
     g.add_argument("--channels", type=int, help="images: 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA); default from the data")
     g.add_argument("--holdout", type=float, help="images: share of the data kept out of training (a fixed seeded "
                    "split) for the held-out likelihood of evaluate --nll (default 0.1 for digits, 0 otherwise)")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips (default: on for folders)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, help="optimiser steps")
+    length = g.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimiser steps")
+    length.add_argument("--epochs", type=int, help="passes over the training set instead of --steps: ⌈epochs × "
+                        "examples / --batch-size⌉ optimiser steps (the last batch of an epoch runs on into the next), "
+                        "both kept in config.json; log.jsonl records the epoch of each step")
     g.add_argument("--batch-size", type=int, help="global batch: examples per optimiser step, summed over all "
                    "torchrun processes and --grad-accum micro-batches")
     g.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
@@ -176,6 +192,7 @@ UNET_FIELDS = {
     "linear_attention_res": ("linear_attention_resolutions", sizes),
     "heads": ("attention_heads", None),
     "dropout": ("dropout", None),
+    "groups": ("groups", None),
 }
 assert set(UNET_FIELDS) == set(UNET_OPTIONS)
 
@@ -194,6 +211,8 @@ def _with_options(config: RunConfig, args, options) -> RunConfig:
             section, field = TRAIN_OPTIONS[option]
             value = getattr(args, option)
             changes[section][field] = tuple(dict.fromkeys(value)) if option == "logger" else value
+    if getattr(args, "steps", None) is not None:
+        changes["train"]["epochs"] = None  # the steps asked for, not those of the preset's (or a resumed run's) epochs
     return dataclasses.replace(config, **{name: dataclasses.replace(getattr(config, name), **c) for name, c in changes.items() if c})
 
 
@@ -224,9 +243,41 @@ def config_from_args(args) -> RunConfig:
             raise UserError(f"{names} need --image-size: the U-Net's level sizes depend on it")
         if size is not None:
             unet["image_size"] = min(size)
+            if args.channel_mults is None:  # the preset's levels, trimmed to the size as build.resolve_config will
+                unet["channel_mults"] = plan_levels(net.channel_mults, *size)
+            _fit_preset_attention(net, unet, min(size))
     net = dataclasses.replace(net, **unet)
+    if args.groups is not None:
+        _check_groups(net)
     seed = config.seed if args.seed is None else args.seed
     return dataclasses.replace(config, net=net, seed=seed, conditional=bool(args.conditional), **new)
+
+
+def _fit_preset_attention(net, unet: dict, side: int) -> None:
+    """The preset's attention sizes that the options did not set, fitted to the levels the
+    options make (modality.fit_attention: moved to the nearest free level or dropped, said in
+    one line); the sizes given are checked as they are, by UNetConfig."""
+    mults = unet.get("channel_mults", net.channel_mults)
+    given = set(unet.get("attention_resolutions", ())) | set(unet.get("linear_attention_resolutions", ()))
+    free = [side // 2**i for i in range(len(mults)) if side // 2**i not in given]
+    full = () if "attention_resolutions" in unet else net.attention_resolutions
+    linear = () if "linear_attention_resolutions" in unet else net.linear_attention_resolutions
+    full, linear = fit_attention(full, linear, free, print)
+    if "attention_resolutions" not in unet:
+        unet["attention_resolutions"] = full
+    if "linear_attention_resolutions" not in unet:
+        unet["linear_attention_resolutions"] = linear
+
+
+def _check_groups(net) -> None:
+    """--groups must divide every level's width (GroupNorm splits the channels into equal groups)."""
+    for i, mult in enumerate(net.channel_mults):
+        width = net.base_width * mult
+        if width % net.groups:
+            divisors = [g for g in range(1, width + 1) if width % g == 0 and g <= 64][-3:]
+            raise UserError(f"--groups {net.groups} does not divide the U-Net's width {width} at level {i} "
+                            f"(--width {net.base_width} × mult {mult}); GroupNorm needs groups dividing every width, "
+                            f"e.g. {', '.join(map(str, divisors))}")
 
 
 def run(args) -> int:
@@ -260,5 +311,7 @@ def run(args) -> int:
     best = (f"; best quality at step {result.best['step']:,}: {quality_text(result.best)}, weights in {out}/best/"
             if result.best else "")
     steps = f"{result.trained} steps" + (f" (steps {result.first_step} to {result.steps})" if result.first_step else "")
+    if config.train.epochs is not None:
+        steps += f" of {config.train.epochs} epochs"
     say(f"trained {steps} in {result.seconds:.1f} s (final loss {result.final_loss:.4f}){best}; run directory: {out}")
     return 0

@@ -1,7 +1,8 @@
 """Image data sets: every source becomes uint8 tensors [C, H, W] plus integer labels.
 
-Sources (`load_image_data`): scikit-learn's 8x8 digits, a folder of image files, a
-.npy/.npz array file, or a Hugging Face data set. Images stay uint8 until a batch
+Sources (`load_image_data`): scikit-learn's 8x8 digits, a folder of image files, one
+image file, a .npy/.npz array file (Keras' mnist.npz and fashion-mnist.npz with their
+x_train / y_train), MNIST's IDX files (data.idx), or a Hugging Face data set. Images stay uint8 until a batch
 enters the model; `to_model_space` / `to_uint8` are the one pair of conversions to
 and from the library's [-1, 1] floats.
 
@@ -42,9 +43,12 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from .idx import FASHION_CLASSES, is_idx, load_idx
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
-SPEC_FORMS = "digits, a folder of images, a .npy/.npz file, or hf:NAME[:SPLIT]"
+KERAS_KEYS = frozenset({"x_train", "y_train", "x_test", "y_test"})  # the arrays of keras.datasets' .npz files
+SPEC_FORMS = ("digits, a folder of images, an image file, a .npy/.npz file (Keras' mnist.npz too), an IDX images file "
+              "(train-images-idx3-ubyte[.gz]), or hf:NAME[:SPLIT]")
 _ACCEPTED_VALUES = "store uint8 in 0..255, or floats in [0, 1] or [-1, 1]"
 
 _HIGH_BIT_GREY = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -545,28 +549,46 @@ def _load_array_file(path: Path, image_size, channels) -> ImageDataset:
             images = np.load(path, allow_pickle=False)
         else:
             with np.load(path, allow_pickle=False) as npz:
-                keys = list(npz.files)
-                image_key = next((k for k in ("images", "x", "arr_0") if k in keys), None)
-                others = [k for k in keys if k not in ("labels", "y")]
-                if image_key is None and len(others) == 1:
-                    image_key = others[0]
-                if image_key is None:
-                    raise UserError(
-                        f"{where}: cannot tell which array holds the images (arrays: {', '.join(keys) or 'none'}); "
-                        "store them under 'images'"
-                    )
-                images = npz[image_key]
-                label_key = next((k for k in ("labels", "y") if k in keys and k != image_key), None)
-                if label_key is not None:
-                    labels = npz[label_key]
+                images, labels = _npz_arrays(npz, where)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"cannot read {where} as a NumPy array file: {e}") from e
     images = _images_to_uint8_nhwc(images, where)
     class_names: list[str] = []
     if labels is not None:
         labels = _check_labels(labels, images.shape[0], where)
-        class_names = [str(k) for k in range(int(labels.max()) + 1)]
+        class_names = _class_names(path, int(labels.max()) + 1)
     return _from_arrays(images, labels, class_names, image_size, channels, where)
+
+
+def _npz_arrays(npz, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(images, labels or None) of an .npz: keras.datasets' layout (x_train, y_train, x_test,
+    y_test: the training split), else the images under images, x, arr_0 or the one array
+    there is, with labels under labels or y."""
+    keys = list(npz.files)
+    if KERAS_KEYS <= set(keys):  # mnist.npz / fashion-mnist.npz of keras.datasets
+        return npz["x_train"], npz["y_train"]
+    image_key = next((k for k in ("images", "x", "arr_0") if k in keys), None)
+    others = [k for k in keys if k not in ("labels", "y")]
+    if image_key is None and len(others) == 1:
+        image_key = others[0]
+    if image_key is None:
+        raise UserError(f"{where}: cannot tell which array holds the images (arrays: {', '.join(keys) or 'none'}); "
+                        "store them under 'images' (or x_train/y_train/x_test/y_test as Keras does)")
+    label_key = next((k for k in ("labels", "y") if k in keys and k != image_key), None)
+    return npz[image_key], None if label_key is None else npz[label_key]
+
+
+def _class_names(path: Path, count: int) -> list[str]:
+    """Fashion-MNIST's names when the file says fashion and its labels fit them, else 0..count-1."""
+    if "fashion" in str(path.resolve()).lower() and count <= len(FASHION_CLASSES):
+        return list(FASHION_CLASSES)
+    return [str(k) for k in range(count)]
+
+
+def _load_idx_file(path: Path, image_size, channels) -> ImageDataset:
+    """MNIST / Fashion-MNIST's IDX images file, with the labels file beside it (data.idx)."""
+    images, labels, class_names = load_idx(path)
+    return _from_arrays(images, labels, class_names, image_size, channels, str(path))
 
 
 def _load_digits(image_size, channels) -> ImageDataset:
@@ -655,6 +677,10 @@ def load_image_data(
     path = Path(spec).expanduser()
     if path.suffix.lower() in (".npy", ".npz") and path.is_file():
         return _load_array_file(path, size, channels)
+    if is_idx(path):
+        return _load_idx_file(path, size, channels)
+    if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:  # one image (show-forward on a photo)
+        return _from_encoded(_Files(path.parent, [path]), None, [], size, channels, preload_limit_bytes, str(path), report)
     if path.is_dir():
         return _load_folder(path, size, channels, preload_limit_bytes, report)
     if path.exists():

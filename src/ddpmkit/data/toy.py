@@ -11,6 +11,11 @@ from ..errors import UserError
 TOY_DATASETS: tuple[str, ...] = ("moons", "swiss-roll", "s-curve", "circles", "checkerboard", "8gaussians")
 # How many classes the toy sets with natural classes have (moons' two halves, the 8 modes).
 TOY_CLASSES: dict[str, int] = {"moons": 2, "circles": 2, "8gaussians": 8}
+# The noise σ of each generator when none is asked for (--toy-noise): scikit-learn's `noise` of
+# moons, circles, swiss roll and s-curve; the Gaussian jitter of the checkerboard's uniform
+# squares; the standard deviation of each of the 8 Gaussians.
+TOY_NOISE: dict[str, float] = {"moons": 0.05, "circles": 0.04, "swiss-roll": 0.4, "s-curve": 0.05, "checkerboard": 0.0,
+                               "8gaussians": 0.1}
 
 
 def canonical_toy_name(name: str) -> str | None:
@@ -19,32 +24,38 @@ def canonical_toy_name(name: str) -> str | None:
     return key if key in TOY_DATASETS else None
 
 
-def toy_points(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """n points [n, 2] float32 in data space, and labels [n] where the set has classes."""
+def toy_points(name: str, n: int, seed: int, noise: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """n points [n, 2] float32 in data space, and labels [n] where the set has classes;
+    `noise`: the generator's noise σ (TOY_NOISE; None: the set's own)."""
     key = canonical_toy_name(name)
     if key is None:
         raise UserError(f"unknown toy dataset {name!r}; choose one of: {', '.join(TOY_DATASETS)}")
     if n <= 0:
         raise UserError(f"the number of toy points must be positive, got {n}")
+    sigma = TOY_NOISE[key] if noise is None else float(noise)
+    if not (np.isfinite(sigma) and sigma >= 0):
+        raise UserError(f"--toy-noise must be a finite number ≥ 0 (the generator's noise σ), got {noise}")
     rng = np.random.default_rng(seed)
     labels = None
     if key == "moons":
-        x, labels = skd.make_moons(n, noise=0.05, random_state=seed)
+        x, labels = skd.make_moons(n, noise=sigma, random_state=seed)
     elif key == "circles":
-        x, labels = skd.make_circles(n, noise=0.04, factor=0.5, random_state=seed)
+        x, labels = skd.make_circles(n, noise=sigma, factor=0.5, random_state=seed)
     elif key == "swiss-roll":
-        x = skd.make_swiss_roll(n, noise=0.4, random_state=seed)[0][:, [0, 2]]
+        x = skd.make_swiss_roll(n, noise=sigma, random_state=seed)[0][:, [0, 2]]
     elif key == "s-curve":
-        x = skd.make_s_curve(n, noise=0.05, random_state=seed)[0][:, [0, 2]]
+        x = skd.make_s_curve(n, noise=sigma, random_state=seed)[0][:, [0, 2]]
     elif key == "checkerboard":
         # 8 filled squares of a 4x4 board on [-2, 2]^2: columns of alternating parity.
         col = rng.integers(0, 4, n)
         row = 2 * rng.integers(0, 2, n) + (col % 2)
         x = np.stack([col + rng.random(n), row + rng.random(n)], 1) - 2.0
+        if sigma:
+            x = x + sigma * rng.standard_normal((n, 2))
     else:  # 8gaussians: modes evenly on a circle of radius 2, std 0.1
         labels = rng.integers(0, 8, n)
         angle = labels * (2 * np.pi / 8)
-        x = 2.0 * np.stack([np.cos(angle), np.sin(angle)], 1) + 0.1 * rng.standard_normal((n, 2))
+        x = 2.0 * np.stack([np.cos(angle), np.sin(angle)], 1) + sigma * rng.standard_normal((n, 2))
     return x.astype(np.float32), None if labels is None else labels.astype(np.int64)
 
 

@@ -73,7 +73,7 @@ def inpaint_images(run: Run, inputs: InputImages, fill: torch.Tensor, out: Path,
     check_sampler(sampler, steps, T)
     check_sampler_options(sampler_options)
     check_labels(run.config, labels, 0.0)
-    grid = sampling_grid(run, steps, spacing)
+    grid = sampling_grid(run.config.diffusion.num_steps, steps, spacing)
     path = jump_schedule(len(grid), resample, jump)  # checks --resample and --jump
     generator = torch.Generator().manual_seed(seed)
     x0 = to_model_space(inputs.images)
@@ -117,7 +117,7 @@ def interpolate_pair(run: Run, a: InputImages, b: InputImages, out: Path, frames
     for option, given in (("--a", a), ("--b", b)):
         if len(given.images) != 1:
             raise UserError(f"{option} takes one image, got {len(given.images)} ({given.names[0]}, ...)")
-    grid = sampling_grid(run, steps, spacing)
+    grid = sampling_grid(run.config.diffusion.num_steps, steps, spacing)
     x_a, x_b = (to_model_space(given.images).to(run.device) for given in (a, b))
     result = interpolate(denoiser, x_a, x_b, frames, grid, label=None if label is None else label.to(run.device))
     data = run.modality.to_data_space(result.frames.cpu())

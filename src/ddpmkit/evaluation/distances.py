@@ -17,7 +17,7 @@ FRESH_SEED = 10_000_019  # toy data for metrics is drawn with a seed no training
 
 def fresh_points(config: RunConfig, n: int, seed: int = FRESH_SEED) -> np.ndarray:
     """n new points [n, D] of a run's toy distribution, in data space."""
-    return toy_points(config.data.name, n, seed=seed)[0]
+    return toy_points(config.data.name, n, seed=seed, noise=config.data.toy_noise)[0]
 
 
 def toy_distances(config: RunConfig, points: np.ndarray, seed: int = FRESH_SEED) -> dict[str, float]:

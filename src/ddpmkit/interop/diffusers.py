@@ -38,7 +38,7 @@ from ..errors import UserError
 from ..nets.blocks import norm_groups
 from ..nets.unet import UNet, UNetConfig
 from ..rundir import atomic_write, atomic_write_text
-from ..schedules import SCHEDULES, _linear_range, make_betas
+from ..schedules import RANGED, SCHEDULES, beta_range, make_betas
 
 MODEL_INDEX = "model_index.json"
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
@@ -271,7 +271,7 @@ def from_diffusers(state: dict[str, torch.Tensor], net: UNetConfig) -> dict[str,
 # ---- the schedule ------------------------------------------------------------------------------
 def _named_schedule(config: DiffusionConfig) -> dict:
     """The diffusers beta_schedule arguments closest to ddpmkit's schedule name."""
-    start, end = _linear_range(config.num_steps)
+    start, end = beta_range(config.schedule, config.num_steps, config.beta_start, config.beta_end)
     return {"cosine": {"beta_schedule": "squaredcos_cap_v2"},
             "linear": {"beta_schedule": "linear", "beta_start": start, "beta_end": end},
             "quadratic": {"beta_schedule": "scaled_linear", "beta_start": start, "beta_end": end},
@@ -291,7 +291,7 @@ def scheduler_config(config: RunConfig) -> dict:
     d = config.diffusion
     if d.prediction not in PREDICTION_TYPES:
         raise UserError(f"prediction {d.prediction!r} has no diffusers prediction_type")
-    betas = make_betas(d.schedule, d.num_steps)
+    betas = make_betas(d.schedule, d.num_steps, beta_start=d.beta_start, beta_end=d.beta_end)
     named = _named_schedule(d)
     args = {"num_train_timesteps": d.num_steps, "beta_start": 0.0001, "beta_end": 0.02, "trained_betas": None, **named,
             "variance_type": VARIANCE_TYPES[d.variance], "clip_sample": True, "clip_sample_range": 1.0,
@@ -309,7 +309,15 @@ def diffusion_config(scheduler: dict) -> DiffusionConfig:
 
     betas = DDPMScheduler.from_config(scheduler).betas
     T = len(betas)
+    ends = {"beta_start": None, "beta_end": None}
     name = next((n for n in SCHEDULES if _same_betas(betas, make_betas(n, T).float())), None)
+    if name is None and "beta_start" in scheduler and "beta_end" in scheduler:  # a ranged schedule with its own ends
+        own = {"beta_start": float(scheduler["beta_start"]), "beta_end": float(scheduler["beta_end"])}
+        try:
+            name = next((n for n in RANGED if _same_betas(betas, make_betas(n, T, **own).float())), None)
+        except UserError:  # ends no ddpmkit schedule takes
+            name = None
+        ends = own if name is not None else ends
     if name is None:
         raise UserError(f"the pipeline's β schedule ({scheduler.get('beta_schedule')}, T = {T}) is none of ddpmkit's "
                         f"schedules ({', '.join(SCHEDULES)}) at T = {T}")
@@ -318,7 +326,7 @@ def diffusion_config(scheduler: dict) -> DiffusionConfig:
     if prediction is None or variance is None:
         raise UserError(f"the pipeline's prediction_type {scheduler.get('prediction_type')!r} or variance_type "
                         f"{scheduler.get('variance_type')!r} has no ddpmkit counterpart")
-    return DiffusionConfig(schedule=name, num_steps=T, prediction=prediction, variance=variance)
+    return DiffusionConfig(schedule=name, num_steps=T, prediction=prediction, variance=variance, **ends)
 
 
 # ---- the folder --------------------------------------------------------------------------------

@@ -47,3 +47,14 @@ class Trajectory:
             self.steps.append(t)
             self.xs.append(x.detach().cpu())
             self.x0s.append(x0.detach().cpu())
+
+    def only(self, steps) -> "Trajectory":
+        """The states kept at `steps` alone, in the order they were kept."""
+        wanted = set(int(t) for t in steps)
+        kept = Trajectory(wanted)
+        for t, x, x0 in zip(self.steps, self.xs, self.x0s):
+            if t in wanted:
+                kept.steps.append(t)
+                kept.xs.append(x)
+                kept.x0s.append(x0)
+        return kept
