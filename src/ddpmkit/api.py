@@ -18,6 +18,8 @@ import numpy as np
 
 from . import build, checkpoint, distributed, evaluation, modelcard, pictures, rundir, sampling
 from .config import DataConfig, RunConfig
+from .distill import DistillSettings, check_out, recorded_settings
+from .distill import distill as distill_run
 from .errors import UserError
 from .evaluation import toy_distances  # noqa: F401  (part of the API: 2-D samples against fresh points)
 from .features import OwnTraining
@@ -85,6 +87,23 @@ def _draw_training_pictures(run: sampling.Run, dataset) -> None:
         evaluation.write_metrics(run.directory, measured)
 
 
+def distill(run_dir: Path | str | None, out: Path | str, settings: DistillSettings = DistillSettings(), *,
+            resume: bool = False, device: str | None = None, report=lambda message: None, progress: bool = True) -> list[dict]:
+    """Progressive distillation (distill.py) of a run's EMA weights into a run directory `out`
+    whose students sample with DDIM on settings.to_steps steps by default; `out` holding the same
+    distillation (or resume=True, run_dir None: its own teacher and settings) continues it.
+    Returns each finished round's record (also in out/distill.json)."""
+    out = Path(out)
+    if resume:
+        run_dir, settings = recorded_settings(out)
+    elif run_dir is None:
+        raise UserError("distill needs the --run to distil (or --resume OUT)")
+    again = check_out(out, Path(run_dir), settings)
+    teacher = build.load_run(Path(run_dir), "ema", device=distributed.pick_device(device))
+    return distill_run(teacher, out, settings, resume=resume or again, device=teacher.device, report=report,
+                       progress=progress)
+
+
 def sample(
     run_dir: Path | str,
     n: int,
@@ -93,7 +112,7 @@ def sample(
     seed: int = 0,
     weights: str = "ema",
     device: str | None = None,
-    sampler: str = "ddpm",
+    sampler: str | None = None,
     gif: bool = False,
     class_: str | None = None,
     guidance: float = 0.0,
@@ -108,14 +127,19 @@ def sample(
     the data-space samples. `class_` is a class index or "all" (then n per class, a grid
     row per class, and labels.npy beside the samples). `weights`: best, last, ema, model or a
     path (build.weights_file). `png_dir`: also each sample as a numbered PNG there (with
-    labels.csv for labelled samples), for other FID tools."""
+    labels.csv for labelled samples), for other FID tools. `sampler` None: the run's default,
+    dpm++sde on 20 steps (sampling.DEFAULT_SAMPLER), or a distilled run's own sampler and grid."""
     out = Path(out)
     rundir.check_output(out)
     run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
     labels = sampling.class_labels(run.config, class_, n)
     sampling.check_labels(run.config, labels, guidance)
     n = n if labels is None else len(labels)
-    keep = sampling.picture_steps(run.config.diffusion.num_steps, pictures.GIF_FRAMES, steps, spacing) if gif else None
+    if sampler is None:
+        sampler, default_steps = sampling.default_sampling(run)
+        steps = default_steps if steps is None else steps
+    grid = sampling.sampling_grid(run, sampler, steps, spacing) if gif else None
+    keep = sampling.picture_steps(run.config.diffusion.num_steps, pictures.GIF_FRAMES, grid=grid) if gif else None
     samples = draw(run, n, seed=seed, sampler=sampler, steps=steps, spacing=spacing, keep=keep, labels=labels,
                    guidance=guidance, clip=clip, percentile=percentile, **sampler_options)
     out.mkdir(parents=True, exist_ok=True)  # once every option has been checked: bad input creates nothing

@@ -24,6 +24,22 @@ from .samplers import SAMPLERS, Trajectory
 from .schedules import timestep_grid
 
 
+DEFAULT_SAMPLER = "dpm++sde"  # `sample`'s default: SDE-DPM-Solver++(2M) at 20 steps scores at least as well as
+DEFAULT_STEPS = 20  # 1,000 ancestral DDPM steps on digits and on the 2-D sets (docs/distillation.md), at 50× fewer evaluations
+
+
+@dataclass(frozen=True)
+class FixedGrid:
+    """The sampler and explicit step grid a distilled run was trained for (its distill.json)."""
+
+    sampler: str  # "ddim" (η = 0): what progressive distillation distils
+    timesteps: tuple[int, ...]  # descending indices into the schedule; after the last comes the data
+
+    @property
+    def steps(self) -> int:
+        return len(self.timesteps)
+
+
 @dataclass
 class Run:
     """A trained network with everything needed to sample it."""
@@ -34,6 +50,7 @@ class Run:
     modality: object  # the run's modality.Points or modality.Images
     base: Denoiser  # the network as x̂_0 and ε̂, unguided and unclipped
     denoiser: DenoiserLike  # what samplers get by default: no guidance, the modality's clipping
+    fixed: FixedGrid | None = None  # a distilled run's own sampler and grid (its default), else None
 
     @property
     def device(self) -> torch.device:
@@ -60,6 +77,33 @@ class SampleSettings:
 
 
 WEIGHT_NAMES = {"ema": "EMA", "last": "EMA", "model": "live", "best": "best (EMA)"}  # how a record names --weights
+
+
+def default_sampling(run: Run) -> tuple[str, int]:
+    """(sampler, steps) a run samples with when none is asked for: a distilled run's own grid,
+    else DEFAULT_SAMPLER at DEFAULT_STEPS (at most the run's T)."""
+    if run.fixed is not None:
+        return run.fixed.sampler, run.fixed.steps
+    return DEFAULT_SAMPLER, min(DEFAULT_STEPS, run.config.diffusion.num_steps)
+
+
+def off_grid_note(run: Run, sampler: str, steps: int | None) -> str | None:
+    """For a distilled run asked for another sampler or step count than it was distilled for:
+    the line that says so (it is allowed: the student is still a diffusion model, but only its
+    own grid was trained to match the teacher, and nothing else was measured)."""
+    if run.fixed is None or (sampler == run.fixed.sampler and steps in (None, run.fixed.steps)):
+        return None
+    return (f"note: {run.directory} was distilled for {run.fixed.sampler} on {run.fixed.steps} steps "
+            f"{list(run.fixed.timesteps)}; {sampler} with {steps or 'all'} steps runs it off that grid, at a quality not measured")
+
+
+def sampling_grid(run: Run, sampler: str, steps: int | None, spacing: str = "linspace") -> torch.Tensor:
+    """The descending timesteps `sampler` walks: a distilled run's recorded grid when asked for
+    its own sampler and step count, else `steps` of the T by `spacing` (None: all T)."""
+    if run.fixed is not None and sampler == run.fixed.sampler and steps in (None, run.fixed.steps):
+        return torch.tensor(run.fixed.timesteps, dtype=torch.long)
+    T = run.config.diffusion.num_steps
+    return run.base.schedule.full_grid() if steps is None else timestep_grid(T, steps, spacing)
 
 
 def check_sampler(sampler: str, steps: int | None, T: int) -> None:
@@ -93,7 +137,7 @@ def draw(
     n: int,
     *,
     seed: int = 0,
-    sampler: str = "ddpm",
+    sampler: str | None = "ddpm",
     steps: int | None = None,
     spacing: str = "linspace",
     keep: list[int] | None = None,
@@ -105,7 +149,9 @@ def draw(
     **sampler_options,
 ) -> Samples:
     """n samples from a loaded run, in model space and data space, on `steps` of the T
-    trained timesteps (default: all T) chosen by `spacing` (linspace, leading or trailing).
+    trained timesteps (default: all T) chosen by `spacing` (linspace, leading or trailing);
+    `sampler` None is the run's default (default_sampling: a distilled run's own grid), and a
+    distilled run asked for its own sampler and step count walks its recorded grid.
     A conditional run takes `labels` [n] (None: unconditional) and a classifier-free
     `guidance` strength w (0: the plain conditional model). `clip`: static, dynamic
     (thresholding at `percentile`) or none; None is the modality's default. `keep`: the
@@ -117,12 +163,15 @@ def draw(
     check_labels(run.config, labels, guidance)
     check_positive("the number of samples", n)
     T = run.config.diffusion.num_steps
+    if sampler is None:
+        sampler, default_steps = default_sampling(run)
+        steps = default_steps if steps is None else steps
     check_sampler(sampler, steps, T)
     if "eta" in sampler_options:
         check_not_negative("--eta (0: deterministic DDIM, 1: DDPM-like)", sampler_options["eta"])
     generator = torch.Generator().manual_seed(seed)
     trajectory = Trajectory(keep) if keep is not None else None
-    grid = run.base.schedule.full_grid() if steps is None else timestep_grid(T, steps, spacing)
+    grid = sampling_grid(run, sampler, steps, spacing)
     denoiser = sampling_denoiser(run, guidance, clip, percentile)
     chunks = []
     for start in range(0, n, batch_size):
@@ -176,9 +225,11 @@ def balanced_labels(config: RunConfig, n: int, seed: int) -> torch.Tensor | None
     return (torch.arange(n) % config.num_classes)[torch.randperm(n, generator=g)]
 
 
-def picture_steps(T: int, count: int, steps: int | None = None, spacing: str = "linspace") -> list[int]:
-    """About `count` timesteps, evenly spread over the sampling grid (all T, or `steps` of them)."""
-    grid = torch.arange(T) if steps is None else timestep_grid(T, steps, spacing)
+def picture_steps(T: int, count: int, steps: int | None = None, spacing: str = "linspace",
+                  grid: torch.Tensor | None = None) -> list[int]:
+    """About `count` timesteps, evenly spread over the sampling grid (all T, `steps` of them, or `grid`)."""
+    if grid is None:
+        grid = torch.arange(T) if steps is None else timestep_grid(T, steps, spacing)
     return sorted({int(grid[int(round(v))]) for v in np.linspace(0, len(grid) - 1, count)})
 
 

@@ -1,4 +1,4 @@
-"""Command line: `ddpmkit train | sample | show-forward | evaluate | compare-samplers | export | import | ema`.
+"""Command line: `ddpmkit train | sample | show-forward | evaluate | compare-samplers | export | import | ema | distill`.
 
 Parses, validates, calls the API (one module per command family: train.py, sample.py,
 evaluate.py, share.py, ema.py). The only package that prints for the user or exits with a code. `main` is the
@@ -21,7 +21,7 @@ import traceback
 from ..checkpoint import newest_checkpoint
 from ..errors import UserError, check_finite
 from ..train import TrainingDiverged
-from . import ema, evaluate, sample, share, train
+from . import distill, ema, evaluate, sample, share, train
 
 # command -> (adds its parser to the sub-parsers, runs it on the parsed arguments)
 COMMANDS = {
@@ -33,6 +33,7 @@ COMMANDS = {
     "export": (share.add_export, share.run_export),
     "import": (share.add_import, share.run_import),
     "ema": (ema.add_ema, ema.run_ema),
+    "distill": (distill.add_distill, distill.run_distill),
 }
 # Options that set how much memory a step takes, named in the out-of-memory line where a command has them.
 SIZE_OPTIONS = ("--batch-size", "--num-samples", "--num-images", "--image-size", "--width")

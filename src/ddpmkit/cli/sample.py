@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..build import modality
+from ..build import load_run, modality
+from ..rundir import DISTILL
+from ..sampling import off_grid_note
 from ..config import RunConfig
 from ..data.images import parse_image_size
 from ..errors import UserError, check_positive
@@ -24,8 +26,11 @@ def add_sample(sub) -> None:
     p.add_argument("--out", type=Path, help="output directory (default: RUN/samples)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     add_weights(p)
-    p.add_argument("--sampler", default="ddpm", help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M, the ODE), dpm++sde (SDE-DPM-Solver++ 2M) or heun")
-    p.add_argument("--steps", type=int, help="sampling steps out of the trained T (default: all T)")
+    p.add_argument("--sampler", help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M, the ODE), dpm++sde (SDE-DPM-Solver++ "
+                   "2M) or heun (default: dpm++sde on 20 steps, which scores as well as 1,000 ddpm steps at 50x fewer network "
+                   "calls; a distilled run: ddim on its own grid)")
+    p.add_argument("--steps", type=int, help="sampling steps out of the trained T (default: 20 for the default sampler, "
+                   "a distilled run's own, else all T; --sampler ddpm alone is the 1,000-step ancestral sampler)")
     p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which --steps timesteps: linspace (evenly "
                    "from T-1 to 0), leading (0, k, 2k, ...: DDIM's), trailing (T-1, T-1-k, ...: Lin et al. 2024)")
     p.add_argument("--eta", type=float, help="ddim only: 0 deterministic, 1 ancestral-like (default 0)")
@@ -64,11 +69,14 @@ def run_sample(args) -> int:
     options = {}
     if args.eta is not None:
         if args.sampler != "ddim":
-            raise UserError(f"--eta applies to --sampler ddim only, not {args.sampler}")
+            raise UserError(f"--eta applies to --sampler ddim only, not {args.sampler or 'the default dpm++sde'}")
         options["eta"] = args.eta
     points = sample(args.run, args.num_samples, out, seed=args.seed, weights=weights_from_args(args), device=args.device, gif=args.gif,
                     class_=args.class_, guidance=args.guidance, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
                     clip=args.clip, percentile=args.dynamic_threshold, png_dir=args.png_dir, **options)
+    note = off_grid_note(load_run(args.run), args.sampler or "ddim", args.steps) if (args.run / DISTILL).is_file() else None
+    if note:
+        print(note)
     gif = " and reverse.gif" if args.gif else ""
     pngs = f"; {len(points)} PNG files in {args.png_dir}/" if args.png_dir else ""
     print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif}{pngs} in {time.perf_counter() - started:.1f} s")
