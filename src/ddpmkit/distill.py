@@ -39,8 +39,10 @@ steps' noise for free.
 Layout of OUT (a run directory `sample`, `evaluate` and `export` take): config.json (the
 student's: the teacher's with prediction v), checkpoints/step-N/ (N counts every round's steps;
 each holds the teacher it distils, teacher.safetensors, so a round resumes exactly),
-model/ema.safetensors and state.pt (links to the newest), log.jsonl and distill.json (the
-teacher, the settings, each finished round, and the sampler and grid of the weights at the top).
+model/ema.safetensors and state.pt (links to the newest), students/steps-S.safetensors (each
+finished round's student, EMA weights; `student_run` loads one with its grid), log.jsonl and
+distill.json (the teacher, the settings, each finished round, and the sampler and grid of the
+weights at the top).
 """
 
 from __future__ import annotations
@@ -65,10 +67,11 @@ from .denoiser import DenoiserLike
 from .ema import EMA
 from .errors import UserError, check_positive
 from .samplers import ddim
-from .sampling import Run
+from .sampling import FixedGrid, Run
 from .schedules import timestep_grid
 
 TEACHER_WEIGHTS = "teacher.safetensors"  # a checkpoint's teacher: the weights this round distils
+STUDENTS = "students"  # OUT/students/steps-S.safetensors: each finished round's student (EMA), to measure or sample
 SAMPLER = "ddim"  # what is distilled and what the students sample with (η = 0)
 STUDENT_PREDICTION = "v"
 
@@ -161,6 +164,23 @@ def distill_losses(student, teacher: DenoiserLike, grid: torch.Tensor, x0: torch
     x_hat = student(z, t, label).x0
     err = (x_hat - target).pow(2).flatten(1).mean(1)  # [B]
     return truncated_snr_weight(abar_t.flatten()) * err
+
+
+def student_weights_path(out: Path, steps: int) -> Path:
+    """Where the round whose student takes `steps` steps keeps its final EMA weights."""
+    return Path(out) / STUDENTS / f"steps-{steps}.safetensors"
+
+
+def student_run(out: Path, steps: int, device: torch.device | None = None) -> Run:
+    """The student of `steps` steps of the distillation in `out`, with its own grid: a Run to
+    measure or sample (the top-level weights are the last student's; build.load_run loads those)."""
+    out = Path(out)
+    record = rundir.read_distill_record(out)
+    found = next((r for r in (record or {}).get("finished", []) if r["student_steps"] == steps), None)
+    if found is None:
+        raise UserError(f"{out} holds no finished {steps}-step student")
+    run = build.load_run(out, str(out / found["weights"]), device=device)
+    return dataclasses.replace(run, fixed=FixedGrid(SAMPLER, tuple(found["grid"])))
 
 
 def student_config(config: RunConfig) -> RunConfig:
@@ -273,9 +293,13 @@ class Distiller:
                     bar.set_postfix_str(f"loss {loss:.4f}")
                     losses = []
                 if self.round_step == self.s.rounds_steps:
+                    weights = student_weights_path(self.out, steps)
+                    weights.parent.mkdir(exist_ok=True)
+                    checkpoint.save_weights(weights, self.ema.model.state_dict())
                     self.finished.append({"round": self.round + 1, "teacher_steps": len(grid), "student_steps": steps,
                                           "steps": self.s.rounds_steps, "seconds": round(time.perf_counter() - started, 2),
-                                          "final_loss": loss})
+                                          "final_loss": loss, "grid": [int(t) for t in grid[::2]],
+                                          "weights": str(weights.relative_to(self.out))})
                     self.save()
                 elif self.round_step % self.s.checkpoint_every == 0:
                     self.save()
