@@ -20,7 +20,7 @@ def test_console_script_help_and_exit_code():
 
 
 def test_every_command_has_a_parser(capsys):
-    assert set(COMMANDS) == {"train", "sample", "show-forward", "evaluate", "compare-samplers", "export", "import", "ema"}
+    assert set(COMMANDS) == {"train", "sample", "show-forward", "evaluate", "compare-samplers", "export", "import", "ema", "distill"}
     for name in COMMANDS:
         with pytest.raises(SystemExit) as info:
             parser().parse_args([name, "--help"])

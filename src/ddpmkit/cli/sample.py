@@ -29,8 +29,8 @@ def add_sample(sub) -> None:
     p.add_argument("--sampler", help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M, the ODE), dpm++sde (SDE-DPM-Solver++ "
                    "2M) or heun (default: dpm++sde on 20 steps, which scores as well as 1,000 ddpm steps at 50x fewer network "
                    "calls; a distilled run: ddim on its own grid)")
-    p.add_argument("--steps", type=int, help="sampling steps out of the trained T (default: 20 for the default sampler, "
-                   "a distilled run's own, else all T; --sampler ddpm alone is the 1,000-step ancestral sampler)")
+    p.add_argument("--steps", type=int, help="sampling steps out of the trained T (default: 20 for dpm++sde when no "
+                   "--sampler is given, a distilled run's own, else all T; --sampler ddpm alone is the 1,000-step ancestral sampler)")
     p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which --steps timesteps: linspace (evenly "
                    "from T-1 to 0), leading (0, k, 2k, ...: DDIM's), trailing (T-1, T-1-k, ...: Lin et al. 2024)")
     p.add_argument("--eta", type=float, help="ddim only: 0 deterministic, 1 ancestral-like (default 0)")
