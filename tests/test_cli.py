@@ -21,7 +21,7 @@ def test_console_script_help_and_exit_code():
 
 def test_every_command_has_a_parser(capsys):
     assert set(COMMANDS) == {"train", "sample", "show-forward", "evaluate", "show-schedule", "compare-samplers", "export", "import", "ema",
-                             "edit", "inpaint", "interpolate", "score", "train-classifier"}
+                             "edit", "inpaint", "interpolate", "score", "train-classifier", "distill"}
     for name in COMMANDS:
         with pytest.raises(SystemExit) as info:
             parser().parse_args([name, "--help"])

@@ -21,7 +21,9 @@ def test_sample_writes_points_in_data_space_and_prints_distances(toy_run, tmp_pa
     assert main(["sample", "--run", str(toy_run), "-n", "300", "--out", str(tmp_path), "--seed", "5"]) == 0
     points = np.load(tmp_path / "samples.npy")
     assert points.shape == (300, 2) and points.dtype == np.float32
-    assert np.array_equal(points, draw(load_run(toy_run), 300, seed=5).data)  # DDPM on all T, in data space
+    assert np.array_equal(points, draw(load_run(toy_run), 300, seed=5, sampler="dpm++sde", steps=20).data)  # the default
+    assert main(["sample", "--run", str(toy_run), "-n", "300", "--out", str(tmp_path / "ddpm"), "--seed", "5", "--sampler", "ddpm"]) == 0
+    assert np.array_equal(np.load(tmp_path / "ddpm" / "samples.npy"), draw(load_run(toy_run), 300, seed=5).data)  # DDPM on all T
     assert bluish_share(assert_drawn(tmp_path / "samples.png")) > 0.002
     out = capsys.readouterr().out
     assert f"wrote 300 samples to {tmp_path}/samples.npy, samples.png in" in out

@@ -26,6 +26,8 @@ from .config import DataConfig, RunConfig
 from .errors import UserError, check_choice
 from .evaluation.nll import NLL_KINDS
 from .evaluation.scores import Scores, score_images, write_scores
+from .distill import DistillSettings, check_out, recorded_settings
+from .distill import distill as distill_run
 from .evaluation import toy_distances  # noqa: F401  (part of the API: 2-D samples against fresh points)
 from .features import OwnTraining
 from .interop import diffusers as diffusers_interop
@@ -93,6 +95,23 @@ def _draw_training_pictures(run: sampling.Run, dataset) -> None:
         evaluation.write_metrics(run.directory, measured)
 
 
+def distill(run_dir: Path | str | None, out: Path | str, settings: DistillSettings = DistillSettings(), *,
+            resume: bool = False, device: str | None = None, report=lambda message: None, progress: bool = True) -> list[dict]:
+    """Progressive distillation (distill.py) of a run's EMA weights into a run directory `out`
+    whose students sample with DDIM on settings.to_steps steps by default; `out` holding the same
+    distillation (or resume=True, run_dir None: its own teacher and settings) continues it.
+    Returns each finished round's record (also in out/distill.json)."""
+    out = Path(out)
+    if resume:
+        run_dir, settings = recorded_settings(out)
+    elif run_dir is None:
+        raise UserError("distill needs the --run to distil (or --resume OUT)")
+    again = check_out(out, Path(run_dir), settings)
+    teacher = build.load_run(Path(run_dir), "ema", device=distributed.pick_device(device))
+    return distill_run(teacher, out, settings, resume=resume or again, device=teacher.device, report=report,
+                       progress=progress)
+
+
 def sample(
     run_dir: Path | str,
     n: int,
@@ -101,7 +120,7 @@ def sample(
     seed: int = 0,
     weights: str = "ema",
     device: str | None = None,
-    sampler: str = "ddpm",
+    sampler: str | None = None,
     gif: bool = False,
     class_: str | None = None,
     guidance: float = 0.0,
@@ -126,7 +145,8 @@ def sample(
     labels.csv for labelled samples), for other FID tools. `strip`: timesteps whose x_t
     (`strip_shows` "xt") or x̂_0 ("x0") out/strip.png shows for each sample, a row each (the
     progressive-generation figure); a timestep the sampler's grid lacks is replaced by the
-    nearest grid step, said through `report`."""
+    nearest grid step, said through `report`. `sampler` None: the run's default,
+    dpm++sde on 20 steps (sampling.DEFAULT_SAMPLER), or a distilled run's own sampler and grid."""
     out = Path(out)
     rundir.check_output(out)
     run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
@@ -136,9 +156,13 @@ def sample(
     labels = sampling.class_labels(run.config, class_, n, sampling.classifier_classes(run))
     sampling.check_labels(run.config, labels, guidance, sampling.classifier_classes(run), classifier_scale)
     n = n if labels is None else len(labels)
-    T = run.config.diffusion.num_steps
-    gif_steps = sampling.picture_steps(T, pictures.GIF_FRAMES, steps, spacing) if gif else []
-    strip_steps = _strip_steps(strip, strip_shows, T, steps, spacing, report) if strip else []
+    if sampler is None:
+        sampler, default_steps = sampling.default_sampling(run)
+        steps = default_steps if steps is None else steps
+    sampling.check_sampler(sampler, steps, run.config.diffusion.num_steps)  # before the grid is built
+    grid = sampling.run_grid(run, sampler, steps, spacing)
+    gif_steps = sampling.picture_steps(run.config.diffusion.num_steps, pictures.GIF_FRAMES, grid=grid) if gif else []
+    strip_steps = _strip_steps(strip, strip_shows, grid, report) if strip else []
     keep = sorted(set(gif_steps) | set(strip_steps)) if gif or strip_steps else None
     samples = draw(run, n, seed=seed, sampler=sampler, steps=steps, spacing=spacing, keep=keep, labels=labels,
                    guidance=guidance, classifier_scale=classifier_scale, clip=clip, percentile=percentile, **sampler_options)
@@ -172,12 +196,11 @@ def train_classifier(run_dir: Path | str, settings: ClassifierTraining = Classif
     return record
 
 
-def _strip_steps(strip: list[int], shows: str, T: int, steps: int | None, spacing: str, report) -> list[int]:
-    """The grid steps a --strip shows, in sampling order (sampling.nearest_grid_steps), each move said."""
+def _strip_steps(strip: list[int], shows: str, grid, report) -> list[int]:
+    """The steps of the sampler's `grid` a --strip shows, in sampling order (sampling.nearest_grid_steps), each move said."""
     if shows not in ("xt", "x0"):
         raise UserError(f"--strip-shows takes xt (the noisy state x_t) or x0 (the prediction x̂_0), got {shows!r}")
-    sampling.check_sampler("ddpm", steps, T)  # the step count, before the grid is built
-    pairs = sampling.nearest_grid_steps(list(strip), sampling.sampling_grid(T, steps, spacing))
+    pairs = sampling.nearest_grid_steps(list(strip), grid)
     for asked, used in pairs:
         if asked != used:
             report(f"--strip {asked}: the sampler's grid has no step {asked}; showing its nearest step, {used}")

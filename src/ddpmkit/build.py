@@ -24,8 +24,8 @@ from .nets.unet import UNet, UNetConfig, count_parameters
 from .pictures import step_picture_path
 from .posthoc_ema import PowerEMA
 from .precision import Autocast, autocast_dtype
-from .rundir import CONFIG
-from .sampling import Run
+from .rundir import CONFIG, read_distill_record
+from .sampling import FixedGrid, Run
 from .schedules import NoiseSchedule
 from .train import Trainer
 
@@ -81,12 +81,20 @@ def build_denoiser(config: RunConfig, net: nn.Module) -> Denoiser:
     return Denoiser(net, build_schedule(config), config.diffusion.prediction, config.diffusion.variance)
 
 
-def make_run(directory: Path, config: RunConfig, net: nn.Module) -> Run:
-    """A Run of `net` (put in eval mode): its modality, its denoiser, and the denoiser a
-    sampler gets by default (no guidance, the modality's clipping)."""
+def make_run(directory: Path, config: RunConfig, net: nn.Module, fixed: FixedGrid | None = None) -> Run:
+    """A Run of `net` (put in eval mode): its modality, its denoiser, the denoiser a sampler
+    gets by default (no guidance, the modality's clipping) and, for a distilled run, its fixed grid."""
     kind = modality(config)
     base = build_denoiser(config, net.eval())
-    return Run(Path(directory), config, net, kind, base, for_sampling(base, config.num_classes, 0.0, kind.default_clip))
+    return Run(Path(directory), config, net, kind, base, for_sampling(base, config.num_classes, 0.0, kind.default_clip), fixed=fixed)
+
+
+def fixed_grid(run_dir: Path) -> FixedGrid | None:
+    """The sampler and step grid recorded in a distilled run's distill.json (None: not distilled)."""
+    record = read_distill_record(run_dir)
+    if record is None:
+        return None
+    return FixedGrid(record["sampler"], tuple(int(t) for t in record["grid"]))
 
 
 WEIGHTS = ("best", "last", "ema", "model")  # --weights names (or a path)
@@ -139,7 +147,7 @@ def load_run(run_dir: Path, weights: str = "ema", device: torch.device | None = 
     path = weights_file(run_dir, weights)
     checkpoint.load_matching(net, checkpoint.load_weights(path), path)
     net = net.to(device or torch.device("cpu")).eval().requires_grad_(False)
-    return make_run(run_dir, config, net)
+    return make_run(run_dir, config, net, fixed_grid(run_dir))
 
 
 def with_classifier(run: Run, missing: str = "classifier guidance needs the run's classifier") -> Run:

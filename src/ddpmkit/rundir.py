@@ -11,6 +11,8 @@ A run directory holds
     ema-posthoc-S.safetensors    an EMA rebuilt from them (ddpmkit ema; api.posthoc_ema)
     classifier/          the noise-aware classifier of classifier guidance (ddpmkit train-classifier;
                          checkpoint.py writes it whole, classifier.py says what is in it)
+    distill.json         a distilled run (ddpmkit distill): its teacher, rounds and the fixed
+                         step grid `sample` uses by default (written and read here)
     log.jsonl            one JSON record per log interval and per quality measurement
                          (appended, truncated, read here)
     tensorboard/, wandb/, wandb-id   the loggers' files (--logger; loggers.py)
@@ -43,6 +45,7 @@ WANDB = "wandb"  # W&B's run folders (W&B names it so under the run directory)
 WANDB_ID = "wandb-id"  # the W&B run id, so that a resumed run continues it
 POSTHOC = "posthoc"  # the post-hoc EMA snapshots
 CLASSIFIER = "classifier"  # the noise-aware classifier for classifier guidance
+DISTILL = "distill.json"  # a distilled run's record: teacher, settings, rounds, its sampler and step grid
 TOP_LEVEL_FILES = ("model.safetensors", "ema.safetensors", "state.pt")  # links to the newest checkpoint
 
 
@@ -123,6 +126,22 @@ def write_config(run_dir: Path, config) -> None:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG, config.to_json())
+
+
+def write_distill_record(run_dir: Path, record: dict) -> None:
+    """run_dir/distill.json, atomically (ddpmkit distill rewrites it after every checkpoint)."""
+    atomic_write_text(Path(run_dir) / DISTILL, json.dumps(record, indent=2, allow_nan=False))
+
+
+def read_distill_record(run_dir: Path) -> dict | None:
+    """A distilled run's distill.json (None for a run ddpmkit train wrote)."""
+    path = Path(run_dir) / DISTILL
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON ({e}); it was damaged: run ddpmkit distill --resume again") from None
 
 
 # ---- output locations -------------------------------------------------------------------------

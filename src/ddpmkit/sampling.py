@@ -24,6 +24,22 @@ from .samplers import SAMPLERS, Trajectory
 from .schedules import timestep_grid
 
 
+DEFAULT_SAMPLER = "dpm++sde"  # `sample`'s default: SDE-DPM-Solver++(2M) at 20 steps scores at least as well as
+DEFAULT_STEPS = 20  # 1,000 ancestral DDPM steps on digits and on the 2-D sets (docs/distillation.md), at 50× fewer evaluations
+
+
+@dataclass(frozen=True)
+class FixedGrid:
+    """The sampler and explicit step grid a distilled run was trained for (its distill.json)."""
+
+    sampler: str  # "ddim" (η = 0): what progressive distillation distils
+    timesteps: tuple[int, ...]  # descending indices into the schedule; after the last comes the data
+
+    @property
+    def steps(self) -> int:
+        return len(self.timesteps)
+
+
 @dataclass
 class Run:
     """A trained network with everything needed to sample it."""
@@ -35,6 +51,7 @@ class Run:
     base: Denoiser  # the network as x̂_0 and ε̂, unguided and unclipped
     denoiser: DenoiserLike  # what samplers get by default: no guidance, the modality's clipping
     classifier: nn.Module | None = None  # its noise-aware classifier p(y | x_t, t) for classifier guidance, once loaded
+    fixed: FixedGrid | None = None  # a distilled run's own sampler and grid (its default), else None
 
     @property
     def device(self) -> torch.device:
@@ -62,6 +79,32 @@ class SampleSettings:
 
 
 WEIGHT_NAMES = {"ema": "EMA", "last": "EMA", "model": "live", "best": "best (EMA)"}  # how a record names --weights
+
+
+def default_sampling(run: Run) -> tuple[str, int]:
+    """(sampler, steps) a run samples with when none is asked for: a distilled run's own grid,
+    else DEFAULT_SAMPLER at DEFAULT_STEPS (at most the run's T)."""
+    if run.fixed is not None:
+        return run.fixed.sampler, run.fixed.steps
+    return DEFAULT_SAMPLER, min(DEFAULT_STEPS, run.config.diffusion.num_steps)
+
+
+def off_grid_note(run: Run, sampler: str, steps: int | None) -> str | None:
+    """For a distilled run asked for another sampler or step count than it was distilled for:
+    the line that says so (it is allowed: the student is still a diffusion model, but only its
+    own grid was trained to match the teacher, and nothing else was measured)."""
+    if run.fixed is None or (sampler == run.fixed.sampler and steps in (None, run.fixed.steps)):
+        return None
+    return (f"note: {run.directory} was distilled for {run.fixed.sampler} on {run.fixed.steps} steps "
+            f"{list(run.fixed.timesteps)}; {sampler} with {steps or 'all'} steps runs it off that grid, at a quality not measured")
+
+
+def run_grid(run: Run, sampler: str, steps: int | None, spacing: str = "linspace") -> torch.Tensor:
+    """The descending timesteps `sampler` walks on this run: a distilled run's recorded grid when
+    asked for its own sampler and step count, else sampling_grid (`steps` of the T by `spacing`)."""
+    if run.fixed is not None and sampler == run.fixed.sampler and steps in (None, run.fixed.steps):
+        return torch.tensor(run.fixed.timesteps, dtype=torch.long)
+    return sampling_grid(run.config.diffusion.num_steps, steps, spacing)
 
 
 def check_sampler(sampler: str, steps: int | None, T: int) -> None:
@@ -119,7 +162,7 @@ def draw(
     n: int,
     *,
     seed: int = 0,
-    sampler: str = "ddpm",
+    sampler: str | None = "ddpm",
     steps: int | None = None,
     spacing: str = "linspace",
     keep: list[int] | None = None,
@@ -132,7 +175,9 @@ def draw(
     **sampler_options,
 ) -> Samples:
     """n samples from a loaded run, in model space and data space, on `steps` of the T
-    trained timesteps (default: all T) chosen by `spacing` (linspace, leading or trailing).
+    trained timesteps (default: all T) chosen by `spacing` (linspace, leading or trailing);
+    `sampler` None is the run's default (default_sampling: a distilled run's own grid), and a
+    distilled run asked for its own sampler and step count walks its recorded grid.
     A conditional run takes `labels` [n] (None: unconditional) and a classifier-free
     `guidance` strength w (0: the plain conditional model). `classifier_scale` s: classifier
     guidance towards `labels` by the run's classifier (`run.classifier`, build.with_classifier;
@@ -147,11 +192,14 @@ def draw(
     check_labels(run.config, labels, guidance, classifier_classes(run), classifier_scale)
     check_positive("the number of samples", n)
     T = run.config.diffusion.num_steps
+    if sampler is None:
+        sampler, default_steps = default_sampling(run)
+        steps = default_steps if steps is None else steps
     check_sampler(sampler, steps, T)
     check_sampler_options(sampler_options)
     generator = torch.Generator().manual_seed(seed)
     trajectory = Trajectory(keep) if keep is not None else None
-    grid = sampling_grid(T, steps, spacing)
+    grid = run_grid(run, sampler, steps, spacing)
     denoiser = sampling_denoiser(run, guidance, clip, percentile, classifier_scale)
     chunks = []
     for start in range(0, n, batch_size):
@@ -218,9 +266,11 @@ def balanced_labels(config: RunConfig, n: int, seed: int, classes: int | None = 
     return (torch.arange(n) % classes)[torch.randperm(n, generator=g)]
 
 
-def picture_steps(T: int, count: int, steps: int | None = None, spacing: str = "linspace") -> list[int]:
-    """About `count` timesteps, evenly spread over the sampling grid (all T, or `steps` of them)."""
-    grid = torch.arange(T) if steps is None else timestep_grid(T, steps, spacing)
+def picture_steps(T: int, count: int, steps: int | None = None, spacing: str = "linspace",
+                  grid: torch.Tensor | None = None) -> list[int]:
+    """About `count` timesteps, evenly spread over the sampling grid (all T, `steps` of them, or `grid`)."""
+    if grid is None:
+        grid = torch.arange(T) if steps is None else timestep_grid(T, steps, spacing)
     return sorted({int(grid[int(round(v))]) for v in np.linspace(0, len(grid) - 1, count)})
 
 

@@ -1,8 +1,8 @@
 """Command line: `ddpmkit train | sample | show-forward | show-schedule | evaluate | compare-samplers | export | import |
-ema | edit | inpaint | interpolate | score | train-classifier`.
+ema | edit | inpaint | interpolate | score | train-classifier | distill`.
 
 Parses, validates, calls the API (one module per command family: train.py, sample.py,
-evaluate.py, share.py, ema.py, edit.py, classifier.py). The only package that prints for the user or exits with a code. `main` is the
+evaluate.py, share.py, ema.py, edit.py, classifier.py, distill.py). The only package that prints for the user or exits with a code. `main` is the
 one error boundary of every command (those added later included): whatever stops a command
 ends in one line on stderr, what happened, which file or option, and what to do, with exit
 code 2 for bad input (a UserError, a non-finite number, a refused argument), 1 for a runtime
@@ -22,7 +22,7 @@ import traceback
 from ..checkpoint import newest_checkpoint
 from ..errors import UserError, check_finite
 from ..train import TrainingDiverged
-from . import classifier, edit, ema, evaluate, sample, share, train
+from . import classifier, distill, edit, ema, evaluate, sample, share, train
 
 # command -> (adds its parser to the sub-parsers, runs it on the parsed arguments)
 COMMANDS = {
@@ -40,6 +40,7 @@ COMMANDS = {
     "interpolate": (edit.add_interpolate, edit.run_interpolate),
     "score": (edit.add_score, edit.run_score),
     "train-classifier": (classifier.add_train_classifier, classifier.run_train_classifier),
+    "distill": (distill.add_distill, distill.run_distill),
 }
 # Options that set how much memory a step takes, named in the out-of-memory line where a command has them.
 SIZE_OPTIONS = ("--batch-size", "--num-samples", "--num-images", "--image-size", "--width")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import UserError, check_positive
 from ..evaluation import format_report
+from ..build import fixed_grid
 from ..samplers import SAMPLERS
 from ..sampling import SampleSettings
 from ..schedules import SPACINGS
@@ -95,6 +96,9 @@ def run_evaluate(args) -> int:
         return _run_nll(args)
     given = {"num": args.num_samples, "sampler": args.sampler, "steps": args.steps, "guidance": args.guidance,
              "classifier_scale": args.classifier_scale}
+    fixed = fixed_grid(args.run) if args.sampler is None and args.steps is None else None
+    if fixed is not None:  # a distilled run is measured on the sampler and grid it was distilled for
+        given.update(sampler=fixed.sampler, steps=fixed.steps)
     settings = SampleSettings(seed=args.seed, weights=weights_from_args(args), **{k: v for k, v in given.items() if v is not None})
     started = time.perf_counter()
     record = evaluate(args.run, settings, device=args.device, features=args.features or "own",

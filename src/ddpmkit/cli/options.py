@@ -69,7 +69,7 @@ def weights_from_args(args) -> str:
     return args.weights or "ema"
 
 
-def add_sampling(p: argparse.ArgumentParser, *, sampler_help: str = SAMPLER_HELP, default_sampler: str = "ddpm",
+def add_sampling(p: argparse.ArgumentParser, *, sampler_help: str = SAMPLER_HELP, default_sampler: str | None = "ddpm",
                  steps_help: str = "sampling steps out of the trained T (default: all T)", eta: bool = True) -> None:
     """How a command samples, as `sample` declares it: --seed, --weights (and --ema/--no-ema),
     --sampler, --steps, --spacing and (with `eta`) DDIM's --eta."""
@@ -109,5 +109,5 @@ def sampler_options(args) -> dict:
     if getattr(args, "eta", None) is None:
         return {}
     if args.sampler != "ddim":
-        raise UserError(f"--eta applies to --sampler ddim only, not {args.sampler}")
+        raise UserError(f"--eta applies to --sampler ddim only, not {args.sampler or 'the default dpm++sde'}")
     return {"eta": args.eta}

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..build import modality
+from ..build import load_run, modality
+from ..rundir import DISTILL
+from ..sampling import off_grid_note
 from ..config import RunConfig
 from ..data.images import parse_image_size
 from ..errors import UserError, check_positive
@@ -22,7 +24,12 @@ def add_sample(sub) -> None:
     p = command(sub, "sample", add_sample, run=True)
     p.add_argument("-n", "--num-samples", type=int, default=64, help="how many samples")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/samples)")
-    add_sampling(p)
+    add_sampling(p, default_sampler=None,
+                 sampler_help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M, the ODE), dpm++sde (SDE-DPM-Solver++ 2M) or "
+                 "heun (default: dpm++sde on 20 steps, which scores as well as 1,000 ddpm steps at 50x fewer network calls; "
+                 "a distilled run: ddim on its own grid)",
+                 steps_help="sampling steps out of the trained T (default: 20 for dpm++sde when no --sampler is given, a "
+                 "distilled run's own, else all T; --sampler ddpm alone is the 1,000-step ancestral sampler)")
     add_clip(p)
     add_class(p)
     p.add_argument("--classifier-scale", type=float, default=0.0, metavar="S", help="classifier guidance (Dhariwal & "
@@ -114,6 +121,9 @@ def run_sample(args) -> int:
                     clip=args.clip, percentile=args.dynamic_threshold, png_dir=args.png_dir,
                     classifier_scale=args.classifier_scale, strip=strip, strip_shows=args.strip_shows, report=print, **options)
     gif = (" and reverse.gif" if args.gif else "") + (", strip.png" if strip else "")
+    note = off_grid_note(load_run(args.run), args.sampler or "ddim", args.steps) if (args.run / DISTILL).is_file() else None
+    if note:
+        print(note)
     pngs = f"; {len(points)} PNG files in {args.png_dir}/" if args.png_dir else ""
     print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif}{pngs} in {time.perf_counter() - started:.1f} s")
     config = RunConfig.load(args.run / "config.json")

@@ -39,6 +39,13 @@ def sample(
     return x
 
 
+def update(x0: torch.Tensor, eps: torch.Tensor, abar_s: torch.Tensor, sigma: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """The mean of one DDIM step to ᾱ_s, √ᾱ_s·x̂_0 + √(1 − ᾱ_s − σ²)·ε̂ (Eq. 12 of Song et al.
+    2021); σ = 0 is the deterministic step. `abar_s` broadcasts against x0 (one value per
+    example allowed, as progressive distillation needs)."""
+    return abar_s.sqrt() * x0 + (1 - abar_s - sigma**2).clamp(min=0).sqrt() * eps
+
+
 @torch.no_grad()
 def step(
     denoiser: DenoiserLike,
@@ -57,7 +64,7 @@ def step(
     out = denoiser(x, t_batch, label)
     abar_t, abar_s = alpha_bar_at(denoiser.schedule, t, s, x)
     sigma = eta * ((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)).clamp(min=0).sqrt()
-    x_next = abar_s.sqrt() * out.x0 + (1 - abar_s - sigma**2).clamp(min=0).sqrt() * out.eps
+    x_next = update(out.x0, out.eps, abar_s, sigma)
     if eta > 0 and s is not None:
         x_next = x_next + sigma * randn_like(x, generator)
     return x_next, out.x0
