@@ -213,14 +213,15 @@ def test_speed_flags_are_recorded_and_may_change_on_resume(tmp_path, capsys):
             "--grad-checkpoint", "--checkpoint-every", "1", "--device", "cpu", "--no-progress"]
     assert main(argv) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["net"]["grad_checkpoint"] is True and config["train"]["precision"] == "fp32"
-    try:  # bf16 where this CPU has it
-        extra = ["--precision", "bf16"] if autocast_dtype("bf16", torch.device("cpu")) else []
+    assert config["net"]["grad_checkpoint"] is True and config["train"]["precision"] == "auto"  # the digits default
+    try:  # bf16 where this CPU has it, else fp32: either way a change from auto
+        wanted = "bf16" if autocast_dtype("bf16", torch.device("cpu")) else "fp32"
     except UserError:
-        extra = []
-    assert main(["train", "--resume", str(run), "--steps", "3", "--no-grad-checkpoint", *extra, "--device", "cpu", "--no-progress"]) == 0
+        wanted = "fp32"
+    assert main(["train", "--resume", str(run), "--steps", "3", "--no-grad-checkpoint", "--precision", wanted,
+                 "--device", "cpu", "--no-progress"]) == 0
     config = RunConfig.load(run / "config.json")
-    assert config.net.grad_checkpoint is False and config.train.precision == ("bf16" if extra else "fp32")
+    assert config.net.grad_checkpoint is False and config.train.precision == wanted
     assert [r["step"] for r in read_log(run)] == [2, 3]  # logged at the end of each call
     capsys.readouterr()
     assert main(["train", "--data", "moons", "--out", str(tmp_path / "toy"), "--grad-checkpoint"]) == 2
