@@ -97,6 +97,7 @@ def main() -> None:
         print(f"load average after: {os.getloadavg()[0]:.2f}")
 
         # Quality, measured with this checkout's code (both run directories load with it).
+        sys.path.insert(0, str(new_src))
         import torch
 
         from ddpmkit import api
