@@ -20,7 +20,17 @@ backward for training (backward ≈ 2× forward; the AdamW update is not counted
 GFLOP/s = images/s × FLOPs per image; the machine's fp32 GEMM rate is measured in the same
 run with a 4096² torch.mm at the same thread count.
 
-Architectures: three resolutions (32, 16, 8 px), widths (w, 2w, 2w), two blocks per level,
+Targets (issue 20): ddpmkit's fp32 training step at least 1.25× diffusers' images/s in both
+configurations below (--size 3M, --size 6.5M; both by default).
+
+Configuration 3M (issue 20's small one; lucidrains is left out): four resolutions (32, 16, 8,
+4 px), widths 32, 64, 64, 128, one block per level, attention at 16 px and in the middle:
+  ddpmkit    UNet(base_width=32, channel_mults=(1, 2, 2, 4), blocks_per_level=1,
+             attention_resolutions=(16,), 4 heads of 16), 3.14 M parameters.
+  diffusers  UNet2DModel(block_out_channels=(32, 64, 64, 128), layers_per_block=1,
+             Down/AttnDown/Down/Down + Up/Up/AttnUp/Up, attention_head_dim=16), 3.00 M.
+
+Configuration 6.5M: three resolutions (32, 16, 8 px), widths (w, 2w, 2w), two blocks per level,
 full attention at 16 px and in the middle, time-conditioned residual blocks:
   ddpmkit    UNet(base_width=64, channel_mults=(1, 2, 2), blocks_per_level=2,
              attention_resolutions=(16,), 4 heads): ResBlocks with scale-shift GroupNorm,
@@ -43,7 +53,10 @@ first, then ddpmkit with its `bench` extra:
     /work/venv-bench/bin/pip install -e '.[bench]'                       # diffusers, denoising-diffusion-pytorch
     /work/venv-bench/bin/python benchmarks/peers.py                      # ~5 min on 2 cores
     /work/venv-bench/bin/python benchmarks/peers.py --precision bf16     # all three under bf16 autocast
-    /work/venv-bench/bin/python benchmarks/peers.py --quick              # a smoke run, ~1 min
+    /work/venv-bench/bin/python benchmarks/peers.py --quick              # a smoke run, ~2 min
+    /work/venv-bench/bin/python benchmarks/peers.py --size 3M --threads 2 # one configuration
+
+Without denoising-diffusion-pytorch installed the script runs ddpmkit against diffusers only.
 
 Run it on a quiet machine: other processes on the same cores stall every parallel region.
 """
@@ -58,7 +71,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -87,13 +100,29 @@ class Entry:
     times: dict[str, list[float]] = field(default_factory=lambda: {"train": [], "eval": []})  # seconds per call
 
 
-def entries() -> list[Entry]:
-    from denoising_diffusion_pytorch import Unet
+def entries(size: str) -> list[Entry]:
+    """The networks of one configuration: "6.5M" (three levels, two blocks each) or "3M" (the
+    issue's small one: widths 32, 64, 64, 128, one block per level, attention at 16 px)."""
     from diffusers import UNet2DModel
 
+    if size == "3M":
+        ours = UNetConfig(in_channels=CHANNELS, out_channels=CHANNELS, base_width=32, channel_mults=(1, 2, 2, 4),
+                          blocks_per_level=1, attention_resolutions=(16,), attention_heads=4, image_size=RESOLUTION)
+        return [
+            Entry("ddpmkit", "UNet(base_width=32, channel_mults=(1,2,2,4), blocks_per_level=1, attention_resolutions=(16,))",
+                  lambda: UNet(ours), lambda m, x, t: m(x, t)),
+            Entry("diffusers", "UNet2DModel(block_out_channels=(32,64,64,128), layers_per_block=1, AttnDown/AttnUp at 16 px)",
+                  lambda: UNet2DModel(
+                      sample_size=RESOLUTION, in_channels=CHANNELS, out_channels=CHANNELS, layers_per_block=1,
+                      block_out_channels=(32, 64, 64, 128),
+                      down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+                      up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+                      attention_head_dim=16, norm_num_groups=32),
+                  lambda m, x, t: m(x, t).sample),
+        ]
     ours = UNetConfig(in_channels=CHANNELS, out_channels=CHANNELS, base_width=64, channel_mults=(1, 2, 2),
                       blocks_per_level=2, attention_resolutions=(16,), attention_heads=4, image_size=RESOLUTION)
-    return [
+    nets = [
         Entry("ddpmkit", "UNet(base_width=64, channel_mults=(1,2,2), blocks_per_level=2, attention_resolutions=(16,))",
               lambda: UNet(ours), lambda m, x, t: m(x, t)),
         Entry("diffusers", "UNet2DModel(block_out_channels=(64,128,128), layers_per_block=2, AttnDown/AttnUp at 16 px)",
@@ -104,6 +133,13 @@ def entries() -> list[Entry]:
                   up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
                   attention_head_dim=32, norm_num_groups=32),
               lambda m, x, t: m(x, t).sample),
+    ]
+    try:
+        from denoising_diffusion_pytorch import Unet
+    except ImportError:
+        print("(denoising-diffusion-pytorch is not installed: lucidrains' Unet is left out)")
+        return nets
+    return nets + [
         Entry("lucidrains", "Unet(dim=72, dim_mults=(1,2,2), full_attn=(F,T,F), flash_attn=True)",
               lambda: Unet(dim=72, dim_mults=(1, 2, 2), channels=CHANNELS, full_attn=(False, True, False),
                            flash_attn=True, attn_heads=4, attn_dim_head=32),
@@ -139,6 +175,13 @@ def gemm_gflops(dtype: torch.dtype = torch.float32, n: int = 4096, repeats: int 
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def peer_version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -149,33 +192,11 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, all cores)")
-    p.add_argument("--train-batch", type=int, default=32)
-    p.add_argument("--eval-batch", type=int, default=64)
-    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    p.add_argument("--repeats", type=int, default=7, help="timed rounds; the median is reported")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: all three under autocast")
-    p.add_argument("--compile", action="store_true", help="torch.compile all three (long warm-up)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 1 warm-up round, 3 timed")
-    p.add_argument("--json", type=Path, help="also write every measurement here")
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.quick:
-        args.warmup, args.repeats = 1, 3
-    device = "cpu"
-    autocast = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if args.precision == "bf16" else contextlib.nullcontext
-
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()} ({platform.machine()}); "
-          f"diffusers {version('diffusers')}, denoising-diffusion-pytorch {version('denoising-diffusion-pytorch')}")
-    print(f"precision {args.precision}, compile {args.compile}, train batch {args.train_batch}, eval batch {args.eval_batch}, "
-          f"{args.warmup} warm-up + {args.repeats} timed rounds, interleaved", flush=True)
-    peak = gemm_gflops()
-    print(f"fp32 GEMM (4096² torch.mm): {peak:.1f} GFLOP/s", flush=True)
-
-    nets = entries()
+def measure(size: str, args, peak: float) -> dict:
+    """Time every network of configuration `size` and print its tables; returns the record."""
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16" else contextlib.nullcontext
+    print(f"\n=== configuration {size} ===", flush=True)
+    nets = entries(size)
     for e in nets:
         torch.manual_seed(0)
         e.net = e.build()
@@ -240,9 +261,10 @@ def main() -> None:
     for kind in ("train", "eval"):
         ratios = {e.name: ours[kind] / rate[e.name][kind] for e in nets[1:]}
         faster = min(ratios, key=ratios.get)
+        per_round = [b / a for a, b in zip(nets[0].times[kind], next(e for e in nets if e.name == faster).times[kind])]
         print(f"{kind}: ddpmkit / " + ", ".join(f"{n} {v:.2f}×" for n, v in ratios.items())
-              + f"; against the faster peer ({faster}) {ratios[faster]:.2f}× (target 1.25×: "
-              + ("met" if ratios[faster] >= 1.25 else "not met") + ")")
+              + f"; against the faster peer ({faster}) {ratios[faster]:.2f}× (per round {min(per_round):.2f}-"
+              f"{max(per_round):.2f}×; target 1.25×: " + ("met" if ratios[faster] >= 1.25 else "not met") + ")")
 
     print("\nMarkdown (README):\n")
     print("| library | configuration | parameters | GFLOP/image (fwd) | train images/s | eval images/s | ddpmkit ÷ it (train / eval) |")
@@ -254,12 +276,47 @@ def main() -> None:
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()}, {args.precision}"
           f"{', compiled' if args.compile else ''}; fp32 GEMM {peak:.0f} GFLOP/s.")
 
+    return {"nets": {e.name: {"params": e.params, "fwd_flops": e.fwd_flops, "train_flops": e.train_flops,
+                              "seconds": e.times, "images_per_s": rate[e.name]} for e in nets},
+            "train_ratio": {e.name: ours["train"] / rate[e.name]["train"] for e in nets[1:]},
+            "eval_ratio": {e.name: ours["eval"] / rate[e.name]["eval"] for e in nets[1:]}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, all cores)")
+    p.add_argument("--train-batch", type=int, default=32)
+    p.add_argument("--eval-batch", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    p.add_argument("--repeats", type=int, default=7, help="timed rounds; the median is reported")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: all three under autocast")
+    p.add_argument("--compile", action="store_true", help="torch.compile all three (long warm-up)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 warm-up round, 5 timed")
+    p.add_argument("--json", type=Path, help="also write every measurement here")
+    p.add_argument("--size", choices=["3M", "6.5M", "both"], default="both",
+                   help="which configuration: the small 3 M one, the 6.5 M one, or both (default)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.warmup, args.repeats = 1, 5
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()} ({platform.machine()}); "
+          f"diffusers {version('diffusers')}, denoising-diffusion-pytorch {peer_version('denoising-diffusion-pytorch')}")
+    print(f"precision {args.precision}, compile {args.compile}, train batch {args.train_batch}, eval batch {args.eval_batch}, "
+          f"{args.warmup} warm-up + {args.repeats} timed rounds, interleaved", flush=True)
+    peak = gemm_gflops()
+    print(f"fp32 GEMM (4096² torch.mm): {peak:.1f} GFLOP/s", flush=True)
+
+    sizes = ["3M", "6.5M"] if args.size == "both" else [args.size]
+    records = {size: measure(size, args, peak) for size in sizes}
+    print()
+    for size, record in records.items():
+        print(f"{size}: ddpmkit ÷ diffusers, train {record['train_ratio']['diffusers']:.2f}×, "
+              f"eval {record['eval_ratio']['diffusers']:.2f}× (target 1.25× in training)")
     if args.json:
         args.json.write_text(json.dumps({
             "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(),
-            "precision": args.precision, "compile": args.compile, "gemm_fp32_gflops": peak,
-            "nets": {e.name: {"params": e.params, "fwd_flops": e.fwd_flops, "train_flops": e.train_flops,
-                              "seconds": e.times, "images_per_s": rate[e.name]} for e in nets},
+            "precision": args.precision, "compile": args.compile, "gemm_fp32_gflops": peak, "configurations": records,
         }, indent=2))
 
 

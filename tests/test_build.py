@@ -176,7 +176,7 @@ def test_trainer_reports_the_model_the_data_and_the_device(tmp_path):
     build.trainer(toy_config(steps=1), tmp_path, report=lines.append)
     h, d, blocks, time_dim = 128, 2, 3, 64  # the moons preset's MLP
     by_hand = (time_dim * h + h) + (h * h + h) + (d * h + h) + blocks * (2 * h + 2 * (h * h + h)) + (h * d + d)
-    assert lines == [f"model: MLP with {by_hand:,} parameters; data: 2,000 examples; device: cpu"]
+    assert lines == [f"model: MLP with {by_hand:,} parameters; data: 2,000 examples; device: cpu; precision: fp32"]
 
 
 def test_step_pictures_are_drawn_from_the_ema_weights_during_training(tmp_path):

@@ -7,7 +7,7 @@ import torch
 from ddpmkit import build, checkpoint
 from ddpmkit.distributed import World
 from ddpmkit.errors import UserError
-from ddpmkit.precision import Autocast, autocast_dtype
+from ddpmkit.precision import Autocast, autocast_dtype, cpu_flags, resolve
 from ddpmkit.rundir import read_log
 
 from helpers import InfGradAt, NaNAt, digits_config, faulty_trainer, toy_config, with_train
@@ -27,6 +27,28 @@ def test_autocast_dtype_of_each_precision_and_where_it_cannot_run():
         autocast_dtype("fp16", cpu)
     with pytest.raises(UserError, match="--precision bf16 runs on CUDA or the CPU, not on meta; use --precision fp32"):
         autocast_dtype("bf16", torch.device("meta"))
+
+
+def test_auto_is_bf16_only_where_the_cpu_has_native_bf16_and_fp32_elsewhere(tmp_path):
+    """--precision auto (the digits default): a CPU whose flags lack avx512_bf16 and amx_bf16
+    (here an AVX-512 Skylake's, injected) trains in fp32; one that has them in bf16, where
+    oneDNN can use them; a device that is neither CUDA nor a CPU in fp32."""
+    cpu = torch.device("cpu")
+    skylake = {"fpu", "sse4_2", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"}
+    assert resolve("auto", cpu, flags=skylake) == "fp32" and autocast_dtype("auto", cpu, flags=skylake) is None
+    assert resolve("auto", cpu, flags=set()) == "fp32"  # no /proc/cpuinfo (macOS, Windows)
+    assert resolve("auto", torch.device("meta")) == "fp32" and autocast_dtype("auto", torch.device("meta")) is None
+    assert resolve("bf16", cpu, flags=skylake) == "bf16"  # an explicit choice is never second-guessed
+    zen4 = skylake | {"avx512_bf16"}
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert resolve("auto", cpu, flags=zen4) == "bf16" and autocast_dtype("auto", cpu, flags=zen4) == torch.bfloat16
+        assert resolve("auto", cpu, flags={"amx_bf16"}) == "bf16"
+    else:
+        assert resolve("auto", cpu, flags=zen4) == "fp32"  # oneDNN cannot run bf16 in this build
+    # The flags come from /proc/cpuinfo's "flags" line (x86) and nothing else.
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu avx2 avx512_bf16\n")
+    assert cpu_flags(info) == {"fpu", "avx2", "avx512_bf16"} and cpu_flags(tmp_path / "missing") == frozenset()
 
 
 def test_autocast_runs_the_network_in_bf16_and_returns_float32():

@@ -333,15 +333,15 @@ def test_group_norm_values_and_gradients_match_torch_in_any_layout(shape, groups
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_upsample_is_a_3x3_conv_of_the_nearest_upsampled_input(layout):
-    """The sub-pixel form computes conv3x3(nearest×2(x)) exactly, borders included, and
-    passes the same gradients to x and to the 3×3 weights."""
+    """The folded transposed conv computes conv3x3(nearest×2(x)) exactly, borders included,
+    keeps the input's layout, and passes the same gradients to x and to the 3×3 weights."""
     torch.manual_seed(0)
     up = Upsample(6)
     x = torch.randn(2, 6, 5, 3).contiguous(memory_format=layout).requires_grad_()
     expected = up.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
     out = up(x)
     torch.testing.assert_close(out, expected)
-    assert out.shape == (2, 6, 10, 6) and out.is_contiguous(memory_format=torch.channels_last)
+    assert out.shape == (2, 6, 10, 6) and out.is_contiguous(memory_format=layout)
     dy = torch.randn_like(expected)
     for a, b in zip(torch.autograd.grad(out, (x, *up.parameters()), dy), torch.autograd.grad(expected, (x, *up.parameters()), dy)):
         torch.testing.assert_close(a, b)
@@ -418,3 +418,80 @@ def test_config_is_frozen_and_survives_json():
         config.base_width = 8
     again = UNetConfig(**json.loads(json.dumps(dataclasses.asdict(config))))
     assert again == config and hash(again) == hash(config)
+
+
+# --- the function the optimised network computes -------------------------------------------
+
+
+def _reference_unet(net: UNet, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The DDPM U-Net written plainly in the default layout (F.group_norm, 1×1 maps as
+    convs, nearest ×2 upsampling then a 3×3 conv, softmax attention): the function that
+    every speed-up in blocks.py (channels-last, the GroupNorm backward, the folded
+    upsampling, SDPA) must leave unchanged."""
+    from ddpmkit._tensor import append_dims
+
+    def gn(norm, h):
+        return F.group_norm(h, norm.num_groups, norm.weight, norm.bias, norm.eps)
+
+    def conv1x1(linear, h):
+        return F.conv2d(h, append_dims(linear.weight, 4), linear.bias)
+
+    def resblock(b, h, emb):
+        out = b.conv1(F.silu(gn(b.norm1, h)))
+        scale, shift = append_dims(b.emb_proj(emb), 4).chunk(2, dim=1)
+        out = b.conv2(F.silu(gn(b.norm2, out) * (1 + scale) + shift))
+        return (h if b.skip is None else conv1x1(b.skip, h)) + out
+
+    def attention(a, h):
+        B, C, H, W = h.shape
+        d = C // a.heads
+        q, k, v = conv1x1(a.qkv, gn(a.norm, h)).reshape(B, 3, a.heads, d, H * W).unbind(1)  # (B, h, d, N)
+        weights = torch.softmax(q.transpose(-1, -2) @ k / math.sqrt(d), dim=-1)  # (B, h, N, N)
+        out = (v @ weights.transpose(-1, -2)).reshape(B, C, H, W)
+        return h + conv1x1(a.proj, out)
+
+    def stage(s, h, emb):
+        h = resblock(s.block, h, emb)
+        return h if s.attention is None else attention(s.attention, h)
+
+    from ddpmkit.nets.embeddings import sinusoidal_embedding
+
+    emb = F.silu(net.time_embed.mlp(sinusoidal_embedding(t, net.time_embed.freq_dim).to(x.dtype)))
+    h = net.stem(x)
+    skips = [h]
+    for i, level in enumerate(net.encoder):
+        for s in level:
+            h = stage(s, h, emb)
+            skips.append(h)
+        if i < len(net.downsamples):
+            h = net.downsamples[i].conv(h)
+            skips.append(h)
+    for s in net.middle:
+        h = stage(s, h, emb)
+    for i, level in enumerate(net.decoder):
+        for s in level:
+            h = stage(s, torch.cat([h, skips.pop()], dim=1), emb)
+        if i < len(net.upsamples):
+            h = net.upsamples[i].conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+    return net.out_conv(F.silu(gn(net.out_norm, h)))
+
+
+def test_optimised_unet_computes_the_plain_ddpm_unet_with_the_same_gradients():
+    """Fixed weights: the network's output and the gradients of every weight and of the input
+    equal those of the plain float64 formulation, so speed-ups never change what is learned."""
+    torch.manual_seed(0)
+    net = UNet(tiny(in_channels=3, out_channels=3, channel_mults=(1, 2, 2), image_size=16, attention_resolutions=(8,)))
+    perturb_final_conv(net)
+    reference = UNet(net.config).double()
+    reference.load_state_dict(net.state_dict())
+    x, t = torch.randn(3, 3, 16, 16), timesteps(3)
+    dy = torch.randn(3, 3, 16, 16)
+    x32, x64 = x.clone().requires_grad_(), x.double().requires_grad_()
+    out = net(x32, t)
+    expected = _reference_unet(reference, x64, t)
+    torch.testing.assert_close(out, expected.float(), rtol=1e-4, atol=1e-5)
+    out.backward(dy)
+    expected.backward(dy.double())
+    torch.testing.assert_close(x32.grad, x64.grad.float(), rtol=1e-4, atol=1e-5)
+    for (name, p), q in zip(net.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad.float(), rtol=1e-4, atol=1e-5 * float(q.grad.abs().max()), msg=name)

@@ -23,7 +23,7 @@ from .nets.mlp import MLP, GatedMLP, GatedMLPConfig, MLPConfig
 from .nets.unet import UNet, UNetConfig, count_parameters
 from .pictures import step_picture_path
 from .posthoc_ema import PowerEMA
-from .precision import Autocast, autocast_dtype
+from .precision import Autocast, autocast_dtype, resolve as resolve_precision
 from .rundir import CONFIG, read_distill_record
 from .sampling import FixedGrid, Run
 from .schedules import NoiseSchedule
@@ -197,7 +197,10 @@ def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device:
     config = resolve_config(config, data, report, len(dataset))
     kind = modality(config)  # with the resolved data: sizes, normalisation
     net = build_net(config).to(device)
-    report(f"model: {type(net).__name__} with {count_parameters(net):,} parameters; data: {len(dataset):,} examples; device: {device}")
+    precision = resolve_precision(config.train.precision, device)
+    shown = f"{precision} (auto)" if config.train.precision == "auto" else precision
+    report(f"model: {type(net).__name__} with {count_parameters(net):,} parameters; data: {len(dataset):,} examples; "
+           f"device: {device}; precision: {shown}")
     if config.train.batch_size > len(dataset):
         report(f"note: --batch-size {config.train.batch_size} is larger than the {len(dataset):,} training examples: "
                "each batch holds some examples more than once")

@@ -25,7 +25,7 @@ NetConfig = MLPConfig | GatedMLPConfig | UNetConfig
 NET_KINDS: dict[str, type] = {"mlp": MLPConfig, "gated-mlp": GatedMLPConfig, "unet": UNetConfig}
 LRDecay = Literal["constant", "cosine"]
 LR_DECAYS: tuple[str, ...] = get_args(LRDecay)
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 LoggerName = Literal["tensorboard", "wandb"]
 LOGGERS: tuple[str, ...] = get_args(LoggerName)
@@ -94,7 +94,7 @@ class TrainConfig:
     keep: int = 3  # step checkpoints kept on disk
     max_nonfinite: int = 5  # consecutive non-finite steps that stop training
     p_uncond: float = 0.1  # conditional models: probability a label is replaced by the null label
-    precision: Precision = "fp32"  # forward pass: fp32, bf16 autocast (CUDA, CPUs with bf16), fp16 autocast + loss scaling (CUDA)
+    precision: Precision = "fp32"  # forward pass: fp32, bf16 autocast (CUDA, CPUs with bf16), fp16 autocast + loss scaling (CUDA), auto (bf16 where native, else fp32)
     compile: bool = False  # torch.compile the network for training
     loggers: tuple[LoggerName, ...] = ()  # where the log records also go: tensorboard, wandb (log.jsonl always)
     eval_every: int = 0  # steps between sample-quality measurements from the EMA weights (0: never)

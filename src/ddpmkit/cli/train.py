@@ -151,7 +151,8 @@ def add_parser(sub) -> None:
     g.add_argument("--seed", type=int, help="seed for weights, batch order, t and noise (default 0)")
     g = p.add_argument_group("speed and memory")
     g.add_argument("--precision", choices=PRECISIONS, help="fp32; bf16: autocast to bfloat16 (CUDA, CPUs with "
-                   "AVX-512 bf16); fp16: autocast to float16 with loss scaling (CUDA). Default fp32")
+                   "AVX-512 bf16); fp16: autocast to float16 with loss scaling (CUDA); auto: bf16 where the GPU or CPU "
+                   "computes bf16 natively, else fp32. Default: auto for digits, fp32 otherwise")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the network for training (slow first steps, faster after; default off)")
     g.add_argument("--grad-checkpoint", action=argparse.BooleanOptionalAction, default=None,

@@ -221,33 +221,32 @@ class Downsample(nn.Module):
         return self.conv(x)
 
 
+# How nearest ×2 then a 3×3 conv reads each input row (or column), as one transposed-conv tap:
+# output 2i sees rows i-1 (w0) and i (w1 + w2); output 2i+1 sees rows i (w0 + w1) and i+1 (w2).
+# A stride-2 transposed conv with padding 1 puts tap k of input i at output 2i - 1 + k, so its
+# 4 taps are [w2, w1 + w2, w0 + w1, w0]: _NEAREST_TAPS[k] @ (w0, w1, w2).
+_NEAREST_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+
+
 class Upsample(nn.Module):
     """Double H and W: nearest-neighbour ×2, then a 3×3 conv (DDPM U-Net).
 
-    Computed in sub-pixel form, without the 4× larger upsampled tensor: output pixel
-    (2i + a, 2j + b) sees input rows {i-1, i} (a = 0) or {i, i+1} (a = 1), and likewise
-    columns, so each of the four phases (a, b) is a 2×2 conv of the input whose taps are
-    sums of the 3×3 taps. Same function and parameters, 4/9 of the multiply-adds.
+    Computed as one stride-2 transposed convolution of the small map with a 4×4 kernel whose
+    taps are sums of the 3×3 taps (_NEAREST_TAPS along rows and columns), without the 4×
+    larger upsampled tensor: each output pixel still sees 2×2 input pixels, so the same
+    function and parameters with 4/9 of the multiply-adds, in one oneDNN call (faster in
+    training than the four 2×2 phase convs of a sub-pixel form, whose sliced inputs are copied).
     """
 
     def __init__(self, channels: int):  # channels of x, kept
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
-    def phase_kernels(self) -> list[list[torch.Tensor]]:
-        """kernels[a][b]: [C_out, C_in, 2, 2] taps of output phase (a, b)."""
+    def transposed_kernel(self) -> torch.Tensor:
+        """[C_in, C_out, 4, 4]: the 3×3 conv's weight folded for conv_transpose2d (stride 2, padding 1)."""
         w = self.conv.weight  # [C_out, C_in, 3, 3]
-        rows = [torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2),  # a = 0: rows i-1, i
-                torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2)]  # a = 1: rows i, i+1
-        return [[torch.stack([r[..., 0], r[..., 1] + r[..., 2]], 3),  # b = 0: columns j-1, j
-                 torch.stack([r[..., 0] + r[..., 1], r[..., 2]], 3)] for r in rows]  # b = 1: j, j+1
+        taps = torch.tensor(_NEAREST_TAPS, dtype=w.dtype, device=w.device)  # [4, 3]
+        return torch.einsum("yr,oirc,xc->ioyx", taps, w, taps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        padded = F.pad(x, (1, 1, 1, 1))
-        kernels = self.phase_kernels()
-        # Phase (a, b) as (B, H, W, C) views, interleaved into (B, H, 2, W, 2, C): channels-last memory.
-        phases = [[F.conv2d(padded[:, :, a : a + H + 1, b : b + W + 1], kernels[a][b], self.conv.bias).permute(0, 2, 3, 1)
-                   for b in (0, 1)] for a in (0, 1)]
-        y = torch.stack([torch.stack(row, dim=3) for row in phases], dim=2)  # (B, H, 2, W, 2, C)
-        return y.reshape(B, 2 * H, 2 * W, -1).permute(0, 3, 1, 2)
+        return F.conv_transpose2d(x, self.transposed_kernel().to(x.dtype), self.conv.bias, stride=2, padding=1)
