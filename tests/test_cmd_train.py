@@ -165,7 +165,7 @@ def test_unet_options_from_the_command_line_shape_the_network(tmp_path):
     assert (net.attention_resolutions, net.linear_attention_resolutions, net.attention_heads, net.dropout) == ((4,), (8,), 2, 0.2)
     assert main([*base, "--out", str(tmp_path / "b"), "--attention-res", "none"]) == 0
     plain = RunConfig.load(tmp_path / "b" / "config.json")
-    assert plain.net.attention_resolutions == () and plain.net.channel_mults == (1, 2, 2, 2)
+    assert plain.net.attention_resolutions == () and plain.net.channel_mults == (1, 2, 2)  # the preset's 4 levels trimmed: 16 → 8 → 4 px
 
     def modules(config, kind):
         return [m for m in build_net(config).modules() if type(m) is kind]

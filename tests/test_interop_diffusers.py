@@ -224,9 +224,9 @@ def test_the_presets_export(data):
 
 
 def readme_snippet() -> str:
-    """The Python block of the README's 'Load it in diffusers' part."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("### Load it in diffusers"):]
+    """The Python block of the sharing page's 'Load it in diffusers' part."""
+    text = (ROOT / "docs" / "sharing.md").read_text()
+    section = text[text.index("## Load it in diffusers"):]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -237,7 +237,7 @@ def test_readme_snippet_loads_an_export_in_diffusers(tmp_path, monkeypatch):
     run = make_run(tmp_path, net, size, diffusion)
     dx.write_pipeline(tmp_path / "exported", run.config, run.net.state_dict())
     monkeypatch.chdir(tmp_path)
-    exec(compile(snippet, "README.md", "exec"), {})
+    exec(compile(snippet, "docs/sharing.md", "exec"), {})
     from PIL import Image
     assert Image.open(tmp_path / "sample.png").size == (8, 8)
 
