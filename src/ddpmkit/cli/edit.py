@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError, check_positive
-from .options import DEVICE_HELP, add_class, add_clip, add_sampling, add_weights, command, sampler_options, weights_from_args
+from .options import DEVICE_HELP, add_class, add_clip, add_sampling, add_weights, check_ode_points, command, sampler_options, weights_from_args
 
 INPUT_HELP = ("an image file, a folder of them or a .npy/.npz array; resized and centre-cropped to the run's size as its "
               "training data were")
@@ -158,8 +158,7 @@ def run_score(args) -> int:
     from ..api import score
 
     check_positive("--num-reference", args.num_reference)
-    if args.ode_points < 2:
-        raise UserError(f"--ode-points must be at least 2, got {args.ode_points}")
+    check_ode_points(args.ode_points)
     started = time.perf_counter()
     scores = score(args.run, args.images, args.out, kind=args.nll, num_reference=args.num_reference, seed=args.seed,
                    ode_points=args.ode_points, weights=weights_from_args(args), device=args.device)

@@ -14,6 +14,7 @@ from ..schedules import SPACINGS
 from .options import (
     DEVICE_HELP,
     add_weights,
+    check_ode_points,
     command,
     ints,
     weights_from_args,
@@ -129,8 +130,7 @@ def _run_nll(args) -> int:
     from ..api import likelihood
 
     check_positive("--num-images", args.num_images)
-    if args.ode_points < 2:
-        raise UserError(f"--ode-points must be at least 2, got {args.ode_points}")
+    check_ode_points(args.ode_points)
     started = time.perf_counter()
     titles = {"vlb": "variational bound, {} terms", "ode": "probability-flow ODE, {} distinct timesteps of "
               f"{args.ode_points} asked for"}

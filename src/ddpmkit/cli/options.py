@@ -111,3 +111,9 @@ def sampler_options(args) -> dict:
     if args.sampler != "ddim":
         raise UserError(f"--eta applies to --sampler ddim only, not {args.sampler or 'the default dpm++sde'}")
     return {"eta": args.eta}
+
+
+def check_ode_points(points: int) -> None:
+    """--ode-points of the ODE likelihood (evaluate --nll ode, score --nll ode): at least 2 points of the λ grid."""
+    if points < 2:
+        raise UserError(f"--ode-points must be at least 2, got {points}")
