@@ -59,7 +59,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import build, checkpoint, rundir
+from . import build, checkpoint, process, rundir
 from ._tensor import append_dims, extract
 from .config import RunConfig
 from .data import batches
@@ -158,7 +158,7 @@ def distill_losses(student, teacher: DenoiserLike, grid: torch.Tensor, x0: torch
     j = 2 * i.to(x0.device)
     t, t1 = grid[j], grid[j + 1]
     abar_t, abar_t1, abar_t2 = (append_dims(path_abar[k].to(x0.dtype), x0.ndim) for k in (j, j + 1, j + 2))
-    z = abar_t.sqrt() * x0 + (1 - abar_t).sqrt() * noise  # q_sample on the student's grid
+    z = process.q_sample(student.schedule, x0, t, noise)  # x_t at the student's grid steps
     z2 = teacher_two_steps(teacher, z, t, t1, abar_t1, abar_t2, label)
     target = distill_target(z, z2, abar_t, abar_t2)
     x_hat = student(z, t, label).x0
