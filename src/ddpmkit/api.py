@@ -160,6 +160,9 @@ def sample(
         sampler, default_steps = sampling.default_sampling(run)
         steps = default_steps if steps is None else steps
     sampling.check_sampler(sampler, steps, run.config.diffusion.num_steps)  # before the grid is built
+    note = sampling.off_grid_note(run, sampler, steps)
+    if note:
+        report(note)
     grid = sampling.run_grid(run, sampler, steps, spacing)
     gif_steps = sampling.picture_steps(run.config.diffusion.num_steps, pictures.GIF_FRAMES, grid=grid) if gif else []
     strip_steps = _strip_steps(strip, strip_shows, grid, report) if strip else []

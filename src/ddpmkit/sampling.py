@@ -39,6 +39,10 @@ class FixedGrid:
     def steps(self) -> int:
         return len(self.timesteps)
 
+    def matches(self, sampler: str, steps: int | None) -> bool:
+        """Whether `sampler` with `steps` (None: the sampler's default) walks this grid."""
+        return sampler == self.sampler and steps in (None, self.steps)
+
 
 @dataclass
 class Run:
@@ -93,7 +97,7 @@ def off_grid_note(run: Run, sampler: str, steps: int | None) -> str | None:
     """For a distilled run asked for another sampler or step count than it was distilled for:
     the line that says so (it is allowed: the student is still a diffusion model, but only its
     own grid was trained to match the teacher, and nothing else was measured)."""
-    if run.fixed is None or (sampler == run.fixed.sampler and steps in (None, run.fixed.steps)):
+    if run.fixed is None or run.fixed.matches(sampler, steps):
         return None
     return (f"note: {run.directory} was distilled for {run.fixed.sampler} on {run.fixed.steps} steps "
             f"{list(run.fixed.timesteps)}; {sampler} with {steps or 'all'} steps runs it off that grid, at a quality not measured")
@@ -102,7 +106,7 @@ def off_grid_note(run: Run, sampler: str, steps: int | None) -> str | None:
 def run_grid(run: Run, sampler: str, steps: int | None, spacing: str = "linspace") -> torch.Tensor:
     """The descending timesteps `sampler` walks on this run: a distilled run's recorded grid when
     asked for its own sampler and step count, else sampling_grid (`steps` of the T by `spacing`)."""
-    if run.fixed is not None and sampler == run.fixed.sampler and steps in (None, run.fixed.steps):
+    if run.fixed is not None and run.fixed.matches(sampler, steps):
         return torch.tensor(run.fixed.timesteps, dtype=torch.long)
     return sampling_grid(run.config.diffusion.num_steps, steps, spacing)
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..build import load_run, modality
-from ..rundir import DISTILL
-from ..sampling import off_grid_note
+from ..build import modality
 from ..config import RunConfig
 from ..data.images import parse_image_size
 from ..errors import UserError, check_positive
@@ -121,9 +119,6 @@ def run_sample(args) -> int:
                     clip=args.clip, percentile=args.dynamic_threshold, png_dir=args.png_dir,
                     classifier_scale=args.classifier_scale, strip=strip, strip_shows=args.strip_shows, report=print, **options)
     gif = (" and reverse.gif" if args.gif else "") + (", strip.png" if strip else "")
-    note = off_grid_note(load_run(args.run), args.sampler or "ddim", args.steps) if (args.run / DISTILL).is_file() else None
-    if note:
-        print(note)
     pngs = f"; {len(points)} PNG files in {args.png_dir}/" if args.png_dir else ""
     print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif}{pngs} in {time.perf_counter() - started:.1f} s")
     config = RunConfig.load(args.run / "config.json")
