@@ -1,11 +1,15 @@
 """`ddpmkit train-classifier`: the noise-aware classifier learns, its folder is whole and reads
 back, and runs it cannot serve are refused in one line."""
 
+import dataclasses
 import json
+import shutil
 
 import numpy as np
+import pytest
 
-from ddpmkit import build
+from ddpmkit import build, classifier
+from ddpmkit.errors import UserError
 from ddpmkit.cli import main
 from ddpmkit.nets.classifier import ClassifierConfig
 
@@ -46,3 +50,21 @@ def test_runs_without_labels_and_2d_runs_are_refused(toy_run, tmp_path, capsys):
     assert main(["train-classifier", "--run", str(run), "--steps", "0"]) == 2
     one_line_error(capsys.readouterr().err, "--steps must be a positive integer, got 0")
     assert not (toy_run / "classifier").exists()
+
+
+
+def test_a_classifier_is_refused_for_a_schedule_with_other_beta_ends(guided_digits, tmp_path):
+    """The classifier is trained on the run's own schedule, β ends included (its config.json
+    records them); a linear schedule with other ends than the classifier's is refused."""
+    run = tmp_path / "run"
+    shutil.copytree(guided_digits.run, run)
+    saved = json.loads((run / "classifier" / "config.json").read_text())
+    config = build.run_config(run)
+    d = config.diffusion
+    assert (saved["schedule"], saved["num_steps"], saved["beta_start"], saved["beta_end"]) == (
+        d.schedule, d.num_steps, d.beta_start, d.beta_end)
+    assert classifier.load(run, config) is not None  # its own schedule: accepted
+    (run / "classifier" / "config.json").write_text(json.dumps({**saved, "schedule": "linear"}))
+    other_ends = dataclasses.replace(config, diffusion=dataclasses.replace(d, schedule="linear", beta_start=1e-4, beta_end=0.02))
+    with pytest.raises(UserError, match=r"β ends default; the run has linear .* β ends 0.0001..0.02"):
+        classifier.load(run, other_ends)

@@ -72,8 +72,7 @@ def build_net(config: RunConfig) -> nn.Module:
 
 
 def build_schedule(config: RunConfig) -> NoiseSchedule:
-    d = config.diffusion
-    return NoiseSchedule.from_name(d.schedule, d.num_steps, d.beta_start, d.beta_end)
+    return NoiseSchedule.from_config(config.diffusion)
 
 
 def build_denoiser(config: RunConfig, net: nn.Module) -> Denoiser:

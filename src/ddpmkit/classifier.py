@@ -133,7 +133,7 @@ def train(config: RunConfig, modality, settings: ClassifierTraining = Classifier
     `fit` and measured by `accuracy`. Returns (the network, its config.json content, the
     accuracy record)."""
     net_config = modality.fit_classifier(config, net_options or {})
-    schedule = NoiseSchedule.from_name(config.diffusion.schedule, config.diffusion.num_steps)
+    schedule = NoiseSchedule.from_config(config.diffusion)  # the run's own, --beta-start/--beta-end included
     train_set, measured, what = training_and_measured(modality, settings.holdout, report)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
@@ -150,8 +150,9 @@ def train(config: RunConfig, modality, settings: ClassifierTraining = Classifier
     record = {"measured_on": what, "num_images": len(measured), "classes": net_config.num_classes,
               "chance": float(counts.max() / counts.sum()), "accuracy": rows, "final_loss": loss,
               "train_seconds": round(seconds, 1)}
-    saved = {"net": net_config.to_dict(), "training": asdict(settings), "schedule": config.diffusion.schedule,
-             "num_steps": config.diffusion.num_steps, "data": config.data.name}
+    d = config.diffusion
+    saved = {"net": net_config.to_dict(), "training": asdict(settings), "schedule": d.schedule, "num_steps": d.num_steps,
+             "beta_start": d.beta_start, "beta_end": d.beta_end, "data": config.data.name}
     return net, saved, record
 
 
@@ -183,17 +184,23 @@ def load(run_dir: Path, config: RunConfig, device: torch.device | None = None, *
         raise UserError(f"{missing}: {where} does not exist; train one with `ddpmkit train-classifier --run {run_dir}` "
                         "(then sample with --class K --classifier-scale S)")
     saved = json.loads((where / CONFIG_FILE).read_text())
-    trained_for = (saved.get("schedule"), saved.get("num_steps"))
-    if trained_for != (config.diffusion.schedule, config.diffusion.num_steps):
-        raise UserError(f"{where} was trained for the {trained_for[0]} schedule with T = {trained_for[1]}, the run has "
-                        f"{config.diffusion.schedule} with T = {config.diffusion.num_steps}; train it again with "
-                        f"`ddpmkit train-classifier --run {run_dir}`")
+    d = config.diffusion
+    trained_for = (saved.get("schedule"), saved.get("num_steps"), saved.get("beta_start"), saved.get("beta_end"))
+    if trained_for != (d.schedule, d.num_steps, d.beta_start, d.beta_end):
+        raise UserError(f"{where} was trained for the {trained_for[0]} schedule with T = {trained_for[1]} and β ends "
+                        f"{_ends(*trained_for[2:])}; the run has {d.schedule} with T = {d.num_steps} and β ends "
+                        f"{_ends(d.beta_start, d.beta_end)}; train it again with `ddpmkit train-classifier --run {run_dir}`")
     net = NoisyClassifier(ClassifierConfig.from_dict(saved["net"]))
     if config.num_classes and net.num_classes != config.num_classes:
         raise UserError(f"{where} tells {net.num_classes} classes apart, the run is conditioned on {config.num_classes}; "
                         f"train it again with `ddpmkit train-classifier --run {run_dir}`")
     checkpoint.load_matching(net, checkpoint.load_weights(where / WEIGHTS_FILE), where / WEIGHTS_FILE)
     return net.to(device or torch.device("cpu")).eval().requires_grad_(False)
+
+
+def _ends(start, end) -> str:
+    """β ends as a message says them (None: the schedule's default)."""
+    return "default" if start is None and end is None else f"{start}..{end}"
 
 
 def read_accuracy(run_dir: Path) -> dict:

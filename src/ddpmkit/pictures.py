@@ -139,8 +139,7 @@ def image_training_pictures(run: Run, dataset, run_dir: Path, n: int = 64) -> No
     steps = min(GRID_STEPS, run.config.diffusion.num_steps)
     image_grid(draw(run, n, seed=run.config.seed, sampler=GRID_SAMPLER, steps=steps).data, run_dir / "samples.png")
     first = torch.stack([dataset[i][0] for i in range(min(4, len(dataset)))])
-    d = run.config.diffusion
-    schedules = {d.schedule: NoiseSchedule.from_name(d.schedule, d.num_steps, d.beta_start, d.beta_end)}  # its own β ends
+    schedules = {run.config.diffusion.schedule: NoiseSchedule.from_config(run.config.diffusion)}  # its own β ends
     forward_table(first, schedules, run.config.diffusion.num_steps, run_dir / "forward.png", run.config.seed)
 
 

@@ -166,6 +166,12 @@ class NoiseSchedule:
         linear, quadratic and sigmoid, None for the default ends)."""
         return cls.from_betas(make_betas(name, num_steps, beta_start=beta_start, beta_end=beta_end))
 
+    @classmethod
+    def from_config(cls, diffusion) -> "NoiseSchedule":
+        """The schedule a run's DiffusionConfig names: its schedule, T and β ends (config.json's
+        "diffusion"), the one way every room rebuilds a run's schedule."""
+        return cls.from_name(diffusion.schedule, diffusion.num_steps, diffusion.beta_start, diffusion.beta_end)
+
     @property
     def num_steps(self) -> int:
         return len(self.betas)
