@@ -81,6 +81,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ddpmkit.nets.unet import UNet, UNetConfig, count_parameters
+from rates import gemm_gflops
 
 RESOLUTION, CHANNELS = 32, 3
 
@@ -161,18 +162,6 @@ def count_flops(entry: Entry) -> None:
             entry.call(entry.net, x, t).square().mean().backward()
         entry.train_flops = fc.get_total_flops()
     entry.net.zero_grad(set_to_none=True)
-
-
-def gemm_gflops(dtype: torch.dtype = torch.float32, n: int = 4096, repeats: int = 5) -> float:
-    """The machine's GEMM rate: median over repeats of an n×n by n×n torch.mm."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def peer_version(package: str) -> str:

@@ -10,18 +10,30 @@ For each config it prints
 Configs: the default digits run (8x8 grey, batch 128) and the default for a user's images
 at 32x32x3 (the DDPM CIFAR-10 layout, batch 64) on random data of that shape.
 
+How close each comes to the machine: FLOPs per image are counted with FlopCounterMode at
+batch 1 (convolutions, matrix products and attention, the last through SDPA's math backend;
+element-wise work is not counted; training is forward + backward, sampling forward), and
+achieved GFLOP/s = images/s × FLOPs per image is divided by two rates measured in the same run
+at the same thread count (benchmarks/rates.py): the fp32 GEMM rate (4096² torch.mm) and the
+rate of the U-Net's own convolutions (every 3×3 one and the Upsample's 4×4 transposed one, as
+the network runs them at the training and the sampling batch, replayed on channels-last fp32
+tensors: forward + backward against training, forward against sampling; FLOPs counted directly
+as 2 per multiply-add; median and range over repeats). The lower of the two is the ceiling.
+
 Then the speed and memory flags on the 32x32x3 config, each against its fp32 row measured in
 the same run: `--precision bf16` (autocast; fast on CPUs with AVX-512 bf16) and
 `--grad-checkpoint` (recomputes each block's activations in the backward pass).
 
     python benchmarks/throughput.py                 # both configs
     python benchmarks/throughput.py --only digits   # one
+    python benchmarks/throughput.py --threads 2 --no-flags
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import tempfile
 import time
@@ -29,11 +41,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from ddpmkit import api
 from ddpmkit.build import build_denoiser, build_net, modality, resolve_config
 from ddpmkit.nets.unet import count_parameters
 from ddpmkit.rundir import read_log
+from rates import conv_gflops, gemm_gflops, record_convolutions
 
 
 def make_config(name: str, data_dir: Path):
@@ -75,6 +90,34 @@ def sampling_images_per_nfe(config, batch: int, repeats: int) -> float:
     return batch / statistics.median(times), count_parameters(net)
 
 
+def ceilings(config, train_batch: int, sample_batch: int, repeats: int) -> dict:
+    """The U-Net's counted FLOPs per image (forward; forward + backward) and the machine's
+    GFLOP/s per repeat on its own convolutions: forward + backward as run at `train_batch`,
+    forward as run at `sample_batch`."""
+    _, data = modality(config).load(config.seed)
+    config = resolve_config(config, data)
+    net = build_net(config)
+    h, w = config.data.image_size
+    x, t = torch.randn(1, config.data.channels, h, w), torch.tensor([500])
+    with sdpa_kernel(SDPBackend.MATH):  # so that FlopCounterMode sees attention's matrix products
+        net.eval()
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            net(x, t)
+        fwd_flops = fc.get_total_flops()
+        net.train()
+        with FlopCounterMode(display=False) as fc:
+            net(x, t).square().mean().backward()
+        train_flops = fc.get_total_flops()
+    calls = {}
+    for kind, batch in (("train", train_batch), ("sample", sample_batch)):
+        net.train(kind == "train")
+        calls[kind] = record_convolutions(lambda: net(x.expand(batch, -1, -1, -1), t.expand(batch)))
+    return {"fwd_flops": fwd_flops, "train_flops": train_flops,
+            "conv_share": sum(c.flops() for c in calls["sample"]) / sample_batch / fwd_flops,
+            "train_conv": conv_gflops(calls["train"], backward=True, repeats=repeats),
+            "sample_conv": conv_gflops(calls["sample"], backward=False, repeats=repeats)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=["digits", "32px"], help="one config only")
@@ -88,7 +131,10 @@ def main() -> None:
         "32px": (8, 2, 64, 5),
     }
     names = [args.only] if args.only else list(plans)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"load average {os.getloadavg()[0]:.1f} (1 min)")
+    gemm = gemm_gflops()
+    print(f"fp32 GEMM (4096² torch.mm): {gemm:.1f} GFLOP/s", flush=True)
     print(f"{'config':<8} {'params':>11} {'batch':>6} {'train img/s':>12} {'sample img/s per NFE':>21}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -98,6 +144,17 @@ def main() -> None:
             sample_rate, params = sampling_images_per_nfe(config, sample_batch, repeats)
             print(f"{name:<8} {params:>11,} {config.train.batch_size:>6} {train_rate:>12.1f} "
                   f"{sample_rate:>14.1f} (b={sample_batch})", flush=True)
+            cost = ceilings(config, config.train.batch_size, sample_batch, repeats)
+            print(f"  counted GFLOP/image: forward {cost['fwd_flops'] / 1e9:.4f}, training {cost['train_flops'] / 1e9:.4f} "
+                  f"(convolutions {cost['conv_share']:.0%} of the forward)")
+            for kind, rate, flops, conv, what in (
+                    ("train", train_rate, cost["train_flops"], cost["train_conv"], "fwd+bwd"),
+                    ("sample", sample_rate, cost["fwd_flops"], cost["sample_conv"], "forward")):
+                achieved, conv_rate = rate * flops / 1e9, statistics.median(conv)
+                ceiling = "its convolutions" if conv_rate < gemm else "GEMM"
+                print(f"  {kind:<6} {achieved:>6.1f} GFLOP/s = {achieved / gemm:.0%} of the fp32 GEMM rate, "
+                      f"{achieved / conv_rate:.0%} of its convolutions' {what} rate ({conv_rate:.1f} GFLOP/s, "
+                      f"{min(conv):.1f}-{max(conv):.1f} over {len(conv)} repeats); the ceiling: {ceiling}", flush=True)
             if name == "32px" and not args.no_flags:
                 flags = {
                     "--precision bf16": dataclasses.replace(config, train=dataclasses.replace(config.train, precision="bf16")),
@@ -106,6 +163,7 @@ def main() -> None:
                 for flag, flagged in flags.items():
                     rate = training_images_per_s(flagged, steps, warmup, Path(tmp) / f"run-{name}{flag.replace(' ', '')}")
                     print(f"  {flag:<18} train img/s {rate:>6.1f} = {rate / train_rate:.2f}x fp32", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} (1 min) at the end")
 
 
 if __name__ == "__main__":
