@@ -331,6 +331,63 @@ def test_group_norm_values_and_gradients_match_torch_in_any_layout(shape, groups
         assert grads[1][0].is_contiguous(memory_format=layout)
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("shape, groups", [((3, 12, 5, 7), 4), ((2, 6, 3, 5), 1), ((2, 8, 4, 4), 8)])
+def test_scale_shift_group_norm_matches_group_norm_then_scale_shift(shape, groups, dtype, tol):
+    """GroupNorm(x, scale, shift) is GN(x)·(1 + scale) + shift (Nichol & Dhariwal 2021) with
+    the gradients of x, scale, shift, γ and β of that plain formula, in either layout."""
+    torch.manual_seed(0)
+    norm = GroupNorm(groups, shape[1]).to(dtype)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = 3 * torch.randn(shape, dtype=dtype) + 2  # a mean far from 0 tests the x̂ terms
+    scale_shift = torch.randn(shape[0], 2 * shape[1], 1, 1, dtype=dtype)  # as ResBlock's chunk of emb_proj
+    dy = torch.randn(shape, dtype=dtype)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        results = []
+        for plain in (True, False):
+            v = x.contiguous(memory_format=layout).requires_grad_()
+            ss = scale_shift.clone().requires_grad_()
+            scale, shift = ss.chunk(2, dim=1)
+            if plain:
+                out = F.group_norm(v, groups, norm.weight, norm.bias, norm.eps) * (1 + scale) + shift
+            else:
+                out = norm(v, scale, shift)
+            results.append((out, *torch.autograd.grad(out, (v, ss, norm.weight, norm.bias), dy)))
+        for ours, ref in zip(results[1], results[0]):
+            torch.testing.assert_close(ours, ref, rtol=tol, atol=tol * float(ref.detach().abs().max()))
+        assert results[1][1].is_contiguous(memory_format=layout)
+
+
+def test_scale_shift_group_norm_passes_gradcheck_in_channels_last():
+    torch.manual_seed(0)
+    norm = GroupNorm(2, 4).double()
+    x = torch.randn(2, 4, 3, 2, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    scale, shift = torch.randn(2, 4, 1, 1, dtype=torch.float64), torch.randn(2, 4, 1, 1, dtype=torch.float64)
+    weight, bias = torch.randn(4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+
+    def f(v, s, b, w, beta):
+        return torch.func.functional_call(norm, {"weight": w, "bias": beta}, (v, s, b))
+
+    inputs = tuple(v.requires_grad_() for v in (x, scale, shift, weight, bias))
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_upsample_passes_gradcheck(layout):
+    """Upsample's own backward (the x, kernel and bias gradients asked for apart) is the gradient."""
+    torch.manual_seed(0)
+    up = Upsample(3).double()
+    x = torch.randn(2, 3, 3, 2, dtype=torch.float64).contiguous(memory_format=layout)
+    weight, bias = torch.randn(3, 3, 3, 3, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+
+    def f(v, w, b):
+        return torch.func.functional_call(up, {"conv.weight": w, "conv.bias": b}, (v,))
+
+    assert torch.autograd.gradcheck(f, tuple(v.requires_grad_() for v in (x, weight, bias)))
+
+
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_upsample_is_a_3x3_conv_of_the_nearest_upsampled_input(layout):
     """The folded transposed conv computes conv3x3(nearest×2(x)) exactly, borders included,

@@ -162,7 +162,7 @@ class Trainer:
         self.ema = EMA(self.net, self.train.ema_decay, self.train.ema_warmup)
         self.optimizer = torch.optim.AdamW(
             self.net.parameters(), lr=self.train.lr, weight_decay=self.train.weight_decay,
-            fused=True if device.type == "cuda" else None,  # one kernel for the whole update
+            fused=True if device.type in ("cuda", "cpu") else None,  # one kernel for the whole update
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.train))
         # fp16's narrow range needs the loss scaled up and the gradients back down (Micikevicius et al. 2018).
