@@ -18,7 +18,7 @@ run's, measures both) to the 1,617 training digits, of --num-samples samples fro
 weights with --sampler at --steps, for --seeds seeds (1000, 1001, ...): mean ± sd. Beside it
 the floor: the same distance for random subsets of as many real digits (sampling noise alone).
 
-    python benchmarks/main_job_digits.py                  # ~6 min on a quiet 2-core CPU
+    python benchmarks/main_job_digits.py                  # ~15 min on a quiet 2-core CPU
     python benchmarks/main_job_digits.py --quick          # smoke run: 300 against 150 steps, 200 samples, 1 seed
     python benchmarks/main_job_digits.py --sampler ddpm --steps 1000   # quality at 1,000 DDPM steps
 """
