@@ -77,11 +77,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
 from ddpmkit.nets.unet import UNet, UNetConfig, count_parameters
-from rates import gemm_gflops
+from rates import counted_flops, gemm_gflops
 
 RESOLUTION, CHANNELS = 32, 3
 
@@ -152,16 +150,7 @@ def count_flops(entry: Entry) -> None:
     """Forward and forward+backward FLOPs per image (batch 1), attention through SDPA's math
     backend so that FlopCounterMode sees its matrix products."""
     x, t = torch.randn(1, CHANNELS, RESOLUTION, RESOLUTION), torch.tensor([500])
-    with sdpa_kernel(SDPBackend.MATH):
-        entry.net.eval()
-        with FlopCounterMode(display=False) as fc, torch.no_grad():
-            entry.call(entry.net, x, t)
-        entry.fwd_flops = fc.get_total_flops()
-        entry.net.train()
-        with FlopCounterMode(display=False) as fc:
-            entry.call(entry.net, x, t).square().mean().backward()
-        entry.train_flops = fc.get_total_flops()
-    entry.net.zero_grad(set_to_none=True)
+    entry.fwd_flops, entry.train_flops = counted_flops(entry.net, lambda: entry.call(entry.net, x, t))
 
 
 def peer_version(package: str) -> str:

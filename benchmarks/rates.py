@@ -22,7 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def gemm_gflops(dtype: torch.dtype = torch.float32, n: int = 4096, repeats: int = 5) -> float:
@@ -35,6 +38,23 @@ def gemm_gflops(dtype: torch.dtype = torch.float32, n: int = 4096, repeats: int 
         torch.mm(a, b)
         times.append(time.perf_counter() - start)
     return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def counted_flops(net: nn.Module, forward: Callable[[], torch.Tensor]) -> tuple[int, int]:
+    """FLOPs of `forward()` (the network's output on one image) as FlopCounterMode counts them:
+    (forward in eval mode, forward + backward in training mode), attention through SDPA's math
+    backend so that its matrix products are seen; element-wise work is not counted."""
+    with sdpa_kernel(SDPBackend.MATH):
+        net.eval()
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            forward()
+        fwd = fc.get_total_flops()
+        net.train()
+        with FlopCounterMode(display=False) as fc:
+            forward().square().mean().backward()
+        train = fc.get_total_flops()
+    net.zero_grad(set_to_none=True)
+    return fwd, train
 
 
 @dataclass(frozen=True)

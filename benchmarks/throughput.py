@@ -41,14 +41,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
 from ddpmkit import api
 from ddpmkit.build import build_denoiser, build_net, modality, resolve_config
 from ddpmkit.nets.unet import count_parameters
 from ddpmkit.rundir import read_log
-from rates import conv_gflops, gemm_gflops, record_convolutions
+from rates import conv_gflops, counted_flops, gemm_gflops, record_convolutions
 
 
 def make_config(name: str, data_dir: Path):
@@ -99,15 +97,7 @@ def ceilings(config, train_batch: int, sample_batch: int, repeats: int) -> dict:
     net = build_net(config)
     h, w = config.data.image_size
     x, t = torch.randn(1, config.data.channels, h, w), torch.tensor([500])
-    with sdpa_kernel(SDPBackend.MATH):  # so that FlopCounterMode sees attention's matrix products
-        net.eval()
-        with FlopCounterMode(display=False) as fc, torch.no_grad():
-            net(x, t)
-        fwd_flops = fc.get_total_flops()
-        net.train()
-        with FlopCounterMode(display=False) as fc:
-            net(x, t).square().mean().backward()
-        train_flops = fc.get_total_flops()
+    fwd_flops, train_flops = counted_flops(net, lambda: net(x, t))
     calls = {}
     for kind, batch in (("train", train_batch), ("sample", sample_batch)):
         net.train(kind == "train")
