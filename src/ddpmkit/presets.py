@@ -36,7 +36,8 @@ def digits() -> RunConfig:
       cosine decay: the small net tolerates a high rate; the decay to 0 lets the last few
       hundred steps settle. Measured side by side with the old 3,000 (docs/speed.md,
       benchmarks/main_job_digits.py): 0.42x the wall time, FD 0.152 ± 0.015 against
-      0.142 ± 0.028 (floor 0.049 ± 0.016). 1,000-1,100 steps (lr 2e-3 or 3e-3), batch 64
+      0.142 ± 0.028 (floor 0.049 ± 0.016); over training seeds 0.181 ± 0.033 (3) against 0.155 ± 0.018 (2),
+      and 950 steps 0.214 ± 0.028 (2). 1,000-1,100 steps (lr 2e-3 or 3e-3), batch 64
       (2,000 steps), batch 192 (800) and min-SNR weighting (γ = 5) all measured worse.
     - EMA 0.999 with warm-up ((1 + n)/(10 + n) until that is higher): over a 1,200-step run the
       warm-up rules, and the average spans the last ~130 steps; it keeps early averages off the
