@@ -466,3 +466,17 @@ def test_the_annotated_diffusion_network_takes_its_shape_options_at_28px(tmp_pat
     net = config_from_args(parser().parse_args(argv)).net
     assert (net.channel_mults, net.attention_resolutions, net.linear_attention_resolutions) == ((1, 2, 4), (), (28, 14, 7))
     assert "attention at 16 px dropped: every level of the U-Net has attention already" in capsys.readouterr().out
+
+
+def test_the_digits_ema_is_the_power_profile_unless_ema_decay_asks_for_the_classic_one():
+    from ddpmkit.cli import parser
+    from ddpmkit.cli.train import config_from_args
+
+    def train_config(*flags):
+        return config_from_args(parser().parse_args(["train", *flags])).train
+
+    assert train_config().ema_sigma_rel == 0.2
+    classic = train_config("--ema-decay", "0.995")
+    assert (classic.ema_sigma_rel, classic.ema_decay) == (0.0, 0.995)
+    assert train_config("--ema-sigma-rel", "0.1").ema_sigma_rel == 0.1
+    assert train_config("--data", "moons").ema_sigma_rel == 0.0

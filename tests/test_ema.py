@@ -62,3 +62,37 @@ def test_state_round_trip_and_decay_range():
     for bad in (1.0, -0.1):
         with pytest.raises(ValueError, match=r"\[0, 1\)"):
             EMA(net, decay=bad)
+
+
+def test_sigma_rel_gives_the_power_profile_average_and_its_width():
+    """With sigma_rel the EMA after t updates is Σ_k w_k θ_k, w_k = (k^(γ+1) − (k−1)^(γ+1)) / t^(γ+1)
+    (Karras et al. 2024, Eq. 127: the power profile's mass on (k−1, k]), and the weights' standard
+    deviation over k is about σ_rel·t; decay and warm-up are not used."""
+    from ddpmkit.posthoc_ema import sigma_rel_to_gamma
+
+    net = WithBuffer()
+    ema = EMA(net, decay=0.5, warmup=True, sigma_rel=0.2)
+    t = 400
+    thetas = torch.randn(t, 5, dtype=torch.float64)
+    for n in range(t):
+        set_live(net, thetas[n], float(n))
+        ema.update(net)
+    gamma = sigma_rel_to_gamma(0.2)
+    k = torch.arange(1, t + 1, dtype=torch.float64)
+    w = (k ** (gamma + 1) - (k - 1) ** (gamma + 1)) / t ** (gamma + 1)
+    assert torch.allclose(ema.model.weight, (w[:, None] * thetas).sum(0), rtol=1e-10, atol=1e-12)
+    mean = (w * (k - 0.5)).sum()
+    assert float(((w * (k - 0.5 - mean) ** 2).sum()).sqrt() / t) == pytest.approx(0.2, rel=0.01)
+    assert EMA(net, sigma_rel=0.2).current_decay() == 0.0  # β_1 = 0: the first update copies the live weights
+
+
+def test_sigma_rel_survives_the_state_round_trip_and_old_states_mean_the_classic_ema():
+    net = WithBuffer()
+    ema = EMA(net, sigma_rel=0.2)
+    ema.num_updates = 99
+    other = EMA(net)
+    other.load_state_dict(ema.state_dict())
+    assert (other.sigma_rel, other.current_decay()) == (0.2, ema.current_decay())
+    old = {"decay": 0.99, "warmup": False, "num_updates": 5}  # a checkpoint written before sigma_rel existed
+    other.load_state_dict(old)
+    assert (other.sigma_rel, other.current_decay()) == (0.0, 0.99)

@@ -135,6 +135,17 @@ def test_an_intermediate_width_is_closer_to_its_direct_ema_than_either_stored_pr
     assert off < 0.5 * min(distance(low, direct), distance(high, direct))
 
 
+def test_ema_sigma_rel_makes_the_runs_ema_the_tracked_power_profile(three_profiles, tmp_path):
+    """--ema-sigma-rel 0.075: the run's ema.safetensors is the power-function EMA the fixture's
+    run tracks for σ_rel 0.075 (same seed, so the same live weights), bit for bit."""
+    run = tmp_path / "power"
+    api.train(toy_config(sigma_rels=(), ema_sigma_rel=0.075), run, progress=False, pictures=False)
+    direct = checkpoint.load_weights(checkpoint.snapshot_path(three_profiles, STEPS, 0.075))
+    assert distance(checkpoint.load_weights(run / "ema.safetensors"), direct) == 0
+    classic = checkpoint.load_weights(three_profiles / "ema.safetensors")
+    assert distance(classic, direct) > 0
+
+
 def test_resume_continues_the_profiles_exactly(three_profiles, tmp_path):
     """Drop the last checkpoint (a crash after the snapshots of steps 40-60 were written): the
     resumed run removes those, takes them again, and they equal the uninterrupted run's."""
@@ -206,6 +217,7 @@ def test_ema_errors_are_one_line(three_profiles, tmp_path, capsys):
         (["ema", "--run", str(three_profiles), "--sigma-rel", "abc"], "comma-separated numbers"),
         (["train", "--data", "moons", "--posthoc-ema", "0.05,0.05", "--out", str(tmp_path / "x")], "distinct"),
         (["train", "--resume", str(three_profiles), "--posthoc-ema"], "drop --posthoc-ema"),
+        (["train", "--data", "moons", "--ema-sigma-rel", "0.3", "--out", str(tmp_path / "y")], "--ema-sigma-rel must lie in"),
     ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()

@@ -86,6 +86,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     ema_decay: float = 0.999  # EMA decay per step, in [0, 1)
     ema_warmup: bool = True  # ramp the EMA decay as (1+n)/(10+n) early on
+    ema_sigma_rel: float = 0.0  # > 0: the EMA is the power-function one of this relative width (Karras et al. 2024) instead of ema_decay
     grad_accum: int = 1  # micro-batches per optimiser step
     num_workers: int = 0  # data-loader worker processes (0: load in the main process)
     log_every: int = 100  # steps per log.jsonl record
@@ -124,6 +125,8 @@ class TrainConfig:
         if self.eval_samples is not None and self.eval_samples < 10:
             raise UserError(f"--eval-samples must be at least 10 (the quality measures need a few nearest neighbours), "
                             f"got {self.eval_samples}")
+        if self.ema_sigma_rel:
+            check_sigma_rel(self.ema_sigma_rel, "--ema-sigma-rel")
         for sigma_rel in self.posthoc_ema:
             check_sigma_rel(sigma_rel, "--posthoc-ema")
         if len({f"{s:.3f}" for s in self.posthoc_ema}) != len(self.posthoc_ema):

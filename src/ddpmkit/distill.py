@@ -184,8 +184,11 @@ def student_run(out: Path, steps: int, device: torch.device | None = None) -> Ru
 
 
 def student_config(config: RunConfig) -> RunConfig:
-    """The students' config: the teacher's network and schedule, predicting v."""
-    return dataclasses.replace(config, diffusion=dataclasses.replace(config.diffusion, prediction=STUDENT_PREDICTION))
+    """The students' config: the teacher's network and schedule, predicting v, with the classic
+    EMA (ema_decay with warm-up, as the rounds were measured) even where the teacher's was a
+    power-function one."""
+    return dataclasses.replace(config, diffusion=dataclasses.replace(config.diffusion, prediction=STUDENT_PREDICTION),
+                               train=dataclasses.replace(config.train, ema_sigma_rel=0.0))
 
 
 def _lr_factor(step: int, total: int) -> float:
@@ -224,7 +227,7 @@ class Distiller:
         self.teacher_net = teacher_net
         self.net = copy.deepcopy(weights).to(self.device).train().requires_grad_(True)
         self.student = build.build_denoiser(self.config, self.net)
-        self.ema = EMA(self.net, self.config.train.ema_decay, self.config.train.ema_warmup)
+        self.ema = EMA(self.net, self.config.train.ema_decay, self.config.train.ema_warmup, self.config.train.ema_sigma_rel)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.s.lr)
         self.round_step = 0
 

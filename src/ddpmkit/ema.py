@@ -1,5 +1,6 @@
 """Exponential moving average of a network's weights (Polyak averaging, as used by
-Ho et al. 2020 with decay 0.9999)."""
+Ho et al. 2020 with decay 0.9999), with a fixed decay or the power-function profile of
+Karras et al. 2024 (EDM2, Sec. 3.1), whose width is a fixed share of the training length."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import copy
 import torch
 from torch import nn
 
+from .posthoc_ema import power_beta, sigma_rel_to_gamma
+
 
 class EMA:
     """Keeps `model`, a frozen copy of a network whose weights trail the live ones.
@@ -15,17 +18,23 @@ class EMA:
     decay: the target decay per update, in [0, 1).
     warmup: if True the decay ramps as min(decay, (1 + n) / (10 + n)) over the first
     updates n, so early averages are not dominated by the random initialisation.
+    sigma_rel: if > 0, `decay` and `warmup` are not used: update t = 1, 2, ... decays by
+    β_t = (1 − 1/t)^(γ+1) (posthoc_ema.power_beta), so that after t updates the average
+    weights step τ by the power function p(τ) ∝ τ^γ, whose width is σ_rel × t.
     """
 
-    def __init__(self, net: nn.Module, decay: float = 0.999, warmup: bool = True):
+    def __init__(self, net: nn.Module, decay: float = 0.999, warmup: bool = True, sigma_rel: float = 0.0):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
         self.decay = decay
         self.warmup = warmup
+        self.sigma_rel = sigma_rel
         self.num_updates = 0
         self.model = copy.deepcopy(net).eval().requires_grad_(False)
 
     def current_decay(self) -> float:
+        if self.sigma_rel > 0:
+            return power_beta(self.num_updates + 1, sigma_rel_to_gamma(self.sigma_rel))
         if not self.warmup:
             return self.decay
         return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
@@ -41,9 +50,10 @@ class EMA:
         self.num_updates += 1
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "warmup": self.warmup, "num_updates": self.num_updates}
+        return {"decay": self.decay, "warmup": self.warmup, "sigma_rel": self.sigma_rel, "num_updates": self.num_updates}
 
     def load_state_dict(self, state: dict) -> None:
         self.decay = float(state["decay"])
         self.warmup = bool(state["warmup"])
+        self.sigma_rel = float(state.get("sigma_rel", 0.0))  # checkpoints from before the power profile have none
         self.num_updates = int(state["num_updates"])

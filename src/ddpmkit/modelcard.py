@@ -129,7 +129,9 @@ def model_card(run: Run, data: dict, metrics: dict, *, weights: str, license: st
         f"- diffusion: {d.schedule} schedule, T = {d.num_steps}, predicts {d.prediction}, variance {d.variance}, loss {d.loss}"
         + (f", min-SNR-γ {d.min_snr_gamma:g}" if d.min_snr_gamma else ""),
         f"- optimisation: {t.steps:,} steps of batch {t.batch_size}, AdamW lr {t.lr:g} ({t.lr_decay}, {t.warmup_steps} warm-up "
-        f"steps), weight decay {t.weight_decay:g}, EMA decay {t.ema_decay:g}, {t.precision}, seed {c.seed}"
+        f"steps), weight decay {t.weight_decay:g}, "
+        + (f"power-function EMA σ_rel {t.ema_sigma_rel:g}" if t.ema_sigma_rel else f"EMA decay {t.ema_decay:g}")
+        + f", {t.precision}, seed {c.seed}"
         if (run.directory / LOG).is_file() else
         "- optimisation: not recorded (the run was imported, not trained by ddpmkit: no log.jsonl)",
     ]

@@ -42,6 +42,7 @@ TRAIN_OPTIONS = {
     "lr_decay": ("train", "lr_decay"),
     "grad_clip": ("train", "grad_clip"),
     "ema_decay": ("train", "ema_decay"),
+    "ema_sigma_rel": ("train", "ema_sigma_rel"),
     "grad_accum": ("train", "grad_accum"),
     "workers": ("train", "num_workers"),
     "log_every": ("train", "log_every"),
@@ -139,6 +140,10 @@ def add_parser(sub) -> None:
     g.add_argument("--lr-decay", help=f"after warm-up: {', '.join(LR_DECAYS)}")
     g.add_argument("--grad-clip", type=float, help="max gradient norm (0 disables)")
     g.add_argument("--ema-decay", type=float, help="EMA decay per step, in [0, 1)")
+    g.add_argument("--ema-sigma-rel", type=float, metavar="S",
+                   help="make the EMA the power-function one of relative width S in (0, 0.2887), a share of the "
+                        "training length (Karras et al. 2024), instead of --ema-decay; 0: --ema-decay (default: 0.2 "
+                        "for digits, 0 otherwise; --ema-decay alone sets 0)")
     g.add_argument("--posthoc-ema", nargs="?", const=DEFAULT_SIGMA_RELS, type=_floats, metavar="S,S",
                    help="also keep power-function EMA profiles of these relative widths σ_rel (default "
                    f"{','.join(f'{s:g}' for s in DEFAULT_SIGMA_RELS)}) and their snapshots in posthoc/, from which "
@@ -226,6 +231,8 @@ def config_from_args(args) -> RunConfig:
     kind.refuse_options(_given(args, (*TRAIN_OPTIONS, *UNET_OPTIONS)))
     config = _with_options(default_config(args.data), args, TRAIN_OPTIONS)
     new = {name: getattr(config, name) for name in ("data", "diffusion", "train")}
+    if args.ema_decay is not None and args.ema_sigma_rel is None:  # --ema-decay asks for the classic EMA
+        new["train"] = dataclasses.replace(new["train"], ema_sigma_rel=0.0)
     if args.image_size is not None:
         new["data"] = dataclasses.replace(new["data"], image_size=parse_image_size(args.image_size))
     net = config.net if args.net is None else kind.network(args.net)()
