@@ -129,7 +129,7 @@ def point_reverse_gif(samples: Samples, path: Path) -> None:
 
 # ---- images ----------------------------------------------------------------------------------
 # The end-of-run grid of an image run: dpm++sde at 20 steps scores at least as well as 1,000
-# DDPM steps on the digits (README, "Fewer steps"), at 1/25 of the network evaluations.
+# DDPM steps on the digits (README, "Fewer steps"), at 1/50 of the network evaluations.
 GRID_SAMPLER, GRID_STEPS = "dpm++sde", 20
 
 
