@@ -28,13 +28,18 @@ class EMA:
             raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
         self.decay = decay
         self.warmup = warmup
-        self.sigma_rel = sigma_rel
+        self._set_sigma_rel(sigma_rel)
         self.num_updates = 0
         self.model = copy.deepcopy(net).eval().requires_grad_(False)
 
+    def _set_sigma_rel(self, sigma_rel: float) -> None:
+        """sigma_rel and its γ, solved once here rather than at every update."""
+        self.sigma_rel = sigma_rel
+        self.gamma = sigma_rel_to_gamma(sigma_rel) if sigma_rel > 0 else None
+
     def current_decay(self) -> float:
-        if self.sigma_rel > 0:
-            return power_beta(self.num_updates + 1, sigma_rel_to_gamma(self.sigma_rel))
+        if self.gamma is not None:
+            return power_beta(self.num_updates + 1, self.gamma)
         if not self.warmup:
             return self.decay
         return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
@@ -55,5 +60,5 @@ class EMA:
     def load_state_dict(self, state: dict) -> None:
         self.decay = float(state["decay"])
         self.warmup = bool(state["warmup"])
-        self.sigma_rel = float(state.get("sigma_rel", 0.0))  # checkpoints from before the power profile have none
+        self._set_sigma_rel(float(state.get("sigma_rel", 0.0)))  # checkpoints from before the power profile have none
         self.num_updates = int(state["num_updates"])
