@@ -35,14 +35,15 @@ def digits() -> RunConfig:
     - 950 steps of batch 128 (about 75 epochs), AdamW at 2e-3 with 100 warm-up steps and
       cosine decay: the small net tolerates a high rate; the decay to 0 lets the last few
       hundred steps settle. Measured side by side with the old 3,000 (docs/speed.md,
-      benchmarks/main_job_digits.py): 0.30x the
-      wall time (175.8 s against 590.2 s), FD 0.163 ± 0.033 against 0.142 ± 0.028 (floor
-      0.049 ± 0.016); over training seeds 0.175 ± 0.017 (3) against 0.155 ± 0.018 (2). 950 steps
-      with the classic EMA scored 0.208 ± 0.022 (3); 1,000-1,100 steps (lr 2e-3 or 3e-3), batch
-      64, batch 192, min-SNR weighting (γ = 5), widths 24 and 16 all measured worse.
+      benchmarks/main_job_digits.py): 0.30x the wall time (175.8 s against 590.2 s), FD
+      0.163 ± 0.033 against 0.142 ± 0.028 (floor 0.049 ± 0.016); over training seeds
+      0.175 ± 0.017 (3) against 0.155 ± 0.018 (2), but precision 0.885-0.894 against 0.964-0.967
+      (docs/evaluation.md). 950 steps with the classic EMA scored 0.208 ± 0.022 (3); 1,000-1,100
+      steps (lr 2e-3 or 3e-3), batch 64, batch 192, min-SNR weighting (γ = 5), widths 24 and 16
+      all measured worse.
     - EMA: the power-function profile of relative width σ_rel = 0.2 (Karras et al. 2024), an
-      average centred three quarters of the way through the run, with a spread of a fifth of it. On this short
-      run it beats the classic EMA 0.999 with warm-up (1 + n)/(10 + n), which averages only the
+      average centred three quarters of the way through the run, with a spread of a fifth of it.
+      On this short run it beats the classic EMA 0.999 with warm-up (1 + n)/(10 + n), which averages only the
       last ~100 steps: at 950 steps FD 0.175 ± 0.017 against 0.208 ± 0.022 over 3 training
       seeds (old default 0.155 ± 0.018, 2 seeds; 1,200 steps with the classic EMA 0.181 ± 0.033).
       σ_rel 0.16-0.25 scored best in `ddpmkit ema --sweep` of 950-step runs.
