@@ -2,7 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from ddpmkit.config import TrainConfig
 from ddpmkit.ema import EMA
+from ddpmkit.posthoc_ema import power_beta, sigma_rel_to_gamma
 
 
 class WithBuffer(nn.Module):
@@ -96,3 +98,13 @@ def test_sigma_rel_survives_the_state_round_trip_and_old_states_mean_the_classic
     old = {"decay": 0.99, "warmup": False, "num_updates": 5}  # a checkpoint written before sigma_rel existed
     other.load_state_dict(old)
     assert (other.sigma_rel, other.current_decay()) == (0.0, 0.99)
+
+
+def test_of_builds_the_ema_a_training_config_asks_for():
+    net = nn.Linear(2, 1)
+    classic = EMA.of(net, TrainConfig(ema_decay=0.99, ema_warmup=False))
+    assert (classic.decay, classic.warmup, classic.gamma) == (0.99, False, None)
+    assert classic.current_decay() == 0.99
+    power = EMA.of(net, TrainConfig(ema_sigma_rel=0.2))
+    assert power.sigma_rel == 0.2
+    assert power.current_decay() == pytest.approx(power_beta(1, sigma_rel_to_gamma(0.2)))

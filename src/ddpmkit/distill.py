@@ -227,7 +227,7 @@ class Distiller:
         self.teacher_net = teacher_net
         self.net = copy.deepcopy(weights).to(self.device).train().requires_grad_(True)
         self.student = build.build_denoiser(self.config, self.net)
-        self.ema = EMA(self.net, self.config.train.ema_decay, self.config.train.ema_warmup, self.config.train.ema_sigma_rel)
+        self.ema = EMA.of(self.net, self.config.train)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.s.lr)
         self.round_step = 0
 

@@ -5,11 +5,15 @@ Karras et al. 2024 (EDM2, Sec. 3.1), whose width is a fixed share of the trainin
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .posthoc_ema import power_beta, sigma_rel_to_gamma
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 
 class EMA:
@@ -31,6 +35,12 @@ class EMA:
         self._set_sigma_rel(sigma_rel)
         self.num_updates = 0
         self.model = copy.deepcopy(net).eval().requires_grad_(False)
+
+    @classmethod
+    def of(cls, net: nn.Module, train: TrainConfig) -> EMA:
+        """The EMA a run's training config asks for (--ema-decay, its warm-up, --ema-sigma-rel):
+        the one place Trainer and Distiller build theirs from."""
+        return cls(net, train.ema_decay, train.ema_warmup, train.ema_sigma_rel)
 
     def _set_sigma_rel(self, sigma_rel: float) -> None:
         """sigma_rel and its γ, solved once here rather than at every update."""

@@ -159,7 +159,7 @@ class Trainer:
         # Dropout and anything else on the global RNG: its own stream on each rank (so with
         # dropout N ranks do not draw the masks one process would; see the module docstring).
         torch.manual_seed(config.seed if world.is_main else hash((config.seed, world.rank)) % 2**63)
-        self.ema = EMA(self.net, self.train.ema_decay, self.train.ema_warmup, self.train.ema_sigma_rel)
+        self.ema = EMA.of(self.net, self.train)
         self.optimizer = torch.optim.AdamW(
             self.net.parameters(), lr=self.train.lr, weight_decay=self.train.weight_decay,
             fused=True if device.type in ("cuda", "cpu") else None,  # one kernel for the whole update
