@@ -19,6 +19,16 @@ def test_console_script_help_and_exit_code():
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
 
 
+def test_a_command_starts_without_the_plotting_and_scikit_learn_stacks():
+    """Every command imports ddpmkit.cli; matplotlib, scikit-learn (with scipy and pandas) are
+    imported where they are used, so `ddpmkit --help` or a bad option answers without loading
+    them (they took about 3 s of an 8 s start on this machine: benchmarks/startup.py)."""
+    probe = ("import sys; from ddpmkit.cli import parser; parser(); "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'sklearn', 'scipy', 'pandas'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 def test_every_command_has_a_parser(capsys):
     assert set(COMMANDS) == {"train", "sample", "show-forward", "evaluate", "show-schedule", "compare-samplers", "export", "import", "ema",
                              "edit", "inpaint", "interpolate", "score", "train-classifier", "distill"}

@@ -4,7 +4,9 @@ Inputs are numpy arrays in data space (points) or uint8 images [N, H, W, C] with
 the data's channel counts: 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA. PNGs keep the alpha;
 where a format or figure has none (GIF frames, matplotlib tables) images are shown
 composited over white, as data.images composites transparent sources.
-Everything renders off-screen (Agg) and writes PNG or GIF files.
+Everything renders off-screen and writes PNG or GIF files. Figures are matplotlib `Figure`s made
+without pyplot: nothing global changes (a notebook keeps its backend), and matplotlib is
+imported on the first drawing, not when a command starts.
 """
 
 from __future__ import annotations
@@ -13,15 +15,20 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from PIL import Image
 
 IMAGE_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # Pillow's mode of C channels
 POINT_STYLE = dict(s=2, alpha=0.5, linewidths=0, color="#1f5fa8")
+
+
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], squeeze: bool = True):
+    """(figure, axes) as pyplot.subplots gives them, on a figure pyplot does not manage: saved with
+    savefig, never shown, freed with its last reference."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def _limits(points: np.ndarray, margin: float = 0.1) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -42,18 +49,17 @@ def _style(ax, lims, title: str) -> None:
 def scatter_strip(frames: Sequence[np.ndarray], titles: Sequence[str], path: Path, lims=None) -> None:
     """One row of 2-D scatters sharing axes limits (from the first frame unless given)."""
     lims = lims or _limits(np.concatenate([frames[0], frames[-1]]))
-    fig, axes = plt.subplots(1, len(frames), figsize=(1.9 * len(frames), 2.1), squeeze=False)
+    fig, axes = _subplots(1, len(frames), figsize=(1.9 * len(frames), 2.1), squeeze=False)
     for ax, pts, title in zip(axes[0], frames, titles):
         ax.scatter(pts[:, 0], pts[:, 1], **POINT_STYLE)
         _style(ax, lims, title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def scatter(points: np.ndarray, path: Path, title: str = "", reference: np.ndarray | None = None) -> None:
     """Samples (blue), optionally over reference data (grey)."""
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig, ax = _subplots(figsize=(4, 4))
     lims = _limits(points if reference is None else np.concatenate([points, reference]))
     if reference is not None:
         ax.scatter(reference[:, 0], reference[:, 1], s=2, alpha=0.3, linewidths=0, color="0.6", label="data")
@@ -63,13 +69,11 @@ def scatter(points: np.ndarray, path: Path, title: str = "", reference: np.ndarr
         ax.legend(loc="upper right", fontsize=7, markerscale=4)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _figure_to_image(fig) -> Image.Image:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
     buf.seek(0)
     return Image.open(buf).convert("P", palette=Image.Palette.ADAPTIVE)
 
@@ -79,7 +83,7 @@ def scatter_gif(frames: Sequence[np.ndarray], titles: Sequence[str], path: Path,
     lims = _limits(np.concatenate([frames[0], frames[-1]]))
     images = []
     for pts, title in zip(frames, titles):
-        fig, ax = plt.subplots(figsize=(3.2, 3.2))
+        fig, ax = _subplots(figsize=(3.2, 3.2))
         ax.scatter(pts[:, 0], pts[:, 1], **POINT_STYLE)
         _style(ax, lims, title)
         fig.tight_layout()
@@ -91,7 +95,7 @@ def scatter_gif(frames: Sequence[np.ndarray], titles: Sequence[str], path: Path,
 def loss_curve(log: Sequence[dict], path: Path) -> None:
     """Training loss (and per-quarter-of-t losses) against step, log scale."""
     steps = [r["step"] for r in log if r.get("loss") is not None]
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = _subplots(figsize=(5.5, 3.5))
     for q, shade in zip(range(4), ("#c6dbef", "#9ecae1", "#6baed6", "#3182bd")):
         ys = [r.get(f"loss_q{q}") for r in log if r.get("loss") is not None]
         if all(y is not None for y in ys):
@@ -104,7 +108,6 @@ def loss_curve(log: Sequence[dict], path: Path) -> None:
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def image_grid(images: np.ndarray, rows: int | None = None, pad: int = 1, scale: int = 1) -> Image.Image:
@@ -159,7 +162,7 @@ def image_table(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str],
     """A labelled table of uint8 images [H, W, C]: one row per label, one column per label."""
     h, w = rows[0][0].shape[:2]
     cell = 0.9 * max(1.0, min(1.6, 64 / max(h, w)))
-    fig, axes = plt.subplots(len(rows), len(col_labels), figsize=(cell * len(col_labels) + 1.2, cell * len(rows) + 0.4), squeeze=False)
+    fig, axes = _subplots(len(rows), len(col_labels), figsize=(cell * len(col_labels) + 1.2, cell * len(rows) + 0.4), squeeze=False)
     for r, (row, label) in enumerate(zip(rows, row_labels)):
         for c, img in enumerate(row):
             ax = axes[r][c]
@@ -171,7 +174,6 @@ def image_table(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str],
         axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout(pad=0.3)
     fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
 
 
 def titled_grid(images: np.ndarray, titles: Sequence[str], path: Path, per_row: int = 8) -> None:
@@ -227,7 +229,7 @@ def frames_gif(frames: Sequence[np.ndarray], path: Path, ms_per_frame: int = 150
 
 def quality_vs_steps(results: Sequence[dict], metric: str, path: Path, title: str = "") -> None:
     """One line per sampler: `metric` against network evaluations (log x)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = _subplots(figsize=(5.5, 3.8))
     for name in dict.fromkeys(r["sampler"] for r in results):
         rows = sorted((r for r in results if r["sampler"] == name), key=lambda r: r["nfe"])
         ax.plot([r["nfe"] for r in rows], [r[metric] for r in rows], marker="o", label=name)
@@ -239,12 +241,11 @@ def quality_vs_steps(results: Sequence[dict], metric: str, path: Path, title: st
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def quality_curve(steps: Sequence[int], values: Sequence[float], metric: str, path: Path, title: str = "") -> None:
     """A quality measure (lower is better) against training step, the lowest one marked."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = _subplots(figsize=(5.5, 3.6))
     ax.plot(steps, values, marker="o", color="k", lw=1.4)
     finite = [(v, s) for s, v in zip(steps, values) if np.isfinite(v)]
     if finite:
@@ -257,13 +258,12 @@ def quality_curve(steps: Sequence[int], values: Sequence[float], metric: str, pa
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def schedule_panels(curves: dict[str, dict[str, np.ndarray]], path: Path) -> None:
     """Three panels against t/T: β_t (log scale), ᾱ_t and log-SNR λ_t, one line per schedule
     (`curves`: label → {"beta", "alpha_bar", "log_snr"}, each [T])."""
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    fig, axes = _subplots(1, 3, figsize=(11, 3.4))
     panels = (("beta", "β_t", "log"), ("alpha_bar", "ᾱ_t", "linear"), ("log_snr", "log-SNR λ_t = log(ᾱ_t / (1 − ᾱ_t))", "linear"))
     for ax, (key, title, scale) in zip(axes, panels):
         for label, curve in curves.items():
@@ -276,4 +276,3 @@ def schedule_panels(curves: dict[str, dict[str, np.ndarray]], path: Path) -> Non
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn import datasets as skd
 
 from ..errors import UserError
 
@@ -35,6 +34,8 @@ def toy_points(name: str, n: int, seed: int, noise: float | None = None) -> tupl
     sigma = TOY_NOISE[key] if noise is None else float(noise)
     if not (np.isfinite(sigma) and sigma >= 0):
         raise UserError(f"--toy-noise must be a finite number ≥ 0 (the generator's noise σ), got {noise}")
+    from sklearn import datasets as skd  # here, not at the top: it takes seconds to import, and every CLI command imports this module
+
     rng = np.random.default_rng(seed)
     labels = None
     if key == "moons":
