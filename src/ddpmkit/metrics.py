@@ -51,8 +51,9 @@ def sliced_wasserstein(x, y, num_projections: int = 256, seed: int = 0, quantile
     theta = torch.randn(x.shape[1], num_projections, generator=g, dtype=torch.float64)
     theta /= theta.norm(dim=0, keepdim=True)
     levels = (torch.arange(quantiles, dtype=torch.float64) + 0.5) / quantiles
-    qx = torch.quantile(x @ theta, levels, dim=0)  # [quantiles, projections]
-    qy = torch.quantile(y @ theta, levels, dim=0)
+    # Each projection's values contiguous ([projections, N]): quantile's sort runs 2-3x faster along the last dimension.
+    qx = torch.quantile((x @ theta).T.contiguous(), levels, dim=1)  # [quantiles, projections]
+    qy = torch.quantile((y @ theta).T.contiguous(), levels, dim=1)
     return float(((qx - qy) ** 2).mean().sqrt())
 
 
