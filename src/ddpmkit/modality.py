@@ -203,7 +203,8 @@ class Points:
         return distances.toy_distances(run.config, samples.data)
 
     def step_picture(self, run: Run, path: Path, step: int) -> None:
-        pictures.point_scatter(draw(run, self.step_samples, seed=run.config.seed).data, path, f"step {step}")
+        """samples/step-N.png: step_samples points drawn as `ddpmkit sample` draws (the run's default sampler)."""
+        pictures.point_scatter(draw(run, self.step_samples, seed=run.config.seed, sampler=None).data, path, f"step {step}")
 
     def samples_picture(self, config: RunConfig, samples: Samples, path: Path, rows: int | None = None) -> None:
         """samples.png of `ddpmkit sample`: the samples over fresh data."""
@@ -379,7 +380,8 @@ class Images:
         return {}
 
     def step_picture(self, run: Run, path: Path, step: int) -> None:
-        pictures.image_grid(draw(run, self.step_samples, seed=run.config.seed).data, path)
+        """samples/step-N.png: a grid of step_samples images drawn as `ddpmkit sample` draws (the run's default sampler)."""
+        pictures.image_grid(draw(run, self.step_samples, seed=run.config.seed, sampler=None).data, path)
 
     def samples_picture(self, config: RunConfig, samples: Samples, path: Path, rows: int | None = None) -> None:
         """samples.png of `ddpmkit sample`: a grid (`rows`: one per class for --class all)."""

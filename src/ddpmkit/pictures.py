@@ -130,14 +130,12 @@ def point_reverse_gif(samples: Samples, path: Path) -> None:
 # ---- images ----------------------------------------------------------------------------------
 # The end-of-run grid of an image run: dpm++sde at 20 steps scores at least as well as 1,000
 # DDPM steps on the digits (README, "Fewer steps"), at 1/50 of the network evaluations.
-GRID_SAMPLER, GRID_STEPS = "dpm++sde", 20
 
 
 def image_training_pictures(run: Run, dataset, run_dir: Path, n: int = 64) -> None:
-    """samples.png (a grid from the EMA weights, GRID_SAMPLER at GRID_STEPS) and forward.png
-    (q(x_t) on a few training images)."""
-    steps = min(GRID_STEPS, run.config.diffusion.num_steps)
-    image_grid(draw(run, n, seed=run.config.seed, sampler=GRID_SAMPLER, steps=steps).data, run_dir / "samples.png")
+    """samples.png (a grid from the EMA weights, drawn as `ddpmkit sample` draws: the run's
+    default sampler, sampling.default_sampling) and forward.png (q(x_t) on a few training images)."""
+    image_grid(draw(run, n, seed=run.config.seed, sampler=None).data, run_dir / "samples.png")
     first = torch.stack([dataset[i][0] for i in range(min(4, len(dataset)))])
     schedules = {run.config.diffusion.schedule: NoiseSchedule.from_config(run.config.diffusion)}  # its own β ends
     forward_table(first, schedules, run.config.diffusion.num_steps, run_dir / "forward.png", run.config.seed)
