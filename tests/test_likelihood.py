@@ -52,9 +52,10 @@ def test_vlb_of_the_optimal_gaussian_model_matches_the_closed_form_nll(name):
 def test_learned_variance_gives_a_lower_bound_than_fixed_variance(tmp_path):
     """Nichol & Dhariwal 2021, Sec. 3.1: learning Σ with the hybrid loss tightens L_vlb,
     below both fixed choices (β̃_t and β_t). The same held-out points and noise draws for all
-    three, so the per-point differences are compared. Measured (1500 steps, one thread): bound
-    2.339 (fixed_small), 1.558 (fixed_large), 1.466 (learned) bits/dim; fixed − learned
-    0.873 ± 0.019 and 0.093 ± 0.009."""
+    three, so the per-point differences are compared. Measured (750 steps, training seeds 0 / 1 /
+    2): bound 2.371 (fixed_small), 1.555 (fixed_large), 1.467 (learned) bits/dim at seed 0 (1,500
+    steps: 2.339, 1.558, 1.466); fixed_large − learned 0.087 / 0.094 / 0.097 against the 0.035 asked (4
+    standard errors), fixed_small − learned 0.904 / 0.909 / 0.906 against 0.075."""
     bounds = {}
     for variance in ("fixed_small", "fixed_large", "learned_range"):
         c = api.default_config("moons")
@@ -62,9 +63,9 @@ def test_learned_variance_gives_a_lower_bound_than_fixed_variance(tmp_path):
             c,
             data=dataclasses.replace(c.data, num_points=5000),
             diffusion=dataclasses.replace(c.diffusion, num_steps=100, variance=variance),
-            train=dataclasses.replace(c.train, steps=1500, batch_size=256),
+            train=dataclasses.replace(c.train, steps=750, batch_size=256),
         )
-        api.train(config, tmp_path / variance, progress=False)
+        api.train(config, tmp_path / variance, progress=False, pictures=False)
         run = load_run(tmp_path / variance)
         points, _ = toy_points("moons", 2000, seed=99)  # fresh points, normalised as in training
         x0 = torch.from_numpy(normalise(points, run.config.data.mean, run.config.data.scale)).float()
