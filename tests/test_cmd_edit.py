@@ -12,7 +12,8 @@ from sklearn.datasets import load_digits
 
 from ddpmkit import api
 from ddpmkit.cli import main
-from ddpmkit.data.images import load_image_data, read_inputs
+from ddpmkit.data.images import load_image_data
+from ddpmkit.data.inputs import read_inputs
 
 from helpers import assert_drawn, gif_frames, one_line_error
 

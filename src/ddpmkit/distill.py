@@ -60,7 +60,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import build, checkpoint, process, rundir
-from ._tensor import append_dims, extract
+from ._tensor import append_dims
 from .config import RunConfig
 from .data import batches
 from .denoiser import DenoiserLike

@@ -23,7 +23,8 @@ import torch
 from . import pictures, presets
 from .config import DataConfig, RunConfig
 from .data import holdout_split
-from .data.images import InputImages, dequantise, load_image_data, read_inputs, read_mask, to_model_space, to_uint8
+from .data.images import dequantise, load_image_data, to_model_space, to_uint8
+from .data.inputs import InputImages, read_inputs, read_mask
 from .data.toy import (
     TOY_CLASSES,
     TOY_DATASETS,
@@ -363,7 +364,7 @@ class Images:
 
     def read_inputs(self, spec, option: str = "--input") -> InputImages:
         """A user's image file, folder or array fitted exactly as this run's training images
-        (data.images.read_inputs); a grey image for a colour run, or the other way round, is refused."""
+        (data.inputs.read_inputs); a grey image for a colour run, or the other way round, is refused."""
         return read_inputs(spec, self.data.image_size, self.data.channels, option)
 
     def read_mask(self, path, inputs: InputImages) -> torch.Tensor:

@@ -3,7 +3,7 @@
 Inputs are numpy arrays in data space (points) or uint8 images [N, H, W, C] with any of
 the data's channel counts: 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA. PNGs keep the alpha;
 where a format or figure has none (GIF frames, matplotlib tables) images are shown
-composited over white, as data.images composites transparent sources.
+composited over white, as data.decode composites transparent sources.
 Everything renders off-screen and writes PNG or GIF files. Figures are matplotlib `Figure`s made
 without pyplot: nothing global changes (a notebook keeps its backend), and matplotlib is
 imported on the first drawing, not when a command starts.
@@ -137,7 +137,7 @@ def png_image(image: np.ndarray) -> Image.Image:
 
 def _opaque(picture: Image.Image) -> Image.Image:
     """An "LA" / "RGBA" picture composited over white ("L" / "RGB"); others unchanged."""
-    from .data.images import over_white
+    from .data.decode import over_white
 
     return over_white(picture) if picture.mode in ("LA", "RGBA") else picture
 

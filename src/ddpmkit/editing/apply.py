@@ -1,4 +1,4 @@
-"""The edits run on a loaded Run: a user's images (already read and fitted, data.images.
+"""The edits run on a loaded Run: a user's images (already read and fitted, data.inputs.
 read_inputs) in, and in OUT what `ddpmkit sample` writes (samples.npy [N, H, W, C] uint8,
 labels.npy for labelled edits, samples.png) plus the edit's own picture and its record (a JSON
 file of every setting and measurement). Every check comes before the first file is written."""
@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from .. import pictures, rundir
-from ..data.images import InputImages, to_model_space
+from ..data.images import to_model_space
+from ..data.inputs import InputImages
 from ..denoiser import DenoiserLike
 from ..errors import UserError, check_positive
 from ..sampling import BATCH, Run, check_labels, check_sampler, check_sampler_options, network_evaluations, sampling_grid

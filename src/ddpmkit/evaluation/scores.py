@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.images import InputImages
+from ..data.inputs import InputImages
 from ..rundir import atomic_write_text
 from ..sampling import Run
 from .nll import bits_per_dim
