@@ -7,12 +7,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
 from ddpmkit import api
+from ddpmkit.build import load_run
 from ddpmkit.cli import main
-from ddpmkit.data.images import load_image_data
+from ddpmkit.data.images import load_image_data, to_model_space
 from ddpmkit.data.inputs import read_inputs
 
 from helpers import assert_drawn, gif_frames, one_line_error
@@ -107,6 +109,45 @@ def test_interpolate_reports_the_endpoint_error_it_has(conditional_digits, digit
     assert_drawn(tmp_path / "interpolation.png")
 
 
+def test_classifier_guidance_steers_edits_and_inpaintings_towards_the_class(guided_digits, evaluated, tmp_path, capsys):
+    """An unconditional run with its classifier: held-out digits that are not a 3, edited (SDEdit at
+    strength 0.6) or with all but their top two rows filled in (RePaint), towards class 3 at
+    classifier scale 0 and 16. The judge is the evaluate fixture's own feature classifier, trained
+    apart from the guiding one. Measured: threes 0.11 -> 0.44 -> 0.61 (edit) and 0.14 -> 0.47 ->
+    0.53 (inpaint) at scales 0, 8, 16."""
+    from ddpmkit.features import OwnFeatures
+
+    judge = OwnFeatures.load(evaluated.run / "features")
+    held = load_run(guided_digits.run).modality.load_heldout()
+    images = held.batch(range(40))[0]
+    keep = (held.labels[:40] != 3).numpy()  # digits that are not a 3 already
+    np.save(tmp_path / "in.npy", images.numpy()[keep].transpose(0, 2, 3, 1))
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+
+    def threes(out) -> float:
+        with torch.no_grad():
+            x = to_model_space(torch.from_numpy(np.load(out / "samples.npy")).permute(0, 3, 1, 2))
+            return float((judge.net(x).argmax(1) == 3).float().mean())
+
+    run, common = str(guided_digits.run), ["--class", "3", "--sampler", "ddim", "--steps", "20", "--seed", "1"]
+    shares = {}
+    for scale in ("0", "16"):
+        for command, extra in (("edit", ["--strength", "0.6"]), ("inpaint", ["--mask", str(tmp_path / "mask.png")])):
+            out = tmp_path / f"{command}-{scale}"
+            assert main([command, "--run", run, "--input", str(tmp_path / "in.npy"), *extra, *common,
+                         "--classifier-scale", scale, "--out", str(out)]) == 0
+            shares[command, scale] = threes(out)
+            assert np.array_equal(np.load(out / "labels.npy"), [3] * int(keep.sum()))
+    for command in ("edit", "inpaint"):
+        assert shares[command, "16"] > shares[command, "0"] + 0.3, shares  # chance: 0.1
+    given = np.load(tmp_path / "in.npy")
+    assert np.array_equal(np.load(tmp_path / "inpaint-16" / "samples.npy")[:, :2], given[:, :2])  # kept exactly
+    assert json.loads((tmp_path / "edit-16" / "edit.json").read_text())["classifier_scale"] == 16.0
+    assert "classifier_scale" not in json.loads((tmp_path / "edit-0" / "edit.json").read_text())
+
+
 def test_unusual_images_score_clearly_worse_than_held_out_ones(conditional_digits, tmp_path, capsys):
     """Held-out digits (never trained on) against inverted digits and uniform noise, by the bound."""
     held = conditional_digits.modality.load_heldout()
@@ -139,6 +180,8 @@ def test_unusual_images_score_clearly_worse_than_held_out_ones(conditional_digit
         (["edit", "--input", "{folder}", "--strength", "1.5"], r"--strength is the share of the forward process .* in \[0, 1\]; got 1\.5"),
         (["edit", "--input", "{red}"], r"--input red\.png is an RGB image but the run models 1-channel \(grey\) images"),
         (["edit", "--input", "{folder}", "--class", "3"], "--class needs a conditional model"),
+        (["edit", "--input", "{folder}", "--class", "3", "--classifier-scale", "2"], "--classifier-scale needs the run's classifier: "),
+        (["inpaint", "--input", "{folder}", "--mask", "{mask}", "--classifier-scale", "inf"], "--classifier-scale must be a finite number"),
         (["inpaint", "--input", "{folder}", "--mask", "{mask16}"], r"--mask mask16\.png is 16x16 but 0\.png is 8x8; draw the mask at the input's size"),
         (["inpaint", "--input", "{folder}", "--mask", "{mask}", "--sampler", "dpm++"], "inpaint takes --sampler ddpm or ddim"),
         (["interpolate", "--a", "{folder}", "--b", "{folder}/1.png"], "--a takes one image, got 4"),

@@ -23,7 +23,7 @@ import torch
 from . import build, checkpoint, classifier, distributed, editing, evaluation, modelcard, pictures, rundir, sampling
 from .classifier import ClassifierTraining
 from .config import DataConfig, RunConfig
-from .errors import UserError, check_choice
+from .errors import UserError, check_choice, check_finite
 from .evaluation.nll import NLL_KINDS
 from .evaluation.scores import Scores, score_images, write_scores
 from .distill import DistillSettings, check_out, recorded_settings
@@ -150,9 +150,7 @@ def sample(
     out = Path(out)
     rundir.check_output(out)
     run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
-    if classifier_scale or (class_ is not None and not run.config.num_classes):
-        run = build.with_classifier(run, "--classifier-scale needs the run's classifier" if classifier_scale else
-                                    "--class needs a conditional model; this run was trained without --conditional and has no classifier")
+    run = _classifier_if_asked(run, class_, classifier_scale)
     labels = sampling.class_labels(run.config, class_, n, sampling.classifier_classes(run))
     sampling.check_labels(run.config, labels, guidance, sampling.classifier_classes(run), classifier_scale)
     n = n if labels is None else len(labels)
@@ -342,41 +340,45 @@ def _snapshots(run_dir: Path) -> list[checkpoint.Snapshot]:
 def edit(run_dir: Path | str, input: Path | str, out: Path | str, *, strength: float = 0.5, seed: int = 0,
          weights: str = "ema", device: str | None = None, sampler: str = "ddpm", steps: int | None = None,
          spacing: str = "linspace", class_: str | None = None, guidance: float = 0.0, clip: str | None = None,
-         percentile: float = 0.995, **sampler_options) -> editing.apply.Edited:
+         percentile: float = 0.995, classifier_scale: float = 0.0, **sampler_options) -> editing.apply.Edited:
     """SDEdit (Meng et al. 2022) of an image file, folder or array `input`, read and fitted like the
     run's training data: each image noised to t = strength·T and denoised by `sampler` (strength 0:
     the input, 1: a plain sample). Writes out/samples.npy, samples.png, edit.png and edit.json.
-    `class_`, `guidance`, `clip`, `steps` and `sampler_options` mean what they mean for `sample`."""
+    `class_`, `guidance`, `classifier_scale`, `clip`, `steps` and `sampler_options` mean what they
+    mean for `sample` (classifier guidance steers the denoising towards `class_`)."""
     out = Path(out)
     rundir.check_output(out)
     editing.start_step(strength, 1)  # the strength's range, before the run is loaded
     run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
     inputs = run.modality.read_inputs(input)
-    labels = _edit_labels(run, class_, len(inputs.images), guidance)
-    denoiser = sampling.sampling_denoiser(run, guidance, clip, percentile)
+    run, labels = _edit_labels(run, class_, len(inputs.images), guidance, classifier_scale)
+    denoiser = sampling.sampling_denoiser(run, guidance, clip, percentile, classifier_scale)
     return editing.edit_images(run, inputs, out, strength, denoiser=denoiser, labels=labels, seed=seed, sampler=sampler,
-                               steps=steps, spacing=spacing, about=_about(run_dir, weights, guidance), **sampler_options)
+                               steps=steps, spacing=spacing, about=_about(run_dir, weights, guidance, classifier_scale),
+                               **sampler_options)
 
 
 def inpaint(run_dir: Path | str, input: Path | str, mask: Path | str, out: Path | str, *, resample: int = 1, jump: int = 1,
             seed: int = 0, weights: str = "ema", device: str | None = None, sampler: str = "ddpm",
             steps: int | None = None, spacing: str = "linspace", class_: str | None = None, guidance: float = 0.0,
-            clip: str | None = None, percentile: float = 0.995, **sampler_options) -> editing.apply.Edited:
+            clip: str | None = None, percentile: float = 0.995, classifier_scale: float = 0.0,
+            **sampler_options) -> editing.apply.Edited:
     """RePaint (Lugmayr et al. 2022): fill in the white pixels of `mask` (an image of the input's
     size; black: keep) in each input, with `resample` walks of every `jump` steps; the kept pixels
-    of the result are the input's exactly. `sampler`: ddpm (RePaint's ancestral step) or ddim.
-    Writes out/samples.npy, samples.png, inpaint.png and inpaint.json."""
+    of the result are the input's exactly. `sampler`: ddpm (RePaint's ancestral step) or ddim;
+    `classifier_scale` steers the filled part towards `class_` as in `edit`. Writes
+    out/samples.npy, samples.png, inpaint.png and inpaint.json."""
     out = Path(out)
     rundir.check_output(out)
     editing.check_inpaint_sampler(sampler)
     run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
     inputs = run.modality.read_inputs(input)
     fill = run.modality.read_mask(mask, inputs)
-    labels = _edit_labels(run, class_, len(inputs.images), guidance)
-    denoiser = sampling.sampling_denoiser(run, guidance, clip, percentile)
+    run, labels = _edit_labels(run, class_, len(inputs.images), guidance, classifier_scale)
+    denoiser = sampling.sampling_denoiser(run, guidance, clip, percentile, classifier_scale)
     return editing.inpaint_images(run, inputs, fill, out, denoiser=denoiser, labels=labels, seed=seed, sampler=sampler,
                                   steps=steps, spacing=spacing, resample=resample, jump=jump,
-                                  about=_about(run_dir, weights, guidance), **sampler_options)
+                                  about=_about(run_dir, weights, guidance, classifier_scale), **sampler_options)
 
 
 def interpolate(run_dir: Path | str, a: Path | str, b: Path | str, out: Path | str, *, frames: int = 8,
@@ -393,7 +395,7 @@ def interpolate(run_dir: Path | str, a: Path | str, b: Path | str, out: Path | s
     rundir.check_output(out)
     run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
     inputs = [run.modality.read_inputs(path, option) for path, option in ((a, "--a"), (b, "--b"))]
-    label = _edit_labels(run, class_, 1, guidance)
+    run, label = _edit_labels(run, class_, 1, guidance, guided=False)  # guidance would break DDIM's inversion
     denoiser = sampling.sampling_denoiser(run, guidance, clip, percentile)
     return editing.interpolate_pair(run, *inputs, out, frames, denoiser=denoiser, label=label, steps=steps,
                                     spacing=spacing, about=_about(run_dir, weights, guidance))
@@ -422,15 +424,32 @@ def score(run_dir: Path | str, images: Path | str, out: Path | str, *, kind: str
     return scores
 
 
-def _edit_labels(run: sampling.Run, class_: str | None, n: int, guidance: float):
-    """The labels of an edit of n images: None, or class K for each (`--class all` is sample's only)."""
+def _classifier_if_asked(run: sampling.Run, class_: str | None, classifier_scale: float) -> sampling.Run:
+    """The run with its classifier loaded when classifier guidance is asked for, or a class of an
+    unconditional run (the classifier's classes); one line when it has none."""
+    if classifier_scale or (class_ is not None and not run.config.num_classes):
+        return build.with_classifier(run, "--classifier-scale needs the run's classifier" if classifier_scale else
+                                     "--class needs a conditional model; this run was trained without --conditional and has no classifier")
+    return run
+
+
+def _edit_labels(run: sampling.Run, class_: str | None, n: int, guidance: float, classifier_scale: float = 0.0, *,
+                 guided: bool = True):
+    """The run an edit of n images uses (with its classifier when classifier guidance can apply,
+    `guided`) and the labels: None, or class K for each (`--class all` is sample's only)."""
     if class_ == "all":
         raise UserError("--class all draws every class; an edit takes one class K (or none)")
-    labels = sampling.class_labels(run.config, class_, n)
-    sampling.check_labels(run.config, labels, guidance)
-    return labels
+    check_finite("--classifier-scale", classifier_scale)
+    if guided:
+        run = _classifier_if_asked(run, class_, classifier_scale)
+    labels = sampling.class_labels(run.config, class_, n, sampling.classifier_classes(run))
+    sampling.check_labels(run.config, labels, guidance, sampling.classifier_classes(run), classifier_scale)
+    return run, labels
 
 
-def _about(run_dir, weights: str, guidance: float) -> dict:
-    """What an edit's record says of the model: the run, its weights, classifier-free guidance."""
-    return {"run": str(run_dir), "weights": sampling.WEIGHT_NAMES.get(weights, weights), **({"guidance": guidance} if guidance else {})}
+def _about(run_dir, weights: str, guidance: float, classifier_scale: float = 0.0) -> dict:
+    """What an edit's record says of the model: the run, its weights, classifier-free guidance and
+    classifier guidance (each only when used)."""
+    return {"run": str(run_dir), "weights": sampling.WEIGHT_NAMES.get(weights, weights),
+            **({"guidance": guidance} if guidance else {}),
+            **({"classifier_scale": classifier_scale} if classifier_scale else {})}

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError, check_positive
-from .options import DEVICE_HELP, add_class, add_clip, add_sampling, add_weights, check_ode_points, command, sampler_options, weights_from_args
+from .options import DEVICE_HELP, add_class, add_classifier_scale, add_clip, add_sampling, add_weights, check_ode_points, command, sampler_options, weights_from_args
 
 INPUT_HELP = ("an image file, a folder of them or a .npy/.npz array; resized and centre-cropped to the run's size as its "
               "training data were")
@@ -30,6 +30,7 @@ def add_edit(sub) -> None:
                  "every step from s·T down)")
     add_clip(p)
     add_class(p, all_classes=False)
+    add_classifier_scale(p)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -55,6 +56,7 @@ def add_inpaint(sub) -> None:
                  "multistep solvers cannot jump back")
     add_clip(p)
     add_class(p, all_classes=False)
+    add_classifier_scale(p)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -110,7 +112,8 @@ def run_edit(args) -> int:
     started = time.perf_counter()
     done = edit(args.run, args.input, out, strength=args.strength, seed=args.seed, weights=weights_from_args(args),
                 device=args.device, sampler=args.sampler, steps=args.steps, spacing=args.spacing, class_=args.class_,
-                guidance=args.guidance, clip=args.clip, percentile=args.dynamic_threshold, **sampler_options(args))
+                guidance=args.guidance, clip=args.clip, percentile=args.dynamic_threshold,
+                classifier_scale=args.classifier_scale, **sampler_options(args))
     r = done.record
     print(f"read {len(r['inputs'])} image(s) from {args.input}: {r['fitted']}")
     where = f"from t = {r['start_timestep']} of T = {r['trained_steps_T']}, {r['steps']} {r['sampler']} steps" if r["steps"] else "no noise: the inputs"
@@ -126,7 +129,7 @@ def run_inpaint(args) -> int:
     done = inpaint(args.run, args.input, args.mask, out, resample=args.resample, jump=args.jump, seed=args.seed,
                    weights=weights_from_args(args), device=args.device, sampler=args.sampler, steps=args.steps,
                    spacing=args.spacing, class_=args.class_, guidance=args.guidance, clip=args.clip,
-                   percentile=args.dynamic_threshold, **sampler_options(args))
+                   percentile=args.dynamic_threshold, classifier_scale=args.classifier_scale, **sampler_options(args))
     r = done.record
     print(f"read {len(r['inputs'])} image(s) from {args.input} and the mask {args.mask}: {r['fitted']}; "
           f"{r['filled_pixels']} of {r['pixels']} pixels filled in")

@@ -91,9 +91,17 @@ def add_class(p: argparse.ArgumentParser, *, all_classes: bool = True) -> None:
                        help="draw class K, or 'all' (-n per class, a grid row each): conditional runs, "
                        "or any run with a classifier (ddpmkit train-classifier) and --classifier-scale")
     else:
-        p.add_argument("--class", dest="class_", metavar="K", help="conditional runs: the class K every image is edited as")
+        p.add_argument("--class", dest="class_", metavar="K", help="the class K every image is edited as: conditional "
+                       "runs, or any run with a classifier (ddpmkit train-classifier) and --classifier-scale")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance strength w: ε = (1+w)·ε(x,c) − "
                    "w·ε(x,∅); 0 is the conditional model, -1 the unconditional one, below -1 anti-guidance (away from the class)")
+
+
+def add_classifier_scale(p: argparse.ArgumentParser) -> None:
+    """--classifier-scale, as `sample` and the edits declare it."""
+    p.add_argument("--classifier-scale", type=float, default=0.0, metavar="S", help="classifier guidance (Dhariwal & "
+                   "Nichol 2021) towards --class by RUN/classifier/: ε̂ − S·√(1−ᾱ_t)·∇ log p(class | x_t); after --guidance; "
+                   "0 is plain sampling; each network evaluation adds a classifier forward and backward pass")
 
 
 def add_clip(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from ..config import RunConfig
 from ..data.images import parse_image_size
 from ..errors import UserError, check_positive
 from ..schedules import RANGED, SCHEDULES
-from .options import DEVICE_HELP, add_class, add_clip, add_sampling, command, ints, sampler_options, weights_from_args
+from .options import DEVICE_HELP, add_class, add_classifier_scale, add_clip, add_sampling, command, ints, sampler_options, weights_from_args
 
 
 def add_sample(sub) -> None:
@@ -30,9 +30,7 @@ def add_sample(sub) -> None:
                  "distilled run's own, else all T; --sampler ddpm alone is the 1,000-step ancestral sampler)")
     add_clip(p)
     add_class(p)
-    p.add_argument("--classifier-scale", type=float, default=0.0, metavar="S", help="classifier guidance (Dhariwal & "
-                   "Nichol 2021) towards --class by RUN/classifier/: ε̂ − S·√(1−ᾱ_t)·∇ log p(class | x_t); after --guidance; "
-                   "0 is plain sampling; each network evaluation adds a classifier forward and backward pass")
+    add_classifier_scale(p)
     p.add_argument("--png-dir", type=Path, metavar="DIR", help="also write each sample as DIR/000000.png, ... (and "
                    "labels.csv for labelled samples): the folder clean-fid, torch-fidelity and pytorch-fid read")
     p.add_argument("--gif", action="store_true", help="also write reverse.gif: the reverse process (images: x_t beside x̂_0)")

@@ -17,7 +17,7 @@ from ..data.images import to_model_space
 from ..data.inputs import InputImages
 from ..denoiser import DenoiserLike
 from ..errors import UserError, check_positive
-from ..sampling import BATCH, Run, check_labels, check_sampler, check_sampler_options, network_evaluations, sampling_grid
+from ..sampling import BATCH, Run, check_labels, check_sampler, classifier_classes, check_sampler_options, network_evaluations, sampling_grid
 from .interpolation import interpolate
 from .repaint import check_inpaint_sampler, jump_schedule, repaint
 from .sdedit import edit_grid, sdedit
@@ -40,7 +40,7 @@ def edit_images(run: Run, inputs: InputImages, out: Path, strength: float, *, de
     T = run.config.diffusion.num_steps
     check_sampler(sampler, steps, T)
     check_sampler_options(sampler_options)
-    check_labels(run.config, labels, 0.0)
+    check_labels(run.config, labels, 0.0, classifier_classes(run))
     grid = edit_grid(strength, T, steps, spacing)
     generator = torch.Generator().manual_seed(seed)
     x0 = to_model_space(inputs.images)
@@ -73,7 +73,7 @@ def inpaint_images(run: Run, inputs: InputImages, fill: torch.Tensor, out: Path,
     check_inpaint_sampler(sampler)
     check_sampler(sampler, steps, T)
     check_sampler_options(sampler_options)
-    check_labels(run.config, labels, 0.0)
+    check_labels(run.config, labels, 0.0, classifier_classes(run))
     grid = sampling_grid(run.config.diffusion.num_steps, steps, spacing)
     path = jump_schedule(len(grid), resample, jump)  # checks --resample and --jump
     generator = torch.Generator().manual_seed(seed)
