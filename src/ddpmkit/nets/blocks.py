@@ -248,6 +248,7 @@ class Downsample(nn.Module):
 # A stride-2 transposed conv with padding 1 puts tap k of input i at output 2i - 1 + k, so its
 # 4 taps are [w2, w1 + w2, w0 + w1, w0]: _NEAREST_TAPS[k] @ (w0, w1, w2).
 _NEAREST_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+_UP_STRIDE, _UP_PADDING = 2, 1  # of that transposed conv: 2i - 1 + k
 
 
 class _TransposedConvFn(torch.autograd.Function):
@@ -260,7 +261,7 @@ class _TransposedConvFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, kernel, bias):
         ctx.save_for_backward(x, kernel)
-        return F.conv_transpose2d(x, kernel, bias, stride=2, padding=1)
+        return F.conv_transpose2d(x, kernel, bias, stride=_UP_STRIDE, padding=_UP_PADDING)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -269,7 +270,8 @@ class _TransposedConvFn(torch.autograd.Function):
         need_x, need_kernel, need_bias = ctx.needs_input_grad
 
         def grad(mask):  # one of (dx, dkernel) of the transposed conv
-            return torch.ops.aten.convolution_backward(dy, x, kernel, None, [2, 2], [1, 1], [1, 1], True, [0, 0], 1, mask)
+            return torch.ops.aten.convolution_backward(dy, x, kernel, None, [_UP_STRIDE] * 2, [_UP_PADDING] * 2, [1, 1], True,
+                                                       [0, 0], 1, mask)
 
         dx = grad([True, False, False])[0] if need_x else None
         dkernel = grad([False, True, False])[1] if need_kernel else None
@@ -301,4 +303,4 @@ class Upsample(nn.Module):
         kernel, bias = self.transposed_kernel().to(x.dtype), self.conv.bias
         if x.device.type == "cpu" and torch.is_grad_enabled() and bias is not None and bias.dtype == x.dtype:
             return _TransposedConvFn.apply(x, kernel, bias)
-        return F.conv_transpose2d(x, kernel, bias, stride=2, padding=1)
+        return F.conv_transpose2d(x, kernel, bias, stride=_UP_STRIDE, padding=_UP_PADDING)
