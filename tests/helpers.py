@@ -161,6 +161,16 @@ def grid_tile(grid: Image.Image, index: int, tile: tuple[int, int], cols: int, s
     return a[y : y + h * scale : scale, x : x + w * scale : scale]
 
 
+def agreement(judge, images: np.ndarray, labels: np.ndarray) -> float:
+    """The share of uint8 images [N, H, W, C] the judge (a features.OwnFeatures: its classifier
+    network) classifies as `labels`."""
+    from ddpmkit.data.images import to_model_space
+
+    with torch.no_grad():
+        predicted = judge.net(to_model_space(torch.from_numpy(images).permute(0, 3, 1, 2))).argmax(1).numpy()
+    return float((predicted == labels).mean())
+
+
 def one_line_error(err: str, pattern: str) -> None:
     """A CLI error: one line, no traceback, matching `pattern`."""
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and re.search(pattern, err), err

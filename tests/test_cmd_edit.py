@@ -7,17 +7,16 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
 from ddpmkit import api
 from ddpmkit.build import load_run
 from ddpmkit.cli import main
-from ddpmkit.data.images import load_image_data, to_model_space
+from ddpmkit.data.images import load_image_data
 from ddpmkit.data.inputs import read_inputs
 
-from helpers import assert_drawn, gif_frames, one_line_error
+from helpers import agreement, assert_drawn, gif_frames, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -126,11 +125,6 @@ def test_classifier_guidance_steers_edits_and_inpaintings_towards_the_class(guid
     mask[2:] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
 
-    def threes(out) -> float:
-        with torch.no_grad():
-            x = to_model_space(torch.from_numpy(np.load(out / "samples.npy")).permute(0, 3, 1, 2))
-            return float((judge.net(x).argmax(1) == 3).float().mean())
-
     run, common = str(guided_digits.run), ["--class", "3", "--sampler", "ddim", "--steps", "20", "--seed", "1"]
     shares = {}
     for scale in ("0", "16"):
@@ -138,7 +132,7 @@ def test_classifier_guidance_steers_edits_and_inpaintings_towards_the_class(guid
             out = tmp_path / f"{command}-{scale}"
             assert main([command, "--run", run, "--input", str(tmp_path / "in.npy"), *extra, *common,
                          "--classifier-scale", scale, "--out", str(out)]) == 0
-            shares[command, scale] = threes(out)
+            shares[command, scale] = agreement(judge, np.load(out / "samples.npy"), 3)
             assert np.array_equal(np.load(out / "labels.npy"), [3] * int(keep.sum()))
     for command in ("edit", "inpaint"):
         assert shares[command, "16"] > shares[command, "0"] + 0.3, shares  # chance: 0.1

@@ -10,18 +10,10 @@ import torch
 
 from ddpmkit import api, build
 from ddpmkit.cli import main
-from ddpmkit.data.images import to_model_space
 from ddpmkit.features import OwnFeatures
 from ddpmkit.sampling import draw
 
-from helpers import one_line_error
-
-
-def agreement(judge: OwnFeatures, images: np.ndarray, labels: np.ndarray) -> float:
-    """The share of uint8 images [N, H, W, C] the judge classifies as `labels`."""
-    with torch.no_grad():
-        predicted = judge.net(to_model_space(torch.from_numpy(images).permute(0, 3, 1, 2))).argmax(1).numpy()
-    return float((predicted == labels).mean())
+from helpers import agreement, one_line_error
 
 
 def test_guidance_draws_the_asked_class(guided_digits, evaluated, tmp_path, capsys):

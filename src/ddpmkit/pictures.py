@@ -128,8 +128,6 @@ def point_reverse_gif(samples: Samples, path: Path) -> None:
 
 
 # ---- images ----------------------------------------------------------------------------------
-# The end-of-run grid of an image run: dpm++sde at 20 steps scores at least as well as 1,000
-# DDPM steps on the digits (README, "Fewer steps"), at 1/50 of the network evaluations.
 
 
 def image_training_pictures(run: Run, dataset, run_dir: Path, n: int = 64) -> None:

@@ -17,7 +17,7 @@ from ..data.images import to_model_space
 from ..data.inputs import InputImages
 from ..denoiser import DenoiserLike
 from ..errors import UserError, check_positive
-from ..sampling import BATCH, Run, check_labels, check_sampler, classifier_classes, check_sampler_options, network_evaluations, sampling_grid
+from ..sampling import BATCH, Run, check_labels, check_sampler, check_sampler_options, classifier_classes, network_evaluations, sampling_grid
 from .interpolation import interpolate
 from .repaint import check_inpaint_sampler, jump_schedule, repaint
 from .sdedit import edit_grid, sdedit
