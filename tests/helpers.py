@@ -14,6 +14,7 @@ from PIL import Image
 
 from ddpmkit import api, build, rundir
 from ddpmkit.config import RunConfig
+from ddpmkit.data.images import to_model_space
 from ddpmkit.distributed import World
 from ddpmkit.nets.unet import UNetConfig
 from ddpmkit.train import Trainer
@@ -161,11 +162,9 @@ def grid_tile(grid: Image.Image, index: int, tile: tuple[int, int], cols: int, s
     return a[y : y + h * scale : scale, x : x + w * scale : scale]
 
 
-def agreement(judge, images: np.ndarray, labels: np.ndarray) -> float:
+def agreement(judge, images: np.ndarray, labels: np.ndarray | int) -> float:
     """The share of uint8 images [N, H, W, C] the judge (a features.OwnFeatures: its classifier
-    network) classifies as `labels`."""
-    from ddpmkit.data.images import to_model_space
-
+    network) classifies as `labels` (one per image, or one class for all)."""
     with torch.no_grad():
         predicted = judge.net(to_model_space(torch.from_numpy(images).permute(0, 3, 1, 2))).argmax(1).numpy()
     return float((predicted == labels).mean())
