@@ -76,8 +76,9 @@ def main() -> None:
     for s in scales:
         started = time.perf_counter()
         out = args.out / f"scale-{s:g}"
-        images = api.sample(run_dir, args.per_class, out, class_="all", classifier_scale=s, sampler=args.sampler,
-                            steps=args.steps, seed=0)
+        guided = api.SamplingRequest(classes="all", guidance=api.Guidance(classifier=s), sampler=args.sampler,
+                                     steps=args.steps, seed=0)
+        images = api.sample(run_dir, args.per_class, out, guided)
         seconds = time.perf_counter() - started
         labels = np.load(out / "labels.npy")
         with torch.no_grad():
@@ -87,8 +88,7 @@ def main() -> None:
                      "samples": len(labels), "seconds": round(seconds, 1)})
         if s == args.grid_scale:
             args.grid.parent.mkdir(parents=True, exist_ok=True)
-            api.sample(run_dir, 10, args.out / "grid", class_="all", classifier_scale=s, sampler=args.sampler,
-                       steps=args.steps, seed=0)
+            api.sample(run_dir, 10, args.out / "grid", guided)
             shutil.copy2(args.out / "grid" / "samples.png", args.grid)
             print(f"wrote {args.grid} (s = {s:g}, 10 per class)")
 

@@ -43,7 +43,7 @@ def fd(run, reference, n: int, seeds: int, **how) -> tuple[float, float, float]:
     values, secs = [], 0.0
     for seed in range(seeds):
         started = time.perf_counter()
-        data = api.draw(run, n, seed=1000 + seed, **how).data
+        data = api.draw(run, n, api.SamplingRequest(seed=1000 + seed, **how)).data
         secs += time.perf_counter() - started
         values.append(quick_scores(reference, data)["frechet_distance"])
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else float("nan"), 1000 * secs / (seeds * n)

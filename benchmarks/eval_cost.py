@@ -29,6 +29,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("DDPMKIT_CACHE", str(Path(tmp) / "cache"))  # a first use: nothing cached
         from ddpmkit import api, build
+        from ddpmkit.evaluation import measures
         from ddpmkit.evaluation.during import measure_quality_now
 
         config = api.default_config("digits")
@@ -38,7 +39,7 @@ def main() -> None:
         per_step = result.seconds / result.steps
         run = build.load_run(Path(tmp) / "run")
         started = time.perf_counter()
-        what, measure, metric = run.modality.training_measure(run)
+        what, measure, metric = measures(run.modality).training_measure(run)
         setup = time.perf_counter() - started
         times = []
         for _ in range(args.repeats):

@@ -113,7 +113,7 @@ def main() -> None:
         n_real = min(args.num_samples, len(real))
         floor = [quick_scores(reference, real[rng.choice(len(real), n_real, replace=False)])["frechet_distance"] for _ in range(5)]
         seeds = [1000 + i for i in range(args.seeds)]
-        fd = {name: [quick_scores(reference, api.draw(run, args.num_samples, seed=s, sampler=args.sampler, steps=args.steps).data)
+        fd = {name: [quick_scores(reference, api.draw(run, args.num_samples, api.SamplingRequest(seed=s, sampler=args.sampler, steps=args.steps)).data)
                      ["frechet_distance"] for s in seeds] for name, run in runs.items()}
 
     print(f"\nquality: FD in {reference.extractor.description} to {reference.description['what']}; "

@@ -85,7 +85,7 @@ def main() -> None:
     for name, weights in (("classic EMA (0.999)", None), (f"post-hoc σ_rel {sweep['best_sigma_rel']:.3f}", best)):
         if weights is not None:
             checkpoint.load_matching(run.net, weights, Path(sweep["written"]))
-        fds = [quick_scores(reference, api.draw(run, args.num_samples, seed=s, sampler="dpm++sde", steps=20).data)["frechet_distance"]
+        fds = [quick_scores(reference, api.draw(run, args.num_samples, api.SamplingRequest(seed=s, sampler="dpm++sde", steps=20)).data)["frechet_distance"]
                for s in seeds]
         print(f"{name:<22} FD {mean_sd(fds)}   ({', '.join(f'{v:.3f}' for v in fds)})", flush=True)
 

@@ -77,7 +77,7 @@ def main() -> None:
         fds, confs, secs = [], [], 0.0
         for seed in range(args.seeds):
             started = time.perf_counter()
-            data = api.draw(run, args.num_samples, seed=1000 + seed, sampler=name, steps=k).data
+            data = api.draw(run, args.num_samples, api.SamplingRequest(seed=1000 + seed, sampler=name, steps=k)).data
             secs += time.perf_counter() - started
             q = quick_scores(reference, data)
             fds.append(q["frechet_distance"])

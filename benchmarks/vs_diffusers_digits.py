@@ -183,7 +183,7 @@ def main() -> None:
                       f"(k = 3) of the {total} pooled. FD floor (random real subsets of {args.num_samples}): "
                       f"{statistics.mean(floor):.3f} ± {statistics.stdev(floor):.3f}\n")
                 print(header, flush=True)
-            q = quality(reference, lambda n, s: api.draw(run, n, seed=s).data, args.num_samples, args.seeds)
+            q = quality(reference, lambda n, s: api.draw(run, n, api.SamplingRequest(seed=s, sampler="ddpm")).data, args.num_samples, args.seeds)
             rows[name] = (q, result.seconds)
             print(row(name, count_parameters(run.net), result.steps, result.seconds, q), flush=True)
     budget = rows["ddpmkit default"][1]

@@ -15,6 +15,7 @@ from ddpmkit.build import load_run
 from ddpmkit.cli import main
 from ddpmkit.data.images import load_image_data
 from ddpmkit.data.inputs import read_inputs
+from ddpmkit.sampling import SamplingRequest
 
 from helpers import agreement, assert_drawn, gif_frames, one_line_error
 
@@ -79,13 +80,13 @@ def test_inpaint_keeps_the_known_pixels_and_fills_the_rest(digits_run, digit_fil
     # ddim, its deterministic step
     assert main([*argv, "--sampler", "ddim", "--eta", "0.5", "--out", str(tmp_path / "d")]) == 0
     assert np.array_equal(np.load(tmp_path / "d" / "samples.npy")[:, :, :4], images[:, :, :4])
-    assert json.loads((tmp_path / "d" / "inpaint.json").read_text())["eta"] == 0.5
+    assert json.loads((tmp_path / "d" / "inpaint.json").read_text())["sampling"]["eta"] == 0.5
 
 
 def test_inpaint_a_conditional_run_with_a_class(conditional_digits, digit_files, tmp_path):
     folder, images = digit_files
-    edited = api.inpaint(conditional_digits.directory, folder / "1.png", folder.parent / "mask.png", tmp_path, class_="1",
-                         steps=10)
+    edited = api.inpaint(conditional_digits.directory, folder / "1.png", folder.parent / "mask.png", tmp_path,
+                         SamplingRequest(classes=1, steps=10))
     assert np.array_equal(edited.data[0, :, :4], images[1, :, :4])
     assert np.array_equal(np.load(tmp_path / "labels.npy"), [1])
 
@@ -138,8 +139,8 @@ def test_classifier_guidance_steers_edits_and_inpaintings_towards_the_class(guid
         assert shares[command, "16"] > shares[command, "0"] + 0.3, shares  # chance: 0.1
     given = np.load(tmp_path / "in.npy")
     assert np.array_equal(np.load(tmp_path / "inpaint-16" / "samples.npy")[:, :2], given[:, :2])  # kept exactly
-    assert json.loads((tmp_path / "edit-16" / "edit.json").read_text())["classifier_scale"] == 16.0
-    assert "classifier_scale" not in json.loads((tmp_path / "edit-0" / "edit.json").read_text())
+    assert json.loads((tmp_path / "edit-16" / "edit.json").read_text())["sampling"]["classifier_scale"] == 16.0
+    assert "classifier_scale" not in json.loads((tmp_path / "edit-0" / "edit.json").read_text())["sampling"]
 
 
 def test_unusual_images_score_clearly_worse_than_held_out_ones(conditional_digits, tmp_path, capsys):
@@ -200,5 +201,5 @@ def test_bad_edits_are_one_line_errors_that_create_nothing(digits_run, digit_fil
 def test_2d_runs_take_no_images(toy_run, digit_files, tmp_path, capsys):
     folder, _ = digit_files
     assert main(["edit", "--run", str(toy_run), "--input", str(folder), "--out", str(tmp_path / "out")]) == 2
-    one_line_error(capsys.readouterr().err, "--input: edit, inpaint, interpolate and score take images; moons is 2-D data")
+    one_line_error(capsys.readouterr().err, "edit needs an image run: moons is 2-D data")
     assert not (tmp_path / "out").exists()

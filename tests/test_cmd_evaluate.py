@@ -38,8 +38,8 @@ def test_evaluate_prints_every_number_with_what_makes_it_comparable(evaluated):
     assert "it is not FID" in out and "same N (40)" in out
     assert f"written to {evaluated.run}/metrics.json (sample_quality) and {evaluated.run}/eval/closest_pairs.png" in out
 
-    assert record["samples"] == {"num": 40, "sampler": "dpm++sde", "steps": 3, "nfe": 3, "network_passes": 3, "seed": 0,
-                                 "weights": "EMA", "clip": "static", "trained_steps_T": 20}
+    assert record["samples"] == {"num": 40, "sampler": "dpm++sde", "steps": 3, "spacing": "linspace", "nfe": 3,
+                                 "network_passes": 3, "seed": 0, "weights": "EMA", "clip": "static", "trained_steps_T": 20}
     assert record["features"]["sha256"] == own["sha256"] and record["features"]["name"] == "own-classifier"
     assert record["reference"]["num_images"] == 1617 and record["reference"]["statistics"] == "computed"
     assert record["frechet_distance"] > 0 and record["kid"]["subset_size"] == 40 and 0 <= record["precision"] <= 1

@@ -12,6 +12,7 @@ from ddpmkit.build import load_run
 from ddpmkit.cli import main
 from ddpmkit.pictures import GIF_FRAMES
 from ddpmkit.sampling import draw, picture_steps
+from ddpmkit.sampling import SamplingRequest
 from ddpmkit.viz import grid_scale
 
 from helpers import assert_drawn, bluish_share, gif_frames, grid_tile, one_line_error, picture
@@ -21,9 +22,9 @@ def test_sample_writes_points_in_data_space_and_prints_distances(toy_run, tmp_pa
     assert main(["sample", "--run", str(toy_run), "-n", "300", "--out", str(tmp_path), "--seed", "5"]) == 0
     points = np.load(tmp_path / "samples.npy")
     assert points.shape == (300, 2) and points.dtype == np.float32
-    assert np.array_equal(points, draw(load_run(toy_run), 300, seed=5, sampler="dpm++sde", steps=20).data)  # the default
+    assert np.array_equal(points, draw(load_run(toy_run), 300, SamplingRequest(seed=5, sampler="dpm++sde", steps=20)).data)  # the default
     assert main(["sample", "--run", str(toy_run), "-n", "300", "--out", str(tmp_path / "ddpm"), "--seed", "5", "--sampler", "ddpm"]) == 0
-    assert np.array_equal(np.load(tmp_path / "ddpm" / "samples.npy"), draw(load_run(toy_run), 300, seed=5).data)  # DDPM on all T
+    assert np.array_equal(np.load(tmp_path / "ddpm" / "samples.npy"), draw(load_run(toy_run), 300, SamplingRequest(seed=5, sampler="ddpm", steps=50)).data)  # DDPM on all T
     assert bluish_share(assert_drawn(tmp_path / "samples.png")) > 0.002
     out = capsys.readouterr().out
     assert f"wrote 300 samples to {tmp_path}/samples.npy, samples.png in" in out
@@ -122,9 +123,11 @@ def test_strip_shows_each_sample_at_the_asked_steps_of_the_samplers_grid(digits_
     the grid lacks is the nearest grid step, said in one line per such step; x0 shows the
     predictions, which differ from the noisy states."""
     from ddpmkit import api
-    from ddpmkit.sampling import nearest_grid_steps, sampling_grid
+    from ddpmkit.pictures import SampleFiles
+    from ddpmkit.sampling import nearest_grid_steps
+    from ddpmkit.schedules import timestep_grid
 
-    grid = sampling_grid(20, 4)  # T = 20, 4 steps: 19, 13, 6, 0
+    grid = timestep_grid(20, 4)  # T = 20, 4 steps: 19, 13, 6, 0
     assert nearest_grid_steps([19, 15, 10, 5, 0], grid) == [(19, 19), (15, 13), (10, 13), (5, 6), (0, 0)]
     pictures = {}
     for shows in ("xt", "x0"):
@@ -136,7 +139,7 @@ def test_strip_shows_each_sample_at_the_asked_steps_of_the_samplers_grid(digits_
         assert "--strip 5: the sampler's grid has no step 5; showing its nearest step, 6" in printed
         pictures[shows] = assert_drawn(out / "strip.png")
     assert pictures["xt"].size == pictures["x0"].size and pictures["xt"].tobytes() != pictures["x0"].tobytes()
-    four = api.sample(digits_run, 4, tmp_path / "four", strip=[19, 0])
+    four = api.sample(digits_run, 4, tmp_path / "four", files=SampleFiles(strip=(19, 0)))
     assert len(four) == 4
     three_rows, four_rows = pictures["xt"], picture(tmp_path / "four" / "strip.png")
     assert four_rows.height > three_rows.height and four_rows.width < three_rows.width  # 4 rows of 3 columns vs 3 rows of 5

@@ -11,7 +11,7 @@ import torch
 from ddpmkit import api, build
 from ddpmkit.cli import main
 from ddpmkit.features import OwnFeatures
-from ddpmkit.sampling import draw
+from ddpmkit.sampling import Guidance, SamplingRequest, draw
 
 from helpers import agreement, one_line_error
 
@@ -37,12 +37,12 @@ def test_guidance_draws_the_asked_class(guided_digits, evaluated, tmp_path, caps
 def test_scale_zero_is_plain_sampling_draw_for_draw(guided_digits, sampler, tmp_path):
     run = build.load_run(guided_digits.run)
     guided = build.with_classifier(run)
-    labels = torch.full((6,), 3)
-    plain = draw(run, 6, seed=1, sampler=sampler, steps=5).model
-    assert torch.equal(draw(guided, 6, seed=1, sampler=sampler, steps=5, labels=labels, classifier_scale=0.0).model, plain)
-    assert not torch.equal(draw(guided, 6, seed=1, sampler=sampler, steps=5, labels=labels, classifier_scale=2.0).model, plain)
-    a = api.sample(guided_digits.run, 6, tmp_path / "a", seed=1, sampler=sampler, steps=5, class_="3")
-    b = api.sample(guided_digits.run, 6, tmp_path / "b", seed=1, sampler=sampler, steps=5)
+    plain = draw(run, 6, SamplingRequest(seed=1, sampler=sampler, steps=5)).model
+    for scale, same in ((0.0, True), (2.0, False)):
+        asked = SamplingRequest(seed=1, sampler=sampler, steps=5, classes=3, guidance=Guidance(classifier=scale))
+        assert torch.equal(draw(guided, 6, asked).model, plain) == same
+    a = api.sample(guided_digits.run, 6, tmp_path / "a", SamplingRequest(seed=1, sampler=sampler, steps=5, classes=3))
+    b = api.sample(guided_digits.run, 6, tmp_path / "b", SamplingRequest(seed=1, sampler=sampler, steps=5))
     assert np.array_equal(a, b)
 
 

@@ -21,7 +21,7 @@ def test_show_forward_draws_a_row_per_image_and_schedule(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--data", "moons"], "show-forward draws images; for 2-D data such as moons see forward.png in a training run"),
+        (["--data", "moons"], "show-forward needs an image run: moons is 2-D data; for 2-D data see forward.png in a training run"),
         (["--num-images", "0"], "--num-images must be a positive integer, got 0"),
         (["--timesteps", "0"], "--timesteps must be a positive integer, got 0"),
         (["--image-size", "8x"], "invalid image size '8x'"),

@@ -14,9 +14,10 @@ from ddpmkit import api, build, checkpoint
 from ddpmkit.build import build_net, load_run
 from ddpmkit.cli import main
 from ddpmkit.config import RunConfig
+from ddpmkit.evaluation import measures
 from ddpmkit.nets.blocks import ConvNeXtBlock, LinearAttention, ResBlock, SelfAttention
 from ddpmkit.rundir import read_log
-from ddpmkit.sampling import draw, picture_steps
+from ddpmkit.sampling import SamplingRequest, draw, picture_steps
 
 from helpers import TINY_IMAGES, TINY_TOY, assert_drawn, bluish_share, gif_frames, one_line_error, picture, tiny_digits, with_train
 
@@ -72,8 +73,9 @@ def test_short_moons_training_beats_an_untrained_model(tmp_path):
                                  diffusion=dataclasses.replace(config.diffusion, num_steps=100))
     api.train(config, tmp_path / "run", progress=False)
     run = load_run(tmp_path / "run")
-    trained = api.toy_distances(run.config, api.draw(run, 2000, seed=1).data)
-    baseline = api.toy_distances(run.config, api.draw(build.make_run(tmp_path, run.config, build_net(run.config)), 2000, seed=1).data)
+    trained = api.toy_distances(run.config, api.draw(run, 2000, SamplingRequest(seed=1, sampler="ddpm")).data)
+    baseline = api.toy_distances(run.config, api.draw(build.make_run(tmp_path, run.config, build_net(run.config)), 2000,
+                                                      SamplingRequest(seed=1, sampler="ddpm")).data)
     assert trained["mmd"] < 0.1 * baseline["mmd"] and trained["mmd"] < 5e-3
     assert trained["sliced_wasserstein"] < 0.25 * baseline["sliced_wasserstein"]
     # what training stored: the distances of the 2,000 samples drawn for its pictures
@@ -101,10 +103,10 @@ def test_short_digits_training_beats_an_untrained_model(tmp_path, eval_cache):
     )
     api.train(config, tmp_path, progress=False)
     run = load_run(tmp_path)
-    _, quality, _ = run.modality.quick_measure(run)
+    _, quality, _ = measures(run.modality).quick_measure(run)
     # Drawn as `ddpmkit sample` draws (the run's default sampler: dpm++sde, 20 steps).
-    trained = quality(draw(run, 400, seed=1, sampler=None).data)
-    untrained = quality(draw(build.make_run(tmp_path, run.config, build_net(run.config)), 400, seed=1, sampler=None).data)
+    trained = quality(draw(run, 400, SamplingRequest(seed=1)).data)
+    untrained = quality(draw(build.make_run(tmp_path, run.config, build_net(run.config)), 400, SamplingRequest(seed=1)).data)
     assert trained["frechet_distance"] < 0.2 * untrained["frechet_distance"]
     assert trained["class_entropy"] > 1.8  # most of the ten digits appear
 

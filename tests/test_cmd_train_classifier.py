@@ -46,7 +46,7 @@ def test_runs_without_labels_and_2d_runs_are_refused(toy_run, tmp_path, capsys):
     one_line_error(capsys.readouterr().err, "train-classifier needs class labels and .*unlabelled.npy has none")
     assert not (run / "classifier").exists()
     assert main(["train-classifier", "--run", str(toy_run)]) == 2
-    one_line_error(capsys.readouterr().err, "train-classifier trains an image classifier .* moons is 2-D data")
+    one_line_error(capsys.readouterr().err, "train-classifier needs an image run: moons is 2-D data; 2-D runs take classifier-free guidance")
     assert main(["train-classifier", "--run", str(run), "--steps", "0"]) == 2
     one_line_error(capsys.readouterr().err, "--steps must be a positive integer, got 0")
     assert not (toy_run / "classifier").exists()

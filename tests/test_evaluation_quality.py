@@ -9,9 +9,9 @@ import torch
 
 from ddpmkit.build import load_run
 from ddpmkit.errors import UserError
-from ddpmkit.evaluation import evaluate_quality, feature_scores, image_reference, quick_scores
+from ddpmkit.evaluation import QualitySettings, evaluate_quality, feature_scores, image_reference, quick_scores
 from ddpmkit.features import OwnTraining
-from ddpmkit.sampling import SampleSettings
+from ddpmkit.sampling import Guidance, SamplingRequest
 
 from helpers import picture
 
@@ -40,7 +40,7 @@ def test_quick_own_training_through_the_api(evaluated, eval_cache, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(evaluated.run, copy, ignore=shutil.ignore_patterns("features", "metrics.json", "eval"))
     run = load_run(copy)
-    record = evaluate_quality(run, SampleSettings(num=20, steps=2), training=OwnTraining(epochs=1), kid_subsets=5)
+    record = evaluate_quality(run, SamplingRequest(steps=2), QualitySettings(num=20, training=OwnTraining(epochs=1), kid_subsets=5))
     assert record["features"]["sha256"] != evaluated.own["sha256"]
     assert json.loads((copy / "features" / "own.json").read_text())["training"]["epochs"] == 1
     assert record["samples"]["num"] == 20 and record["kid"]["subsets"] == 5
@@ -49,14 +49,15 @@ def test_quick_own_training_through_the_api(evaluated, eval_cache, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "settings, message",
+    "asked, message",
     [
-        (SampleSettings(num=3), "--num-samples must be more than 3"),
-        (SampleSettings(sampler="euler"), "unknown sampler 'euler'"),
-        (SampleSettings(steps=0), r"--steps must lie in 1\.\.20"),
-        (SampleSettings(guidance=1.0), "--guidance needs a conditional model"),
+        (lambda: (SamplingRequest(), QualitySettings(num=3)), "--num-samples must be more than 3"),
+        (lambda: (SamplingRequest(sampler="euler"), QualitySettings()), "unknown sampler 'euler'"),
+        (lambda: (SamplingRequest(steps=21), QualitySettings()), r"--steps must lie in 1\.\.20"),
+        (lambda: (SamplingRequest(guidance=Guidance(cfg=1.0)), QualitySettings()), "--guidance needs a conditional model"),
+        (lambda: (SamplingRequest(classes=3), QualitySettings()), "evaluate measures samples balanced over the run's classes"),
     ],
 )
-def test_settings_are_checked_before_anything_is_measured(digits_run, settings, message):
+def test_settings_are_checked_before_anything_is_measured(digits_run, asked, message):
     with pytest.raises(UserError, match=message):
-        evaluate_quality(load_run(digits_run), settings)
+        evaluate_quality(load_run(digits_run), *asked())

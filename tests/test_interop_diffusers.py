@@ -19,7 +19,7 @@ from ddpmkit.config import DataConfig, DiffusionConfig, RunConfig
 from ddpmkit.errors import UserError
 from ddpmkit.interop import diffusers as dx
 from ddpmkit.nets.unet import UNetConfig
-from ddpmkit.sampling import draw
+from ddpmkit.sampling import SamplingRequest, draw
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def test_ddpm_pipeline_draws_the_same_images_from_the_same_noise(tmp_path, name,
     dx.write_pipeline(tmp_path / "export", run.config, run.net.state_dict())
     pipeline = diffusers.DDPMPipeline.from_pretrained(str(tmp_path / "export"))
     T = diffusion.num_steps
-    ours = _as_unit(draw(run, 3, seed=5, sampler="ddpm"))
+    ours = _as_unit(draw(run, 3, SamplingRequest(seed=5, sampler="ddpm")))
     theirs = _pipeline_images(pipeline, 3, 5, T)
     assert np.abs(ours - theirs).max() < 1e-4
 
@@ -108,7 +108,7 @@ def test_learned_variance_pipeline_matches(tmp_path):
     dx.write_pipeline(tmp_path / "export", run.config, run.net.state_dict())
     pipeline = diffusers.DDPMPipeline.from_pretrained(str(tmp_path / "export"))
     assert pipeline.scheduler.config.variance_type == "learned_range"
-    ours = _as_unit(draw(run, 2, seed=3, sampler="ddpm"))
+    ours = _as_unit(draw(run, 2, SamplingRequest(seed=3, sampler="ddpm")))
     assert np.abs(ours - _pipeline_images(pipeline, 2, 3, diffusion.num_steps)).max() < 1e-4
 
 
@@ -120,7 +120,7 @@ def test_ddim_pipeline_at_20_steps_matches(tmp_path):
     run = make_run(tmp_path, net, (8, 8), DiffusionConfig(schedule="cosine", num_steps=100))
     dx.write_pipeline(tmp_path / "export", run.config, run.net.state_dict())
     pipeline = diffusers.DDIMPipeline.from_pretrained(str(tmp_path / "export"))
-    ours = _as_unit(draw(run, 3, seed=2, sampler="ddim", steps=20, spacing="leading"))
+    ours = _as_unit(draw(run, 3, SamplingRequest(seed=2, sampler="ddim", steps=20, spacing="leading")))
     theirs = _pipeline_images(pipeline, 3, 2, 20, eta=0.0, use_clipped_model_output=True)
     assert np.abs(ours - theirs).max() < 1e-4
 
@@ -154,8 +154,8 @@ def test_export_import_export_gives_identical_files(tmp_path):
     for name in dx.FILES:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     # The imported run samples like the original.
-    a = draw(run, 2, seed=0, sampler="ddim", steps=5, labels=torch.tensor([0, 2]))
-    b = draw(imported, 2, seed=0, sampler="ddim", steps=5, labels=torch.tensor([0, 2]))
+    a = draw(run, 2, SamplingRequest(seed=0, sampler="ddim", steps=5, classes=(0, 2)))
+    b = draw(imported, 2, SamplingRequest(seed=0, sampler="ddim", steps=5, classes=(0, 2)))
     assert torch.equal(a.model, b.model)
 
 
@@ -253,7 +253,7 @@ def test_the_cards_conditional_loop_draws_ddpmkits_images(tmp_path):
     dx.write_pipeline(out, run.config, run.net.state_dict())
     scope = {}
     exec(compile(diffusers_snippet(run, str(out)), "card", "exec"), scope)
-    ours = _as_unit(draw(run, 4, seed=0, sampler="ddpm", labels=torch.tensor([0, 1, 2, 3])))
+    ours = _as_unit(draw(run, 4, SamplingRequest(seed=0, sampler="ddpm", classes=(0, 1, 2, 3))))
     theirs = scope["images"].permute(0, 2, 3, 1).numpy()
     assert np.abs(ours - theirs).max() < 1e-4
 

@@ -12,6 +12,7 @@ from ddpmkit.build import build_net, load_run, make_run
 from ddpmkit.denoiser import PREDICTIONS, Denoiser
 from ddpmkit.losses import min_snr_weight, training_losses
 from ddpmkit.schedules import NoiseSchedule
+from ddpmkit.sampling import SamplingRequest
 
 T = 1000
 
@@ -204,8 +205,8 @@ def test_a_short_run_with_v_or_x0_prediction_learns_moons(prediction, tmp_path):
     api.train(config, tmp_path, progress=False, pictures=False)
     run = load_run(tmp_path)
     assert run.config.diffusion.prediction == prediction
-    trained = api.toy_distances(run.config, api.draw(run, 600, seed=1).data)
+    trained = api.toy_distances(run.config, api.draw(run, 600, SamplingRequest(seed=1, sampler="ddpm")).data)
     untrained = make_run(tmp_path, run.config, build_net(run.config))
-    baseline = api.toy_distances(run.config, api.draw(untrained, 600, seed=1).data)
+    baseline = api.toy_distances(run.config, api.draw(untrained, 600, SamplingRequest(seed=1, sampler="ddpm")).data)
     assert trained["mmd"] < 0.1 * baseline["mmd"] and trained["mmd"] < 2e-3, (trained, baseline)
     assert trained["sliced_wasserstein"] < 0.5 * baseline["sliced_wasserstein"], (trained, baseline)

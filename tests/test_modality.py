@@ -9,7 +9,9 @@ from ddpmkit.config import DataConfig
 from ddpmkit.data import holdout_split
 from ddpmkit.data.toy import TOY_DATASETS, toy_points
 from ddpmkit.errors import UserError
-from ddpmkit.modality import UNET_OPTIONS, Images, Points, modality_for
+from ddpmkit import api
+from ddpmkit.evaluation import measures
+from ddpmkit.modality import UNET_OPTIONS, Images, Points, images_only, modality_for
 from ddpmkit.nets.mlp import GatedMLPConfig, MLPConfig
 from ddpmkit.nets.unet import UNetConfig
 
@@ -98,12 +100,15 @@ def test_points_likelihood_examples_are_fresh_normalised_points():
     x, offset = examples.continuous(torch.Generator())
     assert torch.equal(x, examples.model_space) and offset == 0.0
     assert not torch.equal(examples.model_space, kind.likelihood_examples(64, seed=1).model_space)
-    assert kind.sample_summary(None, np.zeros((1, 2))) is None  # one point: no distance
+    assert measures(kind).summary(None, np.zeros((1, 2))) is None  # one point: no distance
 
 
-def test_show_forward_draws_no_points(tmp_path):
-    with pytest.raises(UserError, match="show-forward draws images; for 2-D data such as moons see forward.png"):
-        modality_for("moons").forward_picture(tmp_path / "f.png", 2, 100, 0)
+def test_what_only_images_do_is_refused_for_points_in_one_line(tmp_path):
+    with pytest.raises(UserError, match="^show-forward needs an image run: moons is 2-D data; for 2-D data see forward.png"):
+        api.show_forward("moons", tmp_path / "f.png")
+    with pytest.raises(UserError, match="^edit needs an image run: moons is 2-D data$"):
+        images_only(modality_for("moons"), "edit")
+    assert images_only(modality_for("digits"), "edit") is not None
 
 
 # ---- images --------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from ddpmkit.posthoc_ema import (
     sigma_rel_to_gamma,
     solve_coefficients,
 )
-from ddpmkit.sampling import draw
+from ddpmkit.sampling import SamplingRequest, draw
 
 STEPS, EVERY = 60, 10
 
@@ -182,15 +182,15 @@ def test_ema_command_writes_weights_that_sample(three_profiles, capsys):
     config = RunConfig.load(three_profiles / "config.json")
     net = build.build_net(config)
     checkpoint.load_matching(net, checkpoint.load_weights(path), path)
-    samples = draw(build.make_run(three_profiles, config, net), 64, seed=0, sampler="dpm++sde", steps=20).data
+    samples = draw(build.make_run(three_profiles, config, net), 64, SamplingRequest(seed=0, sampler="dpm++sde", steps=20)).data
     assert samples.shape == (64, 2) and np.isfinite(samples).all()
     # the 0.05 file is the tracked profile itself: the same samples
     tracked = build.build_net(config)
     checkpoint.load_matching(tracked, checkpoint.load_weights(checkpoint.snapshot_path(three_profiles, STEPS, 0.05)), path)
     rebuilt = build.build_net(config)
     checkpoint.load_matching(rebuilt, checkpoint.load_weights(rundir.posthoc_weights_path(three_profiles, 0.05)), path)
-    a = draw(build.make_run(three_profiles, config, tracked), 32, seed=1, sampler="dpm++sde", steps=10).data
-    b = draw(build.make_run(three_profiles, config, rebuilt), 32, seed=1, sampler="dpm++sde", steps=10).data
+    a = draw(build.make_run(three_profiles, config, tracked), 32, SamplingRequest(seed=1, sampler="dpm++sde", steps=10)).data
+    b = draw(build.make_run(three_profiles, config, rebuilt), 32, SamplingRequest(seed=1, sampler="dpm++sde", steps=10)).data
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
@@ -200,7 +200,7 @@ def test_ema_sweep_measures_each_width_beside_the_classic_ema(three_profiles, ca
     assert "classic EMA" in out and "best: σ_rel" in out
     record = api.evaluation.read_metrics(three_profiles)["posthoc_ema_sweep"]
     assert [row["sigma_rel"] for row in record["results"]] == [None, 0.05, 0.08]
-    assert record["sampler"] == "dpm++sde" and record["steps"] == 20 and record["num_samples"] == 300
+    assert record["samples"]["sampler"] == "dpm++sde" and record["samples"]["steps"] == 20 and record["num_samples"] == 300
     best = min(record["results"][1:], key=lambda row: row["mmd"])
     assert record["best_sigma_rel"] == best["sigma_rel"]
     assert record["written"] == str(rundir.posthoc_weights_path(three_profiles, best["sigma_rel"]))

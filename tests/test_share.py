@@ -16,7 +16,7 @@ from ddpmkit.cli import main
 from ddpmkit.errors import UserError
 from ddpmkit.evaluation import read_metrics
 from ddpmkit.nets.unet import UNetConfig
-from ddpmkit.pictures import png_folder
+from ddpmkit.pictures import SampleFiles, png_folder
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +98,13 @@ def test_png_folder_keeps_16_bit_and_colour(tmp_path):
     assert np.array_equal(np.stack([np.asarray(Image.open(f)) for f in sorted((tmp_path / "c").glob("*.png"))]), rgba)
 
 
-def test_png_dir_and_save_ref_refuse_2d_runs(tmp_path):
-    from ddpmkit.modality import modality_for
-
-    points = modality_for("moons")
-    with pytest.raises(UserError, match="--png-dir writes images"):
-        points.png_folder(None, None, tmp_path)
-    with pytest.raises(UserError, match="--save-ref writes image feature statistics"):
-        points.save_reference(None, tmp_path / "x.npz")
+def test_png_dir_and_save_ref_refuse_2d_runs(toy_run, tmp_path):
+    with pytest.raises(UserError, match="^--png-dir needs an image run: moons is 2-D data; its samples are in samples.npy$"):
+        api.sample(toy_run, 4, tmp_path / "s", files=SampleFiles(png_dir=tmp_path / "png"))
+    assert not (tmp_path / "s").exists() and not (tmp_path / "png").exists()  # refused before anything is drawn
+    with pytest.raises(UserError, match="^--save-ref needs an image run: moons is 2-D data"):
+        api.save_reference(toy_run, tmp_path / "x.npz")
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_save_ref_then_ref_reproduces_the_frechet_distance(digits_run, tmp_path):

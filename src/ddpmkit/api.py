@@ -3,18 +3,17 @@
     from ddpmkit import api
     config = api.default_config("moons")
     result = api.train(config, "runs/moons")
-    points = api.sample("runs/moons", 2000, "runs/moons/samples", seed=0)
+    points = api.sample("runs/moons", 2000, "runs/moons/samples", api.SamplingRequest(seed=0))
 
 Each function is a few calls into the rooms that do the work: presets and modality (what a
-data set's run looks like), build (assembly), train (the loop), sampling, pictures,
-evaluation (measures and metrics.json), posthoc_ema (post-hoc EMA), editing (SDEdit, RePaint,
-interpolation on the user's images), classifier (the noise-aware classifier of classifier
-guidance) and rundir (the files).
+data set's run looks like), build (assembly), train (the loop), sampling (the one sampling
+request and drawing), pictures, evaluation (measures and metrics.json), posthoc_ema (post-hoc
+EMA), editing (SDEdit, RePaint, interpolation on the user's images), classifier (the
+noise-aware classifier of classifier guidance) and rundir (the files).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +22,17 @@ import torch
 from . import build, checkpoint, classifier, distributed, editing, evaluation, modelcard, pictures, rundir, sampling
 from .classifier import ClassifierTraining
 from .config import DataConfig, RunConfig
-from .errors import UserError, check_choice, check_finite
-from .evaluation.nll import NLL_KINDS
-from .evaluation.scores import Scores, score_images, write_scores
 from .distill import DistillSettings, check_out, recorded_settings
 from .distill import distill as distill_run
-from .evaluation import toy_distances  # noqa: F401  (part of the API: 2-D samples against fresh points)
-from .features import OwnTraining
+from .errors import UserError
+from .evaluation import QualitySettings, toy_distances  # noqa: F401  (part of the API: 2-D samples against fresh points)
+from .evaluation.scores import Scores, ScoreSettings, score_images, write_scores
 from .interop import diffusers as diffusers_interop
-from .modality import modality_for
+from .modality import images_only, modality_for
+from .pictures import SampleFiles
 from .posthoc_ema import SWEEP_SIGMA_RELS, Reconstruction, reconstruct
+from .sampling import Guidance, Samples, SamplingRequest, draw  # noqa: F401  (part of the API)
 from .schedules import schedule_tables
-from .sampling import Samples, SampleSettings, draw  # noqa: F401  (part of the API)
 from .train import TrainResult
 
 
@@ -90,7 +88,8 @@ def train(
 def _draw_training_pictures(run: sampling.Run, dataset) -> None:
     pictures.loss_curve(run.directory)
     pictures.quality_curve(run.directory)  # quality.png, when the run measured its quality (--eval-every)
-    measured = run.modality.training_pictures(run, dataset, run.directory)
+    samples = pictures.for_kind(run.modality).training(run, dataset, run.directory)
+    measured = evaluation.measures(run.modality).end_of_training(run, samples) if samples is not None else {}
     if measured:
         evaluation.write_metrics(run.directory, measured)
 
@@ -112,75 +111,36 @@ def distill(run_dir: Path | str | None, out: Path | str, settings: DistillSettin
                        progress=progress)
 
 
-def sample(
-    run_dir: Path | str,
-    n: int,
-    out: Path | str,
-    *,
-    seed: int = 0,
-    weights: str = "ema",
-    device: str | None = None,
-    sampler: str | None = None,
-    gif: bool = False,
-    class_: str | None = None,
-    guidance: float = 0.0,
-    classifier_scale: float = 0.0,
-    steps: int | None = None,
-    spacing: str = "linspace",
-    clip: str | None = None,
-    percentile: float = 0.995,
-    png_dir: Path | str | None = None,
-    strip: list[int] | None = None,
-    strip_shows: str = "xt",
-    report=lambda message: None,
-    **sampler_options,
-) -> np.ndarray:
-    """Write out/samples.npy and out/samples.png (and out/reverse.gif) for a run; returns
-    the data-space samples. `class_` is a class index or "all" (then n per class, a grid
-    row per class, and labels.npy beside the samples); on an unconditional run the classes are
-    those of its classifier (RUN/classifier/, `train_classifier`), which `classifier_scale` s
-    guides towards (classifier guidance, after classifier-free guidance `guidance` on a
-    conditional run; at 0 the plain model). `weights`: best, last, ema, model or a
-    path (build.weights_file). `png_dir`: also each sample as a numbered PNG there (with
-    labels.csv for labelled samples), for other FID tools. `strip`: timesteps whose x_t
-    (`strip_shows` "xt") or x̂_0 ("x0") out/strip.png shows for each sample, a row each (the
-    progressive-generation figure); a timestep the sampler's grid lacks is replaced by the
-    nearest grid step, said through `report`. `sampler` None: the run's default,
-    dpm++sde on 20 steps (sampling.DEFAULT_SAMPLER), or a distilled run's own sampler and grid."""
+def sample(run_dir: Path | str, n: int, out: Path | str, request: SamplingRequest = SamplingRequest(),
+           files: SampleFiles = SampleFiles(), *, device: str | None = None, report=lambda message: None) -> np.ndarray:
+    """Write out/samples.npy and out/samples.png (and what `files` asks: reverse.gif, strip.png, a
+    PNG folder) of n samples drawn as `request` says (n of every class for classes "all", a grid
+    row each, with labels.npy), and out/sample.json, how they were drawn (the request as resolved);
+    returns the data-space samples."""
     out = Path(out)
     rundir.check_output(out)
-    run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
-    run = _classifier_if_asked(run, class_, classifier_scale)
-    labels = sampling.class_labels(run.config, class_, n, sampling.classifier_classes(run))
-    sampling.check_labels(run.config, labels, guidance, sampling.classifier_classes(run), classifier_scale)
-    n = n if labels is None else len(labels)
-    if sampler is None:
-        sampler, default_steps = sampling.default_sampling(run)
-        steps = default_steps if steps is None else steps
-    sampling.check_sampler(sampler, steps, run.config.diffusion.num_steps)  # before the grid is built
-    note = sampling.off_grid_note(run, sampler, steps)
+    run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
+    if files.png_dir is not None:
+        images_only(run.modality, "--png-dir", "its samples are in samples.npy")
+    r = request.resolve(run)
+    note = sampling.off_grid_note(run, r)
     if note:
         report(note)
-    grid = sampling.run_grid(run, sampler, steps, spacing)
-    gif_steps = sampling.picture_steps(run.config.diffusion.num_steps, pictures.GIF_FRAMES, grid=grid) if gif else []
-    strip_steps = _strip_steps(strip, strip_shows, grid, report) if strip else []
-    keep = sorted(set(gif_steps) | set(strip_steps)) if gif or strip_steps else None
-    samples = draw(run, n, seed=seed, sampler=sampler, steps=steps, spacing=spacing, keep=keep, labels=labels,
-                   guidance=guidance, classifier_scale=classifier_scale, clip=clip, percentile=percentile, **sampler_options)
+    gif_steps, strip_steps = pictures.kept_steps(run.config.diffusion.num_steps, sampling.grid(run, r), files, report)
+    samples = draw(run, n, r, keep=sorted(set(gif_steps) | set(strip_steps)) if gif_steps or strip_steps else None)
     out.mkdir(parents=True, exist_ok=True)  # once every option has been checked: bad input creates nothing
-    if labels is not None:
-        rundir.save_npy(out / "labels.npy", labels.numpy())
-    if gif:  # its own frames only, whatever the strip added
-        frames = dataclasses.replace(samples, trajectory=samples.trajectory.only(gif_steps))
-        run.modality.reverse_gif(frames, out / "reverse.gif")
-    if strip_steps:
-        run.modality.strip_picture(samples, strip_steps, strip_shows, out / "strip.png")
+    if samples.labels is not None:
+        rundir.save_npy(out / "labels.npy", samples.labels.numpy())
     rundir.save_npy(out / "samples.npy", samples.data)
-    if png_dir is not None:
-        run.modality.png_folder(samples, labels, Path(png_dir))
-    rows = run.config.num_classes or sampling.classifier_classes(run)
-    run.modality.samples_picture(run.config, samples, out / "samples.png", rows=rows if class_ == "all" else None)
+    pictures.sample_files(run, samples, out, files, gif_steps, strip_steps, rows=run.classes if r.classes == sampling.ALL else None)
+    rundir.write_sample_record(out, {"num": len(samples.data), "run": str(run_dir), "sampling": r.record(run)})
     return samples.data
+
+
+def sample_summary(run_dir: Path | str, data: np.ndarray) -> str | None:
+    """What `ddpmkit sample` prints after the samples, by the run's kind (2-D: their distance to fresh points)."""
+    config = build.run_config(Path(run_dir))
+    return evaluation.measures(build.modality(config)).summary(config, data)
 
 
 def train_classifier(run_dir: Path | str, settings: ClassifierTraining = ClassifierTraining(), *,
@@ -191,28 +151,21 @@ def train_classifier(run_dir: Path | str, settings: ClassifierTraining = Classif
     returns the accuracy record (held-out accuracy at t = 0, T/4, T/2, 3T/4)."""
     run_dir = Path(run_dir)
     config = build.run_config(run_dir)
-    net, saved, record = classifier.train(config, build.modality(config), settings, net_options,
+    net, saved, record = classifier.train(config, images_only(build.modality(config), "train-classifier", "2-D runs take "
+                                          "classifier-free guidance (--conditional) instead"), settings, net_options,
                                           device=distributed.pick_device(device), report=report)
     classifier.save(run_dir, net, saved, record)
     return record
-
-
-def _strip_steps(strip: list[int], shows: str, grid, report) -> list[int]:
-    """The steps of the sampler's `grid` a --strip shows, in sampling order (sampling.nearest_grid_steps), each move said."""
-    if shows not in ("xt", "x0"):
-        raise UserError(f"--strip-shows takes xt (the noisy state x_t) or x0 (the prediction x̂_0), got {shows!r}")
-    pairs = sampling.nearest_grid_steps(list(strip), grid)
-    for asked, used in pairs:
-        if asked != used:
-            report(f"--strip {asked}: the sampler's grid has no step {asked}; showing its nearest step, {used}")
-    return sorted(dict.fromkeys(used for _, used in pairs), reverse=True)
 
 
 def show_forward(data: str, out: Path | str, *, image_size=None, channels: int | None = None, num_images: int = 4,
                  T: int = 1000, seed: int = 0) -> None:
     """Draw the forward process on a few images of `data` for the linear and cosine schedules."""
     rundir.check_output(Path(out), directory=False)
-    modality_for(DataConfig(name=data, image_size=image_size, channels=channels)).forward_picture(Path(out), num_images, T, seed)
+    kind = images_only(modality_for(DataConfig(name=data, image_size=image_size, channels=channels)), "show-forward",
+                       "for 2-D data see forward.png in a training run")
+    dataset, _ = kind.load(seed)
+    pictures.forward_table(dataset.batch(range(min(num_images, len(dataset))))[0], ["linear", "cosine"], T, Path(out), seed)
 
 
 def show_schedule(schedules: list[str | tuple[str, float | None, float | None]], out: Path | str, *, T: int = 1000,
@@ -226,17 +179,13 @@ def show_schedule(schedules: list[str | tuple[str, float | None, float | None]],
     return list(tables)
 
 
-def evaluate(run_dir: Path | str, settings: SampleSettings = SampleSettings(), *, device: str | None = None,
-             features: str = "own", inception_weights=None, training: OwnTraining = OwnTraining(),
-             ref: Path | str | None = None, report=lambda message: None) -> dict:
-    """Measure the sample quality of a run (evaluation.evaluate_quality) and add the record to
-    its metrics.json; returns the record (evaluation.format_report prints it). `ref`: a
-    reference .npz (mu, sigma) the Fréchet distance is measured against instead of the run's data."""
-    run = build.load_run(Path(run_dir), settings.weights, device=distributed.pick_device(device))
-    if settings.classifier_scale:
-        run = build.with_classifier(run, "--classifier-scale needs the run's classifier")
-    record = evaluation.evaluate_quality(run, settings, features=features, inception_weights=inception_weights,
-                                         training=training, report=report, ref=None if ref is None else Path(ref))
+def evaluate(run_dir: Path | str, request: SamplingRequest = SamplingRequest(), settings: QualitySettings = QualitySettings(),
+             *, device: str | None = None, report=lambda message: None) -> dict:
+    """Measure the sample quality of a run (evaluation.evaluate_quality: samples drawn as `request`
+    says, balanced over its classes) and add the record to its metrics.json; returns the record
+    (evaluation.format_report prints it)."""
+    run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
+    record = evaluation.evaluate_quality(run, request, settings, report=report)
     evaluation.write_quality_record(run_dir, record)
     return record
 
@@ -246,20 +195,21 @@ def save_reference(run_dir: Path | str, path: Path | str, *, features: str = "ow
     """The run's real-data feature statistics (μ, Σ and the extractor's identity) as a .npz in
     the layout pytorch-fid and EDM's fid.py read; returns the reference's description."""
     run = build.load_run(Path(run_dir), device=distributed.pick_device(device))
-    return run.modality.save_reference(run, Path(path), features=features, inception_weights=inception_weights,
-                                       report=report)
+    images_only(run.modality, "--save-ref", "its measures are distances to fresh points")
+    return evaluation.write_reference(run, Path(path), features, inception_weights, report)
 
 
 def export(run_dir: Path | str, out: Path | str, *, format: str = "diffusers", weights: str = "ema",
            license: str = "other", device: str | None = None) -> list[Path]:
     """A run as a diffusers DDPMPipeline folder `out` (interop.diffusers) with its model card
-    README.md and a sample grid (modelcard.py); `weights`: ema, model or a .safetensors path."""
+    README.md and a sample grid drawn as `ddpmkit sample` draws (modelcard.py); `weights`: ema,
+    model or a .safetensors path."""
     if format != "diffusers":
         raise UserError(f"--format {format!r} is not known; ddpmkit exports --format diffusers")
     rundir.check_output_folder(Path(out), keep="model_index.json")
     run = build.load_run(Path(run_dir), weights=weights, device=distributed.pick_device(device))
     files = diffusers_interop.write_pipeline(Path(out), run.config, run.net.state_dict())
-    return [*files, *modelcard.write_card(run, Path(out), weights=weights, license=license)]
+    return [*files, *modelcard.write_card(run, Path(out), SamplingRequest(weights=weights), license=license)]
 
 
 def import_run(source: Path | str, out: Path | str, *, format: str = "diffusers", data: str | None = None) -> RunConfig:
@@ -292,14 +242,13 @@ def likelihood(run_dir: Path | str, kinds: tuple[str, ...] = ("vlb",), *, num: i
     return results
 
 
-def compare(run_dir: Path | str, out: Path | str, *, samplers: list[str], steps: list[int], n: int, seed: int = 0,
-            spacing: str = "linspace", weights: str = "ema", device: str | None = None,
-            report=lambda message: None) -> list[dict]:
-    """Every sampler at every step count (evaluation.compare_samplers): out/compare.json and compare.png."""
+def compare(run_dir: Path | str, out: Path | str, samplers: list[str], steps: list[int], n: int,
+            request: SamplingRequest = SamplingRequest(), *, device: str | None = None, report=lambda message: None) -> list[dict]:
+    """Every sampler at every step count, the rest drawn as `request` says (evaluation.compare_samplers):
+    out/compare.json and compare.png."""
     rundir.check_output(Path(out))
-    run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
-    return evaluation.compare_samplers(run, Path(out), samplers=samplers, steps=steps, n=n, seed=seed, spacing=spacing,
-                                       report=report)
+    run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
+    return evaluation.compare_samplers(run, Path(out), samplers=samplers, steps=steps, n=n, request=request, report=report)
 
 
 def posthoc_ema(run_dir: Path | str, sigma_rels: list[float]) -> list[Reconstruction]:
@@ -337,119 +286,69 @@ def _snapshots(run_dir: Path) -> list[checkpoint.Snapshot]:
     return found
 
 
-def edit(run_dir: Path | str, input: Path | str, out: Path | str, *, strength: float = 0.5, seed: int = 0,
-         weights: str = "ema", device: str | None = None, sampler: str = "ddpm", steps: int | None = None,
-         spacing: str = "linspace", class_: str | None = None, guidance: float = 0.0, clip: str | None = None,
-         percentile: float = 0.995, classifier_scale: float = 0.0, **sampler_options) -> editing.apply.Edited:
+def edit(run_dir: Path | str, input: Path | str, out: Path | str, strength: float = 0.5,
+         request: SamplingRequest = SamplingRequest(), *, device: str | None = None) -> editing.apply.Edited:
     """SDEdit (Meng et al. 2022) of an image file, folder or array `input`, read and fitted like the
-    run's training data: each image noised to t = strength·T and denoised by `sampler` (strength 0:
-    the input, 1: a plain sample). Writes out/samples.npy, samples.png, edit.png and edit.json.
-    `class_`, `guidance`, `classifier_scale`, `clip`, `steps` and `sampler_options` mean what they
-    mean for `sample` (classifier guidance steers the denoising towards `class_`)."""
+    run's training data: each image noised to t = strength·T and denoised as `request` says
+    (strength 0: the input, 1: a plain sample). Writes out/samples.npy, samples.png, edit.png and edit.json."""
     out = Path(out)
     rundir.check_output(out)
     editing.start_step(strength, 1)  # the strength's range, before the run is loaded
-    run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
-    inputs = run.modality.read_inputs(input)
-    run, labels = _edit_labels(run, class_, len(inputs.images), guidance, classifier_scale)
-    denoiser = sampling.sampling_denoiser(run, guidance, clip, percentile, classifier_scale)
-    return editing.edit_images(run, inputs, out, strength, denoiser=denoiser, labels=labels, seed=seed, sampler=sampler,
-                               steps=steps, spacing=spacing, about=_about(run_dir, weights, guidance, classifier_scale),
-                               **sampler_options)
+    run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
+    inputs = images_only(run.modality, "edit").read_inputs(input)
+    return editing.edit_images(run, inputs, out, strength, request)
 
 
-def inpaint(run_dir: Path | str, input: Path | str, mask: Path | str, out: Path | str, *, resample: int = 1, jump: int = 1,
-            seed: int = 0, weights: str = "ema", device: str | None = None, sampler: str = "ddpm",
-            steps: int | None = None, spacing: str = "linspace", class_: str | None = None, guidance: float = 0.0,
-            clip: str | None = None, percentile: float = 0.995, classifier_scale: float = 0.0,
-            **sampler_options) -> editing.apply.Edited:
+def inpaint(run_dir: Path | str, input: Path | str, mask: Path | str, out: Path | str,
+            request: SamplingRequest = SamplingRequest(), *, resample: int = 1, jump: int = 1,
+            device: str | None = None) -> editing.apply.Edited:
     """RePaint (Lugmayr et al. 2022): fill in the white pixels of `mask` (an image of the input's
-    size; black: keep) in each input, with `resample` walks of every `jump` steps; the kept pixels
-    of the result are the input's exactly. `sampler`: ddpm (RePaint's ancestral step) or ddim;
-    `classifier_scale` steers the filled part towards `class_` as in `edit`. Writes
-    out/samples.npy, samples.png, inpaint.png and inpaint.json."""
+    size; black: keep) in each input, with `resample` walks of every `jump` steps, drawn as
+    `request` says (its own default: ddpm, RePaint's ancestral step, on every step); the kept pixels
+    of the result are the input's exactly. Writes out/samples.npy, samples.png, inpaint.png and inpaint.json."""
     out = Path(out)
     rundir.check_output(out)
-    editing.check_inpaint_sampler(sampler)
-    run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
-    inputs = run.modality.read_inputs(input)
-    fill = run.modality.read_mask(mask, inputs)
-    run, labels = _edit_labels(run, class_, len(inputs.images), guidance, classifier_scale)
-    denoiser = sampling.sampling_denoiser(run, guidance, clip, percentile, classifier_scale)
-    return editing.inpaint_images(run, inputs, fill, out, denoiser=denoiser, labels=labels, seed=seed, sampler=sampler,
-                                  steps=steps, spacing=spacing, resample=resample, jump=jump,
-                                  about=_about(run_dir, weights, guidance, classifier_scale), **sampler_options)
+    if request.sampler is not None:
+        editing.check_inpaint_sampler(request.sampler)
+    run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
+    kind = images_only(run.modality, "inpaint")
+    inputs = kind.read_inputs(input)
+    return editing.inpaint_images(run, inputs, kind.read_mask(mask, inputs), out, request, resample=resample, jump=jump)
 
 
-def interpolate(run_dir: Path | str, a: Path | str, b: Path | str, out: Path | str, *, frames: int = 8,
-                weights: str = "ema", device: str | None = None, steps: int | None = None, spacing: str = "linspace",
-                class_: str | None = None, guidance: float = 0.0, clip: str | None = None,
-                percentile: float = 0.995) -> editing.apply.Edited:
+def interpolate(run_dir: Path | str, a: Path | str, b: Path | str, out: Path | str, frames: int = 8,
+                request: SamplingRequest = SamplingRequest(), *, device: str | None = None) -> editing.apply.Edited:
     """`frames` images between the images `a` and `b`: both inverted to x_T by deterministic DDIM,
-    the latents interpolated spherically, each frame decoded by DDIM with the same denoiser
-    (`clip` None: the modality's, static for images; without it x̂_0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ near
-    ᾱ_T ≈ 0 amplifies the network's errors and decoding diverges). Writes out/samples.npy (the
-    frames), samples.png, interpolation.png, interpolation.gif and interpolation.json (the
-    endpoints' reconstruction error in 8-bit levels)."""
+    the latents interpolated spherically, each frame decoded by DDIM with the same denoiser (the
+    kind's clipping by default: without it x̂_0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ near ᾱ_T ≈ 0 amplifies the
+    network's errors and decoding diverges). Writes out/samples.npy (the frames), samples.png,
+    interpolation.png, interpolation.gif and interpolation.json (the endpoints' reconstruction error)."""
     out = Path(out)
     rundir.check_output(out)
-    run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
-    inputs = [run.modality.read_inputs(path, option) for path, option in ((a, "--a"), (b, "--b"))]
-    run, label = _edit_labels(run, class_, 1, guidance, guided=False)  # guidance would break DDIM's inversion
-    denoiser = sampling.sampling_denoiser(run, guidance, clip, percentile)
-    return editing.interpolate_pair(run, *inputs, out, frames, denoiser=denoiser, label=label, steps=steps,
-                                    spacing=spacing, about=_about(run_dir, weights, guidance))
+    run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
+    kind = images_only(run.modality, "interpolate")
+    inputs = [kind.read_inputs(path, option) for path, option in ((a, "--a"), (b, "--b"))]
+    return editing.interpolate_pair(run, *inputs, out, frames, request)
 
 
-def score(run_dir: Path | str, images: Path | str, out: Path | str, *, kind: str = "vlb", num_reference: int = 256,
-          seed: int = 0, ode_points: int = 100, weights: str = "ema", device: str | None = None) -> Scores:
-    """Bits/dim of each image of a file, folder or .npy/.npz array (evaluation.score_images; `kind`
-    "vlb" or "ode"), beside the run's held-out images as the reference (median, 5th and 95th
-    percentile; outside that range an image is flagged). Writes `out` (a .csv, worst first) and
-    beside it the .json (the reference and settings), a .png of the images in that order and a
-    .npy of them as scored ([N, H, W, C] uint8, sample's layout)."""
+def score(run_dir: Path | str, images: Path | str, out: Path | str, settings: ScoreSettings = ScoreSettings(), *,
+          device: str | None = None) -> Scores:
+    """Bits/dim of each image of a file, folder or .npy/.npz array (evaluation.score_images), beside
+    the run's held-out images as the reference (median, 5th and 95th percentile; outside that range
+    an image is flagged). Writes `out` (a .csv, worst first) and beside it the .json (the reference
+    and settings), a .png of the images in that order and a .npy of them as scored ([N, H, W, C]
+    uint8, sample's layout)."""
     out = Path(out)
     if out.suffix != ".csv":
         raise UserError(f"--out is the .csv file of the scores; give a name ending in .csv, not {out.name!r}")
     rundir.check_output(out, directory=False)
-    check_choice("--nll", kind, NLL_KINDS)
-    run = build.load_run(Path(run_dir), weights, device=distributed.pick_device(device))
-    inputs = run.modality.read_inputs(images, "--images")
-    scores = score_images(run, inputs, kind, num_reference=num_reference, seed=seed, ode_points=ode_points)
+    run = build.load_run(Path(run_dir), settings.weights, device=distributed.pick_device(device))
+    inputs = images_only(run.modality, "score").read_inputs(images, "--images")
+    scores = score_images(run, inputs, settings)
     out.parent.mkdir(parents=True, exist_ok=True)  # once every check has passed
-    write_scores(scores, out, _about(run_dir, weights, 0.0) | {"fitted": inputs.note})
+    write_scores(scores, out, {"run": str(run_dir), "weights": sampling.WEIGHT_NAMES.get(settings.weights, settings.weights),
+                               "fitted": inputs.note})
     scored = inputs.images[torch.from_numpy(scores.order)].permute(0, 2, 3, 1).numpy()  # [N, H, W, C], worst first
     rundir.save_npy(out.with_suffix(".npy"), scored)
     pictures.score_grid(scored, scores.bpd, scores.flags, out.with_suffix(".png"))
     return scores
-
-
-def _classifier_if_asked(run: sampling.Run, class_: str | None, classifier_scale: float) -> sampling.Run:
-    """The run with its classifier loaded when classifier guidance is asked for, or a class of an
-    unconditional run (the classifier's classes); one line when it has none."""
-    if classifier_scale or (class_ is not None and not run.config.num_classes):
-        return build.with_classifier(run, "--classifier-scale needs the run's classifier" if classifier_scale else
-                                     "--class needs a conditional model; this run was trained without --conditional and has no classifier")
-    return run
-
-
-def _edit_labels(run: sampling.Run, class_: str | None, n: int, guidance: float, classifier_scale: float = 0.0, *,
-                 guided: bool = True):
-    """The run an edit of n images uses (with its classifier when classifier guidance can apply,
-    `guided`) and the labels: None, or class K for each (`--class all` is sample's only)."""
-    if class_ == "all":
-        raise UserError("--class all draws every class; an edit takes one class K (or none)")
-    check_finite("--classifier-scale", classifier_scale)
-    if guided:
-        run = _classifier_if_asked(run, class_, classifier_scale)
-    labels = sampling.class_labels(run.config, class_, n, sampling.classifier_classes(run))
-    sampling.check_labels(run.config, labels, guidance, sampling.classifier_classes(run), classifier_scale)
-    return run, labels
-
-
-def _about(run_dir, weights: str, guidance: float, classifier_scale: float = 0.0) -> dict:
-    """What an edit's record says of the model: the run, its weights, classifier-free guidance and
-    classifier guidance (each only when used)."""
-    return {"run": str(run_dir), "weights": sampling.WEIGHT_NAMES.get(weights, weights),
-            **({"guidance": guidance} if guidance else {}),
-            **({"classifier_scale": classifier_scale} if classifier_scale else {})}

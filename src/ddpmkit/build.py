@@ -17,15 +17,16 @@ from .denoiser import Denoiser, for_sampling
 from .distributed import World
 from .errors import UserError
 from .evaluation.during import measure_quality_now
+from .evaluation.kinds import measures
 from .loggers import Loggers, TensorBoard, WandB
 from .modality import Images, Points, modality_for
 from .nets.mlp import MLP, GatedMLP, GatedMLPConfig, MLPConfig
 from .nets.unet import UNet, UNetConfig, count_parameters
-from .pictures import step_picture_path
+from .pictures import for_kind, step_picture_path
 from .posthoc_ema import PowerEMA
 from .precision import Autocast, autocast_dtype, resolve as resolve_precision
 from .rundir import CONFIG, read_distill_record
-from .sampling import FixedGrid, Run
+from .sampling import FixedGrid, Run, SamplingRequest
 from .schedules import NoiseSchedule
 from .train import Trainer
 
@@ -149,6 +150,16 @@ def load_run(run_dir: Path, weights: str = "ema", device: torch.device | None = 
     return make_run(run_dir, config, net, fixed_grid(run_dir))
 
 
+def load_for(run_dir: Path, request: SamplingRequest, device: torch.device | None = None) -> Run:
+    """The run as `request` needs it: the weights it names, and the run's classifier when classifier
+    guidance or classes of an unconditional run ask for it (one line when the run has none)."""
+    run = load_run(run_dir, request.weights, device)
+    if not request.needs_classifier(run.config):
+        return run
+    return with_classifier(run, "--classifier-scale needs the run's classifier" if request.guidance.classifier else
+                           "--class needs a conditional model; this run was trained without --conditional and has no classifier")
+
+
 def with_classifier(run: Run, missing: str = "classifier guidance needs the run's classifier") -> Run:
     """The run with its noise-aware classifier (RUN/classifier/, classifier.load) on its device,
     what classifier guidance samples with; `missing` begins the error of a run without one."""
@@ -209,7 +220,7 @@ def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device:
         """samples/step-N.png from the EMA weights during training."""
         was_training = ema_net.training
         path = step_picture_path(run_dir, step)
-        kind.step_picture(make_run(run_dir, config, ema_net), path, step)
+        for_kind(kind).step(make_run(run_dir, config, ema_net), path, step)
         ema_net.train(was_training)
         return path
 
@@ -219,7 +230,7 @@ def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device:
         """The quality fields of a log.jsonl record for the EMA weights (--eval-every)."""
         run = make_run(run_dir, config, ema_net)
         if not measure:
-            measure.extend(kind.training_measure(run, report))
+            measure.extend(measures(kind).training_measure(run, report))
         what, scores, metric = measure
         return measure_quality_now(run, config.train.eval_samples or kind.eval_samples, scores, metric, what)
 

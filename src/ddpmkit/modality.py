@@ -1,13 +1,16 @@
-"""What kind of data a run models, 2-D points or images, and everything that differs between them.
+"""What kind of data a run models, 2-D points or images, and everything about the data that
+differs between them.
 
 `modality_for(data)` is the one place that decides the kind, from the data set's name (the
-toy sets' names are points, everything else is images). The object it returns answers every
-question whose answer depends on the kind: how the data load and which network shape they
-need; how a batch enters the model's space and samples leave it (points: normalised by the
-training set's mean and scale; images: uint8 ↔ [-1, 1]); the sample shape; whether the data
-are 8-bit discrete (the bound's decoder); the default clipping of x̂_0; the quality measure;
-the likelihood's examples and units; and the pictures a run draws. Nothing else in the
-library asks which kind a run is.
+toy sets' names are points, everything else is images). The object it returns, a `Kind`,
+answers the questions about data whose answer depends on the kind: how the data load and which
+network shape they need; how a batch enters the model's space and samples leave it (points:
+normalised by the training set's mean and scale; images: uint8 ↔ [-1, 1]); the sample shape;
+whether the data are 8-bit discrete (the bound's decoder); the default clipping of x̂_0; the
+likelihood's examples and units; and its `kind` name, by which measuring (evaluation/) and
+drawing (pictures.py) choose what applies. What only images can do (a user's own images and
+masks, the noise-aware classifier's shape, feature statistics, PNG folders) is Images' alone,
+and `images_only` is the one place that refuses it for points.
 """
 
 from __future__ import annotations
@@ -16,16 +19,18 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from . import pictures, presets
+from . import presets
 from .config import DataConfig, RunConfig
 from .data import holdout_split
 from .data.images import dequantise, load_image_data, to_model_space, to_uint8
 from .data.inputs import InputImages, read_inputs, read_mask
 from .data.toy import (
+    FRESH_SEED,
     TOY_CLASSES,
     TOY_DATASETS,
     PointDataset,
@@ -36,14 +41,41 @@ from .data.toy import (
     toy_points,
 )
 from .errors import UserError
-from .evaluation import distances, quality
-from .evaluation.reference import save_reference_npz
 from .nets.classifier import ClassifierConfig
 from .nets.mlp import GatedMLPConfig, MLPConfig
-from .sampling import Run, Samples, draw
 
 TOY_NETS = {"mlp": MLPConfig, "gated-mlp": GatedMLPConfig}  # --net choices of 2-D data
 UNET_OPTIONS = ("channel_mults", "blocks_per_level", "block", "attention_res", "linear_attention_res", "heads", "dropout", "groups")
+
+
+class Kind(Protocol):
+    """What both kinds of data answer (Points, Images); what only images do is Images' alone."""
+
+    kind: str  # "points" or "images": how measuring and drawing choose what applies
+    data: DataConfig
+    discrete: bool  # 8-bit data: the bound's L_0 is the discretised decoder
+    default_clip: str  # how x̂_0 is kept in range when a request does not say
+    step_samples: int  # samples in each samples/step-N.png
+    eval_samples: int  # samples each --eval-every measurement draws (by default)
+    width_field: str  # what --width sets in the network config
+
+    def preset(self) -> RunConfig: ...
+    def network(self, name: str): ...
+    def refuse_options(self, given: set[str]) -> None: ...
+    def load(self, seed: int, report=None) -> tuple: ...
+    def fit_net(self, net, outputs: int, classes: int, report=lambda message: None): ...
+    def to_model_space(self, batch: torch.Tensor) -> torch.Tensor: ...
+    def to_data_space(self, x: torch.Tensor) -> np.ndarray: ...
+    def sample_shape(self, n: int) -> tuple[int, ...]: ...
+    def likelihood_examples(self, num: int, seed: int) -> LikelihoodExamples: ...
+
+
+def images_only(kind: Kind, what: str, instead: str = "") -> Images:
+    """`kind` as Images for what only images can do (`what`: "edit", "--png-dir", ...), or the one
+    line that refuses it for 2-D data (`instead`: what such a run offers, if anything)."""
+    if isinstance(kind, Images):
+        return kind
+    raise UserError(f"{what} needs an image run: {kind.data.name} is 2-D data" + (f"; {instead}" if instead else ""))
 
 
 def modality_for(data: DataConfig | str) -> Points | Images:
@@ -156,10 +188,6 @@ class Points:
         dim = len(self.data.mean)
         return dataclasses.replace(net, dim=dim, out_dim=outputs * dim, num_classes=classes)
 
-    def fit_classifier(self, config: RunConfig, options: dict) -> ClassifierConfig:
-        raise UserError(f"train-classifier trains an image classifier (the U-Net's encoder); {self.data.name} is 2-D "
-                        "data, whose runs take classifier-free guidance (--conditional) instead")
-
     # ---- model space ----
     def to_model_space(self, batch: torch.Tensor) -> torch.Tensor:
         return batch  # drawn normalised already
@@ -170,70 +198,14 @@ class Points:
     def sample_shape(self, n: int) -> tuple[int, ...]:
         return (n, len(self.data.mean))
 
-    # ---- measures ----
-    def measure_quality(self, run: Run, settings, **options) -> dict:
-        return distances.point_quality(run, settings, **options)
-
-    def quick_measure(self, run: Run, report=lambda message: None):
-        return distances.quick_measure(run, report)
-
-    def training_measure(self, run: Run, report=lambda message: None):
-        return distances.training_measure(run, report)
-
+    # ---- likelihood ----
     def likelihood_examples(self, num: int, seed: int) -> LikelihoodExamples:
         """`num` fresh points (held out by construction), seeded apart from the quality reference."""
-        points = toy_points(self.data.name, num, seed=distances.FRESH_SEED + seed, noise=self.data.toy_noise)[0]
+        points = toy_points(self.data.name, num, seed=FRESH_SEED + seed, noise=self.data.toy_noise)[0]
         x0 = torch.from_numpy(normalise(points, self.data.mean, self.data.scale)).float()
         unit = "bits/dim of the density (may be negative)"
         return LikelihoodExamples(x0, lambda generator: (x0, 0.0), f"{num} fresh {self.data.name} points (held out)",
                                   {"vlb": unit, "ode": unit})
-
-    def sample_summary(self, config: RunConfig, points: np.ndarray) -> str | None:
-        """What `ddpmkit sample` prints after the samples: their distance to fresh points."""
-        if len(points) < 2:
-            return None
-        d = distances.toy_distances(config, points)
-        return (f"distance to {len(points)} fresh {config.data.name} points: MMD² {d['mmd']:.5f}, "
-                f"sliced Wasserstein {d['sliced_wasserstein']:.4f}")
-
-    # ---- pictures ----
-    def training_pictures(self, run: Run, dataset: PointDataset, run_dir: Path, n: int = 2000) -> dict:
-        """forward.png, reverse.png, diffusion.gif and samples.png of a trained run; returns the
-        measurements of the samples drawn for them (MMD² and sliced Wasserstein)."""
-        samples = pictures.point_training_pictures(run, dataset.points[:n], run_dir)
-        return distances.toy_distances(run.config, samples.data)
-
-    def step_picture(self, run: Run, path: Path, step: int) -> None:
-        """samples/step-N.png: step_samples points drawn as `ddpmkit sample` draws (the run's default sampler)."""
-        pictures.point_scatter(draw(run, self.step_samples, seed=run.config.seed, sampler=None).data, path, f"step {step}")
-
-    def samples_picture(self, config: RunConfig, samples: Samples, path: Path, rows: int | None = None) -> None:
-        """samples.png of `ddpmkit sample`: the samples over fresh data."""
-        n = len(samples.data)
-        reference = distances.fresh_points(config, min(n, 5000))
-        pictures.point_scatter(samples.data, path, f"{n} samples", reference=reference)
-
-    def reverse_gif(self, samples: Samples, path: Path) -> None:
-        pictures.point_reverse_gif(samples, path)
-
-    def read_inputs(self, spec, option: str = "--input") -> InputImages:
-        raise UserError(f"{option}: edit, inpaint, interpolate and score take images; {self.data.name} is 2-D data")
-
-    def read_mask(self, path, inputs: InputImages) -> torch.Tensor:
-        raise UserError(f"--mask: inpaint takes images; {self.data.name} is 2-D data")
-
-    def strip_picture(self, samples: Samples, steps: list[int], shows: str, path: Path) -> None:
-        """sample --strip: the whole point cloud at each kept timestep, in one row."""
-        pictures.sample_strip_points(samples, steps, shows, path)
-
-    def png_folder(self, samples: Samples, labels, directory: Path) -> None:
-        raise UserError(f"--png-dir writes images; {self.data.name} is 2-D data, whose samples are in samples.npy")
-
-    def save_reference(self, run: Run, path: Path, **options) -> dict:
-        raise UserError(f"--save-ref writes image feature statistics; {self.data.name} is 2-D data")
-
-    def forward_picture(self, path: Path, num: int, T: int, seed: int) -> None:
-        raise UserError(f"show-forward draws images; for 2-D data such as {self.data.name} see forward.png in a training run")
 
 
 class Images:
@@ -335,16 +307,7 @@ class Images:
         h, w = self.data.image_size
         return (n, self.data.channels, h, w)
 
-    # ---- measures ----
-    def measure_quality(self, run: Run, settings, **options) -> dict:
-        return quality.image_quality(run, settings, **options)
-
-    def quick_measure(self, run: Run, report=lambda message: None):
-        return quality.quick_measure(run, report)
-
-    def training_measure(self, run: Run, report=lambda message: None):
-        return quality.training_measure(run, report)
-
+    # ---- likelihood ----
     def likelihood_examples(self, num: int, seed: int) -> LikelihoodExamples:
         """The first `num` held-out images, or training images when the run held none out."""
         dataset = self.load_heldout()
@@ -362,6 +325,7 @@ class Images:
         return LikelihoodExamples(to_model_space(images), lambda generator: dequantise(images, generator), what,
                                   {"vlb": "bits/dim (discretised 8-bit decoder)", "ode": "bits/dim (uniformly dequantised 8-bit data)"})
 
+    # ---- a user's own images (edit, inpaint, interpolate, score) ----
     def read_inputs(self, spec, option: str = "--input") -> InputImages:
         """A user's image file, folder or array fitted exactly as this run's training images
         (data.inputs.read_inputs); a grey image for a colour run, or the other way round, is refused."""
@@ -370,43 +334,3 @@ class Images:
     def read_mask(self, path, inputs: InputImages) -> torch.Tensor:
         """inpaint's mask (white: fill in) of the inputs' size, fitted as they are: bool [1, 1, H, W]."""
         return read_mask(path, inputs, self.data.image_size)
-
-    def sample_summary(self, config: RunConfig, images: np.ndarray) -> str | None:
-        return None
-
-    # ---- pictures ----
-    def training_pictures(self, run: Run, dataset, run_dir: Path) -> dict:
-        """samples.png and forward.png of a trained run; measures nothing."""
-        pictures.image_training_pictures(run, dataset, run_dir)
-        return {}
-
-    def step_picture(self, run: Run, path: Path, step: int) -> None:
-        """samples/step-N.png: a grid of step_samples images drawn as `ddpmkit sample` draws (the run's default sampler)."""
-        pictures.image_grid(draw(run, self.step_samples, seed=run.config.seed, sampler=None).data, path)
-
-    def samples_picture(self, config: RunConfig, samples: Samples, path: Path, rows: int | None = None) -> None:
-        """samples.png of `ddpmkit sample`: a grid (`rows`: one per class for --class all)."""
-        pictures.image_grid(samples.data, path, rows=rows)
-
-    def reverse_gif(self, samples: Samples, path: Path) -> None:
-        pictures.image_reverse_gif(samples, path)
-
-    def strip_picture(self, samples: Samples, steps: list[int], shows: str, path: Path) -> None:
-        """sample --strip: one row per sample, one column per kept timestep."""
-        pictures.sample_strip_images(samples, steps, shows, path)
-
-    def png_folder(self, samples: Samples, labels: torch.Tensor | None, directory: Path) -> None:
-        """--png-dir: each sample as a numbered PNG (and labels.csv), what FID tools read."""
-        pictures.png_folder(samples.data, directory, None if labels is None else labels.numpy())
-
-    def save_reference(self, run: Run, path: Path, **options) -> dict:
-        """--save-ref: the real data's μ, Σ in the features `options` name, as a .npz; returns its description."""
-        reference = quality.image_reference(run, **options)
-        save_reference_npz(path, reference)
-        return reference.description
-
-    def forward_picture(self, path: Path, num: int, T: int, seed: int) -> None:
-        """show-forward: q(x_t | x_0) on the first `num` images, linear and cosine schedules."""
-        dataset, _ = self.load(seed)
-        first = torch.stack([dataset[i][0] for i in range(min(num, len(dataset)))])
-        pictures.forward_table(first, ["linear", "cosine"], T, path, seed)

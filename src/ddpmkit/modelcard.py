@@ -8,6 +8,7 @@ an unmeasured run's card says so (diffusers #1021: unconditional cards came out 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,11 +19,10 @@ from .errors import UserError
 from .evaluation.record import read_metrics
 from .evaluation.reference import dataset_fingerprint
 from .rundir import LOG, atomic_write_text
-from .sampling import Run, balanced_labels, draw
+from .sampling import BALANCED, Run, SamplingRequest, draw
 
 GRID = "samples.png"
-GRID_SAMPLES = 16  # images on the card's grid
-GRID_SAMPLER, GRID_STEPS = "dpm++", 20  # DPM-Solver++(2M), 20 steps: a good grid in seconds
+GRID_SAMPLES = 16  # images on the card's grid, drawn as `ddpmkit sample` draws (balanced over a conditional run's classes)
 # How to load an export in diffusers (README.md's "Share a model" holds the same lines; a test runs them).
 DIFFUSERS_SNIPPET = """import torch
 from diffusers import DDPMPipeline
@@ -106,13 +106,15 @@ def diffusers_snippet(run: Run, path: str = "THIS_FOLDER") -> str:
 
 
 def weights_words(weights: str) -> str:
-    return {"ema": "EMA", "model": "live (not averaged)"}.get(weights) or f"{Path(weights).name}'s"
+    """How the card names the weights of a request's record (sampling.WEIGHT_NAMES) or a path."""
+    return {"EMA": "EMA", "live": "live (not averaged)"}.get(weights) or f"{Path(weights).name}'s"
 
 
-def model_card(run: Run, data: dict, metrics: dict, *, weights: str, license: str) -> str:
-    """The card's markdown: front matter, data, recipe, measurements, samples, loading."""
+def model_card(run: Run, data: dict, metrics: dict, grid: dict, *, license: str) -> str:
+    """The card's markdown: front matter, data, recipe, measurements, samples (`grid`: how the grid
+    was drawn, SamplingRequest.record), loading."""
     c = run.config
-    weights = weights_words(weights)
+    weights = weights_words(grid["weights"])
     d, t = c.diffusion, c.train
     task = "class-conditional image generation" if c.num_classes else "unconditional image generation"
     size = "x".join(map(str, data["image_size"]))
@@ -148,7 +150,8 @@ def model_card(run: Run, data: dict, metrics: dict, *, weights: str, license: st
         "## Measurements", "", *measurements(metrics), "",
         "## Samples", "",
         f"![samples]({GRID})", "",
-        f"{GRID_SAMPLES} samples drawn at export with {GRID_SAMPLER}, {GRID_STEPS} steps, seed 0, {weights} weights.", "",
+        f"{GRID_SAMPLES} samples drawn at export with {grid['sampler']}, {grid['steps']} steps, seed {grid['seed']}, "
+        f"{weights} weights.", "",
         "## Use", "",
         "In diffusers (ancestral DDPM over all T steps, ddpmkit's `--sampler ddpm`; `DDIMPipeline` with "
         "`use_clipped_model_output=True` is ddpmkit's `--sampler ddim --spacing leading`):", "", "```python",
@@ -159,13 +162,13 @@ def model_card(run: Run, data: dict, metrics: dict, *, weights: str, license: st
     return "\n".join(lines)
 
 
-def write_card(run: Run, out: Path, *, weights: str, license: str) -> list[Path]:
-    """OUT/samples.png (a grid drawn now) and OUT/README.md, the card of the run; returns both paths."""
+def write_card(run: Run, out: Path, request: SamplingRequest = SamplingRequest(), *, license: str) -> list[Path]:
+    """OUT/samples.png (a grid drawn now as `request` says, balanced over a conditional run's
+    classes) and OUT/README.md, the card of the run; returns both paths."""
     out = Path(out)
-    labels = balanced_labels(run.config, GRID_SAMPLES, 0)
-    samples = draw(run, GRID_SAMPLES, seed=0, sampler=GRID_SAMPLER, steps=min(GRID_STEPS, run.config.diffusion.num_steps),
-                   labels=labels)
+    request = dataclasses.replace(request, classes=BALANCED)
+    samples = draw(run, GRID_SAMPLES, request)
     pictures.image_grid(samples.data, out / GRID)
-    card = model_card(run, data_record(run), read_metrics(run.directory), weights=weights, license=license)
+    card = model_card(run, data_record(run), read_metrics(run.directory), request.record(run), license=license)
     atomic_write_text(out / "README.md", card)
     return [out / GRID, out / "README.md"]

@@ -2,11 +2,14 @@
 strips and tables, the reverse process as strips and GIFs, the closest training pairs.
 
 viz.py draws (arrays in, PNG or GIF files out); this module decides what a run shows and
-samples what it needs for that. Which of these a run draws is its modality's choice.
+samples what it needs for that. `for_kind(kind)` is the one place that picks the pictures of a
+run's kind of data (points: scatters; images: grids), by the kind's name.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +18,56 @@ import torch
 from . import process, viz
 from ._tensor import randn_like
 from .data.images import to_model_space, to_uint8
+from .data.toy import fresh_points
 from .errors import UserError
+from .modality import Kind
 from .rundir import atomic_write, atomic_write_text, quality_records, read_log, save_png
-from .sampling import Run, Samples, draw, picture_steps
+from .sampling import Run, Samples, SamplingRequest, draw, nearest_grid_steps, picture_steps
 from .schedules import NoiseSchedule
 
 PICTURE_STEPS = 10  # scatters in the forward / reverse strips, columns of a forward table
 GIF_FRAMES = 40  # reverse-process frames in a GIF
 GIF_IMAGES = 16  # images shown in an image GIF
 CLOSEST_PAIRS = 8  # pairs drawn in eval/closest_pairs.png
+
+
+@dataclass(frozen=True)
+class SampleFiles:
+    """What `ddpmkit sample` writes besides samples.npy and samples.png."""
+
+    gif: bool = False  # reverse.gif: the reverse process (images: x_t beside x̂_0)
+    png_dir: Path | None = None  # each sample as DIR/000000.png, ... (and labels.csv): what FID tools read (images)
+    strip: tuple[int, ...] = ()  # strip.png: each sample's state at these timesteps (the nearest grid step)
+    strip_shows: str = "xt"  # what the strip shows: xt, the noisy state x_t, or x0, its prediction x̂_0
+
+    def __post_init__(self) -> None:
+        if self.strip_shows not in ("xt", "x0"):
+            raise UserError(f"--strip-shows takes xt (the noisy state x_t) or x0 (the prediction x̂_0), got {self.strip_shows!r}")
+
+
+def kept_steps(T: int, grid: torch.Tensor, files: SampleFiles, report=lambda message: None) -> tuple[list[int], list[int]]:
+    """The grid steps whose states the GIF keeps (GIF_FRAMES of them) and those the strip shows
+    (each asked timestep's nearest grid step, in sampling order; a move said through `report`)."""
+    gif = picture_steps(T, GIF_FRAMES, grid=grid) if files.gif else []
+    pairs = nearest_grid_steps(list(files.strip), grid)
+    for asked, used in pairs:
+        if asked != used:
+            report(f"--strip {asked}: the sampler's grid has no step {asked}; showing its nearest step, {used}")
+    return gif, sorted(dict.fromkeys(used for _, used in pairs), reverse=True)
+
+
+def sample_files(run: Run, samples: Samples, out: Path, files: SampleFiles, gif_steps: list[int], strip_steps: list[int],
+                 rows: int | None = None) -> None:
+    """The pictures of `ddpmkit sample` in `out`: samples.png (`rows`: one per class), and as
+    `files` asks reverse.gif (its own frames, `gif_steps`), strip.png (`strip_steps`) and the PNG folder."""
+    drawn = for_kind(run.modality)
+    if files.gif:
+        drawn.reverse_gif(dataclasses.replace(samples, trajectory=samples.trajectory.only(gif_steps)), out / "reverse.gif")
+    if strip_steps:
+        drawn.strip(samples, strip_steps, files.strip_shows, out / "strip.png")
+    if files.png_dir is not None:
+        png_folder(samples.data, Path(files.png_dir), None if samples.labels is None else samples.labels.numpy())
+    drawn.samples(run, samples, out / "samples.png", rows=rows)
 
 
 def step_picture_path(run_dir: Path, step: int) -> Path:
@@ -108,7 +152,9 @@ def point_training_pictures(run: Run, x0: torch.Tensor, run_dir: Path) -> Sample
         return [f"t = {t}" for t in ts]
 
     viz.scatter_strip([x0.numpy(), *forward_frames(forward_t)], ["data", *titles(forward_t)], run_dir / "forward.png")
-    samples = draw(run, len(x0), seed=config.seed, keep=sorted(set(forward_t) | set(gif_t)))
+    # The reverse process pictured at the forward strip's timesteps: ancestral DDPM on every step of T
+    # (a few-step grid would miss them), its own default.
+    samples = draw(run, len(x0), SamplingRequest(sampler="ddpm", seed=config.seed), keep=sorted(set(forward_t) | set(gif_t)))
     traj = dict(zip(samples.trajectory.steps, samples.trajectory.xs))
     final = samples.model.numpy()
     rev_t = forward_t[::-1]
@@ -131,9 +177,9 @@ def point_reverse_gif(samples: Samples, path: Path) -> None:
 
 
 def image_training_pictures(run: Run, dataset, run_dir: Path, n: int = 64) -> None:
-    """samples.png (a grid from the EMA weights, drawn as `ddpmkit sample` draws: the run's
-    default sampler, sampling.default_sampling) and forward.png (q(x_t) on a few training images)."""
-    image_grid(draw(run, n, seed=run.config.seed, sampler=None).data, run_dir / "samples.png")
+    """samples.png (a grid from the EMA weights, drawn as `ddpmkit sample` draws: the default
+    request with the run's seed) and forward.png (q(x_t) on a few training images)."""
+    image_grid(draw(run, n, SamplingRequest(seed=run.config.seed)).data, run_dir / "samples.png")
     first = torch.stack([dataset[i][0] for i in range(min(4, len(dataset)))])
     schedules = {run.config.diffusion.schedule: NoiseSchedule.from_config(run.config.diffusion)}  # its own β ends
     forward_table(first, schedules, run.config.diffusion.num_steps, run_dir / "forward.png", run.config.seed)
@@ -230,3 +276,59 @@ def closest_pairs(dataset, samples_nhwc: np.ndarray, memo: dict, path: Path) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: viz.image_table(
         [list(samples_nhwc[order]), list(train)], ["sample", "nearest\ntraining"], labels, tmp))
+
+
+# ---- the pictures of each kind of data ---------------------------------------------------------
+class PointPictures:
+    """What a 2-D run draws: scatters over fresh points."""
+
+    def training(self, run: Run, dataset, run_dir: Path, n: int = 2000) -> Samples:
+        """forward.png, reverse.png, diffusion.gif and samples.png of a trained run; returns the samples drawn for them."""
+        return point_training_pictures(run, dataset.points[:n], run_dir)
+
+    def step(self, run: Run, path: Path, step: int) -> None:
+        """samples/step-N.png: the kind's step_samples points drawn as `ddpmkit sample` draws (the run's seed)."""
+        point_scatter(draw(run, run.modality.step_samples, SamplingRequest(seed=run.config.seed)).data, path, f"step {step}")
+
+    def samples(self, run: Run, samples: Samples, path: Path, rows: int | None = None) -> None:
+        """samples.png of `ddpmkit sample`: the samples over as many fresh points (at most 5,000)."""
+        n = len(samples.data)
+        point_scatter(samples.data, path, f"{n} samples", reference=fresh_points(run.config.data, min(n, 5000)))
+
+    def reverse_gif(self, samples: Samples, path: Path) -> None:
+        point_reverse_gif(samples, path)
+
+    def strip(self, samples: Samples, steps: list[int], shows: str, path: Path) -> None:
+        """sample --strip: the whole point cloud at each kept timestep, in one row."""
+        sample_strip_points(samples, steps, shows, path)
+
+
+class ImagePictures:
+    """What an image run draws: grids."""
+
+    def training(self, run: Run, dataset, run_dir: Path) -> None:
+        """samples.png and forward.png of a trained run."""
+        image_training_pictures(run, dataset, run_dir)
+
+    def step(self, run: Run, path: Path, step: int) -> None:
+        """samples/step-N.png: a grid of the kind's step_samples images drawn as `ddpmkit sample` draws (the run's seed)."""
+        image_grid(draw(run, run.modality.step_samples, SamplingRequest(seed=run.config.seed)).data, path)
+
+    def samples(self, run: Run, samples: Samples, path: Path, rows: int | None = None) -> None:
+        """samples.png of `ddpmkit sample`: a grid (`rows`: one per class for --class all)."""
+        image_grid(samples.data, path, rows=rows)
+
+    def reverse_gif(self, samples: Samples, path: Path) -> None:
+        image_reverse_gif(samples, path)
+
+    def strip(self, samples: Samples, steps: list[int], shows: str, path: Path) -> None:
+        """sample --strip: one row per sample, one column per kept timestep."""
+        sample_strip_images(samples, steps, shows, path)
+
+
+PICTURES = {"points": PointPictures(), "images": ImagePictures()}  # by Kind.kind
+
+
+def for_kind(kind: Kind) -> PointPictures | ImagePictures:
+    """The pictures of a kind of data."""
+    return PICTURES[kind.kind]

@@ -46,6 +46,7 @@ WANDB_ID = "wandb-id"  # the W&B run id, so that a resumed run continues it
 POSTHOC = "posthoc"  # the post-hoc EMA snapshots
 CLASSIFIER = "classifier"  # the noise-aware classifier for classifier guidance
 DISTILL = "distill.json"  # a distilled run's record: teacher, settings, rounds, its sampler and step grid
+SAMPLE_RECORD = "sample.json"  # a `ddpmkit sample` folder's record: how many samples, from which run, drawn how
 TOP_LEVEL_FILES = ("model.safetensors", "ema.safetensors", "state.pt")  # links to the newest checkpoint
 
 
@@ -131,6 +132,11 @@ def write_config(run_dir: Path, config) -> None:
 def write_distill_record(run_dir: Path, record: dict) -> None:
     """run_dir/distill.json, atomically (ddpmkit distill rewrites it after every checkpoint)."""
     atomic_write_text(Path(run_dir) / DISTILL, json.dumps(record, indent=2, allow_nan=False))
+
+
+def write_sample_record(out: Path, record: dict) -> None:
+    """out/sample.json: how the samples in `out` were drawn (their number, the run, the sampling request as resolved)."""
+    atomic_write_text(Path(out) / SAMPLE_RECORD, json.dumps(record, indent=2, allow_nan=False) + "\n")
 
 
 def read_distill_record(run_dir: Path) -> dict | None:

@@ -1,14 +1,23 @@
-"""Drawing samples from a loaded run: the Run itself, its samples, the class labels and the
-checks of how samples are asked for.
+"""Drawing samples from a loaded run: the Run itself, its samples, and the one sampling request.
 
-`draw(run, n, ...)` runs one sampler of `samplers/` from seeded noise x_T over a timestep
-grid and returns the samples in model space and in data space. What the data are (points
-or images: the sample shape, the conversion to data space, the default clipping) is the
-run's modality's to say; this module never asks.
+A `SamplingRequest` says everything that decides how samples are drawn (the sampler, its
+steps and their spacing, η, the seed, the clipping of x̂_0, the classes, every guidance with its
+scale, the weights, the batch); how many is the caller's. It is built once (from the command
+line, cli/options.py, or from Python keywords), checks itself when made, and `resolve(run)`
+fills in its defaults against the run once: the sampler and steps (DEFAULT_SAMPLER on
+DEFAULT_STEPS, a distilled run's own grid, or a method's own default), all T for a named sampler
+given no steps, the kind's clipping, and which classes "balanced" means. Every consumer takes the
+request whole, and every record stores `record(run)`, the request as resolved.
+
+`draw(run, n, request)` runs one sampler of `samplers/` from seeded noise x_T over the request's
+grid and returns the samples in model space and in data space. What the data are (points or
+images: the sample shape, the conversion to data space, the default clipping) is the run's kind's
+to say; this module never asks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +27,18 @@ from torch import nn
 
 from ._tensor import randn_like
 from .config import RunConfig
-from .denoiser import Denoiser, DenoiserLike, for_sampling
+from .denoiser import CLIPS, Denoiser, DenoiserLike, for_sampling
 from .errors import UserError, check_choice, check_finite, check_not_negative, check_positive
+from .modality import Kind
 from .samplers import SAMPLERS, Trajectory
-from .schedules import timestep_grid
+from .schedules import SPACINGS, timestep_grid
 
-
-DEFAULT_SAMPLER = "dpm++sde"  # `sample`'s default: SDE-DPM-Solver++(2M) at 20 steps scores at least as well as
-DEFAULT_STEPS = 20  # 1,000 ancestral DDPM steps on digits and on the 2-D sets (docs/distillation.md), at 50× fewer evaluations
+DEFAULT_SAMPLER = "dpm++sde"  # the default of every command that samples: SDE-DPM-Solver++(2M) at 20 steps scores at
+DEFAULT_STEPS = 20  # least as well as 1,000 ancestral DDPM steps on digits and the 2-D sets (docs/sampling.md), at 50× fewer evaluations
+BATCH = 4096  # samples drawn in one sampler call
+WEIGHT_NAMES = {"ema": "EMA", "last": "EMA", "model": "live", "best": "best (EMA)"}  # how a record names the weights
+BALANCED = "balanced"  # classes: n labels spread evenly over the run's classes (what measurements draw)
+ALL = "all"  # classes: n samples of every class, class after class
 
 
 @dataclass(frozen=True)
@@ -51,9 +64,9 @@ class Run:
     directory: Path
     config: RunConfig
     net: nn.Module  # in eval mode, no gradients
-    modality: object  # the run's modality.Points or modality.Images
+    modality: Kind  # the run's kind of data: modality.Points or modality.Images
     base: Denoiser  # the network as x̂_0 and ε̂, unguided and unclipped
-    denoiser: DenoiserLike  # what samplers get by default: no guidance, the modality's clipping
+    denoiser: DenoiserLike  # the unguided denoiser with the kind's clipping
     classifier: nn.Module | None = None  # its noise-aware classifier p(y | x_t, t) for classifier guidance, once loaded
     fixed: FixedGrid | None = None  # a distilled run's own sampler and grid (its default), else None
 
@@ -61,28 +74,165 @@ class Run:
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
+    @property
+    def classes(self) -> int:
+        """The classes its samples can be asked for: a conditional run's, or its classifier's once loaded (0: none)."""
+        return self.config.num_classes or (self.classifier.num_classes if self.classifier is not None else 0)
+
 
 @dataclass
 class Samples:
     model: torch.Tensor  # [N, ...] in model space
     data: np.ndarray  # points [N, D] float in data space, or images [N, H, W, C] uint8
     trajectory: Trajectory | None
+    labels: torch.Tensor | None = None  # [N] the class of each sample, or None
 
 
-@dataclass
-class SampleSettings:
-    """How samples are drawn for a measurement (every field is recorded)."""
+@dataclass(frozen=True)
+class Guidance:
+    """Every guidance a sample may take, each with its scale (0: off); they compose in the one
+    denoiser adapter (denoiser.for_sampling)."""
 
-    num: int = 2000  # samples
-    sampler: str = "dpm++sde"  # SDE-DPM-Solver++(2M): at 20 steps as good as 1,000 of DDPM on digits (README)
-    steps: int | None = 20  # None: all T
-    seed: int = 0
-    guidance: float = 0.0  # conditional runs: classifier-free guidance w (labels balanced over the classes)
-    classifier_scale: float = 0.0  # classifier guidance s by the run's classifier (labels balanced over its classes)
-    weights: str = "ema"  # which weights the run was loaded with: best, last, ema, model or a path (recorded only)
+    cfg: float = 0.0  # classifier-free guidance w (Eq. 6 of Ho & Salimans 2021): conditional runs; 0 the conditional model
+    classifier: float = 0.0  # classifier guidance s (Dhariwal & Nichol 2021) by the run's classifier; 0 off
+
+    def __post_init__(self) -> None:
+        # Any finite w: 0 is the conditional model, -1 the unconditional one, below -1 anti-guidance: none is refused.
+        check_finite("--guidance", self.cfg)
+        check_finite("--classifier-scale", self.classifier)  # any finite s: below 0 guides away from the class
 
 
-WEIGHT_NAMES = {"ema": "EMA", "last": "EMA", "model": "live", "best": "best (EMA)"}  # how a record names --weights
+@dataclass(frozen=True)
+class SamplingRequest:
+    """How samples are drawn (everything but how many). None means "the default", filled in
+    once by `resolve(run)`; what needs no run is checked when the request is made."""
+
+    sampler: str | None = None  # ddpm, ddim, dpm++, dpm++sde, heun; None: DEFAULT_SAMPLER (a distilled run: its own)
+    steps: int | None = None  # sampling steps of the trained T; None: the default sampler's, or all T for a named one
+    spacing: str = "linspace"  # which timesteps: linspace, leading (DDIM's), trailing (Lin et al. 2024)
+    eta: float | None = None  # ddim only: 0 deterministic, 1 ancestral-like; None: 0
+    seed: int = 0  # seed of the sampling noise
+    clip: str | None = None  # x̂_0 kept in range: static, dynamic, none; None: the kind's (static for images, none for points)
+    percentile: float = 0.995  # dynamic clipping: the percentile of |x̂_0| (Imagen's thresholding)
+    classes: int | str | tuple[int, ...] | None = None  # None: unlabelled; K: class K; "all": n of each class;
+    # "balanced": n spread over them; a tuple: one class per sample (Python only)
+    guidance: Guidance = Guidance()
+    weights: str = "ema"  # best, last, ema, model or a .safetensors path (build.weights_file)
+    batch: int = BATCH  # samples per sampler call
+
+    def __post_init__(self) -> None:
+        if self.sampler is not None:
+            check_choice("sampler", self.sampler, SAMPLERS)
+        if self.steps is not None:
+            check_positive("--steps", self.steps)
+        check_choice("timestep spacing", self.spacing, SPACINGS)
+        if self.eta is not None:
+            check_not_negative("--eta (0: deterministic DDIM, 1: DDPM-like)", self.eta)
+            if self.sampler != "ddim":
+                raise UserError(f"--eta applies to --sampler ddim only, not {self.sampler or 'the default ' + DEFAULT_SAMPLER}")
+        if self.clip is not None:
+            check_choice("clipping", self.clip, CLIPS)
+        check_finite("--dynamic-threshold", self.percentile)
+        if not 0 < self.percentile <= 1:
+            raise UserError(f"--dynamic-threshold (the percentile of |x̂_0|) must lie in (0, 1], got {self.percentile}")
+        object.__setattr__(self, "classes", _classes(self.classes))
+        check_positive("the batch of samples per sampler call", self.batch)
+
+    # ---- against a run ---------------------------------------------------------------------
+    def resolve(self, run: Run, default: tuple[str, int | None] | None = None) -> SamplingRequest:
+        """This request with its defaults filled in against `run` and checked against it: the
+        sampler and steps (None: `default`, a method's own (sampler, steps or None for all T),
+        else the run's: default_sampling), all T for a sampler named without steps (a distilled
+        run's own step count for its own sampler), the kind's clipping, and "balanced" classes
+        made None where the run has none to balance. Resolving a resolved request changes nothing."""
+        T = run.config.diffusion.num_steps
+        sampler, steps = self.sampler, self.steps
+        if sampler is None:
+            sampler, steps = default or default_sampling(run)
+            steps = self.steps if self.steps is not None else steps
+        if steps is None:
+            steps = run.fixed.steps if run.fixed is not None and run.fixed.sampler == sampler else T
+        check_sampler(sampler, steps, T)
+        classes = None if self.classes == BALANCED and not _balances(run, self) else self.classes
+        resolved = dataclasses.replace(self, sampler=sampler, steps=steps, clip=self.clip or run.modality.default_clip,
+                                       classes=classes)
+        resolved.check_classes(run)
+        return resolved
+
+    def check_classes(self, run: Run) -> None:
+        """Clear errors for classes or guidance the run cannot take (an unconditional run takes
+        classes only with its classifier loaded: the classes classifier guidance steers towards)."""
+        g, classes = self.guidance, run.classes
+        has_classifier = run.classifier is not None
+        if g.classifier and not has_classifier:
+            raise UserError("--classifier-scale needs the run's classifier (RUN/classifier/); train one with "
+                            "`ddpmkit train-classifier --run RUN`")
+        if g.classifier and self.classes is None:
+            raise UserError("--classifier-scale needs --class K or --class all: the class the classifier guides towards")
+        if not run.config.num_classes:
+            if g.cfg:
+                raise UserError("--guidance needs a conditional model; this run was trained without --conditional")
+            if self.classes is not None and not has_classifier:
+                raise UserError("--class needs a conditional model; this run was trained without --conditional and has no "
+                                "classifier: train one with `ddpmkit train-classifier --run RUN` to guide it with --classifier-scale")
+        asked = self.classes if isinstance(self.classes, tuple) else (self.classes,) if isinstance(self.classes, int) else ()
+        if asked and max(asked) >= classes:
+            raise UserError(f"class {max(asked)} is outside the trained labels 0..{classes - 1}")
+
+    def needs_classifier(self, config: RunConfig) -> bool:
+        """Whether drawing this request needs the run's classifier: classifier guidance, or
+        classes asked of an unconditional run."""
+        return bool(self.guidance.classifier) or (self.classes is not None and self.classes != BALANCED
+                                                  and not config.num_classes)
+
+    def sampler_options(self) -> dict:
+        """The options that go to the sampler itself (today: DDIM's η)."""
+        return {} if self.eta is None else {"eta": self.eta}
+
+    def record(self, run: Run) -> dict:
+        """The request as resolved against `run`, with what it costs per sample: what every record
+        (metrics.json, edit.json, compare.json, log.jsonl, the model card) stores."""
+        r = self.resolve(run)
+        labelled = r.classes is not None
+        nfe = network_evaluations(r.sampler, r.steps)
+        out = {"sampler": r.sampler, "steps": r.steps, "spacing": r.spacing, "nfe": nfe,
+               "network_passes": nfe * (2 if r.guidance.cfg and labelled else 1), "seed": r.seed,
+               "weights": WEIGHT_NAMES.get(r.weights, r.weights), "clip": r.clip, "trained_steps_T": run.config.diffusion.num_steps}
+        if r.clip == "dynamic":
+            out["percentile"] = r.percentile
+        if r.eta is not None:
+            out["eta"] = r.eta
+        if run.fixed is not None and run.fixed.matches(r.sampler, r.steps):
+            out["grid"] = list(run.fixed.timesteps)
+        if labelled:
+            out["labels"] = (f"balanced over {run.classes} classes" if r.classes == BALANCED else
+                             f"each of the {run.classes} classes" if r.classes == ALL else
+                             f"{len(r.classes)} given" if isinstance(r.classes, tuple) else f"class {r.classes}")
+            out["guidance"] = r.guidance.cfg
+        if r.guidance.classifier:
+            out.update(classifier_scale=r.guidance.classifier, classifier_passes=2 * nfe)
+        return out
+
+
+def _classes(value) -> int | str | tuple[int, ...] | None:
+    """The classes of a request: None, a class index K (from an int or its text), "all", "balanced",
+    or a class per sample (a sequence of indices, kept as a tuple)."""
+    if isinstance(value, (tuple, list, torch.Tensor)):
+        return tuple(_classes(int(k)) for k in value)
+    if value is None or value in (ALL, BALANCED):
+        return value
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"--class takes a class index or 'all', got {value!r}") from None
+    if k < 0 or (isinstance(value, float) and value != k):
+        raise UserError(f"--class takes a class index (0, 1, ...) or 'all', got {value!r}")
+    return k
+
+
+def _balances(run: Run, request: SamplingRequest) -> bool:
+    """Whether "balanced" classes mean labels on this run: a conditional run, or classifier guidance by its classifier."""
+    return bool(run.config.num_classes or (request.guidance.classifier and run.classifier is not None))
 
 
 def default_sampling(run: Run) -> tuple[str, int]:
@@ -93,35 +243,22 @@ def default_sampling(run: Run) -> tuple[str, int]:
     return DEFAULT_SAMPLER, min(DEFAULT_STEPS, run.config.diffusion.num_steps)
 
 
-def off_grid_note(run: Run, sampler: str, steps: int | None) -> str | None:
+def off_grid_note(run: Run, request: SamplingRequest) -> str | None:
     """For a distilled run asked for another sampler or step count than it was distilled for:
     the line that says so (it is allowed: the student is still a diffusion model, but only its
     own grid was trained to match the teacher, and nothing else was measured)."""
-    if run.fixed is None or run.fixed.matches(sampler, steps):
+    r = request.resolve(run)
+    if run.fixed is None or run.fixed.matches(r.sampler, r.steps):
         return None
     return (f"note: {run.directory} was distilled for {run.fixed.sampler} on {run.fixed.steps} steps "
-            f"{list(run.fixed.timesteps)}; {sampler} with {steps or 'all'} steps runs it off that grid, at a quality not measured")
+            f"{list(run.fixed.timesteps)}; {r.sampler} with {r.steps} steps runs it off that grid, at a quality not measured")
 
 
-def run_grid(run: Run, sampler: str, steps: int | None, spacing: str = "linspace") -> torch.Tensor:
-    """The descending timesteps `sampler` walks on this run: a distilled run's recorded grid when
-    asked for its own sampler and step count, else sampling_grid (`steps` of the T by `spacing`)."""
-    if run.fixed is not None and run.fixed.matches(sampler, steps):
-        return torch.tensor(run.fixed.timesteps, dtype=torch.long)
-    return sampling_grid(run.config.diffusion.num_steps, steps, spacing)
-
-
-def check_sampler(sampler: str, steps: int | None, T: int) -> None:
+def check_sampler(sampler: str, steps: int, T: int) -> None:
     """The one check of a sampler name and a step count against the run's T."""
     check_choice("sampler", sampler, SAMPLERS)
-    if steps is not None and not 0 < steps <= T:
+    if not 0 < steps <= T:
         raise UserError(f"--steps must lie in 1..{T} (the trained T), got {steps}")
-
-
-def check_sampler_options(options: dict) -> None:
-    """The checks of the options a sampler takes besides its grid (today: DDIM's η)."""
-    if "eta" in options:
-        check_not_negative("--eta (0: deterministic DDIM, 1: DDPM-like)", options["eta"])
 
 
 def network_evaluations(sampler: str, steps: int) -> int:
@@ -129,145 +266,74 @@ def network_evaluations(sampler: str, steps: int) -> int:
     return SAMPLERS[sampler].network_evaluations(steps)
 
 
-def network_passes(sampler: str, steps: int, guidance: float = 0.0) -> int:
-    """Rows of a sample the network runs through: the NFE, doubled under classifier-free
-    guidance w ≠ 0 (each evaluation runs the conditional and the unconditional pass as one batch)."""
-    return network_evaluations(sampler, steps) * (2 if guidance else 1)
+def grid(run: Run, request: SamplingRequest) -> torch.Tensor:
+    """The descending timesteps the request's sampler walks on this run: a distilled run's recorded
+    grid when asked for its own sampler and step count, else `steps` of the T by `spacing`."""
+    r = request.resolve(run)
+    if run.fixed is not None and run.fixed.matches(r.sampler, r.steps):
+        return torch.tensor(run.fixed.timesteps, dtype=torch.long)
+    return timestep_grid(run.config.diffusion.num_steps, r.steps, r.spacing)
 
 
-BATCH = 4096  # samples drawn in one sampler call
+def denoiser(run: Run, request: SamplingRequest) -> DenoiserLike:
+    """The run's denoiser as the request asks: classifier-free guidance (conditional runs),
+    classifier guidance by `run.classifier` (when loaded; at scale 0 it only keeps the labels from
+    an unconditional network), then the clipping (denoiser.for_sampling)."""
+    r = request.resolve(run)
+    g = r.guidance
+    return for_sampling(run.base, run.config.num_classes, g.cfg, r.clip, r.percentile, classifier=run.classifier,
+                        classifier_scale=g.classifier)
 
 
-def classifier_passes(sampler: str, steps: int, classifier_scale: float = 0.0) -> int:
-    """Classifier passes per sample under classifier guidance s ≠ 0: a forward and a backward
-    (the gradient of log p(y | x_t, t)) at every network evaluation; 0 without it."""
-    return 2 * network_evaluations(sampler, steps) if classifier_scale else 0
+def labels(run: Run, request: SamplingRequest, n: int) -> torch.Tensor | None:
+    """The labels of n samples the request asks for: None, n of class K, n of every class (class
+    after class: n·classes in all), or n spread evenly over the classes in an order seeded by the
+    request's seed ("balanced", what a measurement samples)."""
+    r = request.resolve(run)
+    if r.classes is None:
+        return None
+    if r.classes == ALL:
+        return torch.arange(run.classes).repeat_interleave(n)
+    if r.classes == BALANCED:
+        g = torch.Generator().manual_seed(r.seed)
+        return (torch.arange(n) % run.classes)[torch.randperm(n, generator=g)]
+    if isinstance(r.classes, tuple):
+        if len(r.classes) != n:
+            raise UserError(f"{len(r.classes)} classes given for {n} samples; give one class per sample")
+        return torch.tensor(r.classes, dtype=torch.long)
+    return torch.full((n,), r.classes, dtype=torch.long)
 
 
-def classifier_classes(run: Run) -> int:
-    """The classes of the run's classifier when it is loaded (0: none loaded)."""
-    return run.classifier.num_classes if run.classifier is not None else 0
-
-
-def sampling_denoiser(run: Run, guidance: float = 0.0, clip: str | None = None, percentile: float = 0.995,
-                      classifier_scale: float = 0.0) -> DenoiserLike:
-    """The run's denoiser with classifier-free guidance w = `guidance` (conditional runs),
-    classifier guidance of scale `classifier_scale` by `run.classifier` (when loaded; at 0 it
-    only keeps the labels from an unconditional network) and `clip` (None: the modality's
-    default, static for images, none for points)."""
-    if not guidance and clip is None and run.classifier is None:
-        return run.denoiser
-    return for_sampling(run.base, run.config.num_classes, guidance, clip or run.modality.default_clip, percentile,
-                        classifier=run.classifier, classifier_scale=classifier_scale)
-
-
-def draw(
-    run: Run,
-    n: int,
-    *,
-    seed: int = 0,
-    sampler: str | None = "ddpm",
-    steps: int | None = None,
-    spacing: str = "linspace",
-    keep: list[int] | None = None,
-    labels: torch.Tensor | None = None,
-    guidance: float = 0.0,
-    clip: str | None = None,
-    percentile: float = 0.995,
-    classifier_scale: float = 0.0,
-    batch_size: int = BATCH,
-    **sampler_options,
-) -> Samples:
-    """n samples from a loaded run, in model space and data space, on `steps` of the T
-    trained timesteps (default: all T) chosen by `spacing` (linspace, leading or trailing);
-    `sampler` None is the run's default (default_sampling: a distilled run's own grid), and a
-    distilled run asked for its own sampler and step count walks its recorded grid.
-    A conditional run takes `labels` [n] (None: unconditional) and a classifier-free
-    `guidance` strength w (0: the plain conditional model). `classifier_scale` s: classifier
-    guidance towards `labels` by the run's classifier (`run.classifier`, build.with_classifier;
-    unconditional runs too), after classifier-free guidance. `clip`: static, dynamic
-    (thresholding at `percentile`) or none; None is the modality's default. `keep`: the
-    timesteps whose x_t and x̂_0 the first batch's trajectory keeps. `sampler_options` go
-    to the sampler (e.g. eta=1.0 for ddim)."""
-    # Any finite w: 0 is the conditional model, -1 the unconditional one (ε = ε(x,∅)), between
-    # them a blend, below -1 anti-guidance, away from the class: each means something, so none is refused.
-    check_finite("--guidance", guidance)
-    check_finite("--classifier-scale", classifier_scale)  # any finite s: below 0 guides away from the class
-    check_labels(run.config, labels, guidance, classifier_classes(run), classifier_scale)
+def draw(run: Run, n: int, request: SamplingRequest = SamplingRequest(), *, keep: list[int] | None = None,
+         default: tuple[str, int | None] | None = None) -> Samples:
+    """Samples of `run` as `request` asks (resolved against the run with a method's own `default`,
+    as SamplingRequest.resolve): n of them, or n of every class for classes "all", in model space
+    and in data space, with their labels. `keep`: the timesteps whose x_t and x̂_0 the first
+    batch's trajectory keeps."""
     check_positive("the number of samples", n)
-    T = run.config.diffusion.num_steps
-    if sampler is None:
-        sampler, default_steps = default_sampling(run)
-        steps = default_steps if steps is None else steps
-    check_sampler(sampler, steps, T)
-    check_sampler_options(sampler_options)
-    generator = torch.Generator().manual_seed(seed)
+    r = request.resolve(run, default)
+    y = labels(run, r, n)
+    n = n if y is None else len(y)
+    generator = torch.Generator().manual_seed(r.seed)
     trajectory = Trajectory(keep) if keep is not None else None
-    grid = run_grid(run, sampler, steps, spacing)
-    denoiser = sampling_denoiser(run, guidance, clip, percentile, classifier_scale)
+    steps, model = grid(run, r), denoiser(run, r)
     chunks = []
-    for start in range(0, n, batch_size):
-        shape = run.modality.sample_shape(min(batch_size, n - start))
+    for start in range(0, n, r.batch):
+        shape = run.modality.sample_shape(min(r.batch, n - start))
         x_T = randn_like(torch.empty(shape, device=run.device), generator)
-        label = None if labels is None else labels[start : start + shape[0]].to(run.device)
+        label = None if y is None else y[start : start + shape[0]].to(run.device)
         callback = trajectory if start == 0 else None
-        chunks.append(
-            SAMPLERS[sampler](denoiser, x_T, grid, label=label, generator=generator, callback=callback, **sampler_options).cpu()
-        )
+        chunks.append(SAMPLERS[r.sampler](model, x_T, steps, label=label, generator=generator, callback=callback,
+                                          **r.sampler_options()).cpu())
     x = torch.cat(chunks)
-    return Samples(x, run.modality.to_data_space(x), trajectory)
+    return Samples(x, run.modality.to_data_space(x), trajectory, y)
 
 
-def check_labels(config: RunConfig, labels: torch.Tensor | None, guidance: float, classifier_classes: int = 0,
-                 classifier_scale: float = 0.0) -> None:
-    """Clear errors for labels or guidance a run cannot take. `classifier_classes`: the classes
-    of the run's classifier when it is loaded (then an unconditional run takes labels too:
-    the classes classifier guidance steers towards)."""
-    if classifier_scale and not classifier_classes:
-        raise UserError("--classifier-scale needs the run's classifier (RUN/classifier/); train one with "
-                        "`ddpmkit train-classifier --run RUN`")
-    if classifier_scale and labels is None:
-        raise UserError("--classifier-scale needs --class K or --class all: the class the classifier guides towards")
-    if not config.num_classes:
-        if guidance:
-            raise UserError("--guidance needs a conditional model; this run was trained without --conditional")
-        if labels is not None and not classifier_classes:
-            raise UserError("--class needs a conditional model; this run was trained without --conditional and has no "
-                            "classifier: train one with `ddpmkit train-classifier --run RUN` to guide it with --classifier-scale")
-    classes = config.num_classes or classifier_classes
-    if labels is not None and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
-        bad = int(labels.max()) if int(labels.max()) >= classes else int(labels.min())
-        raise UserError(f"class {bad} is outside the trained labels 0..{classes - 1}")
-
-
-def class_labels(config: RunConfig, which: str | None, n: int, classifier_classes: int = 0) -> torch.Tensor | None:
-    """Labels for `--class`: None (unconditional), one class index, or "all" (n per class,
-    class after class); `classifier_classes` as in check_labels."""
-    if which is None:
-        return None
-    if which == "all":
-        classes = config.num_classes or classifier_classes
-        if not classes:
-            check_labels(config, torch.zeros(1, dtype=torch.long), 0.0)  # the one line of a run without labels
-        return torch.arange(classes).repeat_interleave(n)
-    try:
-        k = int(which)
-    except ValueError:
-        raise UserError(f"--class takes a class index or 'all', got {which!r}") from None
-    labels = torch.full((n,), k, dtype=torch.long)
-    check_labels(config, labels, 0.0, classifier_classes)
-    return labels
-
-
-def balanced_labels(config: RunConfig, n: int, seed: int, classes: int | None = None) -> torch.Tensor | None:
-    """n labels spread evenly over `classes` (default: a conditional run's classes) in a
-    seeded order (None for none): what a measurement of a conditional or classifier-guided
-    model samples."""
-    classes = config.num_classes if classes is None else classes
-    if not classes:
-        return None
-    g = torch.Generator().manual_seed(seed)
-    return (torch.arange(n) % classes)[torch.randperm(n, generator=g)]
+def draw_recorded(run: Run, n: int, request: SamplingRequest) -> tuple[np.ndarray, dict]:
+    """Data-space samples drawn as `request` says and the record of how: their number and the
+    request as resolved (SamplingRequest.record), what a measurement stores beside its numbers."""
+    samples = draw(run, n, request)
+    return samples.data, {"num": len(samples.data), **request.record(run)}
 
 
 def picture_steps(T: int, count: int, steps: int | None = None, spacing: str = "linspace",
@@ -276,11 +342,6 @@ def picture_steps(T: int, count: int, steps: int | None = None, spacing: str = "
     if grid is None:
         grid = torch.arange(T) if steps is None else timestep_grid(T, steps, spacing)
     return sorted({int(grid[int(round(v))]) for v in np.linspace(0, len(grid) - 1, count)})
-
-
-def sampling_grid(T: int, steps: int | None = None, spacing: str = "linspace") -> torch.Tensor:
-    """The descending timesteps `draw` walks: all T (T-1 … 0), or `steps` of them by `spacing`."""
-    return torch.arange(T - 1, -1, -1) if steps is None else timestep_grid(T, steps, spacing)
 
 
 def nearest_grid_steps(asked: list[int], grid: torch.Tensor) -> list[tuple[int, int]]:
@@ -294,25 +355,3 @@ def nearest_grid_steps(asked: list[int], grid: torch.Tensor) -> list[tuple[int, 
         best = int(grid[int(torch.nonzero(distance == distance.min())[0])])
         pairs.append((t, best))
     return pairs
-
-
-def draw_recorded(run: Run, s: SampleSettings) -> tuple[np.ndarray, dict]:
-    """Data-space samples drawn as `s` says (a conditional run's labels balanced over its
-    classes, or the classifier's under classifier guidance), and the record of how: sample
-    count, sampler, steps, network evaluations and passes, seed, weights, clipping, T; labels
-    and guidance for a conditional run; the scale and classifier passes under classifier guidance."""
-    classes = run.config.num_classes or (classifier_classes(run) if s.classifier_scale else 0)
-    labels = balanced_labels(run.config, s.num, s.seed, classes)
-    steps = s.steps or run.config.diffusion.num_steps
-    data = draw(run, s.num, seed=s.seed, sampler=s.sampler, steps=s.steps, labels=labels, guidance=s.guidance,
-                classifier_scale=s.classifier_scale).data
-    guided = s.guidance if labels is not None else 0.0
-    record = {"num": s.num, "sampler": s.sampler, "steps": steps, "nfe": network_evaluations(s.sampler, steps),
-              "network_passes": network_passes(s.sampler, steps, guided), "seed": s.seed, "weights": WEIGHT_NAMES.get(s.weights, s.weights),
-              "clip": run.modality.default_clip, "trained_steps_T": run.config.diffusion.num_steps}
-    if labels is not None:
-        record.update(labels=f"balanced over {classes} classes", guidance=s.guidance)
-    if s.classifier_scale:
-        record.update(classifier_scale=s.classifier_scale,
-                      classifier_passes=classifier_passes(s.sampler, steps, s.classifier_scale))
-    return data, record

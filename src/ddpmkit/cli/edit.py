@@ -6,8 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..errors import UserError, check_positive
-from .options import DEVICE_HELP, add_class, add_classifier_scale, add_clip, add_sampling, add_weights, check_ode_points, command, sampler_options, weights_from_args
+from .options import EDIT, INPAINT, INTERPOLATE, DEVICE_HELP, add_sampling, add_weights, command, request_from_args, weights_from_args
 
 INPUT_HELP = ("an image file, a folder of them or a .npy/.npz array; resized and centre-cropped to the run's size as its "
               "training data were")
@@ -26,11 +25,7 @@ def add_edit(sub) -> None:
     p.add_argument("--strength", type=float, default=0.5, help="s in [0, 1]: the share of the forward process the "
                    "input is noised through (0: unchanged, 1: a plain sample)")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/edit)")
-    add_sampling(p, steps_help="steps of a full draw out of the trained T; the edit takes about s·steps of them (default: "
-                 "every step from s·T down)")
-    add_clip(p)
-    add_class(p, all_classes=False)
-    add_classifier_scale(p)
+    add_sampling(p, EDIT)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -52,11 +47,7 @@ def add_inpaint(sub) -> None:
     p.add_argument("--jump", type=int, default=1, help="j: length of the stretches noised again, in sampling steps "
                    "(RePaint used 10)")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/inpaint)")
-    add_sampling(p, sampler_help="ddpm (RePaint's ancestral step) or ddim (its deterministic step, --eta for noise); "
-                 "multistep solvers cannot jump back")
-    add_clip(p)
-    add_class(p, all_classes=False)
-    add_classifier_scale(p)
+    add_sampling(p, INPAINT)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -73,10 +64,7 @@ def add_interpolate(sub) -> None:
     p.add_argument("--b", required=True, type=Path, help="the last image")
     p.add_argument("--frames", type=int, default=8, help="frames from a to b, both ends included")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/interpolate)")
-    add_sampling(p, default_sampler="ddim", sampler_help="ddim only: deterministic DDIM both ways (the inverse of its "
-                 "inversion)", eta=False)
-    add_clip(p)
-    add_class(p, all_classes=False)
+    add_sampling(p, INTERPOLATE)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -110,13 +98,11 @@ def run_edit(args) -> int:
 
     out = args.out or args.run / "edit"
     started = time.perf_counter()
-    done = edit(args.run, args.input, out, strength=args.strength, seed=args.seed, weights=weights_from_args(args),
-                device=args.device, sampler=args.sampler, steps=args.steps, spacing=args.spacing, class_=args.class_,
-                guidance=args.guidance, clip=args.clip, percentile=args.dynamic_threshold,
-                classifier_scale=args.classifier_scale, **sampler_options(args))
+    done = edit(args.run, args.input, out, args.strength, request_from_args(args, EDIT), device=args.device)
     r = done.record
     print(f"read {len(r['inputs'])} image(s) from {args.input}: {r['fitted']}")
-    where = f"from t = {r['start_timestep']} of T = {r['trained_steps_T']}, {r['steps']} {r['sampler']} steps" if r["steps"] else "no noise: the inputs"
+    where = (f"from t = {r['start_timestep']} of T = {r['trained_steps_T']}, {r['steps']} {r['sampling']['sampler']} steps"
+             if r["steps"] else "no noise: the inputs")
     print(f"SDEdit at strength {args.strength:g} ({where}); {_wrote(out, done.files, started)}")
     return 0
 
@@ -126,14 +112,12 @@ def run_inpaint(args) -> int:
 
     out = args.out or args.run / "inpaint"
     started = time.perf_counter()
-    done = inpaint(args.run, args.input, args.mask, out, resample=args.resample, jump=args.jump, seed=args.seed,
-                   weights=weights_from_args(args), device=args.device, sampler=args.sampler, steps=args.steps,
-                   spacing=args.spacing, class_=args.class_, guidance=args.guidance, clip=args.clip,
-                   percentile=args.dynamic_threshold, classifier_scale=args.classifier_scale, **sampler_options(args))
+    done = inpaint(args.run, args.input, args.mask, out, request_from_args(args, INPAINT), resample=args.resample, jump=args.jump,
+                   device=args.device)
     r = done.record
     print(f"read {len(r['inputs'])} image(s) from {args.input} and the mask {args.mask}: {r['fitted']}; "
           f"{r['filled_pixels']} of {r['pixels']} pixels filled in")
-    print(f"RePaint, {r['steps']} {r['sampler']} steps, resample {r['resample']}, jump {r['jump']}: {r['nfe']} network "
+    print(f"RePaint, {r['steps']} {r['sampling']['sampler']} steps, resample {r['resample']}, jump {r['jump']}: {r['nfe']} network "
           f"evaluations per image; {_wrote(out, done.files, started)}")
     return 0
 
@@ -141,13 +125,9 @@ def run_inpaint(args) -> int:
 def run_interpolate(args) -> int:
     from ..api import interpolate
 
-    if args.sampler != "ddim":
-        raise UserError(f"interpolate inverts and decodes with deterministic DDIM; --sampler takes ddim only, not {args.sampler!r}")
     out = args.out or args.run / "interpolate"
     started = time.perf_counter()
-    done = interpolate(args.run, args.a, args.b, out, frames=args.frames, weights=weights_from_args(args),
-                       device=args.device, steps=args.steps, spacing=args.spacing, class_=args.class_,
-                       guidance=args.guidance, clip=args.clip, percentile=args.dynamic_threshold)
+    done = interpolate(args.run, args.a, args.b, out, args.frames, request_from_args(args, INTERPOLATE), device=args.device)
     r = done.record
     e = r["reconstruction_error"]
     print(f"read {args.a} and {args.b}: {r['fitted']}")
@@ -159,12 +139,12 @@ def run_interpolate(args) -> int:
 
 def run_score(args) -> int:
     from ..api import score
+    from ..evaluation.scores import ScoreSettings
 
-    check_positive("--num-reference", args.num_reference)
-    check_ode_points(args.ode_points)
     started = time.perf_counter()
-    scores = score(args.run, args.images, args.out, kind=args.nll, num_reference=args.num_reference, seed=args.seed,
-                   ode_points=args.ode_points, weights=weights_from_args(args), device=args.device)
+    settings = ScoreSettings(kind=args.nll, num_reference=args.num_reference, seed=args.seed, ode_points=args.ode_points,
+                             weights=weights_from_args(args))
+    scores = score(args.run, args.images, args.out, settings, device=args.device)
     ref = scores.reference
     print(f"held-out reference ({ref['num']} images, {ref['unit']}): median {ref['median']:.3f}, "
           f"5th percentile {ref['p5']:.3f}, 95th {ref['p95']:.3f}")

@@ -65,8 +65,8 @@ def run_ema(args) -> int:
     metric, classic = record["metric"], record["results"][0][record["metric"]]
     verdict = "better than" if record["best_beats_classic_ema"] else "not better than"
     print(f"best: σ_rel {record['best_sigma_rel']:.3f}, {metric} {best[metric]:.5f}, {verdict} the classic EMA's "
-          f"{classic:.5f} ({record['measure']}; {record['num_samples']:,} samples, {record['sampler']} "
-          f"{record['steps']} steps, seed {record['seed']})")
+          f"{classic:.5f} ({record['measure']}; {record['num_samples']:,} samples, {record['samples']['sampler']} "
+          f"{record['samples']['steps']} steps, seed {record['samples']['seed']})")
     print(f"{time.perf_counter() - started:.1f} s; wrote {record['written']} (sample or evaluate it with --weights PATH) "
           f"and the sweep to {args.run}/metrics.json (posthoc_ema_sweep)")
     return 0

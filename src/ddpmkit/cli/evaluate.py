@@ -6,19 +6,10 @@ import time
 from pathlib import Path
 
 from ..errors import UserError, check_positive
-from ..evaluation import format_report
-from ..build import fixed_grid
+from ..evaluation import QualitySettings, format_report
+from ..evaluation.nll import check_ode_points
 from ..samplers import SAMPLERS
-from ..sampling import SampleSettings
-from ..schedules import SPACINGS
-from .options import (
-    DEVICE_HELP,
-    add_weights,
-    check_ode_points,
-    command,
-    ints,
-    weights_from_args,
-)
+from .options import COMPARE, DEVICE_HELP, EVALUATE, add_sampling, command, ints, request_from_args, sampling_given, weights_from_args
 
 
 def add_evaluate(sub) -> None:
@@ -36,15 +27,10 @@ def add_evaluate(sub) -> None:
     """
     p = command(sub, "evaluate", add_evaluate, run=True)
     g = p.add_argument_group("sample quality (the default)")
-    g.add_argument("-n", "--num-samples", type=int, help="samples to draw and measure (default 2000)")
-    g.add_argument("--sampler", help="ddpm, ddim, dpm++, dpm++sde or heun (default dpm++sde)")
-    g.add_argument("--steps", type=int, help="sampling steps, evenly spaced over the trained T (default 20)")
+    g.add_argument("-n", "--num-samples", type=int, help=f"samples to draw and measure (default {QualitySettings.num})")
     g.add_argument("--features", help="images: own (ddpmkit's features for this data, the default) or inception (standard FID)")
     g.add_argument("--inception-weights", type=Path, metavar="PATH",
                    help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid); default: look in torch hub's checkpoints cache")
-    g.add_argument("--guidance", type=float, help="conditional runs: guidance w for the class-balanced samples (default 0)")
-    g.add_argument("--classifier-scale", type=float, metavar="S", help="classifier guidance S by RUN/classifier/ "
-                   "(ddpmkit train-classifier) for samples balanced over its classes, unconditional runs too (default 0)")
     g.add_argument("--ref", type=Path, metavar="FILE.npz", help="images: measure the Fréchet distance against the mu and "
                    "sigma of this file (ddpmkit --save-ref, pytorch-fid --save-stats, EDM's fid.py ref) instead of the run's data")
     g = p.add_argument_group("reference statistics instead")
@@ -55,8 +41,7 @@ def add_evaluate(sub) -> None:
     g.add_argument("--ode-points", type=int, default=100, help="--nll ode: timesteps asked for on the ODE grid, evenly "
                    "spread in log-SNR; repeats are dropped, so fewer may be used (printed); 2 network passes each")
     g.add_argument("--num-images", type=int, default=256, help="--nll: examples the likelihood is averaged over")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (and of the noise in each NLL term)")
-    add_weights(p)
+    add_sampling(p, EVALUATE)  # --seed and --weights serve --nll too
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -73,15 +58,13 @@ def add_compare(sub) -> None:
     p.add_argument("--steps", default="10,20,50,100,1000", help="comma-separated sampling step counts; those above "
                    "the run's T are skipped with a note")
     p.add_argument("-n", "--num-samples", type=int, default=500, help="samples per setting")
-    p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="timestep grid of each step count")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/compare)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
-    add_weights(p)
+    add_sampling(p, COMPARE)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
-QUALITY_OPTIONS = ("num_samples", "sampler", "steps", "features", "inception_weights", "guidance", "classifier_scale", "ref")
-SAMPLING_OPTIONS = ("num_samples", "sampler", "steps", "guidance", "classifier_scale", "ref", "nll")
+QUALITY_OPTIONS = ("num_samples", "features", "inception_weights", "ref")  # besides the sampling options
+KEPT = ("--seed", "--weights", "--ema")  # the sampling options that --nll and --save-ref take too (or ignore)
 
 
 def run_evaluate(args) -> int:
@@ -90,20 +73,15 @@ def run_evaluate(args) -> int:
     if args.save_ref is not None:
         return _run_save_ref(args)
     if args.nll is not None:
-        given = [o for o in QUALITY_OPTIONS if getattr(args, o) is not None]
+        given = [o for o in sampling_given(args, EVALUATE) if o not in KEPT] + [f"--{o.replace('_', '-')}" for o in QUALITY_OPTIONS
+                                                                      if getattr(args, o) is not None]
         if given:
-            raise UserError(f"--nll measures the likelihood only; drop {', '.join('--' + o.replace('_', '-') for o in given)} "
-                            "(or drop --nll to measure sample quality)")
+            raise UserError(f"--nll measures the likelihood only; drop {', '.join(given)} (or drop --nll to measure sample quality)")
         return _run_nll(args)
-    given = {"num": args.num_samples, "sampler": args.sampler, "steps": args.steps, "guidance": args.guidance,
-             "classifier_scale": args.classifier_scale}
-    fixed = fixed_grid(args.run) if args.sampler is None and args.steps is None else None
-    if fixed is not None:  # a distilled run is measured on the sampler and grid it was distilled for
-        given.update(sampler=fixed.sampler, steps=fixed.steps)
-    settings = SampleSettings(seed=args.seed, weights=weights_from_args(args), **{k: v for k, v in given.items() if v is not None})
+    given = {"num": args.num_samples, "features": args.features, "inception_weights": args.inception_weights, "ref": args.ref}
+    settings = QualitySettings(**{k: v for k, v in given.items() if v is not None})
     started = time.perf_counter()
-    record = evaluate(args.run, settings, device=args.device, features=args.features or "own",
-                      inception_weights=args.inception_weights, ref=args.ref, report=print)
+    record = evaluate(args.run, request_from_args(args, EVALUATE), settings, device=args.device, report=print)
     print(f"sample quality of {args.run}:")
     for line in format_report(record):
         print(line)
@@ -115,9 +93,10 @@ def run_evaluate(args) -> int:
 def _run_save_ref(args) -> int:
     from ..api import save_reference
 
-    given = [o for o in SAMPLING_OPTIONS if getattr(args, o) is not None]
+    given = [o for o in sampling_given(args, EVALUATE) if o not in KEPT] + [f"--{o.replace('_', '-')}" for o in ("num_samples", "ref", "nll")
+                                                                  if getattr(args, o) is not None]
     if given:
-        raise UserError(f"--save-ref writes the reference and measures nothing; drop {', '.join('--' + o.replace('_', '-') for o in given)}")
+        raise UserError(f"--save-ref writes the reference and measures nothing; drop {', '.join(given)}")
     if args.save_ref.suffix != ".npz":
         raise UserError(f"--save-ref writes a .npz file; give a name ending in .npz, not {args.save_ref.name!r}")
     described = save_reference(args.run, args.save_ref, features=args.features or "own",
@@ -135,7 +114,7 @@ def _run_nll(args) -> int:
     titles = {"vlb": "variational bound, {} terms", "ode": "probability-flow ODE, {} distinct timesteps of "
               f"{args.ode_points} asked for"}
     kinds = ("vlb", "ode") if args.nll == "both" else (args.nll,)
-    results = likelihood(args.run, kinds, num=args.num_images, seed=args.seed, ode_points=args.ode_points,
+    results = likelihood(args.run, kinds, num=args.num_images, seed=args.seed or 0, ode_points=args.ode_points,
                          weights=weights_from_args(args), device=args.device)
     for kind, result in zip(kinds, results):
         print(f"NLL ({titles[kind].format(result[f'nll_{kind}_steps'])}): {result[f'nll_{kind}_bpd']:.4f} "
@@ -151,7 +130,7 @@ def run_compare(args) -> int:
         raise UserError(f"-n must be at least 2, got {args.num_samples}")
     samplers = args.samplers.split(",") if args.samplers else list(SAMPLERS)
     out = args.out or args.run / "compare"
-    compare(args.run, out, samplers=samplers, steps=ints(args.steps, "--steps"), n=args.num_samples, seed=args.seed,
-            spacing=args.spacing, weights=weights_from_args(args), device=args.device, report=print)
+    compare(args.run, out, samplers, ints(args.steps, "--steps"), args.num_samples, request_from_args(args, COMPARE), device=args.device,
+            report=print)
     print(f"wrote {out}/compare.json and compare.png")
     return 0

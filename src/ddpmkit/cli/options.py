@@ -1,13 +1,19 @@
-"""What the command-line parsers share: list options, the help formatter, the data option's help."""
+"""What the command-line parsers share: list options, the help formatter, the data option's help,
+and the one declaration of the sampling request's options (`add_sampling`, `request_from_args`)."""
 
 from __future__ import annotations
 
 import argparse
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.toy import TOY_DATASETS
+from ..denoiser import CLIPS
+from ..editing.interpolation import INTERPOLATION
+from ..editing.repaint import REPAINT
 from ..errors import UserError
+from ..sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, Guidance, SamplingRequest
 from ..schedules import SPACINGS
 
 DATA_HELP = (f"{', '.join(TOY_DATASETS)} (2-D toy sets), digits (8x8 images), a folder of images, a .npy/.npz array file "
@@ -69,59 +75,93 @@ def weights_from_args(args) -> str:
     return args.weights or "ema"
 
 
-def add_sampling(p: argparse.ArgumentParser, *, sampler_help: str = SAMPLER_HELP, default_sampler: str | None = "ddpm",
-                 steps_help: str = "sampling steps out of the trained T (default: all T)", eta: bool = True) -> None:
-    """How a command samples, as `sample` declares it: --seed, --weights (and --ema/--no-ema),
-    --sampler, --steps, --spacing and (with `eta`) DDIM's --eta."""
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
-    add_weights(p)
-    p.add_argument("--sampler", default=default_sampler, help=sampler_help)
-    p.add_argument("--steps", type=int, help=steps_help)
-    p.add_argument("--spacing", choices=SPACINGS, default="linspace", help="which --steps timesteps: linspace (evenly "
-                   "from T-1 to 0), leading (0, k, 2k, ...: DDIM's), trailing (T-1, T-1-k, ...: Lin et al. 2024)")
-    if eta:
-        p.add_argument("--eta", type=float, help="ddim only: 0 deterministic, 1 ancestral-like (default 0)")
+@dataclass(frozen=True)
+class Method:
+    """What a command's way of sampling takes of the sampling request's options, and its default
+    where it needs its own (the help says why)."""
+
+    default: str = (f"{DEFAULT_SAMPLER} on {DEFAULT_STEPS} steps, which scores as well as 1,000 ddpm steps at 50x fewer "
+                    "network calls; a distilled run: ddim on its own grid")
+    samplers: str = SAMPLER_HELP
+    steps: str = "sampling steps out of the trained T (default: the default sampler's; all T for a --sampler named alone)"
+    classes: str = "K|all"  # what --class takes: "K|all", "K", or "" (no --class: samples balanced over the classes)
+    eta: bool = True  # --eta (DDIM's)
+    classifier: bool = True  # --classifier-scale
+    grid: bool = True  # --sampler and --steps (compare-samplers has lists of its own)
 
 
-def add_class(p: argparse.ArgumentParser, *, all_classes: bool = True) -> None:
-    """A conditional run's --class and classifier-free --guidance, as `sample` declares them
-    (`all_classes`: --class also takes 'all')."""
-    if all_classes:
-        p.add_argument("--class", dest="class_", metavar="K|all",
+SAMPLE = Method()
+EDIT = Method(classes="K", steps="steps of a full draw out of the trained T; the edit takes about s·steps of them "
+              f"(default: {DEFAULT_STEPS}, as for sample)")
+INPAINT = Method(default=f"{REPAINT[0]} on every step: RePaint walks back and forth with a one-step reverse step, which "
+                 "multistep solvers cannot do", samplers="ddpm (RePaint's ancestral step) or ddim (its deterministic step, "
+                 "--eta for noise)", classes="K")
+INTERPOLATE = Method(default=f"{INTERPOLATION[0]} on every step: deterministic DDIM inverts exactly only as the steps grow",
+                     samplers="ddim only: deterministic DDIM both ways (the inverse of its inversion)", classes="K", eta=False,
+                     classifier=False)
+EVALUATE = Method(classes="")
+COMPARE = Method(eta=False, grid=False)
+D = SamplingRequest()  # the defaults the help states (the request's own)
+
+
+def add_sampling(p: argparse.ArgumentParser, method: Method = SAMPLE) -> None:
+    """The options of a sampling request (sampling.SamplingRequest), as `method` takes them: --seed,
+    --weights (and --ema/--no-ema), --sampler, --steps, --spacing, --eta, --clip, --dynamic-threshold,
+    --class, --guidance, --classifier-scale. Every default is the request's, applied when it is made
+    (an option not given stays None here)."""
+    g = p.add_argument_group("sampling (how samples are drawn)")
+    g.add_argument("--seed", type=int, help=f"seed of the sampling noise (default {D.seed})")
+    add_weights(g)
+    if method.grid:
+        g.add_argument("--sampler", help=f"{method.samplers} (default: {method.default})")
+        g.add_argument("--steps", type=int, help=method.steps)
+    g.add_argument("--spacing", choices=SPACINGS, help="which --steps timesteps: linspace (evenly from T-1 to 0, the "
+                   "default), leading (0, k, 2k, ...: DDIM's), trailing (T-1, T-1-k, ...: Lin et al. 2024)")
+    if method.eta:
+        g.add_argument("--eta", type=float, help="ddim only: 0 deterministic, 1 ancestral-like (default 0)")
+    g.add_argument("--clip", choices=CLIPS, help="keep x̂_0 in [-1, 1]: static clipping, dynamic thresholding (Imagen) or "
+                   "none (default: static for images, none for 2-D data)")
+    g.add_argument("--dynamic-threshold", type=float, metavar="P",
+                   help=f"percentile of |x̂_0| for --clip dynamic (default {D.percentile})")
+    if method.classes == "K|all":
+        g.add_argument("--class", dest="class_", metavar="K|all",
                        help="draw class K, or 'all' (-n per class, a grid row each): conditional runs, "
                        "or any run with a classifier (ddpmkit train-classifier) and --classifier-scale")
-    else:
-        p.add_argument("--class", dest="class_", metavar="K", help="the class K every image is edited as: conditional "
+    elif method.classes == "K":
+        g.add_argument("--class", dest="class_", metavar="K", help="the class K every image is edited as: conditional "
                        "runs, or any run with a classifier (ddpmkit train-classifier) and --classifier-scale")
-    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance strength w: ε = (1+w)·ε(x,c) − "
-                   "w·ε(x,∅); 0 is the conditional model, -1 the unconditional one, below -1 anti-guidance (away from the class)")
+    g.add_argument("--guidance", type=float, help="classifier-free guidance strength w: ε = (1+w)·ε(x,c) − w·ε(x,∅); 0 (the "
+                   "default) is the conditional model, -1 the unconditional one, below -1 anti-guidance (away from the class)"
+                   + ("; measured on samples balanced over the classes" if not method.classes else ""))
+    if method.classifier:
+        g.add_argument("--classifier-scale", type=float, metavar="S", help="classifier guidance (Dhariwal & Nichol 2021) "
+                       "towards the class by RUN/classifier/: ε̂ − S·√(1−ᾱ_t)·∇ log p(class | x_t); after --guidance; 0 (the "
+                       "default) is plain sampling; each network evaluation adds a classifier forward and backward pass")
 
 
-def add_classifier_scale(p: argparse.ArgumentParser) -> None:
-    """--classifier-scale, as `sample` and the edits declare it."""
-    p.add_argument("--classifier-scale", type=float, default=0.0, metavar="S", help="classifier guidance (Dhariwal & "
-                   "Nichol 2021) towards --class by RUN/classifier/: ε̂ − S·√(1−ᾱ_t)·∇ log p(class | x_t); after --guidance; "
-                   "0 is plain sampling; each network evaluation adds a classifier forward and backward pass")
+# the request's field of each option add_sampling declares (argparse's dest -> SamplingRequest field)
+REQUEST_FIELDS = {"seed": "seed", "sampler": "sampler", "steps": "steps", "spacing": "spacing", "eta": "eta",
+                  "clip": "clip", "dynamic_threshold": "percentile", "class_": "classes"}
+GUIDANCE_FIELDS = {"guidance": "cfg", "classifier_scale": "classifier"}
 
 
-def add_clip(p: argparse.ArgumentParser) -> None:
-    """--clip and --dynamic-threshold, as `sample` declares them."""
-    p.add_argument("--clip", choices=["static", "dynamic", "none"], help="keep x̂_0 in [-1, 1]: static clipping, "
-                   "dynamic thresholding (Imagen) or none (default: static for images, none for 2-D data)")
-    p.add_argument("--dynamic-threshold", type=float, default=0.995, metavar="P",
-                   help="percentile of |x̂_0| for --clip dynamic (default 0.995)")
+def _declared(method: Method) -> list[str]:
+    """The dests of the request's options that add_sampling declares for `method`."""
+    left_out = {*(() if method.grid else ("sampler", "steps")), *(() if method.eta else ("eta",)),
+                *(() if method.classes else ("class_",)), *(() if method.classifier else ("classifier_scale",))}
+    return [d for d in (*REQUEST_FIELDS, *GUIDANCE_FIELDS) if d not in left_out]
 
 
-def sampler_options(args) -> dict:
-    """The options that go to the sampler itself (--eta, ddim only)."""
-    if getattr(args, "eta", None) is None:
-        return {}
-    if args.sampler != "ddim":
-        raise UserError(f"--eta applies to --sampler ddim only, not {args.sampler or 'the default dpm++sde'}")
-    return {"eta": args.eta}
+def sampling_given(args, method: Method = SAMPLE) -> list[str]:
+    """The sampling options given on the command line (their option names)."""
+    dests = [*_declared(method), "weights", "ema"]
+    return ["--" + d.rstrip("_").replace("_", "-") for d in dests if getattr(args, d, None) is not None]
 
 
-def check_ode_points(points: int) -> None:
-    """--ode-points of the ODE likelihood (evaluate --nll ode, score --nll ode): at least 2 points of the λ grid."""
-    if points < 2:
-        raise UserError(f"--ode-points must be at least 2, got {points}")
+def request_from_args(args, method: Method = SAMPLE) -> SamplingRequest:
+    """The sampling request the command line asks for: the options `method` declares that were
+    given, the request's own defaults for the rest."""
+    given = {d: getattr(args, d) for d in _declared(method) if getattr(args, d, None) is not None}
+    request = {REQUEST_FIELDS[d]: v for d, v in given.items() if d in REQUEST_FIELDS}
+    guidance = {GUIDANCE_FIELDS[d]: v for d, v in given.items() if d in GUIDANCE_FIELDS}
+    return SamplingRequest(**request, guidance=Guidance(**guidance), weights=weights_from_args(args))

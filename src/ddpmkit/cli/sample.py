@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
-from ..build import modality
-from ..config import RunConfig
 from ..data.images import parse_image_size
 from ..errors import UserError, check_positive
+from ..rundir import SAMPLE_RECORD
 from ..schedules import RANGED, SCHEDULES
-from .options import DEVICE_HELP, add_class, add_classifier_scale, add_clip, add_sampling, command, ints, sampler_options, weights_from_args
+from .options import DEVICE_HELP, add_sampling, command, ints, request_from_args
 
 
 def add_sample(sub) -> None:
@@ -22,15 +22,7 @@ def add_sample(sub) -> None:
     p = command(sub, "sample", add_sample, run=True)
     p.add_argument("-n", "--num-samples", type=int, default=64, help="how many samples")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/samples)")
-    add_sampling(p, default_sampler=None,
-                 sampler_help="ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M, the ODE), dpm++sde (SDE-DPM-Solver++ 2M) or "
-                 "heun (default: dpm++sde on 20 steps, which scores as well as 1,000 ddpm steps at 50x fewer network calls; "
-                 "a distilled run: ddim on its own grid)",
-                 steps_help="sampling steps out of the trained T (default: 20 for dpm++sde when no --sampler is given, a "
-                 "distilled run's own, else all T; --sampler ddpm alone is the 1,000-step ancestral sampler)")
-    add_clip(p)
-    add_class(p)
-    add_classifier_scale(p)
+    add_sampling(p)
     p.add_argument("--png-dir", type=Path, metavar="DIR", help="also write each sample as DIR/000000.png, ... (and "
                    "labels.csv for labelled samples): the folder clean-fid, torch-fidelity and pytorch-fid read")
     p.add_argument("--gif", action="store_true", help="also write reverse.gif: the reverse process (images: x_t beside x̂_0)")
@@ -104,39 +96,29 @@ def run_show_schedule(args) -> int:
 
 
 def run_sample(args) -> int:
-    from ..api import sample
+    from ..api import sample, sample_summary
+    from ..pictures import SampleFiles
 
     out = args.out or args.run / "samples"
     started = time.perf_counter()
-    options = sampler_options(args)
-    strip = ints(args.strip, "--strip") if args.strip is not None else None
-    if strip is not None and not strip:
+    request = request_from_args(args)
+    strip = ints(args.strip, "--strip") if args.strip is not None else ()
+    if args.strip is not None and not strip:
         raise UserError("--strip takes comma-separated timesteps such as 999,750,500,250,0")
-    points = sample(args.run, args.num_samples, out, seed=args.seed, weights=weights_from_args(args), device=args.device, gif=args.gif,
-                    class_=args.class_, guidance=args.guidance, sampler=args.sampler, steps=args.steps, spacing=args.spacing,
-                    clip=args.clip, percentile=args.dynamic_threshold, png_dir=args.png_dir,
-                    classifier_scale=args.classifier_scale, strip=strip, strip_shows=args.strip_shows, report=print, **options)
+    files = SampleFiles(gif=args.gif, png_dir=args.png_dir, strip=tuple(strip), strip_shows=args.strip_shows)
+    points = sample(args.run, args.num_samples, out, request, files, device=args.device, report=print)
     gif = (" and reverse.gif" if args.gif else "") + (", strip.png" if strip else "")
     pngs = f"; {len(points)} PNG files in {args.png_dir}/" if args.png_dir else ""
     print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif}{pngs} in {time.perf_counter() - started:.1f} s")
-    config = RunConfig.load(args.run / "config.json")
-    if args.classifier_scale:
-        print(guidance_cost(args, config))
-    summary = modality(config).sample_summary(config, points)
+    record = json.loads((out / SAMPLE_RECORD).read_text())["sampling"]
+    if "classifier_scale" in record:
+        print(f"classifier guidance s = {record['classifier_scale']:g}: per sample {record['nfe']} network evaluations = "
+              f"{record['network_passes']} network passes and {record['classifier_passes']} classifier passes (a forward "
+              "and a backward each)")
+    summary = sample_summary(args.run, points)
     if summary:
         print(summary)
     return 0
-
-
-def guidance_cost(args, config: RunConfig) -> str:
-    """What classifier guidance cost per sample: network passes and classifier passes."""
-    from ..sampling import classifier_passes, network_evaluations, network_passes
-
-    steps = args.steps or config.diffusion.num_steps
-    guided = args.guidance if config.num_classes else 0.0
-    return (f"classifier guidance s = {args.classifier_scale:g}: per sample {network_evaluations(args.sampler, steps)} "
-            f"network evaluations = {network_passes(args.sampler, steps, guided)} network passes and "
-            f"{classifier_passes(args.sampler, steps, args.classifier_scale)} classifier passes (a forward and a backward each)")
 
 
 def run_show_forward(args) -> int:

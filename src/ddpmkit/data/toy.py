@@ -9,6 +9,7 @@ from ..errors import UserError
 
 TOY_DATASETS: tuple[str, ...] = ("moons", "swiss-roll", "s-curve", "circles", "checkerboard", "8gaussians")
 # How many classes the toy sets with natural classes have (moons' two halves, the 8 modes).
+FRESH_SEED = 10_000_019  # fresh points to measure against are drawn with a seed no training run uses by default
 TOY_CLASSES: dict[str, int] = {"moons": 2, "circles": 2, "8gaussians": 8}
 # The noise σ of each generator when none is asked for (--toy-noise): scikit-learn's `noise` of
 # moons, circles, swiss roll and s-curve; the Gaussian jitter of the checkerboard's uniform
@@ -58,6 +59,12 @@ def toy_points(name: str, n: int, seed: int, noise: float | None = None) -> tupl
         angle = labels * (2 * np.pi / 8)
         x = 2.0 * np.stack([np.cos(angle), np.sin(angle)], 1) + sigma * rng.standard_normal((n, 2))
     return x.astype(np.float32), None if labels is None else labels.astype(np.int64)
+
+
+def fresh_points(data, n: int, seed: int = FRESH_SEED) -> np.ndarray:
+    """n new points [n, D] of a run's toy distribution (`data`: its DataConfig), in data space:
+    what its samples are measured against and drawn over."""
+    return toy_points(data.name, n, seed=seed, noise=data.toy_noise)[0]
 
 
 def normalise(points: np.ndarray, mean, scale: float) -> np.ndarray:

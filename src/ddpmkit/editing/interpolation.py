@@ -16,6 +16,10 @@ from ..denoiser import DenoiserLike
 from ..errors import UserError
 from ..samplers import ddim
 
+# The interpolation's own sampling default (sampler, steps; None: all T): deterministic DDIM both ways over every step,
+# since the inversion is exact only as the steps grow.
+INTERPOLATION = ("ddim", None)
+
 
 def slerp(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Spherical interpolation of a [1, ...] and b [1, ...] at weights w [K] in [0, 1] → [K, ...]:

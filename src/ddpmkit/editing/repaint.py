@@ -26,6 +26,9 @@ from ..samplers import ddim, ddpm
 
 RepaintSampler = Literal["ddpm", "ddim"]
 REPAINT_SAMPLERS: tuple[str, ...] = get_args(RepaintSampler)  # ddpm: RePaint's ancestral step; ddim: its deterministic step
+# RePaint's own sampling default (sampler, steps; None: all T), where `sample`'s cannot serve: the one-step reverse step
+# walked back and forth over every step (multistep solvers cannot jump back).
+REPAINT = ("ddpm", None)
 
 
 def check_inpaint_sampler(sampler: str) -> None:

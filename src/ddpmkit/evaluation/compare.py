@@ -1,8 +1,10 @@
 """compare-samplers: every sampler at every step count, measured by the run's quick quality
-measure, with network evaluations and wall time per sample."""
+measure, with network evaluations and wall time per sample; everything else about how the samples
+are drawn (seed, spacing, clipping, guidance, weights) is one sampling request for every cell."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -10,19 +12,18 @@ from pathlib import Path
 from .. import viz
 from ..errors import UserError
 from ..rundir import atomic_write_text
-from ..sampling import Run, check_sampler, draw, network_evaluations
+from ..sampling import Run, SamplingRequest, check_sampler, draw, network_evaluations
+from .kinds import measures
 
 
-def compare_samplers(
-    run: Run, out: Path, *, samplers: list[str], steps: list[int], n: int, seed: int = 0, spacing: str = "linspace",
-    report=lambda m: None,
-) -> list[dict]:
-    """Sample with every sampler at every step count; measure quality, NFE and wall time per
-    sample; write out/compare.json, out/compare.png and print a table through `report`.
-    Step counts above the run's T are dropped with a note (the default list goes to 1000)."""
-    for name in samplers:
-        check_sampler(name, None, run.config.diffusion.num_steps)
+def compare_samplers(run: Run, out: Path, *, samplers: list[str], steps: list[int], n: int,
+                     request: SamplingRequest = SamplingRequest(), report=lambda m: None) -> list[dict]:
+    """Sample with every sampler at every step count (the rest as `request` says); measure quality,
+    NFE and wall time per sample; write out/compare.json, out/compare.png and print a table through
+    `report`. Step counts above the run's T are dropped with a note (the default list goes to 1000)."""
     T = run.config.diffusion.num_steps
+    for name in samplers:
+        check_sampler(name, T, T)
     bad = [k for k in steps if k <= 0]
     if bad:
         raise UserError(f"--steps must be positive step counts, got {', '.join(map(str, bad))}")
@@ -32,7 +33,7 @@ def compare_samplers(
         raise UserError(f"every --steps count ({', '.join(map(str, above))}) is above the run's T = {T}; give counts in 1..{T}")
     if above:
         report(f"note: skipping --steps {', '.join(map(str, above))}: above the run's T = {T}")
-    what, measure, metric = run.modality.quick_measure(run, report)
+    what, measure, metric = measures(run.modality).quick_measure(run, report)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -40,14 +41,14 @@ def compare_samplers(
     for name in samplers:
         for k in steps:
             started = time.perf_counter()
-            data = draw(run, n, seed=seed, sampler=name, steps=k, spacing=spacing).data
+            data = draw(run, n, dataclasses.replace(request, sampler=name, steps=k)).data
             seconds = time.perf_counter() - started
             row = {"sampler": name, "steps": k, "nfe": network_evaluations(name, k),
                    "ms_per_sample": 1000 * seconds / n, **measure(data)}
             results.append(row)
             report(f"{name:<8} {k:>5} {row['nfe']:>5} {row[metric]:>18.5f} {row['ms_per_sample']:>10.2f}")
-    record = {"measure": what, "samples_per_setting": n, "seed": seed, "spacing": spacing, "skipped_steps": above,
-              "results": results}
+    base = {k: v for k, v in request.record(run).items() if k not in ("sampler", "steps", "nfe", "network_passes", "classifier_passes", "grid")}
+    record = {"measure": what, "samples_per_setting": n, **base, "skipped_steps": above, "results": results}
     atomic_write_text(out / "compare.json", json.dumps(record, indent=2))
     viz.quality_vs_steps(results, metric, out / "compare.png", f"{run.config.data.name}: {what}, {n} samples each")
     return results

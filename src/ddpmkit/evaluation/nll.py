@@ -10,11 +10,17 @@ import math
 import torch
 
 from ..denoiser import for_sampling
-from ..errors import check_choice
+from ..errors import UserError, check_choice
 from ..likelihood import lambda_grid, ode_log_likelihood, vlb_bpd
 from ..sampling import Run
 
 NLL_KINDS = ("vlb", "ode")
+
+
+def check_ode_points(points: int) -> None:
+    """--ode-points of the ODE likelihood (evaluate --nll ode, score --nll ode): at least 2 points of the λ grid."""
+    if points < 2:
+        raise UserError(f"--ode-points must be at least 2, got {points}")
 
 
 def evaluate_nll(run: Run, num: int = 256, seed: int = 0, batch_size: int = 256, kind: str = "vlb", num_points: int = 100) -> dict:

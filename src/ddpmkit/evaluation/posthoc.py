@@ -1,15 +1,14 @@
 """`ddpmkit ema --sweep`: post-hoc EMA reconstructions of several widths (posthoc_ema.py), each
 measured by the run's quick quality measure (images: the Fréchet distance in the run's own
-features; 2-D: MMD² to fresh points) on samples from SDE-DPM-Solver++ at 20 steps, beside the
-classic EMA the run trained with."""
+features; 2-D: MMD² to fresh points) on samples drawn as `ddpmkit sample` draws them (the
+default sampling request), beside the classic EMA the run trained with."""
 
 from __future__ import annotations
 
 from ..checkpoint import load_matching
 from ..posthoc_ema import Reconstruction
-from ..sampling import Run, balanced_labels, draw, network_evaluations
-
-SWEEP_SAMPLER, SWEEP_STEPS = "dpm++sde", 20  # the sampler and steps every candidate is drawn with
+from ..sampling import BALANCED, Run, SamplingRequest, draw
+from .kinds import measures
 
 
 def sweep_ema(run: Run, reconstructions: list[Reconstruction], *, num: int = 1000, seed: int = 0,
@@ -19,8 +18,8 @@ def sweep_ema(run: Run, reconstructions: list[Reconstruction], *, num: int = 100
     classes); returns the record: the measure, how the samples were drawn, one row per
     candidate, and the best reconstruction's σ_rel (lower is better for both measures). The
     classic EMA is back in run.net when it returns."""
-    what, measure, metric = run.modality.quick_measure(run, report)
-    labels = balanced_labels(run.config, num, seed)
+    what, measure, metric = measures(run.modality).quick_measure(run, report)
+    request = SamplingRequest(seed=seed, classes=BALANCED).resolve(run)
     classic = {k: v.detach().clone() for k, v in run.net.state_dict().items()}
     candidates = [("classic EMA", None, None, classic)] + [
         (f"post-hoc σ_rel {r.sigma_rel:.3f}", r.sigma_rel, r.fit_error, r.weights) for r in reconstructions]
@@ -28,13 +27,13 @@ def sweep_ema(run: Run, reconstructions: list[Reconstruction], *, num: int = 100
     rows = []
     for name, sigma_rel, fit_error, weights in candidates:
         load_matching(run.net, weights, name)
-        data = draw(run, num, seed=seed, sampler=SWEEP_SAMPLER, steps=SWEEP_STEPS, labels=labels).data
+        data = draw(run, num, request).data
         rows.append({"weights": name, "sigma_rel": sigma_rel, "fit_error": fit_error, **measure(data)})
         fit = "" if fit_error is None else f"{fit_error:.4f}"
         report(f"{name:<22} {fit:>17} {rows[-1][metric]:>18.5f}")
     best = min(rows[1:], key=lambda row: row[metric])
     load_matching(run.net, classic, "the classic EMA")
-    return {"measure": what, "metric": metric, "lower_is_better": True, "num_samples": num, "sampler": SWEEP_SAMPLER,
-            "steps": SWEEP_STEPS, "nfe": network_evaluations(SWEEP_SAMPLER, SWEEP_STEPS), "seed": seed,
+    return {"measure": what, "metric": metric, "lower_is_better": True, "num_samples": num,
+            "samples": {k: v for k, v in request.record(run).items() if k != "weights"},  # the weights are the candidates
             "at_step": reconstructions[0].step, "results": rows, "best_sigma_rel": best["sigma_rel"],
             "best_beats_classic_ema": best[metric] < rows[0][metric]}

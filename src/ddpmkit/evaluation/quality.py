@@ -1,15 +1,13 @@
 """Sample quality of a run, with everything that makes a number comparable beside it.
 
-`evaluate_quality(run, settings, ...)` draws samples with a named sampler and measures them
-by the run's modality:
-- images (here): Fréchet distance (FID with Inception features) and KID to the run's data,
-  improved precision and recall, and a memorisation check with a picture of the closest pairs;
-- 2-D points (distances.py): MMD² and sliced Wasserstein distance to fresh points (plus
-  precision/recall).
-Each result is one record (a dict) naming the sample count, sampler, steps, network
-evaluations and passes (twice the evaluations under guidance), seed, weights, the feature
-extractor and its weight hash, the preprocessing and the reference set; record.py stores it
-in metrics.json and formats the short table the CLI prints.
+The measures of an image run (kinds.py picks them for the run's kind; distances.py holds those of
+2-D points, under the same names): `measure` draws samples as a sampling request says and
+records the Fréchet distance (FID with Inception features) and KID to the run's data, improved
+precision and recall, and a memorisation check with a picture of the closest pairs. Each result
+is one record (a dict) naming the sample count and the request as resolved (sampler, steps,
+network evaluations and passes, seed, weights, guidance), the feature extractor and its weight
+hash, the preprocessing and the reference set; record.py stores it in metrics.json and formats
+the short table the CLI prints.
 """
 
 from __future__ import annotations
@@ -20,32 +18,12 @@ import numpy as np
 import torch
 
 from .. import metrics, pictures
-from ..errors import UserError
 from ..features import OwnFeatures, OwnTraining
-from ..sampling import Run, SampleSettings, check_labels, check_sampler, draw_recorded
+from ..sampling import Run, SamplingRequest, draw_recorded
 from .memorisation import memorisation
-from .reference import REFERENCE_SEED, ImageReference, image_reference  # noqa: F401  (image_reference: modality's --save-ref)
+from .reference import REFERENCE_SEED, ImageReference, image_reference
 
 PAPER_SAMPLES = 50_000  # the sample count of published FIDs
-
-
-def evaluate_quality(run: Run, settings: SampleSettings = SampleSettings(), *, features: str = "own",
-                     inception_weights=None, k: int = 3, kid_subset: int = 1000, kid_subsets: int = 100,
-                     training: OwnTraining = OwnTraining(), out: Path | None = None, report=lambda m: None,
-                     ref: Path | None = None) -> dict:
-    """Draw `settings.num` samples and measure them as the run's modality measures quality
-    (see the module docstring); pictures go to `out` (default RUN/eval); `ref`: images only,
-    a reference .npz the Fréchet distance is measured against. Returns the record;
-    record.write_quality_record stores it."""
-    if settings.num <= k:
-        raise UserError(f"--num-samples must be more than {k} (precision and recall use the {k}-th nearest neighbour), "
-                        f"got {settings.num}")
-    check_sampler(settings.sampler, settings.steps, run.config.diffusion.num_steps)
-    if settings.guidance:
-        check_labels(run.config, None, settings.guidance)
-    return run.modality.measure_quality(run, settings, features=features, inception_weights=inception_weights, k=k,
-                                        kid_subset=kid_subset, kid_subsets=kid_subsets, training=training, out=out,
-                                        report=report, **({} if ref is None else {"ref": ref}))
 
 
 def nhwc_to_nchw(images: np.ndarray) -> torch.Tensor:
@@ -91,65 +69,6 @@ def quick_scores(reference: ImageReference, samples_nhwc: np.ndarray) -> dict:
     return scores
 
 
-def image_quality(run: Run, settings: SampleSettings, *, features: str = "own", inception_weights=None, k: int = 3,
-                  kid_subset: int = 1000, kid_subsets: int = 100, training: OwnTraining = OwnTraining(),
-                  out: Path | None = None, report=lambda m: None, ref: Path | None = None) -> dict:
-    """The quality record of an image run (checked settings; see evaluate_quality); `ref`: a
-    reference .npz for the Fréchet distance (reference.with_reference_file)."""
-    reference = image_reference(run, features, inception_weights, report, training, ref)
-    report(f"drawing {settings.num:,} samples with {settings.sampler}, {settings.steps or run.config.diffusion.num_steps} steps")
-    data, sample_record = draw_recorded(run, settings)
-    images = nhwc_to_nchw(data)
-    record = {"kind": "images", "samples": sample_record, "features": {**reference.extractor.identity(),
-              "description": reference.extractor.description}, "reference": reference.description}
-    record.update(feature_scores(reference, reference.extractor.features(images), k=k, kid_subset=kid_subset,
-                                 kid_subsets=kid_subsets, seed=settings.seed))
-    memo = memorisation(reference, images)
-    out = Path(out) if out is not None else Path(run.directory) / "eval"
-    pictures.closest_pairs(reference.dataset, data, memo, out / "closest_pairs.png")
-    record["memorisation"] = {
-        "near_copy_fraction": memo["fraction"], "expected_without_copying": memo["quantile"],
-        "threshold_rms": memo["threshold"], "median_ratio": memo["median_ratio"],
-        "space": f"pixels in [0, 1] ({memo['dim']:,} values per image), RMS distance",
-        "searched": f"all {memo['searched_images']:,} training images",
-        "calibration": f"{memo['calibration_images']:,} real images, each against all the other training images (leave-one-out)",
-        "picture": str(out / "closest_pairs.png"),
-    }
-    if isinstance(reference.extractor, OwnFeatures) and reference.extractor.is_classifier:
-        record.update(class_scores(reference.extractor, images))
-    record["note"] = image_note(record)
-    return record
-
-
-def quick_measure(run: Run, report=lambda message: None):
-    """(what is measured, function data-space samples -> {metric: value}, the metric to plot):
-    the Fréchet distance in the run's own features (trained on its data on first use, saved
-    in RUN/features/) to the whole data set, plus the own classifier's confidence and class
-    entropy where it has labels. What compare-samplers plots for an image run."""
-    reference = image_reference(run, "own", report=report)
-    what = (f"Fréchet distance in {reference.extractor.name} features (sha256 {reference.extractor.sha256[:12]}) "
-            f"to {reference.description['what']}")
-    return what, lambda data: quick_scores(reference, data), "frechet_distance"
-
-
-def training_measure(run: Run, report=lambda message: None):
-    """(what is measured, function data-space samples -> {metric: value}, the metric that
-    decides the best step): what --eval-every measures on an image run. The Fréchet distance,
-    KID and precision/recall in the run's own features (trained on its data on first use,
-    saved in RUN/features/) to the whole data set."""
-    reference = image_reference(run, "own", report=report)
-    what = (f"{reference.extractor.name} features (sha256 {reference.extractor.sha256[:12]}) "
-            f"against {reference.description['what']}")
-
-    def measure(data: np.ndarray) -> dict:
-        scores = feature_scores(reference, reference.extractor.features(nhwc_to_nchw(data)))
-        kid = scores.pop("kid")
-        return {"frechet_distance": scores["frechet_distance"], "kid": kid["mean"], "kid_std": kid["std"],
-                "precision": scores["precision"], "recall": scores["recall"]}
-
-    return what, measure, "frechet_distance"
-
-
 def image_note(record: dict) -> str:
     n = record["samples"]["num"]
     name = "FID" if record["features"]["name"].startswith("inception") else f"the Fréchet distance in {record['features']['name']} features"
@@ -182,3 +101,73 @@ def image_extra_rows(record: dict) -> list[tuple[str, str, str]]:
         rows.append(("classes", f"{record['class_entropy']:.3f} nats",
                      f"entropy of the classifier's predicted classes (mean confidence {record['confidence']:.3f})"))
     return rows
+
+
+class ImageMeasures:
+    """The measures of images (what kinds.measures hands out for them): feature statistics against the run's data."""
+
+    def measure(self, run: Run, request: SamplingRequest, num: int, *, features: str = "own", inception_weights=None, k: int = 3,
+                kid_subset: int = 1000, kid_subsets: int = 100, training: OwnTraining = OwnTraining(),
+                out: Path | None = None, report=lambda m: None, ref: Path | None = None) -> dict:
+        """The quality record of `num` samples of an image run drawn as `request` says (see
+        kinds.evaluate_quality); `ref`: a reference .npz for the Fréchet distance
+        (reference.with_reference_file); the closest pairs' picture goes to `out` (default RUN/eval)."""
+        reference = image_reference(run, features, inception_weights, report, training, ref)
+        r = request.resolve(run)
+        report(f"drawing {num:,} samples with {r.sampler}, {r.steps} steps")
+        data, sample_record = draw_recorded(run, num, r)
+        images = nhwc_to_nchw(data)
+        record = {"kind": "images", "samples": sample_record, "features": {**reference.extractor.identity(),
+                  "description": reference.extractor.description}, "reference": reference.description}
+        record.update(feature_scores(reference, reference.extractor.features(images), k=k, kid_subset=kid_subset,
+                                     kid_subsets=kid_subsets, seed=r.seed))
+        memo = memorisation(reference, images)
+        out = Path(out) if out is not None else Path(run.directory) / "eval"
+        pictures.closest_pairs(reference.dataset, data, memo, out / "closest_pairs.png")
+        record["memorisation"] = {
+            "near_copy_fraction": memo["fraction"], "expected_without_copying": memo["quantile"],
+            "threshold_rms": memo["threshold"], "median_ratio": memo["median_ratio"],
+            "space": f"pixels in [0, 1] ({memo['dim']:,} values per image), RMS distance",
+            "searched": f"all {memo['searched_images']:,} training images",
+            "calibration": f"{memo['calibration_images']:,} real images, each against all the other training images (leave-one-out)",
+            "picture": str(out / "closest_pairs.png"),
+        }
+        if isinstance(reference.extractor, OwnFeatures) and reference.extractor.is_classifier:
+            record.update(class_scores(reference.extractor, images))
+        record["note"] = image_note(record)
+        return record
+
+    def quick_measure(self, run: Run, report=lambda message: None):
+        """(what is measured, function data-space samples -> {metric: value}, the metric to plot):
+        the Fréchet distance in the run's own features (trained on its data on first use, saved
+        in RUN/features/) to the whole data set, plus the own classifier's confidence and class
+        entropy where it has labels. What compare-samplers plots for an image run."""
+        reference = image_reference(run, "own", report=report)
+        what = (f"Fréchet distance in {reference.extractor.name} features (sha256 {reference.extractor.sha256[:12]}) "
+                f"to {reference.description['what']}")
+        return what, lambda data: quick_scores(reference, data), "frechet_distance"
+
+    def training_measure(self, run: Run, report=lambda message: None):
+        """(what is measured, function data-space samples -> {metric: value}, the metric that
+        decides the best step): what --eval-every measures on an image run. The Fréchet distance,
+        KID and precision/recall in the run's own features (trained on its data on first use,
+        saved in RUN/features/) to the whole data set."""
+        reference = image_reference(run, "own", report=report)
+        what = (f"{reference.extractor.name} features (sha256 {reference.extractor.sha256[:12]}) "
+                f"against {reference.description['what']}")
+
+        def measure(data: np.ndarray) -> dict:
+            scores = feature_scores(reference, reference.extractor.features(nhwc_to_nchw(data)))
+            kid = scores.pop("kid")
+            return {"frechet_distance": scores["frechet_distance"], "kid": kid["mean"], "kid_std": kid["std"],
+                    "precision": scores["precision"], "recall": scores["recall"]}
+
+        return what, measure, "frechet_distance"
+
+    def summary(self, config, images: np.ndarray) -> str | None:
+        """What `ddpmkit sample` prints after image samples: nothing (their measure needs `evaluate`)."""
+        return None
+
+    def end_of_training(self, run: Run, samples) -> dict:
+        """What an image run's end-of-training pictures measure for metrics.json: nothing (`evaluate` measures)."""
+        return {}

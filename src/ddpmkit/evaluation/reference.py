@@ -221,6 +221,13 @@ def save_reference_npz(path: Path, reference: ImageReference) -> None:
     atomic_write(path, write)
 
 
+def write_reference(run: Run, path: Path, features: str = "own", inception_weights=None, report=lambda m: None) -> dict:
+    """--save-ref: an image run's real-data μ and Σ in `features` as the .npz `path`; returns its description."""
+    reference = image_reference(run, features, inception_weights, report)
+    save_reference_npz(Path(path), reference)
+    return reference.description
+
+
 def with_reference_file(reference: ImageReference, path: Path) -> ImageReference:
     """`reference` with μ and Σ read from a .npz file (ddpmkit's --save-ref, pytorch-fid's
     --save-stats, EDM's fid.py ref): the Fréchet distance is then measured against the file;

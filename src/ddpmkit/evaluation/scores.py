@@ -19,11 +19,28 @@ import numpy as np
 import torch
 
 from ..data.inputs import InputImages
+from ..errors import check_choice, check_positive
 from ..rundir import atomic_write_text
 from ..sampling import Run
-from .nll import bits_per_dim
+from .nll import NLL_KINDS, bits_per_dim, check_ode_points
 
 REFERENCE_PERCENTILES = (5, 50, 95)  # the held-out range: an image outside the 5th..95th percentile is flagged
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """How `ddpmkit score` scores images (each setting is recorded beside the scores)."""
+
+    kind: str = "vlb"  # vlb: the variational bound, all T terms; ode: the probability-flow ODE's likelihood
+    num_reference: int = 256  # held-out images scored as the reference
+    seed: int = 0  # the noise of each bound term (and the ODE's dequantisation and trace estimate)
+    ode_points: int = 100  # ode: timesteps asked for on the ODE grid
+    weights: str = "ema"  # best, last, ema, model or a .safetensors path
+
+    def __post_init__(self) -> None:
+        check_choice("--nll", self.kind, NLL_KINDS)
+        check_positive("--num-reference", self.num_reference)
+        check_ode_points(self.ode_points)
 
 
 @dataclass
@@ -38,11 +55,11 @@ class Scores:
     reference: dict  # kind, unit, which images, how many, median, p5, p95
 
 
-def score_images(run: Run, inputs: InputImages, kind: str = "vlb", *, num_reference: int = 256, seed: int = 0,
-                 ode_points: int = 100, batch_size: int = 512) -> Scores:
-    """Bits/dim of every input and of the first `num_reference` held-out images of the run (its
-    training images when it held none out), each by `kind` with noise seeded by `seed`."""
-    reference = run.modality.likelihood_examples(num_reference, seed)
+def score_images(run: Run, inputs: InputImages, settings: ScoreSettings = ScoreSettings(), batch_size: int = 512) -> Scores:
+    """Bits/dim of every input and of the first `settings.num_reference` held-out images of the run
+    (its training images when it held none out), each by `settings.kind` with noise seeded by its seed."""
+    kind, seed, ode_points = settings.kind, settings.seed, settings.ode_points
+    reference = run.modality.likelihood_examples(settings.num_reference, seed)
     examples = run.modality.examples_of(inputs.images, f"{len(inputs.images)} images")
     both = bits_per_dim(run, reference.then(examples), kind, torch.Generator().manual_seed(seed), batch_size=batch_size,
                         num_points=ode_points).numpy()  # one pass over both: one network call per timestep
