@@ -16,7 +16,8 @@ import torch
 
 from ddpmkit import api, build, checkpoint, cli, rundir
 from ddpmkit.errors import UserError
-from ddpmkit.modality import Points
+from ddpmkit.pictures import PointPictures
+from ddpmkit.sampling import SamplingRequest
 from ddpmkit.train import Trainer
 
 
@@ -132,7 +133,7 @@ def test_tensorboard_and_wandb_hold_the_log_across_a_crash_and_resume(tmp_path, 
 
 
 def test_eval_every_keeps_the_best_step_and_weights_best_samples_from_it(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(Points, "training_pictures", lambda self, run, dataset, run_dir: {})  # seconds of GIF, not tested here
+    monkeypatch.setattr(PointPictures, "training", lambda self, run, dataset, run_dir: None)  # seconds of GIF, not tested here
     run_dir = tmp_path / "run"
     code = cli.main(["train", "--data", "moons", "--num-points", "2000", "--width", "32", "--timesteps", "50",
                      "--steps", "60", "--batch-size", "64", "--log-every", "10", "--checkpoint-every", "15",
@@ -158,11 +159,11 @@ def test_eval_every_keeps_the_best_step_and_weights_best_samples_from_it(tmp_pat
             checkpoint.weights_sha256(checkpoint.load_weights(same_step / name))
     assert (run_dir / "quality.png").is_file()
 
-    from_best = api.sample(run_dir, 50, tmp_path / "best", weights="best", sampler="ddim", steps=10)
-    from_file = api.sample(run_dir, 50, tmp_path / "file", weights=str(same_step / "ema.safetensors"), sampler="ddim", steps=10)
+    from_best = api.sample(run_dir, 50, tmp_path / "best", SamplingRequest(weights="best", sampler="ddim", steps=10))
+    from_file = api.sample(run_dir, 50, tmp_path / "file", SamplingRequest(weights=str(same_step / "ema.safetensors"), sampler="ddim", steps=10))
     np.testing.assert_array_equal(from_best, from_file)
     if best["step"] != 60:
-        last = api.sample(run_dir, 50, tmp_path / "last", weights="last", sampler="ddim", steps=10)
+        last = api.sample(run_dir, 50, tmp_path / "last", SamplingRequest(weights="last", sampler="ddim", steps=10))
         assert not np.array_equal(from_best, last)
     assert cli.main(["sample", "--run", str(run_dir), "--weights", "best", "-n", "8", "--steps", "5", "--sampler", "ddim"]) == 0
     assert cli.main(["evaluate", "--run", str(run_dir), "--weights", "best", "-n", "50", "--steps", "5"]) == 0
@@ -223,7 +224,7 @@ def test_a_missing_extra_is_one_line_naming_it_before_anything_is_written(tmp_pa
 
 
 def test_logger_none_and_unknown_names(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(Points, "training_pictures", lambda self, run, dataset, run_dir: {})  # seconds of GIF, not tested here
+    monkeypatch.setattr(PointPictures, "training", lambda self, run, dataset, run_dir: None)  # seconds of GIF, not tested here
     out = tmp_path / "run"
     assert cli.main(["train", "--data", "moons", "--steps", "2", "--logger", "mlflow", "--out", str(out)]) == 2
     assert "unknown logger (--logger) 'mlflow'; choose one of: tensorboard, wandb" in capsys.readouterr().err

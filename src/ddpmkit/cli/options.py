@@ -83,7 +83,7 @@ class Method:
     default: str = (f"{DEFAULT_SAMPLER} on {DEFAULT_STEPS} steps, which scores as well as 1,000 ddpm steps at 50x fewer "
                     "network calls; a distilled run: ddim on its own grid")
     samplers: str = SAMPLER_HELP
-    steps: str = "sampling steps out of the trained T (default: the default sampler's; all T for a --sampler named alone)"
+    steps: str = "sampling steps out of the trained T (if left out: the default sampler's, or all T for a --sampler named alone)"
     classes: str = "K|all"  # what --class takes: "K|all", "K", or "" (no --class: samples balanced over the classes)
     eta: bool = True  # --eta (DDIM's)
     classifier: bool = True  # --classifier-scale
