@@ -66,6 +66,7 @@ for (const img of document.querySelectorAll("img")) {
 }
 return {problems: problems,
         katex: document.querySelectorAll(".katex").length,
+        arithmatex: document.querySelectorAll(".arithmatex .katex").length,
         svgImages: [...document.querySelectorAll("img")].filter(i => /\.svg$/.test(i.src) && i.naturalWidth > 0).map(i => i.src)};
 """
 
@@ -173,6 +174,7 @@ def test_every_page_reads_as_a_reader_sees_it_offline(browser, tmp_path, capsys)
             problems += [f"{page}: {p}" for p in found]
         assert not problems, f"{len(problems)} problems a reader would see:\n" + "\n".join(problems)
         assert seen["tutorial/index.html"]["katex"] >= 30  # the tutorial's equations, drawn
+        assert seen["classifier-guidance/index.html"]["arithmatex"] >= 1  # and a Markdown page's
         assert any(src.endswith("img/import-graph.svg") for src in seen["architecture/index.html"]["svgImages"])
         shots = Path(tempfile.mkdtemp(prefix="ddpmkit-site-screenshots-"))
         for name, page in SCREENSHOTS.items():
