@@ -4,7 +4,7 @@ The site is built (`mkdocs build --strict`, as CI does) into a temporary folder,
 localhost, and every page opened in Debian's headless Chromium (driven by Selenium through
 Debian's chromedriver: no browser is downloaded) with every host but localhost unresolvable, as
 for a reader on a train. On each page: no TeX (`$$`, `\\frac`) or mermaid (`flowchart TD`) source
-left outside rendered math and code, every `.arithmatex` element drawn by KaTeX and no KaTeX
+left outside rendered math and code, no mermaid block left undrawn, every `.arithmatex` element drawn by KaTeX and no KaTeX
 error, no literal "- " list marker in a paragraph (a list without its blank line), every image
 loaded, no failed request and no console error; the tutorial's equations are drawn and the
 architecture page's import graph is an SVG. Screenshots of the home, tutorial and architecture
@@ -52,6 +52,9 @@ for (let node = walker.nextNode(); node; node = walker.nextNode()) {
 }
 for (const el of document.querySelectorAll(".arithmatex")) {
   if (!el.querySelector(".katex")) problems.push(`math not drawn: "${el.textContent.trim().slice(0, 80)}"`);
+}
+for (const el of document.querySelectorAll(".mermaid, .jp-Mermaid")) {  // source a script should have drawn
+  if (!el.querySelector("svg")) problems.push(`diagram not drawn: "${el.textContent.trim().slice(0, 80)}"`);
 }
 for (const el of document.querySelectorAll(".katex-error")) {
   problems.push(`KaTeX error: ${el.getAttribute("title")}`);
@@ -196,6 +199,8 @@ BROKEN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>broken<
 <div class="arithmatex">\\(x_t\\)</div>
 <p>A graph: flowchart TD
     a --> b</p>
+<pre class="mermaid"><code>flowchart LR
+    c --> d</code></pre>
 <img src="missing.png" alt="">
 <pre><code>$$ and \\frac and - markers in code are fine</code></pre>
 </body></html>
@@ -219,7 +224,7 @@ def test_the_page_check_names_what_is_wrong(browser, tmp_path):
     assert 'a list marker in a paragraph (a list without a blank line before it?): "- the cosine schedule' in text
     assert 'a list marker in a paragraph (a list without a blank line before it?): "1. get the weights' in text
     assert 'math not drawn: "\\(x_t\\)"' in text
-    assert "raw mermaid flowchart" in text
+    assert "raw mermaid flowchart" in text and 'diagram not drawn: "flowchart LR' in text
     assert "image not loaded: missing.png" in text
     assert "failed request: 404" in text and "missing.png" in text
     assert "code are fine" not in text  # code blocks are not prose
