@@ -5,9 +5,11 @@ localhost, and every page opened in Debian's headless Chromium (driven by Seleni
 Debian's chromedriver: no browser is downloaded) with every host but localhost unresolvable, as
 for a reader on a train. On each page: no TeX (`$$`, `\\frac`) outside rendered math and
 code, no mermaid source (`flowchart TD`) anywhere, no mermaid block left undrawn, every
-`.arithmatex` element drawn by KaTeX and no KaTeX error, no literal "- " (or "1. ... 2. ") list
-marker in a paragraph (a list without its blank line), every image loaded, no failed request and no console error; the tutorial's equations are drawn and the
-architecture page's import graph is an SVG. Screenshots of the home, tutorial and architecture
+`.arithmatex` element drawn by KaTeX and no KaTeX error, no TeX source in a heading or the
+table of contents, no literal "- " (or "1. ... 2. ") list
+marker in a paragraph (a list without its blank line), every image loaded, no failed request
+and no console error; the tutorial's equations are drawn and the architecture page's import
+graph is an SVG. Screenshots of the home, tutorial and architecture
 pages are written to a temporary folder, whose path is printed.
 
 `.ci/run` installs chromium and chromium-driver (apt) and KaTeX (`npm ci`). Building the site and
@@ -51,6 +53,13 @@ for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     if (!node.parentElement.closest(outside) && pattern.test(node.textContent)) {
       problems.push(`${what}: "${node.textContent.trim().slice(0, 80)}"`);
     }
+  }
+}
+const headings = "h1, h2, h3, h4, h5, h6, .md-nav__link";  // and the table of contents: they should read as text
+const again = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+for (let n = again.nextNode(); n; n = again.nextNode()) {
+  if (!n.parentElement.closest(skip) && n.parentElement.closest(headings) && /\\\(|\\\[|\$[^\s$][^$]*\$/.test(n.textContent)) {
+    problems.push(`raw TeX in a heading or the table of contents: "${n.textContent.trim().slice(0, 80)}"`);
   }
 }
 for (const el of document.querySelectorAll(".arithmatex")) {
@@ -191,7 +200,8 @@ def test_every_page_reads_as_a_reader_sees_it_offline(browser, tmp_path, capsys)
         server.shutdown()
 
 
-BROKEN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>broken</title></head><body>
+BROKEN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>broken</title></head><body>
+<h2>2. The posterior $q(x_{t-1} \\mid x_t, x_0)$ by Bayes' rule</h2>
 <p>The forward process: $$q(x_t \\mid x_0)$$ in closed form.</p>
 <p>Why the defaults are what they are:
 - the cosine schedule, because
@@ -214,7 +224,7 @@ def test_the_page_check_names_what_is_wrong(browser, tmp_path):
     """The checker itself fails a page as the site was before issue 33: raw $$, a list without
     its blank line, unrendered math, mermaid source and a missing image, each reported by name."""
     (tmp_path / "broken.html").write_text(BROKEN_PAGE)
-    (tmp_path / "fine.html").write_text("<!doctype html><html><body><p>Plain text.</p>"
+    (tmp_path / "fine.html").write_text("<!doctype html><html><head><link rel=\"icon\" href=\"data:,\"></head><body><p>Plain text.</p>"
                                         "<pre><code>$$ \\frac{a}{b}\n- x</code></pre></body></html>")
     server, base = serve(tmp_path)
     try:
@@ -226,6 +236,7 @@ def test_the_page_check_names_what_is_wrong(browser, tmp_path):
     assert re.search(r'raw TeX \$\$: "The forward process', text)
     assert 'a list marker in a paragraph (a list without a blank line before it?): "- the cosine schedule' in text
     assert 'a list marker in a paragraph (a list without a blank line before it?): "1. get the weights' in text
+    assert 'raw TeX in a heading or the table of contents: "2. The posterior $q(x_{t-1}' in text
     assert 'math not drawn: "\\(x_t\\)"' in text
     assert "raw mermaid flowchart" in text and 'diagram not drawn: "flowchart LR' in text
     assert "image not loaded: missing.png" in text
