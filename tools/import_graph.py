@@ -11,8 +11,8 @@ conservative, it never misses a cycle.
 The picture is drawn at the level of rooms (docs/architecture.md): a package such as `cli/` or
 `evaluation/` is one room, and an arrow implied by a longer path is left out (the transitive
 reduction), as the page says. The layout is a plain layered drawing in pure Python (Sugiyama
-et al. 1981: longest-path layers, barycentre ordering, long arrows routed through the layers
-they cross), so no Graphviz binary is needed.
+et al. 1981: longest-path layers, long arrows routed through the layers they cross, barycentre
+ordering, then each box drawn towards the mean of its neighbours), so no Graphviz is needed.
 
     python tools/import_graph.py [OUT.svg]    # the SVG on stdout, or into OUT.svg
 """
@@ -197,7 +197,7 @@ def place_in_order(row: list[str], want: dict[str, float], width, x: dict[str, f
 
 def svg(graph: dict[str, set[str]]) -> str:
     """The room graph as a standalone SVG: boxes named by room, an arrow per import, each with a
-    <title> "a → b" (what tests/test_site.py and a reader's hover read)."""
+    <title> "a → b" (what tests/test_imports.py checks, and a reader sees on hover)."""
     rows = layers(graph)
     row_of = {v: i for i, row in enumerate(rows) for v in row}
     # An arrow crossing layers passes through one invisible point per layer in between.
