@@ -17,7 +17,8 @@ from ddpmkit.config import RunConfig
 from ddpmkit.data.images import to_model_space
 from ddpmkit.distributed import World
 from ddpmkit.nets.unet import UNetConfig
-from ddpmkit.train import Trainer
+from ddpmkit.training import Trainer
+from ddpmkit.training.diffusion import DiffusionLoss
 
 CPU = torch.device("cpu")
 
@@ -79,8 +80,9 @@ def faulty_trainer(config: RunConfig, run_dir: Path, wrap) -> Trainer:
     net = build.build_net(config)
     model = build.training_model(wrap(net), config, CPU, World())
     rundir.write_config(run_dir, config)
-    return Trainer(config, net, build.build_denoiser(config, model), dataset, run_dir, modality=build.modality(config),
-                   device=CPU, progress=False)
+    kind = build.modality(config)
+    return Trainer(config, net, DiffusionLoss(config, build.build_denoiser(config, model), kind.discrete), dataset, run_dir,
+                   modality=kind, device=CPU, model=model, progress=False)
 
 
 class FaultAt(torch.nn.Module):

@@ -26,7 +26,7 @@ from ddpmkit.config import DiffusionConfig, RunConfig, TrainConfig
 from ddpmkit.denoiser import GuidedDenoiser
 from ddpmkit.errors import UserError
 from ddpmkit.nets.mlp import MLPConfig
-from ddpmkit.train import Trainer
+from ddpmkit.training import Trainer
 
 # A tiny 2-D run: 10 steps, checkpoints at 5 and 10 (a few seconds, the pictures included).
 TRAIN = ["train", "--data", "moons", "--num-points", "256", "--width", "16", "--batch-size", "32", "--steps", "10",

@@ -18,7 +18,7 @@ from ddpmkit import api, build, checkpoint, cli, rundir
 from ddpmkit.errors import UserError
 from ddpmkit.pictures import PointPictures
 from ddpmkit.sampling import SamplingRequest
-from ddpmkit.train import Trainer
+from ddpmkit.training import Trainer
 
 
 def toy_config(**train):
