@@ -6,7 +6,7 @@
     points = api.sample("runs/moons", 2000, "runs/moons/samples", api.SamplingRequest(seed=0))
 
 Each function is a few calls into the rooms that do the work: presets and modality (what a
-data set's run looks like), build (assembly), train (the loop), sampling (the one sampling
+data set's run looks like), build (assembly), training (the loop and its objectives), sampling (the one sampling
 request and drawing), pictures, evaluation (measures and metrics.json), posthoc_ema (post-hoc
 EMA), editing (SDEdit, RePaint, interpolation on the user's images), classifier (the
 noise-aware classifier of classifier guidance) and rundir (the files).
@@ -22,8 +22,6 @@ import torch
 from . import build, checkpoint, classifier, distributed, editing, evaluation, modelcard, pictures, rundir, sampling
 from .classifier import ClassifierTraining
 from .config import DataConfig, RunConfig
-from .distill import DistillSettings, check_out, recorded_settings
-from .distill import distill as distill_run
 from .errors import UserError
 from .evaluation import QualitySettings, toy_distances  # noqa: F401  (part of the API: 2-D samples against fresh points)
 from .evaluation.scores import Scores, ScoreSettings, score_images, write_scores
@@ -33,7 +31,9 @@ from .pictures import SampleFiles
 from .posthoc_ema import SWEEP_SIGMA_RELS, Reconstruction, reconstruct
 from .sampling import Guidance, Samples, SamplingRequest, draw  # noqa: F401  (part of the API)
 from .schedules import schedule_tables
-from .train import TrainResult
+from .training import TrainResult, diffusion
+from .training import distill as distillation
+from .training.distill import DistillSettings
 
 
 def default_config(data: str = "digits") -> RunConfig:
@@ -64,7 +64,7 @@ def train(
     restart = resume and checkpoint.newest_checkpoint(run_dir) is None
     with distributed.launch(device) as (world, dev):
         say = report if world.is_main else lambda message: None
-        trainer, config, dataset = build.trainer(config, run_dir, world, device=dev, report=say, progress=progress)
+        trainer, config, dataset = diffusion.trainer(config, run_dir, world, device=dev, report=say, progress=progress)
         say(f"writing the run to {run_dir}")
         if restart:
             say(f"{run_dir} has no complete checkpoint (training stopped before the first one): "
@@ -96,19 +96,22 @@ def _draw_training_pictures(run: sampling.Run, dataset) -> None:
 
 def distill(run_dir: Path | str | None, out: Path | str, settings: DistillSettings = DistillSettings(), *,
             resume: bool = False, device: str | None = None, report=lambda message: None, progress: bool = True) -> list[dict]:
-    """Progressive distillation (distill.py) of a run's EMA weights into a run directory `out`
-    whose students sample with DDIM on settings.to_steps steps by default; `out` holding the same
-    distillation (or resume=True, run_dir None: its own teacher and settings) continues it.
-    Returns each finished round's record (also in out/distill.json)."""
+    """Progressive distillation (training/distill.py) of a run's EMA weights into a run directory
+    `out` whose students sample with DDIM on settings.to_steps steps by default; `out` holding the
+    same distillation (or resume=True, run_dir None: its own teacher and settings) continues it.
+    Launched by torchrun with N processes, each process calls this, as for `train`. Returns each
+    finished round's record (also in out/distill.json)."""
     out = Path(out)
     if resume:
-        run_dir, settings = recorded_settings(out)
+        run_dir, settings = distillation.recorded_settings(out)
     elif run_dir is None:
         raise UserError("distill needs the --run to distil (or --resume OUT)")
-    again = check_out(out, Path(run_dir), settings)
-    teacher = build.load_run(Path(run_dir), "ema", device=distributed.pick_device(device))
-    return distill_run(teacher, out, settings, resume=resume or again, device=teacher.device, report=report,
-                       progress=progress)
+    with distributed.launch(device) as (world, dev):
+        again = distillation.check_out(out, Path(run_dir), settings)
+        teacher = build.load_run(Path(run_dir), "ema", device=dev)
+        say = report if world.is_main else lambda message: None
+        return distillation.distill(teacher, out, settings, resume=resume or again, device=dev, world=world, report=say,
+                                    progress=progress)
 
 
 def sample(run_dir: Path | str, n: int, out: Path | str, request: SamplingRequest = SamplingRequest(),

@@ -21,7 +21,7 @@ import traceback
 
 from ..checkpoint import newest_checkpoint
 from ..errors import UserError, check_finite
-from ..train import TrainingDiverged
+from ..training import TrainingDiverged
 from . import classifier, distill, edit, ema, evaluate, sample, share, train
 
 # command -> (adds its parser to the sub-parsers, runs it on the parsed arguments)

@@ -8,7 +8,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from ..config import LOGGERS, LR_DECAYS, PRECISIONS, RunConfig
+from ..config import LR_DECAYS, RunConfig
 from ..data.images import parse_image_size
 from ..denoiser import PREDICTIONS, VARIANCES
 from ..distributed import world_from_env
@@ -21,7 +21,7 @@ from ..rundir import check_output, check_writable
 from ..posthoc_ema import DEFAULT_SIGMA_RELS
 from ..schedules import SCHEDULES
 from ..training_log import quality_text
-from .options import DATA_HELP, DEVICE_HELP, command, sizes
+from .options import DATA_HELP, DEVICE_HELP, add_grad_accum, add_logger, add_precision, command, sizes
 
 # CLI option -> (config section, field). None means "leave the default".
 TRAIN_OPTIONS = {
@@ -151,13 +151,11 @@ def add_parser(sub) -> None:
                    "stays the run's ema.safetensors")
     g.add_argument("--posthoc-every", type=int, help="steps between post-hoc EMA snapshots (default: a twentieth of "
                    "--steps; each snapshot is one file per profile, the size of model.safetensors)")
-    g.add_argument("--grad-accum", type=int, help="micro-batches per optimiser step")
+    add_grad_accum(g)
     g.add_argument("--workers", type=int, help="data-loader worker processes")
     g.add_argument("--seed", type=int, help="seed for weights, batch order, t and noise (default 0)")
     g = p.add_argument_group("speed and memory")
-    g.add_argument("--precision", choices=PRECISIONS, help="fp32; bf16: autocast to bfloat16 (CUDA, CPUs with "
-                   "AVX-512 bf16); fp16: autocast to float16 with loss scaling (CUDA); auto: bf16 where the GPU or CPU "
-                   "computes bf16 natively, else fp32. Default: auto for digits, fp32 otherwise")
+    add_precision(g, "auto for digits, fp32 otherwise")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the network for training (slow first steps, faster after; default off)")
     g.add_argument("--grad-checkpoint", action=argparse.BooleanOptionalAction, default=None,
@@ -174,19 +172,11 @@ def add_parser(sub) -> None:
     g.add_argument("--device", help=DEVICE_HELP)
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("watching a run")
-    g.add_argument("--logger", type=_logger_names, action="extend", metavar="NAME[,NAME]",
-                   help=f"also log to {' or '.join(LOGGERS)} (several: repeat or separate by commas; none: only "
-                   "log.jsonl, the default). Extras: pip install \"ddpmkit[tensorboard]\" / \"ddpmkit[wandb]\"; W&B runs "
-                   "offline unless WANDB_MODE=online")
+    add_logger(g)
     g.add_argument("--eval-every", type=int, help="steps between sample-quality measurements of the EMA weights "
                    "(dpm++sde, 20 steps; images: own-feature FD, KID, precision/recall; 2-D: MMD², sliced Wasserstein), "
                    "written to log.jsonl; the best step's weights are kept in RUN/best/ (0, the default: off)")
     g.add_argument("--eval-samples", type=int, help="samples per measurement (default 1000 images or 2000 points)")
-
-
-def _logger_names(text: str) -> list[str]:
-    """--logger's value: comma-separated logger names; none: no logger."""
-    return [name for name in (n.strip() for n in text.split(",")) if name and name != "none"]
 
 
 # U-Net options: CLI option -> (UNetConfig field, how its text becomes the value; None: as parsed)
