@@ -27,6 +27,7 @@ import torch
 from . import presets
 from .config import DataConfig, RunConfig
 from .data import holdout_split
+from .data.formats import described, find
 from .data.images import dequantise, load_image_data, to_model_space, to_uint8
 from .data.inputs import InputImages, read_inputs, read_mask
 from .data.toy import (
@@ -239,10 +240,9 @@ class Images:
         channels and classes. `report`: where a one-line note on skipped unreadable files
         goes (None: a warning). The images do not depend on `seed`."""
         name = self.data.name
-        if name != "digits" and not name.startswith("hf:") and not Path(name).exists():
-            raise UserError(
-                f"unknown dataset {name!r} (and no such file or folder); choose one of: "
-                f"{', '.join(TOY_DATASETS)}, digits, a folder of images, a .npy/.npz file, or hf:NAME")
+        if find(name) is None and not Path(name).expanduser().exists():
+            raise UserError(f"unknown dataset {name!r} (and no such file or folder); choose one of: "
+                            f"{', '.join(TOY_DATASETS)} (2-D toy sets), {described()}")
         dataset = load_image_data(name, image_size=self.data.image_size, channels=self.data.channels, report=report)
         resolved = dataclasses.replace(
             self.data, image_size=tuple(dataset.image_size), channels=dataset.channels, num_classes=dataset.num_classes)

@@ -6,11 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .options import EDIT, INPAINT, INTERPOLATE, DEVICE_HELP, add_sampling, add_weights, command, request_from_args, weights_from_args
-
-INPUT_HELP = ("an image file, a folder of them or a .npy/.npz array; resized and centre-cropped to the run's size as its "
-              "training data were")
-
+from .options import EDIT, INPAINT, INTERPOLATE, DEVICE_HELP, add_sampling, add_weights, command, input_help, request_from_args, weights_from_args
 
 def add_edit(sub) -> None:
     """edit images with a trained run (SDEdit): noise them part of the way and denoise
@@ -21,7 +17,7 @@ def add_edit(sub) -> None:
     samples.png, edit.png (inputs above results) and edit.json.
     """
     p = command(sub, "edit", add_edit, run=True)
-    p.add_argument("--input", required=True, type=Path, help=INPUT_HELP)
+    p.add_argument("--input", required=True, type=Path, help=input_help())
     p.add_argument("--strength", type=float, default=0.5, help="s in [0, 1]: the share of the forward process the "
                    "input is noised through (0: unchanged, 1: a plain sample)")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/edit)")
@@ -40,7 +36,7 @@ def add_inpaint(sub) -> None:
     OUT/samples.npy, samples.png, inpaint.png (input, mask, result) and inpaint.json.
     """
     p = command(sub, "inpaint", add_inpaint, run=True)
-    p.add_argument("--input", required=True, type=Path, help=INPUT_HELP)
+    p.add_argument("--input", required=True, type=Path, help=input_help())
     p.add_argument("--mask", required=True, type=Path, help="an image of the input's size: white = fill in, black = keep")
     p.add_argument("--resample", type=int, default=1, help="r: times each stretch of --jump steps is walked (1: no "
                    "resampling; RePaint used 10)")
@@ -78,7 +74,7 @@ def add_score(sub) -> None:
     worst first) and beside it OUT.json, OUT.png and OUT.npy (the images as scored, in that order).
     """
     p = command(sub, "score", add_score, run=True)
-    p.add_argument("--images", required=True, type=Path, help=INPUT_HELP)
+    p.add_argument("--images", required=True, type=Path, help=input_help())
     p.add_argument("--out", type=Path, default=Path("scores.csv"), help="the .csv file of the scores")
     p.add_argument("--nll", choices=["vlb", "ode"], default="vlb", help="which likelihood")
     p.add_argument("--num-reference", type=int, default=256, help="held-out images scored as the reference")

@@ -10,7 +10,7 @@ from ..data.images import parse_image_size
 from ..errors import UserError, check_positive
 from ..rundir import SAMPLE_RECORD
 from ..schedules import RANGED, SCHEDULES
-from .options import DEVICE_HELP, add_sampling, command, ints, request_from_args
+from .options import DEVICE_HELP, add_sampling, command, data_help, ints, request_from_args
 
 
 def add_sample(sub) -> None:
@@ -39,8 +39,7 @@ def add_show_forward(sub) -> None:
     Draw q(x_t | x_0) at ten values of t on a few images, linear and cosine schedules side by side.
     """
     p = command(sub, "show-forward", add_show_forward)
-    p.add_argument("--data", default="digits", help="digits, one image file (.png, .jpg, ...), a folder of images, a "
-                   ".npy/.npz file, an IDX images file, or hf:NAME")
+    p.add_argument("--data", default="digits", help=data_help(images_only=True))
     p.add_argument("--out", type=Path, default=Path("forward.png"), help="PNG file to write")
     p.add_argument("--image-size", help="SIZE or HEIGHTxWIDTH (folders of mixed sizes need it)")
     p.add_argument("--channels", type=int, help="1, 2, 3 or 4 (default from the data)")

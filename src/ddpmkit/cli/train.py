@@ -21,7 +21,7 @@ from ..rundir import check_output, check_writable
 from ..posthoc_ema import DEFAULT_SIGMA_RELS
 from ..schedules import SCHEDULES
 from ..training_log import quality_text
-from .options import DATA_HELP, DEVICE_HELP, add_grad_accum, add_logger, add_precision, command, sizes
+from .options import DEVICE_HELP, add_grad_accum, add_logger, add_precision, command, data_help, sizes
 
 # CLI option -> (config section, field). None means "leave the default".
 TRAIN_OPTIONS = {
@@ -89,7 +89,7 @@ def add_parser(sub) -> None:
     batch, split over the processes; --resume works with any N).
     """
     p = command(sub, "train", add_parser)
-    p.add_argument("--data", default="digits", help=DATA_HELP)
+    p.add_argument("--data", default="digits", help=data_help())
     p.add_argument("--out", type=Path, help="run directory to create (default: runs/<data>-<time>/)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its newest complete checkpoint")
     g = p.add_argument_group("diffusion")

@@ -18,6 +18,7 @@ from .. import pictures, rundir
 from ..data.images import to_model_space
 from ..data.inputs import InputImages
 from ..errors import UserError, check_positive
+from ..outputs import write_samples
 from ..sampling import ALL, Run, SamplingRequest, denoiser, grid, labels, network_evaluations
 from .interpolation import INTERPOLATION, interpolate
 from .repaint import REPAINT, check_inpaint_sampler, jump_schedule, repaint
@@ -155,15 +156,10 @@ def _common(run: Run, inputs: InputImages, labels: torch.Tensor | None, request:
 
 
 def _write_samples(run: Run, out: Path, data: np.ndarray, labels: torch.Tensor | None, rows: int | None = None) -> list[Path]:
-    """What `ddpmkit sample` writes: samples.npy, labels.npy (labelled), samples.png."""
-    out.mkdir(parents=True, exist_ok=True)  # once every check has passed: bad input creates nothing
-    files = []
-    if labels is not None:
-        rundir.save_npy(out / "labels.npy", labels.numpy())
-        files.append(out / "labels.npy")
-    rundir.save_npy(out / "samples.npy", data)
+    """What `ddpmkit sample` writes (outputs.write_samples: samples.npy, labels.npy when labelled) and samples.png."""
+    files = write_samples(out, data, labels)
     pictures.image_grid(data, out / "samples.png", rows=rows)
-    return [*files, out / "samples.npy", out / "samples.png"]
+    return [*files, out / "samples.png"]
 
 
 def _write_picture(path: Path, rows: list[tuple[str, np.ndarray]], names: list[str], shown: int = SHOWN) -> list[Path]:

@@ -30,6 +30,7 @@ from ..features import (
     OwnTraining,
     train_own_features,
 )
+from ..modality import images_only
 from ..rundir import atomic_write, atomic_write_bytes, atomic_write_text
 from ..sampling import Run
 
@@ -223,6 +224,7 @@ def save_reference_npz(path: Path, reference: ImageReference) -> None:
 
 def write_reference(run: Run, path: Path, features: str = "own", inception_weights=None, report=lambda m: None) -> dict:
     """--save-ref: an image run's real-data μ and Σ in `features` as the .npz `path`; returns its description."""
+    images_only(run.modality, "--save-ref", "its measures are distances to fresh points")
     reference = image_reference(run, features, inception_weights, report)
     save_reference_npz(Path(path), reference)
     return reference.description
