@@ -261,7 +261,7 @@ class Distiller:
             self.ema.load_state_dict(state["ema"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.round_step = int(state["round_step"])
-        rundir.truncate_log(self.out, self.step)
+        rundir.truncate_log(self.out, self.step, self.report)
         return self.step
 
     # ---- the loop ----------------------------------------------------------------------------
