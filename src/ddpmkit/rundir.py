@@ -25,6 +25,7 @@ over it, so a crash leaves either the old file or the new one, never half of one
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import shutil
@@ -263,6 +264,8 @@ def copy_top_level(run_dir: Path, checkpoint_dir: Path) -> None:
     one, each atomically. Copies, not hard links: damage to one file (an editor, a disk fault)
     never reaches the checkpoint it came from, which stays the intact source. A crash between
     two copies leaves each file whole but possibly one checkpoint behind the others; the next
-    save or resume copies them all again."""
+    save or resume copies again those that differ (a file equal to the checkpoint's is left as it is)."""
     for name in TOP_LEVEL_FILES:
-        atomic_write(Path(run_dir) / name, lambda tmp, src=Path(checkpoint_dir) / name: shutil.copyfile(src, tmp))
+        src, dst = Path(checkpoint_dir) / name, Path(run_dir) / name
+        if not (dst.is_file() and filecmp.cmp(src, dst, shallow=False)):
+            atomic_write(dst, lambda tmp, src=src: shutil.copyfile(src, tmp))
