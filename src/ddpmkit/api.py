@@ -14,12 +14,14 @@ noise-aware classifier of classifier guidance) and rundir (the files).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import build, checkpoint, classifier, distributed, editing, evaluation, modelcard, pictures, rundir, sampling
+from . import build, checkpoint, classifier, distributed, editing, evaluation, modelcard, outputs, pictures, rundir, sampling
 from .classifier import ClassifierTraining
 from .config import DataConfig, RunConfig
 from .distill import DistillSettings, check_out, recorded_settings
@@ -111,14 +113,17 @@ def distill(run_dir: Path | str | None, out: Path | str, settings: DistillSettin
                        progress=progress)
 
 
-def sample(run_dir: Path | str, n: int, out: Path | str, request: SamplingRequest = SamplingRequest(),
+def sample(run_dir: Path | str, n: int, out: Path | str | outputs.Output, request: SamplingRequest = SamplingRequest(),
            files: SampleFiles = SampleFiles(), *, device: str | None = None, report=lambda message: None) -> np.ndarray:
     """Write out/samples.npy and out/samples.png (and what `files` asks: reverse.gif, strip.png, a
     PNG folder) of n samples drawn as `request` says (n of every class for classes "all", a grid
     row each, with labels.npy), and out/sample.json, how they were drawn (the request as resolved);
-    returns the data-space samples."""
-    out = Path(out)
-    rundir.check_output(out)
+    returns the data-space samples. `out` and the PNG folder are new, empty, or replaced whole
+    (outputs.py; outputs.overwrite(path) allows replacing a folder ddpmkit did not write)."""
+    out = outputs.claim(out, "sample")  # before any work: new, empty, or an earlier sample folder (outputs.py)
+    inside = files.png_dir is not None and outputs.inside(files.png_dir, out)  # written (and replaced) with `out`
+    pngs = (outputs.claim(files.png_dir, "png-dir", "--png-dir", overwrite=out.overwrite)
+            if files.png_dir is not None and not inside else None)
     run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
     if files.png_dir is not None:
         images_only(run.modality, "--png-dir", "its samples are in samples.npy")
@@ -128,12 +133,16 @@ def sample(run_dir: Path | str, n: int, out: Path | str, request: SamplingReques
         report(note)
     gif_steps, strip_steps = pictures.kept_steps(run.config.diffusion.num_steps, sampling.grid(run, r), files, report)
     samples = draw(run, n, r, keep=sorted(set(gif_steps) | set(strip_steps)) if gif_steps or strip_steps else None)
-    out.mkdir(parents=True, exist_ok=True)  # once every option has been checked: bad input creates nothing
-    if samples.labels is not None:
-        rundir.save_npy(out / "labels.npy", samples.labels.numpy())
-    rundir.save_npy(out / "samples.npy", samples.data)
-    pictures.sample_files(run, samples, out, files, gif_steps, strip_steps, rows=run.classes if r.classes == sampling.ALL else None)
-    rundir.write_sample_record(out, {"num": len(samples.data), "run": str(run_dir), "sampling": r.record(run)})
+    record = {"num": len(samples.data), "run": str(run_dir), "sampling": r.record(run)}
+    # once every option has been checked (bad input creates nothing); each folder is written whole
+    with outputs.write(out, record) as into, outputs.write(pngs, record) if pngs else contextlib.nullcontext() as png_into:
+        if samples.labels is not None:
+            rundir.save_npy(into / "labels.npy", samples.labels.numpy())
+        rundir.save_npy(into / "samples.npy", samples.data)
+        png_dir = into / Path(files.png_dir).relative_to(out.path) if inside else png_into
+        pictures.sample_files(run, samples, into, dataclasses.replace(files, png_dir=png_dir), gif_steps, strip_steps,
+                              rows=run.classes if r.classes == sampling.ALL else None)
+        rundir.write_sample_record(into, record)
     return samples.data
 
 
@@ -199,17 +208,19 @@ def save_reference(run_dir: Path | str, path: Path | str, *, features: str = "ow
     return evaluation.write_reference(run, Path(path), features, inception_weights, report)
 
 
-def export(run_dir: Path | str, out: Path | str, *, format: str = "diffusers", weights: str = "ema",
+def export(run_dir: Path | str, out: Path | str | outputs.Output, *, format: str = "diffusers", weights: str = "ema",
            license: str = "other", device: str | None = None) -> list[Path]:
     """A run as a diffusers DDPMPipeline folder `out` (interop.diffusers) with its model card
     README.md and a sample grid drawn as `ddpmkit sample` draws (modelcard.py); `weights`: ema,
     model or a .safetensors path."""
     if format != "diffusers":
         raise UserError(f"--format {format!r} is not known; ddpmkit exports --format diffusers")
-    rundir.check_output_folder(Path(out), keep="model_index.json")
+    out = outputs.claim(out, "export")  # new, empty, or an earlier export (replaced whole)
     run = build.load_run(Path(run_dir), weights=weights, device=distributed.pick_device(device))
-    files = diffusers_interop.write_pipeline(Path(out), run.config, run.net.state_dict())
-    return [*files, *modelcard.write_card(run, Path(out), SamplingRequest(weights=weights), license=license)]
+    with outputs.write(out, {"run": str(run_dir), "weights": weights}) as into:
+        files = diffusers_interop.write_pipeline(into, run.config, run.net.state_dict())
+        files += modelcard.write_card(run, into, SamplingRequest(weights=weights), license=license)
+    return [outputs.final_path(f, into, out) for f in files]
 
 
 def import_run(source: Path | str, out: Path | str, *, format: str = "diffusers", data: str | None = None) -> RunConfig:
@@ -242,13 +253,15 @@ def likelihood(run_dir: Path | str, kinds: tuple[str, ...] = ("vlb",), *, num: i
     return results
 
 
-def compare(run_dir: Path | str, out: Path | str, samplers: list[str], steps: list[int], n: int,
+def compare(run_dir: Path | str, out: Path | str | outputs.Output, samplers: list[str], steps: list[int], n: int,
             request: SamplingRequest = SamplingRequest(), *, device: str | None = None, report=lambda message: None) -> list[dict]:
     """Every sampler at every step count, the rest drawn as `request` says (evaluation.compare_samplers):
     out/compare.json and compare.png."""
-    rundir.check_output(Path(out))
+    out = outputs.claim(out, "compare")
     run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
-    return evaluation.compare_samplers(run, Path(out), samplers=samplers, steps=steps, n=n, request=request, report=report)
+    with outputs.write(out, {"run": str(run_dir)}) as into:
+        results = evaluation.compare_samplers(run, into, samplers=samplers, steps=steps, n=n, request=request, report=report)
+    return results
 
 
 def posthoc_ema(run_dir: Path | str, sigma_rels: list[float]) -> list[Reconstruction]:
@@ -286,49 +299,58 @@ def _snapshots(run_dir: Path) -> list[checkpoint.Snapshot]:
     return found
 
 
-def edit(run_dir: Path | str, input: Path | str, out: Path | str, strength: float = 0.5,
+def edit(run_dir: Path | str, input: Path | str, out: Path | str | outputs.Output, strength: float = 0.5,
          request: SamplingRequest = SamplingRequest(), *, device: str | None = None) -> editing.apply.Edited:
     """SDEdit (Meng et al. 2022) of an image file, folder or array `input`, read and fitted like the
     run's training data: each image noised to t = strength·T and denoised as `request` says
     (strength 0: the input, 1: a plain sample). Writes out/samples.npy, samples.png, edit.png and edit.json."""
-    out = Path(out)
-    rundir.check_output(out)
+    out = outputs.claim(out, "edit")
     editing.start_step(strength, 1)  # the strength's range, before the run is loaded
     run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
     inputs = images_only(run.modality, "edit").read_inputs(input)
-    return editing.edit_images(run, inputs, out, strength, request)
+    with outputs.write(out, {"run": str(run_dir)}) as into:
+        done = editing.edit_images(run, inputs, into, strength, request)
+    return _moved(done, into, out)
 
 
-def inpaint(run_dir: Path | str, input: Path | str, mask: Path | str, out: Path | str,
+def inpaint(run_dir: Path | str, input: Path | str, mask: Path | str, out: Path | str | outputs.Output,
             request: SamplingRequest = SamplingRequest(), *, resample: int = 1, jump: int = 1,
             device: str | None = None) -> editing.apply.Edited:
     """RePaint (Lugmayr et al. 2022): fill in the white pixels of `mask` (an image of the input's
     size; black: keep) in each input, with `resample` walks of every `jump` steps, drawn as
     `request` says (its own default: ddpm, RePaint's ancestral step, on every step); the kept pixels
     of the result are the input's exactly. Writes out/samples.npy, samples.png, inpaint.png and inpaint.json."""
-    out = Path(out)
-    rundir.check_output(out)
+    out = outputs.claim(out, "inpaint")
     if request.sampler is not None:
         editing.check_inpaint_sampler(request.sampler)
     run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
     kind = images_only(run.modality, "inpaint")
     inputs = kind.read_inputs(input)
-    return editing.inpaint_images(run, inputs, kind.read_mask(mask, inputs), out, request, resample=resample, jump=jump)
+    fill = kind.read_mask(mask, inputs)
+    with outputs.write(out, {"run": str(run_dir)}) as into:
+        done = editing.inpaint_images(run, inputs, fill, into, request, resample=resample, jump=jump)
+    return _moved(done, into, out)
 
 
-def interpolate(run_dir: Path | str, a: Path | str, b: Path | str, out: Path | str, frames: int = 8,
+def interpolate(run_dir: Path | str, a: Path | str, b: Path | str, out: Path | str | outputs.Output, frames: int = 8,
                 request: SamplingRequest = SamplingRequest(), *, device: str | None = None) -> editing.apply.Edited:
     """`frames` images between the images `a` and `b`: both inverted to x_T by deterministic DDIM,
     the latents interpolated spherically, each frame decoded by DDIM with the same denoiser (the
     kind's clipping by default: without it x̂_0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ near ᾱ_T ≈ 0 amplifies the
     network's errors and decoding diverges). Writes out/samples.npy (the frames), samples.png,
     interpolation.png, interpolation.gif and interpolation.json (the endpoints' reconstruction error)."""
-    out = Path(out)
-    rundir.check_output(out)
+    out = outputs.claim(out, "interpolate")
     run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
     kind = images_only(run.modality, "interpolate")
     inputs = [kind.read_inputs(path, option) for path, option in ((a, "--a"), (b, "--b"))]
-    return editing.interpolate_pair(run, *inputs, out, frames, request)
+    with outputs.write(out, {"run": str(run_dir)}) as into:
+        done = editing.interpolate_pair(run, *inputs, into, frames, request)
+    return _moved(done, into, out)
+
+
+def _moved(done: editing.apply.Edited, into: Path, out: outputs.Output) -> editing.apply.Edited:
+    """An edit's result with its files where they lie once its folder is in place."""
+    return dataclasses.replace(done, files=[outputs.final_path(f, into, out) for f in done.files])
 
 
 def score(run_dir: Path | str, images: Path | str, out: Path | str, settings: ScoreSettings = ScoreSettings(), *,

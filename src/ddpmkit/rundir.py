@@ -17,7 +17,7 @@ A run directory holds
                          (appended, truncated, read here)
     tensorboard/, wandb/, wandb-id   the loggers' files (--logger; loggers.py)
     metrics.json         measurements (evaluation/record.py is its one writer)
-    loss.png, forward.png, samples.png, samples/step-N.png, ...   pictures (pictures.py)
+    loss.png, forward.png, samples.png, steps/step-N.png, ...   pictures (pictures.py)
 
 Every file is written under a temporary name beside its final one, fsynced and renamed
 over it, so a crash leaves either the old file or the new one, never half of one.
@@ -80,7 +80,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        if e.filename is None and e.errno is not None:  # an OSError without an errno keeps its own message
+        # named as the file being written (not its temporary name); an OSError without an errno keeps its own message
+        if e.errno is not None and (e.filename is None or str(e.filename) == str(tmp)):
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     finally:

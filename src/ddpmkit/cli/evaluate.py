@@ -9,7 +9,9 @@ from ..errors import UserError, check_positive
 from ..evaluation import QualitySettings, format_report
 from ..evaluation.nll import check_ode_points
 from ..samplers import SAMPLERS
-from .options import COMPARE, DEVICE_HELP, EVALUATE, add_sampling, command, ints, request_from_args, sampling_given, weights_from_args
+from ..outputs import claim, replaced_note
+from .options import (COMPARE, DEVICE_HELP, EVALUATE, add_overwrite, add_sampling, command, ints, request_from_args, sampling_given,
+                      weights_from_args)
 
 
 def add_evaluate(sub) -> None:
@@ -60,6 +62,7 @@ def add_compare(sub) -> None:
     p.add_argument("-n", "--num-samples", type=int, default=500, help="samples per setting")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/compare)")
     add_sampling(p, COMPARE)
+    add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -129,8 +132,8 @@ def run_compare(args) -> int:
     if args.num_samples <= 1:
         raise UserError(f"-n must be at least 2, got {args.num_samples}")
     samplers = args.samplers.split(",") if args.samplers else list(SAMPLERS)
-    out = args.out or args.run / "compare"
+    out = claim(args.out or args.run / "compare", "compare", overwrite=args.overwrite)
     compare(args.run, out, samplers, ints(args.steps, "--steps"), args.num_samples, request_from_args(args, COMPARE), device=args.device,
             report=print)
-    print(f"wrote {out}/compare.json and compare.png")
+    print(f"wrote {out.path}/compare.json and compare.png{replaced_note(out)}")
     return 0
