@@ -52,6 +52,7 @@ def train(
     report=lambda message: None,
     progress: bool = True,
     pictures: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train `config` into `run_dir` (or continue it with resume=True: from its newest checkpoint
     that reads, or from step 0 if it has none) and, with `pictures`,
@@ -60,7 +61,8 @@ def train(
 
     Launched by torchrun with N processes, each process calls this: they train one model
     data-parallel (config.train.batch_size is the global batch) and rank 0 alone writes
-    the run directory and reports; `device` "cuda" then means each rank's own GPU."""
+    the run directory and reports; `device` "cuda" then means each rank's own GPU. `overwrite`:
+    a folder that holds other files (never a run) is emptied first (outputs.claim_run_directory)."""
     run_dir = Path(run_dir)
     # A run stopped before its first checkpoint (config.json alone) restarts in place from step 0.
     restart = resume and checkpoint.newest_checkpoint(run_dir) is None
@@ -78,6 +80,8 @@ def train(
         # config.json is written once the options, the data and any checkpoint have been checked.
         world.barrier()  # every rank has looked at run_dir (the CLI checks it) before rank 0 writes into it
         if world.is_main:
+            if overwrite and not resume:  # the folder's earlier contents go once everything has been checked
+                outputs.empty(run_dir)
             rundir.write_config(run_dir, config)
         result = trainer.fit()
         trainer.close()  # before the process group goes
@@ -200,9 +204,10 @@ def evaluate(run_dir: Path | str, request: SamplingRequest = SamplingRequest(), 
 
 
 def save_reference(run_dir: Path | str, path: Path | str, *, features: str = "own", inception_weights=None,
-                   device: str | None = None, report=lambda message: None) -> dict:
+                   device: str | None = None, report=lambda message: None, overwrite: bool = False) -> dict:
     """The run's real-data feature statistics (μ, Σ and the extractor's identity) as a .npz in
     the layout pytorch-fid and EDM's fid.py read; returns the reference's description."""
+    outputs.claim_file(path, "--save-ref", evaluation.is_reference_file, overwrite=overwrite)  # before any work
     run = build.load_run(Path(run_dir), device=distributed.pick_device(device))
     images_only(run.modality, "--save-ref", "its measures are distances to fresh points")
     return evaluation.write_reference(run, Path(path), features, inception_weights, report)

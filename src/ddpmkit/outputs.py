@@ -24,7 +24,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -110,6 +110,47 @@ def inside(path: Path | str, out: Output) -> bool:
     return path.is_relative_to(folder)
 
 
+def claim_run_directory(out: Path | str, option: str = "--out", *, overwrite: bool = False) -> Output:
+    """`train --out`: a run directory is written in place (its checkpoints are what --resume reads,
+    so it cannot be written beside and swapped): new, empty, or with overwrite any folder but a
+    run, whose contents `empty` removes once every check of the command has passed."""
+    out = Output(Path(out), "run", option, overwrite=overwrite)
+    if (out.path / CONFIG).is_file():
+        raise UserError(f"{option} {out.path} already holds a run; continue it with --resume {out.path} (a run with no "
+                        f"complete checkpoint starts again from step 0) or pick another {option}")
+    if out.path.exists() and not out.path.is_dir():
+        raise UserError(f"{option} {out.path} is a file; pass a directory (a new one is created)")
+    check_writable(out.path, option)
+    held = sorted(p.name for p in out.path.iterdir()) if out.path.is_dir() else []
+    if held and not overwrite:
+        raise UserError(f"{option} {out.path} holds files that are not a run ({_some(held)}); choose another {option}, "
+                        "or pass --overwrite to replace the folder as a whole")
+    return replace(out, replaces=bool(held))
+
+
+def claim_file(path: Path | str, option: str, ours: Callable[[Path], bool], *, overwrite: bool = False) -> bool:
+    """A single output file (evaluate --save-ref): new, or one `ours` recognises as this option's
+    earlier output, or anything with overwrite; returns whether an existing file is replaced
+    (atomically: rundir.atomic_write)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a folder; pass the path of a file to write")
+    check_writable(path, option, directory=False)
+    if path.exists() and not overwrite and not ours(path):
+        raise UserError(f"{option} {path} exists and is not a file {option} wrote; choose another path, or pass --overwrite "
+                        "to replace it")
+    return path.exists()
+
+
+def empty(path: Path | str) -> None:
+    """Remove everything in the folder `path` (train --overwrite, once every check has passed); never a run directory."""
+    path = Path(path)
+    if (path / CONFIG).is_file():
+        raise UserError(f"{path} holds a run, which --overwrite never removes; continue it with --resume or delete it yourself")
+    for p in path.iterdir() if path.is_dir() else ():
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
 def _some(names: list[str]) -> str:
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
@@ -139,8 +180,7 @@ def write(out: Output, record: dict | None = None) -> Iterator[Path]:
         atomic_write_text(into / MARKER, json.dumps({"kind": out.kind, **(record or {})}, indent=2, allow_nan=False) + "\n")
     except BaseException as e:
         if into == final and existed:  # an empty folder: empty again
-            for p in final.iterdir():
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            empty(final)
         else:
             shutil.rmtree(into, ignore_errors=True)
         if isinstance(e, OSError) and not isinstance(e, NotWritten):
