@@ -112,3 +112,102 @@ def test_a_damaged_top_level_weight_file_names_the_intact_checkpoint(run_copy, c
     assert tree(run_copy) == before
     assert cli_run(capsys, "sample", "--run", run_copy, "-n", "8", "--out", run_copy.parent / "s",
                    "--weights", newest / "ema.safetensors")[0] == 0
+
+
+# ---- 1. output folders are owned or refused --------------------------------------------------------------
+SAMPLE = ["--steps", "2", "--sampler", "ddim"]
+
+
+def _pngs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.png"))
+
+
+def test_a_png_dir_always_holds_one_commands_samples(digits_run, tmp_path, capsys):
+    """--png-dir of 8 samples, then of 4 from another seed: exactly the 4 new ones, the record says
+    so, and the summary says the earlier ones were replaced (an FID tool reads only these)."""
+    pngs, out = tmp_path / "pngs", tmp_path / "s"
+    assert cli_run(capsys, "sample", "--run", digits_run, "-n", "8", "--png-dir", pngs, "--out", out, *SAMPLE)[0] == 0
+    assert len(_pngs(pngs)) == 8
+    code, said, err = cli_run(capsys, "sample", "--run", digits_run, "-n", "4", "--seed", "3", "--png-dir", pngs,
+                              "--out", out, *SAMPLE)
+    assert code == 0, err
+    assert _pngs(pngs) == [f"{i:06d}.png" for i in range(4)]
+    marker = json.loads((pngs / ".ddpmkit-output").read_text())
+    assert marker["kind"] == "png-dir" and marker["num"] == 4 and marker["sampling"]["seed"] == 3
+    assert marker["run"] == str(digits_run) and marker["sampling"]["sampler"] == "ddim"
+    assert f"replacing the earlier contents of {pngs}" in said and f"replacing the earlier contents of {out}" in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "pngs", "s"]  # no temporary left beside them
+
+
+@pytest.mark.parametrize("option", ["--png-dir", "--out"])
+def test_a_folder_of_the_users_files_is_refused_and_kept(option, digits_run, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "000000.png").write_bytes(b"my own picture")
+    (mine / "loss.png").write_bytes(b"my own curve")
+    before = tree(tmp_path)
+    argv = ["sample", "--run", digits_run, "-n", "4", *SAMPLE, option, mine]
+    if option == "--png-dir":
+        argv += ["--out", tmp_path / "s"]
+    code, out, err = cli_run(capsys, *argv)
+    line = one_error_line(err)
+    assert code == 2 and f"{option} {mine}" in line and "--overwrite" in line and "000000.png" in line, line
+    assert tree(tmp_path) == before
+
+
+def test_overwrite_replaces_the_users_folder_as_a_whole(digits_run, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "000000.png").write_bytes(b"my own picture")
+    (mine / "notes.txt").write_text("mine")
+    code, out, err = cli_run(capsys, "sample", "--run", digits_run, "-n", "4", *SAMPLE, "--png-dir", mine,
+                             "--out", tmp_path / "s", "--overwrite")
+    assert code == 0, err
+    assert sorted(p.name for p in mine.iterdir()) == [".ddpmkit-output", *[f"{i:06d}.png" for i in range(4)]]  # not merged
+    assert f"replacing the earlier contents of {mine}" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--data", "moons", "--steps", "2", "--no-progress", "--out", "{mine}"],
+    ["sample", "--run", "{run}", "-n", "4", "--out", "{mine}"],
+    ["compare-samplers", "--run", "{run}", "--samplers", "ddim", "--steps", "2", "-n", "4", "--out", "{mine}"],
+    ["edit", "--run", "{run}", "--input", "{picture}", "--out", "{mine}"],
+    ["inpaint", "--run", "{run}", "--input", "{picture}", "--mask", "{picture}", "--out", "{mine}"],
+    ["interpolate", "--run", "{run}", "--a", "{picture}", "--b", "{picture}", "--out", "{mine}"],
+    ["export", "--run", "{run}", "--out", "{mine}"],
+    ["evaluate", "--run", "{run}", "--save-ref", "{mine}/samples.npz"],
+], ids=lambda argv: argv[0])
+def test_every_command_refuses_a_folder_it_did_not_write(argv, digits_run, tmp_path, capsys):
+    """Refused before any work (not even the run is read), in one line naming the folder and
+    --overwrite; every file the user had is unchanged."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "samples.png").write_bytes(b"the user's samples")
+    (mine / "samples.npz").write_bytes(b"the user's array")
+    (mine / "loss.png").write_bytes(b"the user's curve")
+    picture = tmp_path / "in.png"
+    shutil.copy(mine / "samples.png", picture)
+    before = tree(tmp_path)
+    given = [str(a).format(mine=mine, run=digits_run, picture=picture) for a in argv]
+    code, out, err = cli_run(capsys, *given)
+    line = one_error_line(err)
+    assert code == 2 and str(mine) in line and "--overwrite" in line, line
+    assert tree(tmp_path) == before
+
+
+def test_a_run_directory_is_never_replaced_even_with_overwrite(digits_run, capsys):
+    before = tree(digits_run)
+    code, out, err = cli_run(capsys, "sample", "--run", digits_run, "-n", "4", "--out", digits_run, "--overwrite")
+    assert code == 2 and "run directory" in one_error_line(err)
+    assert tree(digits_run) == before
+
+
+def test_train_overwrite_empties_a_folder_that_is_not_a_run(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "loss.png").write_bytes(b"the user's curve")
+    code, out, err = cli_run(capsys, "train", "--data", "moons", "--num-points", "256", "--width", "16", "--batch-size",
+                             "32", "--steps", "2", "--no-progress", "--out", mine, "--overwrite")
+    assert code == 0, err
+    assert "its earlier contents replaced" in out and (mine / "loss.png").read_bytes() != b"the user's curve"
+    assert (mine / "config.json").is_file()
