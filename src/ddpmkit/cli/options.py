@@ -100,6 +100,12 @@ def add_logger(g) -> None:
                    "offline unless WANDB_MODE=online")
 
 
+def add_overwrite(p: argparse.ArgumentParser) -> None:
+    """--overwrite: the one declaration of the option that lets a command replace a folder it did not write."""
+    p.add_argument("--overwrite", action="store_true", help="replace the output folder as a whole even if it holds files "
+                   "ddpmkit did not write (without it such a folder is refused; a run directory is never replaced)")
+
+
 def add_weights(p: argparse.ArgumentParser) -> None:
     """--weights, and --ema/--no-ema, the older names of --weights ema and --weights model."""
     p.add_argument("--weights", metavar="best|last|ema|model|PATH",

@@ -77,7 +77,7 @@ def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device:
     model = build.training_model(net, config, device, world)
 
     def step_picture(step: int, ema_net: nn.Module) -> Path:
-        """samples/step-N.png from the EMA weights during training."""
+        """steps/step-N.png from the EMA weights during training."""
         was_training = ema_net.training
         path = step_picture_path(run_dir, step)
         for_kind(kind).step(build.make_run(run_dir, config, ema_net), path, step)
