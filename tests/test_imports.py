@@ -5,6 +5,7 @@ imports resolved, and `import a.b` counted as a dependency on package a's __init
 counts a's __init__ even where b is a submodule: conservative, it never misses a cycle."""
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -130,3 +131,45 @@ def test_the_check_finds_cycles_through_function_bodies_and_package_inits(tmp_pa
     assert import_graph(package)["pkg.sub.leaf"] == {"pkg.sub.sibling"}
     assert import_graph(package)["pkg.d"] == {"pkg", "pkg.sub", "pkg.sub.sibling", "pkg.a"}
     assert import_cycles(package) == [["pkg.a", "pkg.b"], ["pkg.c", "pkg.sub"], ["pkg.s", "pkg.s.x"]]
+
+
+ARCHITECTURE = Path(__file__).parents[1] / "docs" / "architecture.md"
+
+
+def room_graph(package: Path) -> dict[str, set[str]]:
+    """The import graph between rooms: the package's top-level modules and sub-packages, each
+    one room (`ddpmkit.data.images` is in the room `data`), without imports inside a room."""
+    rooms: dict[str, set[str]] = {}
+    for mod, deps in import_graph(package).items():
+        parts = mod.split(".")
+        if len(parts) < 2 or parts[1] == "__main__":
+            continue
+        rooms.setdefault(parts[1], set()).update(d.split(".")[1] for d in deps if "." in d and d.split(".")[1] != parts[1])
+    return rooms
+
+
+def drawn_arrows(text: str) -> set[tuple[str, str]]:
+    """The arrows `a[A] --> b[B]` of the mermaid picture of docs/architecture.md, as (A, B)."""
+    return set(re.findall(r"\w+\[([\w/]+)\]\s*-->\s*\w+\[([\w/]+)\]", text))
+
+
+def test_the_architecture_page_draws_the_imports_exactly():
+    """Every arrow docs/architecture.md draws is an import between rooms, every room is drawn, and
+    every import is drawn or implied by a path of drawn arrows (the page leaves those out)."""
+    rooms, drawn = room_graph(PACKAGE), drawn_arrows(ARCHITECTURE.read_text())
+    false = sorted((a, b) for a, b in drawn if b not in rooms.get(a, set()))
+    assert not false, f"drawn in docs/architecture.md but not imported: {false}"
+    assert set(rooms) <= {room for arrow in drawn for room in arrow}, "rooms missing from the picture"
+    below = {a: set() for a in rooms}
+    for a, b in drawn:
+        below[a].add(b)
+    changed = True
+    while changed:  # the transitive closure of the drawn arrows
+        changed = False
+        for a in below:
+            more = set().union(*(below.get(b, set()) for b in below[a])) - below[a]
+            if more:
+                below[a] |= more
+                changed = True
+    missing = sorted((a, b) for a in rooms for b in rooms[a] if b not in below[a])
+    assert not missing, f"imports docs/architecture.md does not draw (add the arrow A --> B): {missing}"
