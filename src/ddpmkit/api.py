@@ -5,21 +5,23 @@
     result = api.train(config, "runs/moons")
     points = api.sample("runs/moons", 2000, "runs/moons/samples", api.SamplingRequest(seed=0))
 
-Each function is a few calls into the rooms that do the work: modality (the kind of data), build,
-train, distill and classifier, sampling and outputs, evaluation, editing, interop and modelcard, rundir.
+Each function is a few calls into the rooms that do the work: presets and modality (what a
+data set's run looks like, the kind of data), build (assembly), training (the loop and its objectives),
+classifier, sampling (the one sampling request) and outputs, evaluation, editing, interop and modelcard,
+posthoc_ema and rundir (the files).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from . import build, checkpoint, classifier, distributed, editing, evaluation, modelcard, outputs, pictures, rundir, sampling
+from . import build, checkpoint, classifier, distributed, editing, evaluation, modelcard, outputs, pictures, rundir, sample_folder, sampling
 from .classifier import ClassifierTraining
 from .config import DataConfig, RunConfig
-from .distill import DistillSettings, check_out, recorded_settings
-from .distill import distill as distill_run
 from .errors import UserError
 from .evaluation import QualitySettings, toy_distances  # noqa: F401  (part of the API: 2-D samples against fresh points)
 from .evaluation.scores import Scores, ScoreSettings, check_out as check_scores_out, score_into
@@ -29,7 +31,9 @@ from .pictures import SampleFiles
 from .posthoc_ema import SWEEP_SIGMA_RELS, Reconstruction, rebuild_ema, save_rebuilt_ema
 from .sampling import Guidance, Samples, SamplingRequest, draw  # noqa: F401  (part of the API)
 from .schedules import schedule_tables
-from .train import TrainResult
+from .training import TrainResult, diffusion
+from .training import distill as distillation
+from .training.distill import DistillSettings
 
 
 def default_config(data: str = "digits") -> RunConfig:
@@ -46,6 +50,7 @@ def train(
     report=lambda message: None,
     progress: bool = True,
     pictures: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train `config` into `run_dir` (or continue it with resume=True: from its newest checkpoint
     that reads, or from step 0 if it has none) and, with `pictures`,
@@ -54,13 +59,14 @@ def train(
 
     Launched by torchrun with N processes, each process calls this: they train one model
     data-parallel (config.train.batch_size is the global batch) and rank 0 alone writes
-    the run directory and reports; `device` "cuda" then means each rank's own GPU."""
+    the run directory and reports; `device` "cuda" then means each rank's own GPU. `overwrite`:
+    a folder that holds other files (never a run) is emptied first (outputs.claim_run_directory)."""
     run_dir = Path(run_dir)
     # A run stopped before its first checkpoint (config.json alone) restarts in place from step 0.
     restart = resume and checkpoint.newest_checkpoint(run_dir) is None
     with distributed.launch(device) as (world, dev):
         say = report if world.is_main else lambda message: None
-        trainer, config, dataset = build.trainer(config, run_dir, world, device=dev, report=say, progress=progress)
+        trainer, config, dataset = diffusion.trainer(config, run_dir, world, device=dev, report=say, progress=progress)
         say(f"writing the run to {run_dir}")
         if restart:
             say(f"{run_dir} has no complete checkpoint (training stopped before the first one): "
@@ -72,6 +78,8 @@ def train(
         # config.json is written once the options, the data and any checkpoint have been checked.
         world.barrier()  # every rank has looked at run_dir (the CLI checks it) before rank 0 writes into it
         if world.is_main:
+            if overwrite and not resume:  # the folder's earlier contents go once everything has been checked
+                outputs.empty(run_dir)
             rundir.write_config(run_dir, config)
         result = trainer.fit()
         trainer.close()  # before the process group goes
@@ -92,27 +100,31 @@ def _draw_training_pictures(run: sampling.Run, dataset) -> None:
 
 def distill(run_dir: Path | str | None, out: Path | str, settings: DistillSettings = DistillSettings(), *,
             resume: bool = False, device: str | None = None, report=lambda message: None, progress: bool = True) -> list[dict]:
-    """Progressive distillation (distill.py) of a run's EMA weights into a run directory `out`
-    whose students sample with DDIM on settings.to_steps steps by default; `out` holding the same
-    distillation (or resume=True, run_dir None: its own teacher and settings) continues it.
-    Returns each finished round's record (also in out/distill.json)."""
+    """Progressive distillation (training/distill.py) of a run's EMA weights into a run directory
+    `out` whose students sample with DDIM on settings.to_steps steps by default; `out` holding the
+    same distillation (or resume=True, run_dir None: its own teacher and settings) continues it.
+    Launched by torchrun with N processes, each process calls this, as for `train`. Returns each
+    finished round's record (also in out/distill.json)."""
     out = Path(out)
     if resume:
-        run_dir, settings = recorded_settings(out)
+        run_dir, settings = distillation.recorded_settings(out)
     elif run_dir is None:
         raise UserError("distill needs the --run to distil (or --resume OUT)")
-    again = check_out(out, Path(run_dir), settings)
-    teacher = build.load_run(Path(run_dir), "ema", device=distributed.pick_device(device))
-    return distill_run(teacher, out, settings, resume=resume or again, device=teacher.device, report=report,
-                       progress=progress)
+    with distributed.launch(device) as (world, dev):
+        again = distillation.check_out(out, Path(run_dir), settings)
+        teacher = build.load_run(Path(run_dir), "ema", device=dev)
+        say = report if world.is_main else lambda message: None
+        return distillation.distill(teacher, out, settings, resume=resume or again, device=dev, world=world, report=say,
+                                    progress=progress)
 
 
-def sample(run_dir: Path | str, n: int, out: Path | str, request: SamplingRequest = SamplingRequest(),
+def sample(run_dir: Path | str, n: int, out: Path | str | outputs.Output, request: SamplingRequest = SamplingRequest(),
            files: SampleFiles = SampleFiles(), *, device: str | None = None, report=lambda message: None) -> np.ndarray:
-    """n samples drawn as `request` says, written to `out` (outputs.sample_into); returns them in data space."""
-    rundir.check_output(Path(out))
+    """n samples drawn as `request` says, written whole to `out` (sample_folder: new, empty or earlier sample output,
+    replaced whole; outputs.overwrite(path) allows replacing any folder); returns them in data space."""
+    folders = sample_folder.claim(out, files)  # before any work
     run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
-    return outputs.sample_into(run, n, Path(out), request, files, report)
+    return sample_folder.sample_into(run, n, folders, request, files, report)
 
 
 def sample_summary(run_dir: Path | str, data: np.ndarray) -> str | None:
@@ -160,20 +172,23 @@ def evaluate(run_dir: Path | str, request: SamplingRequest = SamplingRequest(), 
 
 
 def save_reference(run_dir: Path | str, path: Path | str, *, features: str = "own", inception_weights=None,
-                   device: str | None = None, report=lambda message: None) -> dict:
+                   device: str | None = None, report=lambda message: None, overwrite: bool = False) -> dict:
     """The run's real-data feature statistics as a .npz that pytorch-fid and EDM's fid.py read (evaluation.write_reference)."""
+    outputs.claim_file(path, "--save-ref", evaluation.is_reference_file, overwrite=overwrite)  # before any work
     run = build.load_run(Path(run_dir), device=distributed.pick_device(device))
     return evaluation.write_reference(run, Path(path), features, inception_weights, report)
 
 
-def export(run_dir: Path | str, out: Path | str, *, format: str = "diffusers", weights: str = "ema",
+def export(run_dir: Path | str, out: Path | str | outputs.Output, *, format: str = "diffusers", weights: str = "ema",
            license: str = "other", device: str | None = None) -> list[Path]:
     """A run as a diffusers DDPMPipeline folder (interop.diffusers) with its model card and sample grid (modelcard.py)."""
     diffusers_interop.check_format(format, "--format")
-    rundir.check_output_folder(Path(out), keep="model_index.json")
+    out = outputs.claim(out, "export")  # new, empty, or an earlier export (replaced whole)
     run = build.load_run(Path(run_dir), weights=weights, device=distributed.pick_device(device))
-    files = diffusers_interop.write_pipeline(Path(out), run.config, run.net.state_dict())
-    return [*files, *modelcard.write_card(run, Path(out), SamplingRequest(weights=weights), license=license)]
+    with outputs.write(out, {"run": str(run_dir), "weights": weights}) as into:
+        files = diffusers_interop.write_pipeline(into, run.config, run.net.state_dict())
+        files += modelcard.write_card(run, into, SamplingRequest(weights=weights), license=license)
+    return [outputs.final_path(f, into, out) for f in files]
 
 
 def import_run(source: Path | str, out: Path | str, *, format: str = "diffusers", data: str | None = None) -> RunConfig:
@@ -189,12 +204,14 @@ def likelihood(run_dir: Path | str, kinds: tuple[str, ...] = ("vlb",), *, num: i
     return evaluation.record_nll(run, kinds, num, seed, ode_points)
 
 
-def compare(run_dir: Path | str, out: Path | str, samplers: list[str], steps: list[int], n: int,
+def compare(run_dir: Path | str, out: Path | str | outputs.Output, samplers: list[str], steps: list[int], n: int,
             request: SamplingRequest = SamplingRequest(), *, device: str | None = None, report=lambda message: None) -> list[dict]:
-    """Every sampler at every step count (evaluation.compare_samplers): out/compare.json and compare.png."""
-    rundir.check_output(Path(out))
+    """Every sampler at every step count (evaluation.compare_samplers): out/compare.json and compare.png, written whole."""
+    out = outputs.claim(out, "compare")
     run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
-    return evaluation.compare_samplers(run, Path(out), samplers=samplers, steps=steps, n=n, request=request, report=report)
+    with outputs.write(out, {"run": str(run_dir)}) as into:
+        results = evaluation.compare_samplers(run, into, samplers=samplers, steps=steps, n=n, request=request, report=report)
+    return results
 
 
 def posthoc_ema(run_dir: Path | str, sigma_rels: list[float]) -> list[Reconstruction]:
@@ -212,34 +229,39 @@ def sweep_posthoc_ema(run_dir: Path | str, sigma_rels: list[float] = list(SWEEP_
     return evaluation.sweep_and_keep(run, sigma_rels, num=num, seed=seed, report=report)
 
 
-def edit(run_dir: Path | str, input: Path | str, out: Path | str, strength: float = 0.5,
+def edit(run_dir: Path | str, input: Path | str, out: Path | str | outputs.Output, strength: float = 0.5,
          request: SamplingRequest = SamplingRequest(), *, device: str | None = None) -> editing.apply.Edited:
     """SDEdit (Meng et al. 2022) of the user's images: noised to t = strength·T, denoised as `request` says (editing.edit_images)."""
-    rundir.check_output(Path(out))
+    out = outputs.claim(out, "edit")
     editing.start_step(strength, 1)  # the strength's range, before the run is loaded
     run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
-    return editing.edit_images(run, images_only(run.modality, "edit").read_inputs(input), Path(out), strength, request)
+    inputs = images_only(run.modality, "edit").read_inputs(input)
+    with outputs.write(out, {"run": str(run_dir)}) as into:
+        return editing.edit_images(run, inputs, into, strength, request).placed(into, out)
 
 
-def inpaint(run_dir: Path | str, input: Path | str, mask: Path | str, out: Path | str,
+def inpaint(run_dir: Path | str, input: Path | str, mask: Path | str, out: Path | str | outputs.Output,
             request: SamplingRequest = SamplingRequest(), *, resample: int = 1, jump: int = 1,
             device: str | None = None) -> editing.apply.Edited:
     """RePaint (Lugmayr et al. 2022): the white pixels of `mask` filled in, the rest kept exactly (editing.inpaint_images)."""
-    rundir.check_output(Path(out))
+    out = outputs.claim(out, "inpaint")
     editing.check_inpaint_sampler(request.sampler)  # before the run is loaded
     run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
     kind = images_only(run.modality, "inpaint")
     inputs = kind.read_inputs(input)
-    return editing.inpaint_images(run, inputs, kind.read_mask(mask, inputs), Path(out), request, resample=resample, jump=jump)
+    fill = kind.read_mask(mask, inputs)
+    with outputs.write(out, {"run": str(run_dir)}) as into:
+        return editing.inpaint_images(run, inputs, fill, into, request, resample=resample, jump=jump).placed(into, out)
 
 
-def interpolate(run_dir: Path | str, a: Path | str, b: Path | str, out: Path | str, frames: int = 8,
+def interpolate(run_dir: Path | str, a: Path | str, b: Path | str, out: Path | str | outputs.Output, frames: int = 8,
                 request: SamplingRequest = SamplingRequest(), *, device: str | None = None) -> editing.apply.Edited:
     """`frames` images between the images `a` and `b` through their DDIM latents (editing.interpolate_pair)."""
-    rundir.check_output(Path(out))
+    out = outputs.claim(out, "interpolate")
     run = build.load_for(Path(run_dir), request, distributed.pick_device(device))
     inputs = [images_only(run.modality, "interpolate").read_inputs(path, option) for path, option in ((a, "--a"), (b, "--b"))]
-    return editing.interpolate_pair(run, *inputs, Path(out), frames, request)
+    with outputs.write(out, {"run": str(run_dir)}) as into:
+        return editing.interpolate_pair(run, *inputs, into, frames, request).placed(into, out)
 
 
 def score(run_dir: Path | str, images: Path | str, out: Path | str, settings: ScoreSettings = ScoreSettings(), *,

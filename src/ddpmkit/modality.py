@@ -56,7 +56,7 @@ class Kind(Protocol):
     data: DataConfig
     discrete: bool  # 8-bit data: the bound's L_0 is the discretised decoder
     default_clip: str  # how x̂_0 is kept in range when a request does not say
-    step_samples: int  # samples in each samples/step-N.png
+    step_samples: int  # samples in each steps/step-N.png
     eval_samples: int  # samples each --eval-every measurement draws (by default)
     width_field: str  # what --width sets in the network config
 
@@ -147,7 +147,7 @@ class Points:
     kind = "points"
     discrete = False  # continuous data: the bound's decoder is a Gaussian density
     default_clip = "none"  # no known range to keep x̂_0 in
-    step_samples = 1000  # points in each samples/step-N.png
+    step_samples = 1000  # points in each steps/step-N.png
     eval_samples = 2000  # points each --eval-every measurement draws (by default)
     width_field = "hidden"  # what --width sets in the network config
 
@@ -215,7 +215,7 @@ class Images:
     kind = "images"
     discrete = True  # 8-bit data: the bound's L_0 is the discretised decoder
     default_clip = "static"  # x̂_0 is kept in the known range [-1, 1]
-    step_samples = 64  # images in each samples/step-N.png grid
+    step_samples = 64  # images in each steps/step-N.png grid
     eval_samples = 1000  # images each --eval-every measurement draws (by default)
     width_field = "base_width"  # what --width sets in the network config
 

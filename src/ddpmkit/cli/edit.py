@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .options import EDIT, INPAINT, INTERPOLATE, DEVICE_HELP, add_sampling, add_weights, command, input_help, request_from_args, weights_from_args
+from ..outputs import claim, replaced_note
+from .options import (EDIT, INPAINT, INTERPOLATE, DEVICE_HELP, add_overwrite, add_sampling, add_weights, command,
+                      input_help, request_from_args, weights_from_args)
 
 def add_edit(sub) -> None:
     """edit images with a trained run (SDEdit): noise them part of the way and denoise
@@ -22,6 +24,7 @@ def add_edit(sub) -> None:
                    "input is noised through (0: unchanged, 1: a plain sample)")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/edit)")
     add_sampling(p, EDIT)
+    add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -44,6 +47,7 @@ def add_inpaint(sub) -> None:
                    "(RePaint used 10)")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/inpaint)")
     add_sampling(p, INPAINT)
+    add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -61,6 +65,7 @@ def add_interpolate(sub) -> None:
     p.add_argument("--frames", type=int, default=8, help="frames from a to b, both ends included")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/interpolate)")
     add_sampling(p, INTERPOLATE)
+    add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -85,14 +90,15 @@ def add_score(sub) -> None:
     p.add_argument("--device", help=DEVICE_HELP)
 
 
-def _wrote(out: Path, files: list[Path], started: float) -> str:
-    return f"wrote {out}/" + ", ".join(f.name for f in files) + f" in {time.perf_counter() - started:.1f} s"
+def _wrote(out, files: list[Path], started: float) -> str:
+    return (f"wrote {out.path}/" + ", ".join(f.name for f in files) + f" in {time.perf_counter() - started:.1f} s"
+            + replaced_note(out))
 
 
 def run_edit(args) -> int:
     from ..api import edit
 
-    out = args.out or args.run / "edit"
+    out = claim(args.out or args.run / "edit", "edit", overwrite=args.overwrite)
     started = time.perf_counter()
     done = edit(args.run, args.input, out, args.strength, request_from_args(args, EDIT), device=args.device)
     r = done.record
@@ -106,7 +112,7 @@ def run_edit(args) -> int:
 def run_inpaint(args) -> int:
     from ..api import inpaint
 
-    out = args.out or args.run / "inpaint"
+    out = claim(args.out or args.run / "inpaint", "inpaint", overwrite=args.overwrite)
     started = time.perf_counter()
     done = inpaint(args.run, args.input, args.mask, out, request_from_args(args, INPAINT), resample=args.resample, jump=args.jump,
                    device=args.device)
@@ -121,7 +127,7 @@ def run_inpaint(args) -> int:
 def run_interpolate(args) -> int:
     from ..api import interpolate
 
-    out = args.out or args.run / "interpolate"
+    out = claim(args.out or args.run / "interpolate", "interpolate", overwrite=args.overwrite)
     started = time.perf_counter()
     done = interpolate(args.run, args.a, args.b, out, args.frames, request_from_args(args, INTERPOLATE), device=args.device)
     r = done.record

@@ -8,17 +8,17 @@ interpolation declare their own beside them (repaint.REPAINT, interpolation.INTE
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import pictures, rundir
+from .. import outputs, pictures, rundir
 from ..data.images import to_model_space
 from ..data.inputs import InputImages
 from ..errors import UserError, check_positive
-from ..outputs import write_samples
+from ..sample_folder import write_samples
 from ..sampling import ALL, Run, SamplingRequest, denoiser, grid, labels, network_evaluations
 from .interpolation import INTERPOLATION, interpolate
 from .repaint import REPAINT, check_inpaint_sampler, jump_schedule, repaint
@@ -32,6 +32,10 @@ class Edited:
     data: np.ndarray  # [N, H, W, C] uint8: what samples.npy holds
     record: dict  # what the record file holds
     files: list[Path] = field(default_factory=list)  # written, in order
+
+    def placed(self, into: Path, out: outputs.Output) -> Edited:
+        """The result with its files where they lie once the output folder written in `into` is in place (outputs.write)."""
+        return replace(self, files=[outputs.final_path(f, into, out) for f in self.files])
 
 
 def edit_images(run: Run, inputs: InputImages, out: Path, strength: float, request: SamplingRequest) -> Edited:
@@ -156,7 +160,7 @@ def _common(run: Run, inputs: InputImages, labels: torch.Tensor | None, request:
 
 
 def _write_samples(run: Run, out: Path, data: np.ndarray, labels: torch.Tensor | None, rows: int | None = None) -> list[Path]:
-    """What `ddpmkit sample` writes (outputs.write_samples: samples.npy, labels.npy when labelled) and samples.png."""
+    """What `ddpmkit sample` writes (sample_folder.write_samples: samples.npy, labels.npy when labelled) and samples.png."""
     files = write_samples(out, data, labels)
     pictures.image_grid(data, out / "samples.png", rows=rows)
     return [*files, out / "samples.png"]

@@ -222,6 +222,15 @@ def save_reference_npz(path: Path, reference: ImageReference) -> None:
     atomic_write(path, write)
 
 
+def is_reference_file(path: Path) -> bool:
+    """Whether `path` is a reference .npz ddpmkit wrote (--save-ref: its "ddpmkit" entry), which --save-ref may replace."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return REF_KEY in f.files
+    except (OSError, ValueError, AttributeError):  # not an .npz (np.load of a .npy gives an array: no .files)
+        return False
+
+
 def write_reference(run: Run, path: Path, features: str = "own", inception_weights=None, report=lambda m: None) -> dict:
     """--save-ref: an image run's real-data μ and Σ in `features` as the .npz `path`; returns its description."""
     images_only(run.modality, "--save-ref", "its measures are distances to fresh points")
