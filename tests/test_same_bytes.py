@@ -4,9 +4,9 @@ request and the one training loop replaced the loose options (issue 30).
 
 The bytes hashed are the arrays a command writes (samples.npy, labels.npy; the EMA weights of a
 training run; compare.json without its timings): they depend on the arithmetic alone, not on an
-image encoder's version. Floating-point results differ between CPU instruction sets and torch
-builds, so the recorded hashes hold for the machine kind that recorded them (`fingerprint`); on
-another kind the test records nothing new and checks what holds anywhere: that every case runs,
+image encoder's version. Floating-point results differ between CPU instruction sets, CPU makers
+and torch builds, so each recording holds for the machine kind that made it (`fingerprint`; the
+file keeps one per kind, each made by the code before the change); on a kind not recorded the test records nothing new and checks what holds anywhere: that every case runs,
 and that two runs of the same case give the same bytes.
 
 Record again, only when a change is MEANT to change the bytes (say which in the commit):
@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import io
 import json
+import platform
 import sys
 from pathlib import Path
 
@@ -92,8 +93,13 @@ TRAINING = {"moons-weights": "moons", "digits-weights": "digits", "conditional-w
 
 
 def fingerprint() -> str:
-    """The machine kind whose arithmetic the recorded hashes are of."""
-    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, 1 thread"
+    """The machine kind whose arithmetic the recorded hashes are of: torch's build, the instruction
+    set it dispatches to and the CPU model (two CPUs with AVX-512 from different makers were seen
+    to round differently)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    model = next((line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
+                  if line.startswith("model name")), platform.processor() or platform.machine())
+    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, {model}, 1 thread"
 
 
 def run_cli(argv: list[str]) -> tuple[int | str, str]:
@@ -164,11 +170,11 @@ def test_the_same_seeds_give_the_same_bytes(tmp_path):
     found = measure(tmp_path / "first")
     failed = {case: h for case, h in found.items() if h.startswith("nothing written")}
     assert not failed, failed
-    recorded = json.loads(RECORD.read_text())
-    if recorded["fingerprint"] == fingerprint():
-        changed = sorted(case for case, h in recorded["hashes"].items() if found.get(case) != h)
+    recorded = json.loads(RECORD.read_text()).get(fingerprint())
+    if recorded is not None:
+        changed = sorted(case for case, h in recorded.items() if found.get(case) != h)
         assert not changed, f"these cases no longer give the bytes recorded in {RECORD.name}: {changed}"
-        assert set(found) == set(recorded["hashes"]), "record the new cases: python tests/test_same_bytes.py --record"
+        assert set(found) == set(recorded), "record the new cases: python tests/test_same_bytes.py --record"
     else:  # another machine kind: its own bytes, twice the same
         again = measure(tmp_path / "again")
         assert again == found
@@ -179,6 +185,8 @@ if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
 
     with tempfile.TemporaryDirectory() as tmp:
         hashes = measure(Path(tmp))
+    kinds = json.loads(RECORD.read_text()) if RECORD.is_file() else {}
+    kinds[fingerprint()] = hashes  # one record per machine kind
     RECORD.parent.mkdir(exist_ok=True)
-    RECORD.write_text(json.dumps({"fingerprint": fingerprint(), "hashes": hashes}, indent=1) + "\n")
+    RECORD.write_text(json.dumps(kinds, indent=1) + "\n")
     print(f"recorded {len(hashes)} cases in {RECORD}")
