@@ -201,3 +201,15 @@ def test_a_diverging_distillation_stops_and_never_saves_a_broken_checkpoint(toy_
     for name in ("model.safetensors", "ema.safetensors", distill.TEACHER_WEIGHTS):
         weights = checkpoint.load_weights(out / "checkpoints" / "step-00000006" / name)
         assert all(torch.isfinite(w).all() for w in weights.values()), name
+
+
+def test_an_interrupted_distillation_says_how_to_continue(toy_run, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "d"
+    _interrupt_at(monkeypatch, 4)  # after the checkpoint of step 2
+    code = main(["distill", "--run", str(toy_run), "--out", str(out), "--to-steps", "4", "--start-steps", "8",
+                 "--rounds-steps", "6", "--checkpoint-every", "2", "--batch-size", "16", "--no-progress"])
+    assert code == 130
+    one_line_error(capsys.readouterr().err, rf"step-00000002, is intact: continue with `ddpmkit distill --resume {out}`")
+    monkeypatch.undo()
+    assert main(["distill", "--resume", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "distill.json").read_text())["complete"]

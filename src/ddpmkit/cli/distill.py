@@ -66,6 +66,7 @@ def run_distill(args) -> int:
         if "logger" in given:
             given["logger"] = tuple(dict.fromkeys(given["logger"]))
         out, settings = args.out, DistillSettings(**{SETTINGS_FIELDS.get(k, k): v for k, v in given.items()})
+    args.training_into = out  # for the error boundary's word on what is on disk (cli/__init__.py)
     started = time.perf_counter()
     rounds = distill(args.run, out, settings, resume=args.resume is not None, device=args.device, report=say,
                      progress=not args.no_progress)
