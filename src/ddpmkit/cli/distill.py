@@ -28,7 +28,7 @@ def add_distill(sub) -> None:
     batch), with --precision, --grad-accum and --logger as for train.
     """
     p = command(sub, "distill", add_distill)
-    add_run(p, "the run directory to distil (its EMA weights are the first teacher)")
+    add_run(p, "the run directory to distil (its EMA weights are the first teacher)", torchrun=True)
     p.add_argument("--out", type=Path, help="the distilled run directory to write (new or empty)")
     p.add_argument("--resume", type=Path, metavar="OUT", help="continue the distillation in OUT with its own settings")
     p.add_argument("--to-steps", type=int, help="the last student's sampling steps (default 4)")
