@@ -194,7 +194,7 @@ def test_step_pictures_are_drawn_from_the_ema_weights_during_training(tmp_path):
     trainer.on_sample = spy
     trainer.fit()
     assert seen == [(2, True, False)] and not trainer.ema.model.training  # the EMA copy stays in eval mode
-    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step-00000002.png"]
+    assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == ["step-00000002.png"]
 
 
 # ---- runs from their directory -------------------------------------------------------------------

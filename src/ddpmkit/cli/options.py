@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import LOGGERS, PRECISIONS
+from ..data.formats import described
 from ..data.toy import TOY_DATASETS
 from ..denoiser import CLIPS
 from ..editing.interpolation import INTERPOLATION
@@ -19,11 +20,18 @@ from ..errors import UserError
 from ..sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, Guidance, SamplingRequest
 from ..schedules import SPACINGS
 
-DATA_HELP = (f"{', '.join(TOY_DATASETS)} (2-D toy sets), digits (8x8 images), a folder of images, a .npy/.npz array file "
-             "(Keras' mnist.npz / fashion-mnist.npz too), an IDX images file (train-images-idx3-ubyte[.gz], its labels "
-             "beside it), or hf:NAME")
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: the best available)"
 SAMPLER_HELP = "ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M, the ODE), dpm++sde (SDE-DPM-Solver++ 2M) or heun"
+
+
+def data_help(images_only: bool = False) -> str:
+    """What --data takes: the 2-D toy sets (unless `images_only`) and every format of data.formats."""
+    return ("" if images_only else f"{', '.join(TOY_DATASETS)} (2-D toy sets), ") + described()
+
+
+def input_help() -> str:
+    """What --input (and score's --images) take: the formats of data.formats that a user's images may come in."""
+    return f"{described(user_images=True)}; resized and centre-cropped to the run's size as its training data were"
 
 
 def ints(text: str, option: str) -> list[int]:
@@ -91,6 +99,12 @@ def add_logger(g) -> None:
                    help=f"also log to {' or '.join(LOGGERS)} (several: repeat or separate by commas; none: only "
                    "log.jsonl, the default). Extras: pip install \"ddpmkit[tensorboard]\" / \"ddpmkit[wandb]\"; W&B runs "
                    "offline unless WANDB_MODE=online")
+
+
+def add_overwrite(p: argparse.ArgumentParser) -> None:
+    """--overwrite: the one declaration of the option that lets a command replace a folder it did not write."""
+    p.add_argument("--overwrite", action="store_true", help="replace the output folder as a whole even if it holds files "
+                   "ddpmkit did not write (without it such a folder is refused; a run directory is never replaced)")
 
 
 def add_weights(p: argparse.ArgumentParser) -> None:

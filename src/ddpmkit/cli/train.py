@@ -17,11 +17,12 @@ from ..losses import LOSSES
 from ..modality import UNET_OPTIONS, fit_attention, modality_for, plan_levels
 from ..nets.mlp import GatedMLPConfig
 from ..nets.unet import BLOCKS
-from ..rundir import check_output, check_writable
+from ..outputs import claim_run_directory
+from ..rundir import check_writable
 from ..posthoc_ema import DEFAULT_SIGMA_RELS
 from ..schedules import SCHEDULES
 from ..training_log import quality_text
-from .options import DATA_HELP, DEVICE_HELP, add_grad_accum, add_logger, add_precision, command, sizes
+from .options import DEVICE_HELP, add_grad_accum, add_logger, add_overwrite, add_precision, command, data_help, sizes
 
 # CLI option -> (config section, field). None means "leave the default".
 TRAIN_OPTIONS = {
@@ -89,9 +90,10 @@ def add_parser(sub) -> None:
     batch, split over the processes; --resume works with any N).
     """
     p = command(sub, "train", add_parser)
-    p.add_argument("--data", default="digits", help=DATA_HELP)
+    p.add_argument("--data", default="digits", help=data_help())
     p.add_argument("--out", type=Path, help="run directory to create (default: runs/<data>-<time>/)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its newest complete checkpoint")
+    add_overwrite(p)
     g = p.add_argument_group("diffusion")
     g.add_argument("--schedule", help=f"beta schedule: {', '.join(SCHEDULES)} (default cosine)")
     g.add_argument("--timesteps", type=int, help="T, the number of diffusion steps (default 1000)")
@@ -290,6 +292,8 @@ def run(args) -> int:
             raise UserError(f"--resume continues a run with its own config.json; drop {', '.join('--' + g.replace('_', '-') for g in given)}")
         if args.out is not None and args.out != args.resume:
             raise UserError("--resume writes into the run it continues; drop --out")
+        if args.overwrite:
+            raise UserError("--resume continues the run it names and replaces nothing; drop --overwrite")
         if not (args.resume / "config.json").is_file():
             raise UserError(f"{args.resume} is not a ddpmkit run (no config.json); pass the directory ddpmkit train wrote")
         config = _with_options(RunConfig.load(args.resume / "config.json"), args, RESUMABLE)
@@ -300,16 +304,15 @@ def run(args) -> int:
         if args.out is None and world.active:
             raise UserError("under torchrun pass --out DIR: every process must name the same run directory")
         out = args.out or Path("runs") / f"{Path(args.data).stem or 'data'}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (out / "config.json").exists():
-            raise UserError(f"{out} already holds a run; continue it with --resume {out} (a run with no complete "
-                            "checkpoint starts again from step 0) or pick another --out")
-        check_output(out)  # before any data are loaded
+        replaces = claim_run_directory(out, overwrite=args.overwrite).replaces  # before any data are loaded
     args.training_into = out  # for the error boundary's word on what is on disk (cli/__init__.py)
-    result = train(config, out, device=args.device, resume=args.resume is not None, report=say, progress=not args.no_progress)
+    result = train(config, out, device=args.device, resume=args.resume is not None, report=say, progress=not args.no_progress,
+                   overwrite=args.resume is None and args.overwrite)
     best = (f"; best quality at step {result.best['step']:,}: {quality_text(result.best)}, weights in {out}/best/"
             if result.best else "")
     steps = f"{result.trained} steps" + (f" (steps {result.first_step} to {result.steps})" if result.first_step else "")
     if config.train.epochs is not None:
         steps += f" of {config.train.epochs} epochs"
-    say(f"trained {steps} in {result.seconds:.1f} s (final loss {result.final_loss:.4f}){best}; run directory: {out}")
+    replaced = " (its earlier contents replaced: --overwrite)" if args.resume is None and replaces else ""
+    say(f"trained {steps} in {result.seconds:.1f} s (final loss {result.final_loss:.4f}){best}; run directory: {out}{replaced}")
     return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import build, checkpoint, rundir
+from .. import build, checkpoint, outputs, rundir
 from ..config import RunConfig
 from ..denoiser import Denoiser
 from ..distributed import World
@@ -23,8 +23,7 @@ from ..losses import training_losses
 from ..nets.unet import count_parameters
 from ..pictures import for_kind, step_picture_path
 from ..precision import resolve as resolve_precision
-from .objective import Batch
-from .objective import TrainResult
+from .objective import Batch, TrainResult
 from .trainer import Trainer
 
 
@@ -78,7 +77,7 @@ def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device:
     model = build.training_model(net, config, device, world)
 
     def step_picture(step: int, ema_net: nn.Module) -> Path:
-        """samples/step-N.png from the EMA weights during training."""
+        """steps/step-N.png from the EMA weights during training."""
         was_training = ema_net.training
         path = step_picture_path(run_dir, step)
         for_kind(kind).step(build.make_run(run_dir, config, ema_net), path, step)
@@ -104,11 +103,13 @@ def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device:
 
 
 def train(config: RunConfig, run_dir: Path, world: World, device: torch.device, *, resume: bool = False,
-          report=lambda message: None, progress: bool = True) -> tuple[TrainResult, nn.Module, RunConfig, object]:
+          overwrite: bool = False, report=lambda message: None,
+          progress: bool = True) -> tuple[TrainResult, nn.Module, RunConfig, object]:
     """Train `config` into `run_dir` on this process of `world` (or continue it with `resume`: from
     its newest checkpoint that reads, or from step 0 if it has none); config.json is written once
-    the options, the data and any checkpoint have been checked. Returns (the result, the EMA
-    network, the resolved config, the training data set)."""
+    the options, the data and any checkpoint have been checked (with `overwrite`, after the
+    folder's earlier contents go: outputs.empty). Returns (the result, the EMA network, the
+    resolved config, the training data set)."""
     # A run stopped before its first checkpoint (config.json alone) restarts in place from step 0.
     restart = resume and checkpoint.newest_checkpoint(run_dir) is None
     built, config, dataset = trainer(config, run_dir, world, device=device, report=report, progress=progress)
@@ -122,6 +123,8 @@ def train(config: RunConfig, run_dir: Path, world: World, device: torch.device, 
         report(f"resuming from step {built.resume()}")
     world.barrier()  # every rank has looked at run_dir (the CLI checks it) before rank 0 writes into it
     if world.is_main:
+        if overwrite and not resume:  # the folder's earlier contents go once everything has been checked
+            outputs.empty(run_dir)
         rundir.write_config(run_dir, config)
     result = built.fit()
     built.close()  # before the process group goes

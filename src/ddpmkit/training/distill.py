@@ -367,7 +367,7 @@ class Distillation:
         checkpoint.load_matching(weights, ema, found / "ema.safetensors")  # a round's end: the next starts from its EMA
         self.generator.set_state(state["generator"])
         if self.world.is_main:
-            rundir.truncate_log(self.out, step)
+            rundir.truncate_log(self.out, step, self.report)
         return k + 1, weights, False
 
     def _write_record(self) -> None:

@@ -223,9 +223,9 @@ class Trainer:
             self.posthoc.load_weights(checkpoint.load_weights(found / checkpoint.POSTHOC_WEIGHTS))
         if self.world.is_main:
             self.logged = rundir.last_logged_step(self.run_dir)  # before the records after the checkpoint go
-            rundir.truncate_log(self.run_dir, self.step)
+            rundir.truncate_log(self.run_dir, self.step, self.report)
             checkpoint.remove_snapshots_after(self.run_dir, self.step)  # taken again, from the same state
-            rundir.link_top_level(self.run_dir, found)  # mends top-level files a crash left a step apart
+            rundir.copy_top_level(self.run_dir, found)  # mends top-level files a crash left a step apart
         self.world.barrier()  # every rank has read the checkpoint before rank 0 may write the next or set one aside
         if self.world.is_main:
             for path in damaged:
