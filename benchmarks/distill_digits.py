@@ -34,7 +34,7 @@ import torch
 
 from ddpmkit import api, rundir
 from ddpmkit.build import load_run
-from ddpmkit.distill import DistillSettings, student_run
+from ddpmkit.training.distill import DistillSettings, student_run
 from ddpmkit.evaluation import image_reference, quick_scores
 
 

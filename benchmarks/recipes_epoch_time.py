@@ -46,6 +46,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ddpmkit import api, build
+from ddpmkit.training import diffusion
 from ddpmkit.cli import parser as cli_parser
 from ddpmkit.cli.train import config_from_args
 from ddpmkit.data import batches
@@ -165,7 +166,7 @@ def measure(recipe: Recipe, folder: Path, steps: int, warmup: int) -> dict:
     short = dataclasses.replace(config, train=dataclasses.replace(
         config.train, epochs=None, steps=warmup + steps, log_every=1, sample_every=0, checkpoint_every=0, warmup_steps=0))
     out = folder / f"run-{recipe.name}"
-    trainer, resolved, _ = build.trainer(short, out, progress=False)
+    trainer, resolved, _ = diffusion.trainer(short, out, progress=False)
     write_config(out, resolved)
     clock = StepClock()
     trainer.logger = clock  # called after every step (log_every 1): the process's CPU and wall clocks then

@@ -14,6 +14,8 @@ from ddpmkit import api, checkpoint
 from ddpmkit._tensor import randn_like
 from ddpmkit.build import load_run
 from ddpmkit.cli import main
+from ddpmkit.errors import UserError
+from ddpmkit.precision import autocast_dtype
 from ddpmkit.training import distill
 from ddpmkit.training.distill import DistillSettings
 from ddpmkit.samplers import SAMPLERS, ddim
@@ -156,3 +158,58 @@ def test_bad_outputs_are_one_line(toy_run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["distill", "--run", str(toy_run), "--out", out, "--no-progress", *settings[:-1], "32"]) == 2
     one_line_error(capsys.readouterr().err, r"distilled with other settings \(batch_size\)")
+
+
+def test_a_bf16_distillation_runs_the_forward_passes_in_bf16(toy_run, tmp_path):
+    """--precision bf16: the first step of the same distillation in bf16 autocast (student and
+    teacher) has a loss close to fp32's but not equal (the same weights and batch, rounded), and
+    the weights stay fp32."""
+    try:
+        autocast_dtype("bf16", torch.device("cpu"))
+    except UserError as e:
+        pytest.skip(str(e))
+    api.distill(toy_run, tmp_path / "fp32", DistillSettings(to_steps=4, start_steps=8, rounds_steps=1, batch_size=64),
+                progress=False)
+    assert main(["distill", "--run", str(toy_run), "--out", str(tmp_path / "bf16"), "--to-steps", "4", "--start-steps", "8",
+                 "--rounds-steps", "1", "--batch-size", "64", "--precision", "bf16", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "bf16" / "distill.json").read_text())["settings"]["precision"] == "bf16"
+    fp32, bf16 = (json.loads((tmp_path / d / "log.jsonl").read_text())["loss"] for d in ("fp32", "bf16"))
+    assert 0 < abs(bf16 - fp32) < 0.05 * fp32, (bf16, fp32)
+    weights = checkpoint.load_weights(tmp_path / "bf16" / "ema.safetensors")
+    assert all(w.dtype == torch.float32 for w in weights.values())
+
+
+def test_a_diverging_distillation_stops_and_never_saves_a_broken_checkpoint(toy_run, tmp_path, monkeypatch, capsys):
+    """The training loop's non-finite guard, for distillation too: a round whose loss turns NaN for
+    good stops after max_nonfinite steps (exit 1, one line) and leaves the last good checkpoint as it was."""
+    calls = {"n": 0}
+
+    class Diverging(distill.DistillRound):  # a fake objective: the round's loss, NaN from the 4th step on
+        def losses(self, batch):
+            calls["n"] += 1
+            losses, t = super().losses(batch)
+            return (losses * float("nan") if calls["n"] >= 4 else losses), t
+
+    monkeypatch.setattr(distill, "DistillRound", Diverging)
+    out = tmp_path / "d"
+    code = main(["distill", "--run", str(toy_run), "--out", str(out), "--to-steps", "4", "--start-steps", "8",
+                 "--rounds-steps", "20", "--checkpoint-every", "2", "--batch-size", "16", "--no-progress"])
+    assert code == 1
+    one_line_error(capsys.readouterr().err, r"stopped at step 8: 5 steps in a row had a non-finite loss or gradient; "
+                                            r"the last good checkpoint \(step-00000006\) is untouched")
+    assert [p.name for p in checkpoint.complete_checkpoints(out)] == ["step-00000004", "step-00000006"]  # skipped steps
+    for name in ("model.safetensors", "ema.safetensors", distill.TEACHER_WEIGHTS):
+        weights = checkpoint.load_weights(out / "checkpoints" / "step-00000006" / name)
+        assert all(torch.isfinite(w).all() for w in weights.values()), name
+
+
+def test_an_interrupted_distillation_says_how_to_continue(toy_run, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "d"
+    _interrupt_at(monkeypatch, 4)  # after the checkpoint of step 2
+    code = main(["distill", "--run", str(toy_run), "--out", str(out), "--to-steps", "4", "--start-steps", "8",
+                 "--rounds-steps", "6", "--checkpoint-every", "2", "--batch-size", "16", "--no-progress"])
+    assert code == 130
+    one_line_error(capsys.readouterr().err, rf"step-00000002, is intact: continue with `ddpmkit distill --resume {out}`")
+    monkeypatch.undo()
+    assert main(["distill", "--resume", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "distill.json").read_text())["complete"]

@@ -168,3 +168,39 @@ def test_only_rank_zero_warns_of_unreadable_images(tmp_path):
             warnings.warn("after the block")  # the filter is restored
         assert sum("unreadable" in str(w.message) for w in seen) == shown, world
         assert any(str(w.message) == "after the block" for w in seen)
+
+
+# ---- progressive distillation on the same loop ------------------------------------------------------------------
+DISTILL = ["--to-steps", "2", "--start-steps", "8", "--rounds-steps", "4", "--checkpoint-every", "2", "--batch-size", "32",
+           "--grad-accum", "2", "--lr", "1e-3", "--device", "cpu", "--no-progress"]
+
+
+def test_two_processes_distil_what_one_process_distils(toy_run, tmp_path):
+    """`torchrun --nproc-per-node 2 -m ddpmkit distill --run-dir RUN ...` (the spelling torchrun leaves
+    alone): two rounds of 4 steps on two gloo processes give one process's losses and weights, up to
+    the order of float sums, with every checkpoint's replicas identical and rank 0 alone writing."""
+    done = torchrun(2, ["distill", "--run-dir", str(toy_run), "--out", str(tmp_path / "two"), *DISTILL], tmp_path / "logs")
+    assert done.returncode == 0, done.stderr[-3000:] + "".join(
+        rank_output(tmp_path / "logs", r, s)[-1500:] for r in (0, 1) for s in ("stdout", "stderr"))
+    assert main(["distill", "--run", str(toy_run), "--out", str(tmp_path / "one"), *DISTILL]) == 0
+    two, one = read_log(tmp_path / "two"), read_log(tmp_path / "one")
+    assert [r["step"] for r in two] == [r["step"] for r in one] == [4, 8]  # one writer: no record twice
+    assert [r["round"] for r in two] == [1, 2]
+    for a, b in zip(two, one):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
+    for name in ("model", "ema"):
+        a = checkpoint.load_weights(tmp_path / "two" / f"{name}.safetensors")
+        b = checkpoint.load_weights(tmp_path / "one" / f"{name}.safetensors")
+        assert set(a) == set(b) and not any(k.startswith("module.") for k in a)
+        diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+        assert float(diff.max()) < 1e-3 and float(diff.mean()) < 1e-5, name
+    assert [p.name for p in checkpoint.complete_checkpoints(tmp_path / "two")] == ["step-00000006", "step-00000008"]  # keep 2
+    for step in (6, 8):
+        state = checkpoint.load_state(tmp_path / "two" / "checkpoints" / f"step-{step:08d}" / "state.pt")
+        assert state["processes"] == 2
+        first, second = state["replica_digests"]["ema"]
+        assert first == second
+    record = __import__("json").loads((tmp_path / "two" / "distill.json").read_text())
+    assert record["complete"] and [r["student_steps"] for r in record["finished"]] == [4, 2]
+    assert "data parallel over 2 processes (gloo)" in rank_output(tmp_path / "logs", 0)
+    assert "wrote the 2-step student" in rank_output(tmp_path / "logs", 0) and rank_output(tmp_path / "logs", 1) == ""

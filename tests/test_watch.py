@@ -18,6 +18,7 @@ from ddpmkit import api, build, checkpoint, cli, rundir
 from ddpmkit.errors import UserError
 from ddpmkit.pictures import PointPictures
 from ddpmkit.sampling import SamplingRequest
+from ddpmkit.training import diffusion
 
 from helpers import hook_trainers, stop_at
 
@@ -168,7 +169,7 @@ def test_a_resumed_run_keeps_its_best_step_unless_a_later_one_beats_it(tmp_path)
     run_dir = tmp_path / "run"
     api.train(toy_config(steps=20, eval_every=10, eval_samples=200), run_dir, progress=False, pictures=False)
     before = checkpoint.best_meta(run_dir)
-    trainer, _, _ = build.trainer(toy_config(steps=40, eval_every=10, eval_samples=200), run_dir)
+    trainer, _, _ = diffusion.trainer(toy_config(steps=40, eval_every=10, eval_samples=200), run_dir)
     assert trainer.best["quality"] == before["quality"]  # read back from best/
     trainer.resume()
     result = trainer.fit()

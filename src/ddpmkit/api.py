@@ -41,19 +41,10 @@ def default_config(data: str = "digits") -> RunConfig:
     return modality_for(data).preset()
 
 
-def train(
-    config: RunConfig,
-    run_dir: Path | str,
-    *,
-    device: str | None = None,
-    resume: bool = False,
-    report=lambda message: None,
-    progress: bool = True,
-    pictures: bool = True,
-    overwrite: bool = False,
-) -> TrainResult:
+def train(config: RunConfig, run_dir: Path | str, *, device: str | None = None, resume: bool = False,
+          report=lambda message: None, progress: bool = True, pictures: bool = True, overwrite: bool = False) -> TrainResult:
     """Train `config` into `run_dir` (or continue it with resume=True: from its newest checkpoint
-    that reads, or from step 0 if it has none) and, with `pictures`,
+    that reads, or from step 0 if it has none; training.diffusion.train) and, with `pictures`,
     draw the end-of-run pictures (samples, forward process, loss curve; 2-D runs also store
     their distance to fresh points in metrics.json).
 
@@ -62,30 +53,13 @@ def train(
     the run directory and reports; `device` "cuda" then means each rank's own GPU. `overwrite`:
     a folder that holds other files (never a run) is emptied first (outputs.claim_run_directory)."""
     run_dir = Path(run_dir)
-    # A run stopped before its first checkpoint (config.json alone) restarts in place from step 0.
-    restart = resume and checkpoint.newest_checkpoint(run_dir) is None
     with distributed.launch(device) as (world, dev):
         say = report if world.is_main else lambda message: None
-        trainer, config, dataset = diffusion.trainer(config, run_dir, world, device=dev, report=say, progress=progress)
-        say(f"writing the run to {run_dir}")
-        if restart:
-            say(f"{run_dir} has no complete checkpoint (training stopped before the first one): "
-                "starting it again from step 0 with its config.json")
-            if world.is_main:
-                rundir.truncate_log(run_dir, 0)  # the stopped attempt's records
-        elif resume:  # reads and checks the checkpoint (a clear error if it does not fit config.json)
-            say(f"resuming from step {trainer.resume()}")
-        # config.json is written once the options, the data and any checkpoint have been checked.
-        world.barrier()  # every rank has looked at run_dir (the CLI checks it) before rank 0 writes into it
-        if world.is_main:
-            if overwrite and not resume:  # the folder's earlier contents go once everything has been checked
-                outputs.empty(run_dir)
-            rundir.write_config(run_dir, config)
-        result = trainer.fit()
-        trainer.close()  # before the process group goes
+        result, ema_net, config, dataset = diffusion.train(config, run_dir, world, dev, resume=resume, overwrite=overwrite,
+                                                           report=say, progress=progress)
         if not world.is_main or not pictures:
             return result
-    _draw_training_pictures(build.make_run(run_dir, config, trainer.ema.model), dataset)
+    _draw_training_pictures(build.make_run(run_dir, config, ema_net), dataset)
     return result
 
 

@@ -106,18 +106,18 @@ def one_line(message: str) -> str:
 
 
 def on_disk(args) -> str:
-    """What a stopped `train` left behind and how to go on, read from the run directory
-    (empty for a command that trains nothing)."""
+    """What a stopped `train` or `distill` left behind and how to go on, read from the run
+    directory (empty for a command that trains nothing)."""
     run_dir = getattr(args, "training_into", None)
+    again = f"ddpmkit {getattr(args, 'command', 'train')} --resume {run_dir}"
     if run_dir is None:
         return "files already written are whole (every write is atomic)"
     if not (run_dir / "config.json").is_file():
         return f"nothing was written to {run_dir}"
     newest = newest_checkpoint(run_dir)
     if newest is None:
-        return (f"{run_dir} has no complete checkpoint yet: `ddpmkit train --resume {run_dir}` starts it again "
-                "from step 0 with its config.json")
-    return f"the newest complete checkpoint, {newest.name}, is intact: continue with `ddpmkit train --resume {run_dir}`"
+        return f"{run_dir} has no complete checkpoint yet: `{again}` starts it again from step 0 with its config.json"
+    return f"the newest complete checkpoint, {newest.name}, is intact: continue with `{again}`"
 
 
 def os_fault(e: OSError) -> str:

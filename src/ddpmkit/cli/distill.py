@@ -28,7 +28,7 @@ def add_distill(sub) -> None:
     batch), with --precision, --grad-accum and --logger as for train.
     """
     p = command(sub, "distill", add_distill)
-    add_run(p, "the run directory to distil (its EMA weights are the first teacher)")
+    add_run(p, "the run directory to distil (its EMA weights are the first teacher)", torchrun=True)
     p.add_argument("--out", type=Path, help="the distilled run directory to write (new or empty)")
     p.add_argument("--resume", type=Path, metavar="OUT", help="continue the distillation in OUT with its own settings")
     p.add_argument("--to-steps", type=int, help="the last student's sampling steps (default 4)")
@@ -66,6 +66,7 @@ def run_distill(args) -> int:
         if "logger" in given:
             given["logger"] = tuple(dict.fromkeys(given["logger"]))
         out, settings = args.out, DistillSettings(**{SETTINGS_FIELDS.get(k, k): v for k, v in given.items()})
+    args.training_into = out  # for the error boundary's word on what is on disk (cli/__init__.py)
     started = time.perf_counter()
     rounds = distill(args.run, out, settings, resume=args.resume is not None, device=args.device, report=say,
                      progress=not args.no_progress)

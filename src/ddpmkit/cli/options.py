@@ -68,11 +68,12 @@ def command(sub, name: str, declare, *, formatter_class=DefaultsUnlessNone,
     return p
 
 
-def add_run(p: argparse.ArgumentParser, help: str, **kwargs) -> None:
+def add_run(p: argparse.ArgumentParser, help: str, *, torchrun: bool = False, **kwargs) -> None:
     """--run RUN, also spelled --run-dir: torchrun reads abbreviations of its own options anywhere
-    on its command line and takes --run for its --run-path, so under torchrun the spelling is --run-dir."""
-    p.add_argument("--run", "--run-dir", dest="run", type=Path, metavar="RUN",
-                   help=f"{help}; spelled --run-dir under torchrun, which reads --run as its own --run-path", **kwargs)
+    on its command line and takes --run for its --run-path, so under torchrun the spelling is
+    --run-dir (said in the help of the commands that run under torchrun)."""
+    note = "; spelled --run-dir under torchrun, which reads --run as its own --run-path" if torchrun else ""
+    p.add_argument("--run", "--run-dir", dest="run", type=Path, metavar="RUN", help=help + note, **kwargs)
 
 
 def add_precision(g, default: str) -> None:

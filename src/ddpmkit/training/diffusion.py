@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import build
+from .. import build, checkpoint, outputs, rundir
 from ..config import RunConfig
 from ..denoiser import Denoiser
 from ..distributed import World
@@ -23,7 +23,7 @@ from ..losses import training_losses
 from ..nets.unet import count_parameters
 from ..pictures import for_kind, step_picture_path
 from ..precision import resolve as resolve_precision
-from .objective import Batch
+from .objective import Batch, TrainResult
 from .trainer import Trainer
 
 
@@ -100,3 +100,32 @@ def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device:
                     on_sample=step_picture, on_eval=evaluate if config.train.eval_every else None, logger=logger,
                     report=report, progress=progress, world=world)
     return built, config, dataset
+
+
+def train(config: RunConfig, run_dir: Path, world: World, device: torch.device, *, resume: bool = False,
+          overwrite: bool = False, report=lambda message: None,
+          progress: bool = True) -> tuple[TrainResult, nn.Module, RunConfig, object]:
+    """Train `config` into `run_dir` on this process of `world` (or continue it with `resume`: from
+    its newest checkpoint that reads, or from step 0 if it has none); config.json is written once
+    the options, the data and any checkpoint have been checked (with `overwrite`, after the
+    folder's earlier contents go: outputs.empty). Returns (the result, the EMA network, the
+    resolved config, the training data set)."""
+    # A run stopped before its first checkpoint (config.json alone) restarts in place from step 0.
+    restart = resume and checkpoint.newest_checkpoint(run_dir) is None
+    built, config, dataset = trainer(config, run_dir, world, device=device, report=report, progress=progress)
+    report(f"writing the run to {run_dir}")
+    if restart:
+        report(f"{run_dir} has no complete checkpoint (training stopped before the first one): "
+               "starting it again from step 0 with its config.json")
+        if world.is_main:
+            rundir.truncate_log(run_dir, 0)  # the stopped attempt's records
+    elif resume:  # reads and checks the checkpoint (a clear error if it does not fit config.json)
+        report(f"resuming from step {built.resume()}")
+    world.barrier()  # every rank has looked at run_dir (the CLI checks it) before rank 0 writes into it
+    if world.is_main:
+        if overwrite and not resume:  # the folder's earlier contents go once everything has been checked
+            outputs.empty(run_dir)
+        rundir.write_config(run_dir, config)
+    result = built.fit()
+    built.close()  # before the process group goes
+    return result, built.ema.model, config, dataset
