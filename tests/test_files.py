@@ -7,6 +7,7 @@ user had before the command."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -211,3 +212,64 @@ def test_train_overwrite_empties_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert code == 0, err
     assert "its earlier contents replaced" in out and (mine / "loss.png").read_bytes() != b"the user's curve"
     assert (mine / "config.json").is_file()
+
+
+# ---- 3. the atomic-write promise on a full disk ----------------------------------------------------------
+def _decodes(path: Path) -> None:
+    """Every file a sample folder holds reads back whole in its format."""
+    import numpy as np
+    from PIL import Image
+
+    if path.suffix in (".png", ".gif"):
+        with Image.open(path) as picture:
+            for frame in range(getattr(picture, "n_frames", 1)):
+                picture.seek(frame)
+                picture.load()
+    elif path.suffix == ".npy":
+        np.load(path, allow_pickle=False)
+    elif path.suffix == ".json" or path.name == ".ddpmkit-output":
+        json.loads(path.read_text())
+    elif path.suffix == ".csv":
+        assert path.read_text().endswith("\n")
+    else:
+        raise AssertionError(f"unexpected file {path}")
+
+
+@pytest.mark.parametrize("room,named", [(12 * 1024, "s/reverse.gif"), (160 * 1024, "pngs/0")], ids=["at-the-gif", "in-the-pngs"])
+@pytest.mark.parametrize("earlier", [True, False], ids=["replacing", "new"])
+def test_a_full_disk_while_sampling_leaves_no_partial_file(earlier, room, named, digits_run, tmp_path, capsys, monkeypatch):
+    """A real small tmpfs fills up during `sample --gif --png-dir` (64 samples: about 40 kB in OUT,
+    64 PNG pages in the PNG folder), with `room` bytes left: one line (exit 1) naming the file being
+    written and what is intact; the earlier output is exactly as it was (or nothing is left), no
+    temporary remains, and every file present decodes. Where no tmpfs can be mounted (not root) the
+    write of `named` raises what a full disk raises, through rundir.atomic_write, the one writer."""
+    from test_cli_faults import tmpfs
+
+    disk = tmp_path / "disk"
+    argv = ["sample", "--run", digits_run, "-n", "64", *SAMPLE, "--gif", "--out", disk / "s", "--png-dir", disk / "pngs"]
+    with tmpfs(disk, "4m") as mounted:
+        mounted = mounted and not os.environ.get("DDPMKIT_TEST_NO_TMPFS")  # set: the simulated full disk, as without root
+        if earlier:
+            assert cli_run(capsys, *argv)[0] == 0
+        before = tree(disk)
+        if mounted:
+            free = (lambda s: s.f_bavail * s.f_frsize)(os.statvfs(disk))
+            with open(disk / "filler", "wb") as f:
+                f.write(b"\0" * (free - room))
+        else:
+            write = rundir.atomic_write
+
+            def full(path, fill):
+                if named.split("/")[1] in Path(path).name:
+                    raise OSError(28, os.strerror(28), str(path))
+                write(path, fill)
+            monkeypatch.setattr(rundir, "atomic_write", full)
+        code, out, err = cli_run(capsys, *argv)
+        line = one_error_line(err)
+        assert code == 1 and "no space left" in line and f"writing {disk / named}" in line and ".tmp-" not in line, line
+        assert ("was left as it was" if earlier else "nothing was left in") in line, line
+        (disk / "filler").unlink(missing_ok=True)
+        assert tree(disk) == before
+        for path in disk.rglob("*"):
+            if path.is_file():
+                _decodes(path)

@@ -183,7 +183,7 @@ def write(out: Output, record: dict | None = None) -> Iterator[Path]:
             empty(final)
         else:
             shutil.rmtree(into, ignore_errors=True)
-        if isinstance(e, OSError) and not isinstance(e, NotWritten):
+        if isinstance(e, OSError):
             raise _not_written(e, into, out) from e
         raise
     if out.replaces:
@@ -206,8 +206,8 @@ def _not_written(e: OSError, into: Path, out: Output) -> NotWritten:
     if name and name.startswith(str(into)) and into != out.path:
         name = str(out.path) + name[len(str(into)):]
     fault = NotWritten(e.errno, e.strerror, name)
-    fault.intact = (f"{out.path} was left as it was (its earlier output is whole)" if out.replaces
-                    else f"nothing was left in {out.path}")
+    mine = f"{out.path} was left as it was (its earlier output is whole)" if out.replaces else f"nothing was left in {out.path}"
+    fault.intact = f"{e.intact}; {mine}" if isinstance(e, NotWritten) else mine  # each folder being written says its own
     return fault
 
 
