@@ -273,3 +273,89 @@ def test_a_full_disk_while_sampling_leaves_no_partial_file(earlier, room, named,
         for path in disk.rglob("*"):
             if path.is_file():
                 _decodes(path)
+
+
+# ---- 4. configs are validated field by field -------------------------------------------------------------
+def _config_mutations() -> list[tuple[str, object]]:
+    """(what, the mutated config.json as a Python value), generated from the config dataclasses: for
+    every field of every section (each network kind's too) values of the wrong JSON type or shape,
+    chosen from the field's declared type; then the whole file and each section replaced by the
+    wrong kind of value, and each section left out."""
+    import dataclasses
+    import typing
+
+    from ddpmkit.config import NET_KINDS, DataConfig, DiffusionConfig, RunConfig, TrainConfig
+
+    base = json.loads(RunConfig().to_json())
+    sections = {"data": DataConfig, "diffusion": DiffusionConfig, "train": TrainConfig}
+    cases = []
+
+    def mutated(section, field, value, kind=None):
+        config = json.loads(json.dumps(base))
+        if kind is not None:
+            config["net"] = {"kind": kind, **json.loads(json.dumps(dataclasses.asdict(NET_KINDS[kind]())))}
+        config[section][field] = value
+        return config
+
+    def wrong_values(hint) -> list:
+        text = str(hint)
+        values = [{"an": "object"}, [[1], [2]]]  # never a field's form
+        if "str" not in text and "Literal" not in text:
+            values.append("12")  # a string for a number, a flag or a list
+        if "Literal" in text:
+            values += ["no-such-choice", 3]
+        if text in ("int", "<class 'int'>"):
+            values += [1.5, True, [3]]
+        if "float" in text and "tuple" not in text:
+            values += [[0.5], True]
+        if "bool" in text:
+            values += [1, "true"]
+        if "tuple[int, int]" in text:
+            values += [8, [8], [8, 8, 8], [8.5, 8]]
+        elif "tuple" in text:
+            values += [8, [{"x": 1}]]
+        return values
+
+    for section, cls in sections.items():
+        for name, hint in typing.get_type_hints(cls).items():
+            cases += [(f"{section}.{name} = {json.dumps(v)}", mutated(section, name, v)) for v in wrong_values(hint)]
+    for kind, cls in NET_KINDS.items():
+        for name, hint in typing.get_type_hints(cls).items():
+            cases += [(f"net({kind}).{name} = {json.dumps(v)}", mutated("net", name, v, kind)) for v in wrong_values(hint)]
+    cases += [("the file is a list", [base]), ("the file is a number", 3)]
+    for section in ("data", "net", "diffusion", "train"):
+        cases += [(f"{section} is a list", {**base, section: [base[section]]}),
+                  (f"{section} is a string", {**base, section: "x"}),
+                  (f"{section} is missing", {k: v for k, v in base.items() if k != section})]
+    cases += [("seed is a string", {**base, "seed": "0"}), ("conditional is a number", {**base, "conditional": 1})]
+    return cases
+
+
+def test_every_config_mutation_is_one_line_naming_the_field(tmp_path, capsys):
+    """Each mutation of config.json (over 200, from the dataclasses' own fields) read by
+    `ddpmkit sample`: exit 2, one stderr line naming config.json and, for a field, the field;
+    the folder unchanged."""
+    run = tmp_path / "run"
+    run.mkdir()
+    cases = _config_mutations()
+    assert len(cases) > 200
+    failures = []
+    for what, config in cases:
+        (run / "config.json").write_text(json.dumps(config))
+        before = tree(run)
+        code, out, err = cli_run(capsys, "sample", "--run", run, "-n", "1", "--out", tmp_path / "s")
+        lines = err.strip().splitlines()
+        field = what.split(" = ")[0].replace("net(unet)", "net").replace("net(mlp)", "net").replace("net(gated-mlp)", "net")
+        ok = (code == 2 and len(lines) == 1 and "Traceback" not in err and str(run / "config.json") in lines[0]
+              and (" = " not in what or field in lines[0]) and tree(run) == before and not (tmp_path / "s").exists())
+        if not ok:
+            failures.append(f"{what}: exit {code}: {err.strip()[-300:]}")
+    assert not failures, "\n".join(failures[:20])
+
+
+def test_a_valid_config_still_reads(tmp_path):
+    from ddpmkit.config import RunConfig
+
+    config = RunConfig()
+    (tmp_path / "config.json").write_text(config.to_json())
+    assert RunConfig.load(tmp_path / "config.json") == config
