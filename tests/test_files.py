@@ -6,6 +6,7 @@ user had before the command."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -359,3 +360,71 @@ def test_a_valid_config_still_reads(tmp_path):
     config = RunConfig()
     (tmp_path / "config.json").write_text(config.to_json())
     assert RunConfig.load(tmp_path / "config.json") == config
+
+
+# ---- 6. images at the limits ---------------------------------------------------------------------------
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG file that declares width x height grey pixels (its header; the pixels are never decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [10_000, 15_000])  # above Pillow's warning limit; above its error limit
+@pytest.mark.parametrize("how", ["edit", "train-folder", "show-forward"])
+def test_an_image_above_the_bomb_limit_is_one_line_saying_too_large(side, how, digits_run, tmp_path, capsys):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    huge = _png_header(folder / "huge.png", side, side)
+    before = tree(tmp_path)
+    argv = {"edit": ["edit", "--run", digits_run, "--input", huge, "--out", tmp_path / "e"],
+            "train-folder": ["train", "--data", folder, "--steps", "1", "--no-progress", "--out", tmp_path / "r"],
+            "show-forward": ["show-forward", "--data", huge, "--out", tmp_path / "f.png"]}[how]
+    with _no_warnings():
+        code, out, err = cli_run(capsys, *argv)
+    line = one_error_line(err)
+    assert code == 2 and "huge.png" in line and f"{side}x{side}" in line and "too large" in line, line
+    assert f"DDPMKIT_MAX_PIXELS={side * side}" in line and "unreadable" not in line and "cannot be read" not in line, line
+    assert tree(tmp_path) == before
+
+
+@contextlib.contextmanager
+def _no_warnings():
+    """Any warning fails the test (Pillow's DecompressionBombWarning would be one)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+def test_the_pixel_limit_can_be_raised_or_lowered(digits_run, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    small = tmp_path / "small.png"
+    Image.new("L", (8, 8), 128).save(small)
+    monkeypatch.setenv("DDPMKIT_MAX_PIXELS", "63")
+    code, out, err = cli_run(capsys, "edit", "--run", digits_run, "--input", small, "--out", tmp_path / "e", *SAMPLE)
+    assert code == 2 and "too large" in one_error_line(err) and "DDPMKIT_MAX_PIXELS=64" in err
+    monkeypatch.setenv("DDPMKIT_MAX_PIXELS", "64")
+    assert cli_run(capsys, "edit", "--run", digits_run, "--input", small, "--out", tmp_path / "e", *SAMPLE)[0] == 0
+
+
+def test_the_nan_refusal_names_the_first_bad_image(digits_run, tmp_path, capsys):
+    import numpy as np
+
+    images = np.full((6, 8, 8), 0.5, np.float32)
+    images[3, 2, 2] = np.nan
+    images[5, 0, 0] = np.inf
+    np.save(tmp_path / "a.npy", images)
+    before = tree(tmp_path)
+    code, out, err = cli_run(capsys, "edit", "--run", digits_run, "--input", tmp_path / "a.npy", "--out", tmp_path / "e")
+    line = one_error_line(err)
+    assert code == 2 and "image 3 " in line and "2 of 6" in line and "NaN" in line, line
+    assert tree(tmp_path) == before
