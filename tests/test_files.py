@@ -178,6 +178,7 @@ def test_overwrite_replaces_the_users_folder_as_a_whole(digits_run, tmp_path, ca
     ["interpolate", "--run", "{run}", "--a", "{picture}", "--b", "{picture}", "--out", "{mine}"],
     ["export", "--run", "{run}", "--out", "{mine}"],
     ["evaluate", "--run", "{run}", "--save-ref", "{mine}/samples.npz"],
+    ["distill", "--run", "{run}", "--out", "{mine}"],
 ], ids=lambda argv: argv[0])
 def test_every_command_refuses_a_folder_it_did_not_write(argv, digits_run, tmp_path, capsys):
     """Refused before any work (not even the run is read), in one line naming the folder and

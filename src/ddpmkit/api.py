@@ -100,19 +100,21 @@ def _draw_training_pictures(run: sampling.Run, dataset) -> None:
         evaluation.write_metrics(run.directory, measured)
 
 
-def distill(run_dir: Path | str | None, out: Path | str, settings: DistillSettings = DistillSettings(), *,
-            resume: bool = False, device: str | None = None, report=lambda message: None, progress: bool = True) -> list[dict]:
+def distill(run_dir: Path | str | None, out: Path | str, settings: DistillSettings = DistillSettings(), *, resume: bool = False,
+            device: str | None = None, report=lambda message: None, progress: bool = True, overwrite: bool = False) -> list[dict]:
     """Progressive distillation (distill.py) of a run's EMA weights into a run directory `out`
     whose students sample with DDIM on settings.to_steps steps by default; `out` holding the same
-    distillation (or resume=True, run_dir None: its own teacher and settings) continues it.
-    Returns each finished round's record (also in out/distill.json)."""
+    distillation (or resume=True, run_dir None: its own teacher and settings) continues it;
+    `overwrite`: a folder that holds other files (no run) is emptied first. Returns each finished round's record (also in out/distill.json)."""
     out = Path(out)
     if resume:
         run_dir, settings = recorded_settings(out)
     elif run_dir is None:
         raise UserError("distill needs the --run to distil (or --resume OUT)")
-    again = check_out(out, Path(run_dir), settings)
+    again = check_out(out, Path(run_dir), settings, overwrite=overwrite and not resume)
     teacher = build.load_run(Path(run_dir), "ema", device=distributed.pick_device(device))
+    if overwrite and not (resume or again):  # --overwrite: the folder's contents go once the teacher has loaded
+        outputs.empty(out)
     return distill_run(teacher, out, settings, resume=resume or again, device=teacher.device, report=report,
                        progress=progress)
 

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from .options import DEVICE_HELP, command
+from .options import DEVICE_HELP, add_overwrite, command
 
 DISTILL_OPTIONS = ("to_steps", "start_steps", "rounds_steps", "batch_size", "lr", "seed", "checkpoint_every")
 
@@ -32,6 +32,7 @@ def add_distill(sub) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate, annealed linearly to 0 in each round (default 5e-4)")
     p.add_argument("--seed", type=int, help="seed of the batch order, t and the noise (default 0)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints inside a round (default 250)")
+    add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -54,7 +55,7 @@ def run_distill(args) -> int:
         out, settings = args.out, DistillSettings(**given)
     started = time.perf_counter()
     rounds = distill(args.run, out, settings, resume=args.resume is not None, device=args.device, report=print,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, overwrite=args.overwrite)
     for r in rounds:
         print(f"round {r['round']}: {r['teacher_steps']} -> {r['student_steps']} steps, {r['steps']} steps in "
               f"{r['seconds']:.0f} s, final loss {r['final_loss']:.4f}")
