@@ -141,6 +141,15 @@ def test_a_png_dir_always_holds_one_commands_samples(digits_run, tmp_path, capsy
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "pngs", "s"]  # no temporary left beside them
 
 
+def test_a_png_dir_inside_out_is_part_of_it(digits_run, tmp_path, capsys):
+    out = tmp_path / "s"
+    for n in ("8", "4"):
+        code, said, err = cli_run(capsys, "sample", "--run", digits_run, "-n", n, "--png-dir", out / "png", "--out", out, *SAMPLE)
+        assert code == 0, err
+    assert _pngs(out / "png") == [f"{i:06d}.png" for i in range(4)] and f"replacing the earlier contents of {out}" in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "s"]
+
+
 @pytest.mark.parametrize("option", ["--png-dir", "--out"])
 def test_a_folder_of_the_users_files_is_refused_and_kept(option, digits_run, tmp_path, capsys):
     mine = tmp_path / "mine"
