@@ -105,8 +105,8 @@ def inside(path: Path | str, out: Output) -> bool:
     """Whether `path` lies inside the output folder `out` (then it is part of that output); a
     folder that would hold `out` itself is refused."""
     path, folder = Path(os.path.abspath(path)), Path(os.path.abspath(out.path))
-    if folder.is_relative_to(path):
-        raise UserError(f"{path} holds the output folder {out.path}; give a folder beside it or inside it")
+    if folder.is_relative_to(path):  # the same folder too: its samples.png would be read as a sample
+        raise UserError(f"{path} is or holds the output folder {out.path}; give a folder beside it or inside it")
     return path.is_relative_to(folder)
 
 
