@@ -438,3 +438,17 @@ def test_the_nan_refusal_names_the_first_bad_image(digits_run, tmp_path, capsys)
     line = one_error_line(err)
     assert code == 2 and "image 3 " in line and "2 of 6" in line and "NaN" in line, line
     assert tree(tmp_path) == before
+
+
+def test_what_a_killed_swap_left_is_mended(digits_run, tmp_path, capsys):
+    """Killed between the two renames of a swap: the earlier output lies aside as .s.old-PID and s is
+    missing; the next command into s puts it back, then replaces it; a dead process's temporary goes."""
+    out = tmp_path / "s"
+    assert cli_run(capsys, "sample", "--run", digits_run, "-n", "4", "--out", out, *SAMPLE)[0] == 0
+    dead = 2 ** 22 + 12345  # above the largest pid Linux allows (2^22): no such process
+    os.rename(out, tmp_path / f".s.old-{dead}")
+    (tmp_path / f".s.tmp-{dead}").mkdir()
+    code, said, err = cli_run(capsys, "sample", "--run", digits_run, "-n", "2", "--out", out, *SAMPLE)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "s"]
+    assert json.loads((out / "sample.json").read_text())["num"] == 2

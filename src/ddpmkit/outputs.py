@@ -170,10 +170,9 @@ def write(out: Output, record: dict | None = None) -> Iterator[Path]:
     output left as it was."""
     final = out.path
     final.parent.mkdir(parents=True, exist_ok=True)
+    _mend(final)
     existed = final.is_dir()
     into = final.with_name(f".{final.name}.tmp-{os.getpid()}") if out.replaces else final
-    if out.replaces:
-        shutil.rmtree(into, ignore_errors=True)  # a leftover of this process id's earlier crash
     into.mkdir(exist_ok=True)
     try:
         yield into
@@ -188,6 +187,32 @@ def write(out: Output, record: dict | None = None) -> Iterator[Path]:
         raise
     if out.replaces:
         _swap(into, final)
+
+
+def _mend(final: Path) -> None:
+    """What a killed process left beside `final`: its temporary folder (removed) and, killed
+    between the two renames of a swap, the earlier output renamed aside (put back if `final` is
+    missing, else removed). Folders of processes still running are left alone."""
+    for leftover in sorted(final.parent.glob(f".{final.name}.*-*")):
+        what, _, pid = leftover.name[len(final.name) + 2:].rpartition("-")
+        if what not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if what == "old" and not final.exists():
+            os.rename(leftover, final)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process's own leftover of an earlier command
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
 
 
 def _swap(new: Path, final: Path) -> None:
