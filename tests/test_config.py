@@ -52,7 +52,7 @@ def test_resolved_presets_survive_json(tmp_path):
         (lambda d: d["net"].update(kind="transformer"), "unknown network kind 'transformer'; expected one of: mlp, gated-mlp, unet"),
         (lambda d: d.update(extra={}), r"config has unknown sections \['extra'\]; was it written by a newer ddpmkit\?"),
         (lambda d: d["train"].update(momentum=0.9), r"config section 'train' has unknown options \['momentum'\]"),
-        (lambda d: d["diffusion"].update(schedule="warp"), "unknown schedule 'warp'; choose one of: linear, cosine"),
+        (lambda d: d["diffusion"].update(schedule="warp"), 'config field diffusion.schedule must be one of "linear", "cosine"'),
     ],
 )
 def test_a_config_that_is_not_ours_is_refused(edit, message):

@@ -6,7 +6,9 @@ user had before the command."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -139,6 +141,15 @@ def test_a_png_dir_always_holds_one_commands_samples(digits_run, tmp_path, capsy
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "pngs", "s"]  # no temporary left beside them
 
 
+def test_a_png_dir_inside_out_is_part_of_it(digits_run, tmp_path, capsys):
+    out = tmp_path / "s"
+    for n in ("8", "4"):
+        code, said, err = cli_run(capsys, "sample", "--run", digits_run, "-n", n, "--png-dir", out / "png", "--out", out, *SAMPLE)
+        assert code == 0, err
+    assert _pngs(out / "png") == [f"{i:06d}.png" for i in range(4)] and f"replacing the earlier contents of {out}" in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "s"]
+
+
 @pytest.mark.parametrize("option", ["--png-dir", "--out"])
 def test_a_folder_of_the_users_files_is_refused_and_kept(option, digits_run, tmp_path, capsys):
     mine = tmp_path / "mine"
@@ -176,6 +187,7 @@ def test_overwrite_replaces_the_users_folder_as_a_whole(digits_run, tmp_path, ca
     ["interpolate", "--run", "{run}", "--a", "{picture}", "--b", "{picture}", "--out", "{mine}"],
     ["export", "--run", "{run}", "--out", "{mine}"],
     ["evaluate", "--run", "{run}", "--save-ref", "{mine}/samples.npz"],
+    ["distill", "--run", "{run}", "--out", "{mine}"],
 ], ids=lambda argv: argv[0])
 def test_every_command_refuses_a_folder_it_did_not_write(argv, digits_run, tmp_path, capsys):
     """Refused before any work (not even the run is read), in one line naming the folder and
@@ -211,3 +223,232 @@ def test_train_overwrite_empties_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert code == 0, err
     assert "its earlier contents replaced" in out and (mine / "loss.png").read_bytes() != b"the user's curve"
     assert (mine / "config.json").is_file()
+
+
+# ---- 3. the atomic-write promise on a full disk ----------------------------------------------------------
+def _decodes(path: Path) -> None:
+    """Every file a sample folder holds reads back whole in its format."""
+    import numpy as np
+    from PIL import Image
+
+    if path.suffix in (".png", ".gif"):
+        with Image.open(path) as picture:
+            for frame in range(getattr(picture, "n_frames", 1)):
+                picture.seek(frame)
+                picture.load()
+    elif path.suffix == ".npy":
+        np.load(path, allow_pickle=False)
+    elif path.suffix == ".json" or path.name == ".ddpmkit-output":
+        json.loads(path.read_text())
+    elif path.suffix == ".csv":
+        assert path.read_text().endswith("\n")
+    else:
+        raise AssertionError(f"unexpected file {path}")
+
+
+@pytest.mark.parametrize("room,named", [(12 * 1024, "s/reverse.gif"), (160 * 1024, "pngs/0")], ids=["at-the-gif", "in-the-pngs"])
+@pytest.mark.parametrize("earlier", [True, False], ids=["replacing", "new"])
+def test_a_full_disk_while_sampling_leaves_no_partial_file(earlier, room, named, digits_run, tmp_path, capsys, monkeypatch):
+    """A real small tmpfs fills up during `sample --gif --png-dir` (64 samples: about 40 kB in OUT,
+    64 PNG pages in the PNG folder), with `room` bytes left: one line (exit 1) naming the file being
+    written and what is intact; the earlier output is exactly as it was (or nothing is left), no
+    temporary remains, and every file present decodes. Where no tmpfs can be mounted (not root) the
+    write of `named` raises what a full disk raises, through rundir.atomic_write, the one writer."""
+    from test_cli_faults import tmpfs
+
+    disk = tmp_path / "disk"
+    argv = ["sample", "--run", digits_run, "-n", "64", *SAMPLE, "--gif", "--out", disk / "s", "--png-dir", disk / "pngs"]
+    with tmpfs(disk, "4m") as mounted:
+        mounted = mounted and not os.environ.get("DDPMKIT_TEST_NO_TMPFS")  # set: the simulated full disk, as without root
+        if earlier:
+            assert cli_run(capsys, *argv)[0] == 0
+        before = tree(disk)
+        if mounted:
+            free = (lambda s: s.f_bavail * s.f_frsize)(os.statvfs(disk))
+            with open(disk / "filler", "wb") as f:
+                f.write(b"\0" * (free - room))
+        else:
+            write = rundir.atomic_write
+
+            def full(path, fill):
+                if named.split("/")[1] in Path(path).name:
+                    raise OSError(28, os.strerror(28), str(path))
+                write(path, fill)
+            monkeypatch.setattr(rundir, "atomic_write", full)
+        code, out, err = cli_run(capsys, *argv)
+        line = one_error_line(err)
+        assert code == 1 and "no space left" in line and f"writing {disk / named}" in line and ".tmp-" not in line, line
+        assert ("was left as it was" if earlier else "nothing was left in") in line, line
+        (disk / "filler").unlink(missing_ok=True)
+        assert tree(disk) == before
+        for path in disk.rglob("*"):
+            if path.is_file():
+                _decodes(path)
+
+
+# ---- 4. configs are validated field by field -------------------------------------------------------------
+def _config_mutations() -> list[tuple[str, object]]:
+    """(what, the mutated config.json as a Python value), generated from the config dataclasses: for
+    every field of every section (each network kind's too) values of the wrong JSON type or shape,
+    chosen from the field's declared type; then the whole file and each section replaced by the
+    wrong kind of value, and each section left out."""
+    import dataclasses
+    import typing
+
+    from ddpmkit.config import NET_KINDS, DataConfig, DiffusionConfig, RunConfig, TrainConfig
+
+    base = json.loads(RunConfig().to_json())
+    sections = {"data": DataConfig, "diffusion": DiffusionConfig, "train": TrainConfig}
+    cases = []
+
+    def mutated(section, field, value, kind=None):
+        config = json.loads(json.dumps(base))
+        if kind is not None:
+            config["net"] = {"kind": kind, **json.loads(json.dumps(dataclasses.asdict(NET_KINDS[kind]())))}
+        config[section][field] = value
+        return config
+
+    def wrong_values(hint) -> list:
+        text = str(hint)
+        values = [{"an": "object"}, [[1], [2]]]  # never a field's form
+        if "str" not in text and "Literal" not in text:
+            values.append("12")  # a string for a number, a flag or a list
+        if "Literal" in text:
+            values += ["no-such-choice", 3]
+        if text in ("int", "<class 'int'>"):
+            values += [1.5, True, [3]]
+        if "float" in text and "tuple" not in text:
+            values += [[0.5], True]
+        if "bool" in text:
+            values += [1, "true"]
+        if "tuple[int, int]" in text:
+            values += [8, [8], [8, 8, 8], [8.5, 8]]
+        elif "tuple" in text:
+            values += [8, [{"x": 1}]]
+        return values
+
+    for section, cls in sections.items():
+        for name, hint in typing.get_type_hints(cls).items():
+            cases += [(f"{section}.{name} = {json.dumps(v)}", mutated(section, name, v)) for v in wrong_values(hint)]
+    for kind, cls in NET_KINDS.items():
+        for name, hint in typing.get_type_hints(cls).items():
+            cases += [(f"net({kind}).{name} = {json.dumps(v)}", mutated("net", name, v, kind)) for v in wrong_values(hint)]
+    cases += [("the file is a list", [base]), ("the file is a number", 3)]
+    for section in ("data", "net", "diffusion", "train"):
+        cases += [(f"{section} is a list", {**base, section: [base[section]]}),
+                  (f"{section} is a string", {**base, section: "x"}),
+                  (f"{section} is missing", {k: v for k, v in base.items() if k != section})]
+    cases += [("seed is a string", {**base, "seed": "0"}), ("conditional is a number", {**base, "conditional": 1})]
+    return cases
+
+
+def test_every_config_mutation_is_one_line_naming_the_field(tmp_path, capsys):
+    """Each mutation of config.json (over 200, from the dataclasses' own fields) read by
+    `ddpmkit sample`: exit 2, one stderr line naming config.json and, for a field, the field;
+    the folder unchanged."""
+    run = tmp_path / "run"
+    run.mkdir()
+    cases = _config_mutations()
+    assert len(cases) > 200
+    failures = []
+    for what, config in cases:
+        (run / "config.json").write_text(json.dumps(config))
+        before = tree(run)
+        code, out, err = cli_run(capsys, "sample", "--run", run, "-n", "1", "--out", tmp_path / "s")
+        lines = err.strip().splitlines()
+        field = what.split(" = ")[0].replace("net(unet)", "net").replace("net(mlp)", "net").replace("net(gated-mlp)", "net")
+        ok = (code == 2 and len(lines) == 1 and "Traceback" not in err and str(run / "config.json") in lines[0]
+              and (" = " not in what or field in lines[0]) and tree(run) == before and not (tmp_path / "s").exists())
+        if not ok:
+            failures.append(f"{what}: exit {code}: {err.strip()[-300:]}")
+    assert not failures, "\n".join(failures[:20])
+
+
+def test_a_valid_config_still_reads(tmp_path):
+    from ddpmkit.config import RunConfig
+
+    config = RunConfig()
+    (tmp_path / "config.json").write_text(config.to_json())
+    assert RunConfig.load(tmp_path / "config.json") == config
+
+
+# ---- 6. images at the limits ---------------------------------------------------------------------------
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG file that declares width x height grey pixels (its header; the pixels are never decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [10_000, 15_000])  # above Pillow's warning limit; above its error limit
+@pytest.mark.parametrize("how", ["edit", "train-folder", "show-forward"])
+def test_an_image_above_the_bomb_limit_is_one_line_saying_too_large(side, how, digits_run, tmp_path, capsys):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    huge = _png_header(folder / "huge.png", side, side)
+    before = tree(tmp_path)
+    argv = {"edit": ["edit", "--run", digits_run, "--input", huge, "--out", tmp_path / "e"],
+            "train-folder": ["train", "--data", folder, "--steps", "1", "--no-progress", "--out", tmp_path / "r"],
+            "show-forward": ["show-forward", "--data", huge, "--out", tmp_path / "f.png"]}[how]
+    with _no_warnings():
+        code, out, err = cli_run(capsys, *argv)
+    line = one_error_line(err)
+    assert code == 2 and "huge.png" in line and f"{side}x{side}" in line and "too large" in line, line
+    assert f"DDPMKIT_MAX_PIXELS={side * side}" in line and "unreadable" not in line and "cannot be read" not in line, line
+    assert tree(tmp_path) == before
+
+
+@contextlib.contextmanager
+def _no_warnings():
+    """Any warning fails the test (Pillow's DecompressionBombWarning would be one)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+def test_the_pixel_limit_can_be_raised_or_lowered(digits_run, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    small = tmp_path / "small.png"
+    Image.new("L", (8, 8), 128).save(small)
+    monkeypatch.setenv("DDPMKIT_MAX_PIXELS", "63")
+    code, out, err = cli_run(capsys, "edit", "--run", digits_run, "--input", small, "--out", tmp_path / "e", *SAMPLE)
+    assert code == 2 and "too large" in one_error_line(err) and "DDPMKIT_MAX_PIXELS=64" in err
+    monkeypatch.setenv("DDPMKIT_MAX_PIXELS", "64")
+    assert cli_run(capsys, "edit", "--run", digits_run, "--input", small, "--out", tmp_path / "e", *SAMPLE)[0] == 0
+
+
+def test_the_nan_refusal_names_the_first_bad_image(digits_run, tmp_path, capsys):
+    import numpy as np
+
+    images = np.full((6, 8, 8), 0.5, np.float32)
+    images[3, 2, 2] = np.nan
+    images[5, 0, 0] = np.inf
+    np.save(tmp_path / "a.npy", images)
+    before = tree(tmp_path)
+    code, out, err = cli_run(capsys, "edit", "--run", digits_run, "--input", tmp_path / "a.npy", "--out", tmp_path / "e")
+    line = one_error_line(err)
+    assert code == 2 and "image 3 " in line and "2 of 6" in line and "NaN" in line, line
+    assert tree(tmp_path) == before
+
+
+def test_what_a_killed_swap_left_is_mended(digits_run, tmp_path, capsys):
+    """Killed between the two renames of a swap: the earlier output lies aside as .s.old-PID and s is
+    missing; the next command into s puts it back, then replaces it; a dead process's temporary goes."""
+    out = tmp_path / "s"
+    assert cli_run(capsys, "sample", "--run", digits_run, "-n", "4", "--out", out, *SAMPLE)[0] == 0
+    dead = 2 ** 22 + 12345  # above the largest pid Linux allows (2^22): no such process
+    os.rename(out, tmp_path / f".s.old-{dead}")
+    (tmp_path / f".s.tmp-{dead}").mkdir()
+    code, said, err = cli_run(capsys, "sample", "--run", digits_run, "-n", "2", "--out", out, *SAMPLE)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "s"]
+    assert json.loads((out / "sample.json").read_text())["num"] == 2

@@ -71,3 +71,7 @@ def test_the_top_level_files_are_copies_of_a_checkpoint(tmp_path):
         assert not os.path.samefile(tmp_path / name, step / name)  # a copy: damage to one never reaches the other
     (tmp_path / "ema.safetensors").write_text("damaged in place")
     assert (step / "ema.safetensors").read_text() == "ema.safetensors"
+    (tmp_path / "model.safetensors").unlink()
+    os.link(step / "model.safetensors", tmp_path / "model.safetensors")  # an older version's hard link
+    rundir.copy_top_level(tmp_path, step)
+    assert not os.path.samefile(tmp_path / "model.safetensors", step / "model.safetensors")

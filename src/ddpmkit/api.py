@@ -72,21 +72,24 @@ def _draw_training_pictures(run: sampling.Run, dataset) -> None:
         evaluation.write_metrics(run.directory, measured)
 
 
-def distill(run_dir: Path | str | None, out: Path | str, settings: DistillSettings = DistillSettings(), *,
-            resume: bool = False, device: str | None = None, report=lambda message: None, progress: bool = True) -> list[dict]:
+def distill(run_dir: Path | str | None, out: Path | str, settings: DistillSettings = DistillSettings(), *, resume: bool = False,
+            device: str | None = None, report=lambda message: None, progress: bool = True, overwrite: bool = False) -> list[dict]:
     """Progressive distillation (training/distill.py) of a run's EMA weights into a run directory
     `out` whose students sample with DDIM on settings.to_steps steps by default; `out` holding the
-    same distillation (or resume=True, run_dir None: its own teacher and settings) continues it.
-    Launched by torchrun with N processes, each process calls this, as for `train`. Returns each
-    finished round's record (also in out/distill.json)."""
+    same distillation (or resume=True, run_dir None: its own teacher and settings) continues it;
+    `overwrite`: a folder that holds other files (no run) is emptied first. Launched by torchrun
+    with N processes, each process calls this, as for `train`. Returns each finished round's record."""
     out = Path(out)
     if resume:
         run_dir, settings = distillation.recorded_settings(out)
     elif run_dir is None:
         raise UserError("distill needs the --run to distil (or --resume OUT)")
     with distributed.launch(device) as (world, dev):
-        again = distillation.check_out(out, Path(run_dir), settings)
+        again = distillation.check_out(out, Path(run_dir), settings, overwrite=overwrite and not resume)
         teacher = build.load_run(Path(run_dir), "ema", device=dev)
+        world.barrier()  # every rank has looked at `out` before rank 0 empties it
+        if overwrite and not (resume or again) and world.is_main:  # --overwrite: the folder's contents go once the teacher has loaded
+            outputs.empty(out)
         say = report if world.is_main else lambda message: None
         return distillation.distill(teacher, out, settings, resume=resume or again, device=dev, world=world, report=say,
                                     progress=progress)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -191,17 +193,27 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        net = dict(d.get("net", {}))
+        """A RunConfig from its JSON form, every field checked against its declared type first (one
+        UserError naming the field and the form it takes: `_value`), then by the dataclasses' own checks."""
+        if not isinstance(d, dict):
+            raise UserError(f"the config must be a JSON object of sections (data, net, diffusion, train), got {_shown(d)}")
+        unknown = set(d) - {"data", "net", "diffusion", "train", "seed", "conditional"}
+        if unknown:
+            raise UserError(f"config has unknown sections {sorted(unknown)}; was it written by a newer ddpmkit?")
+        for name in ("data", "net", "diffusion", "train"):
+            if name not in d:
+                raise UserError(f"config has no {name!r} section; restore it (config.json holds data, net, diffusion and train)")
+            if not isinstance(d[name], dict):
+                raise UserError(f"config section {name!r} must be a JSON object of its fields, got {_shown(d[name])}")
+        net = dict(d["net"])
         kind = net.pop("kind", None)
         if kind not in NET_KINDS:
             raise UserError(f"config has an unknown network kind {kind!r}; expected one of: {', '.join(NET_KINDS)}")
         parts = {"data": DataConfig, "diffusion": DiffusionConfig, "train": TrainConfig}
-        kwargs: dict[str, Any] = {name: _build(sub, d.get(name, {}), name) for name, sub in parts.items()}
+        kwargs: dict[str, Any] = {name: _build(sub, d[name], name) for name, sub in parts.items()}
         kwargs["net"] = _build(NET_KINDS[kind], net, "net")
-        unknown = set(d) - {"data", "net", "diffusion", "train", "seed", "conditional"}
-        if unknown:
-            raise UserError(f"config has unknown sections {sorted(unknown)}; was it written by a newer ddpmkit?")
-        return cls(seed=int(d.get("seed", 0)), conditional=bool(d.get("conditional", False)), **kwargs)
+        top = {name: hint for name, hint in typing.get_type_hints(cls).items() if name in ("seed", "conditional")}
+        return cls(**{name: _value(d[name], hint, name) for name, hint in top.items() if name in d}, **kwargs)
 
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":
@@ -211,17 +223,93 @@ class RunConfig:
     def load(cls, path: Path) -> "RunConfig":
         try:
             return cls.from_json(Path(path).read_text())
-        except (json.JSONDecodeError, TypeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"{path} is not a valid ddpmkit config ({e}); rebuild it or train again") from None
-
-
-def _tuples(value: Any) -> Any:
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+        except UserError as e:  # a field that does not fit: the line names the file too
+            raise UserError(f"{path}: {e}") from None
 
 
 def _build(cls: type, values: dict[str, Any], section: str) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
+    """The dataclass `cls` from a config section's fields, each checked against its declared type."""
+    hints = typing.get_type_hints(cls)
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise UserError(f"config section {section!r} has unknown options {sorted(unknown)}")
-    return cls(**{k: _tuples(v) for k, v in values.items()})
+    return cls(**{k: _value(v, hints[k], f"{section}.{k}") for k, v in values.items()})
+
+
+def _value(value: Any, hint: Any, where: str) -> Any:
+    """A JSON value as the field `where` of type `hint` takes it (lists become tuples, an integer
+    stands for a float), or a UserError naming the field and the form it takes."""
+    try:
+        return _as(value, hint)
+    except (TypeError, ValueError):
+        raise UserError(f"config field {where} must be {_form(hint)}, got {_shown(value)}; fix config.json (or train again)") from None
+
+
+def _as(value: Any, hint: Any) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _as(value, option)
+            except (TypeError, ValueError):
+                continue
+        raise TypeError
+    if hint is type(None):
+        if value is not None:
+            raise TypeError
+        return None
+    if origin is Literal:
+        if value not in args:
+            raise ValueError
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):  # JSON's list (a tuple from to_dict itself)
+            raise TypeError
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_as(v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise ValueError
+        return tuple(_as(v, a) for v, a in zip(value, args))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise TypeError
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    raise TypeError(f"no JSON form for {hint}")  # a field type this reader does not know: a bug, caught by the tests
+
+
+def _form(hint: Any) -> str:
+    """The JSON form of a field's type, in words: 'a list of 2 integers', 'one of "eps", "x0", "v"', ..."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_form(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_plural(args[0])}"
+        return f"a list of {len(args)} {_plural(args[0])}" if len(set(args)) == 1 else f"a list of {len(args)} values"
+    return {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _plural(hint: Any) -> str:
+    return {int: "integers", float: "numbers", str: "strings"}.get(hint, _form(hint) + " values")
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as the user wrote it, cut short."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -105,8 +105,8 @@ def inside(path: Path | str, out: Output) -> bool:
     """Whether `path` lies inside the output folder `out` (then it is part of that output); a
     folder that would hold `out` itself is refused."""
     path, folder = Path(os.path.abspath(path)), Path(os.path.abspath(out.path))
-    if folder.is_relative_to(path):
-        raise UserError(f"{path} holds the output folder {out.path}; give a folder beside it or inside it")
+    if folder.is_relative_to(path):  # the same folder too: its samples.png would be read as a sample
+        raise UserError(f"{path} is or holds the output folder {out.path}; give a folder beside it or inside it")
     return path.is_relative_to(folder)
 
 
@@ -170,10 +170,9 @@ def write(out: Output, record: dict | None = None) -> Iterator[Path]:
     output left as it was."""
     final = out.path
     final.parent.mkdir(parents=True, exist_ok=True)
+    _mend(final)
     existed = final.is_dir()
     into = final.with_name(f".{final.name}.tmp-{os.getpid()}") if out.replaces else final
-    if out.replaces:
-        shutil.rmtree(into, ignore_errors=True)  # a leftover of this process id's earlier crash
     into.mkdir(exist_ok=True)
     try:
         yield into
@@ -183,11 +182,37 @@ def write(out: Output, record: dict | None = None) -> Iterator[Path]:
             empty(final)
         else:
             shutil.rmtree(into, ignore_errors=True)
-        if isinstance(e, OSError) and not isinstance(e, NotWritten):
+        if isinstance(e, OSError):
             raise _not_written(e, into, out) from e
         raise
     if out.replaces:
         _swap(into, final)
+
+
+def _mend(final: Path) -> None:
+    """What a killed process left beside `final`: its temporary folder (removed) and, killed
+    between the two renames of a swap, the earlier output renamed aside (put back if `final` is
+    missing, else removed). Folders of processes still running are left alone."""
+    for leftover in sorted(final.parent.glob(f".{final.name}.*-*")):
+        what, _, pid = leftover.name[len(final.name) + 2:].rpartition("-")
+        if what not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if what == "old" and not final.exists():
+            os.rename(leftover, final)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process's own leftover of an earlier command
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
 
 
 def _swap(new: Path, final: Path) -> None:
@@ -206,8 +231,8 @@ def _not_written(e: OSError, into: Path, out: Output) -> NotWritten:
     if name and name.startswith(str(into)) and into != out.path:
         name = str(out.path) + name[len(str(into)):]
     fault = NotWritten(e.errno, e.strerror, name)
-    fault.intact = (f"{out.path} was left as it was (its earlier output is whole)" if out.replaces
-                    else f"nothing was left in {out.path}")
+    mine = f"{out.path} was left as it was (its earlier output is whole)" if out.replaces else f"nothing was left in {out.path}"
+    fault.intact = f"{e.intact}; {mine}" if isinstance(e, NotWritten) else mine  # each folder being written says its own
     return fault
 
 

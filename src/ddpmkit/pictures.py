@@ -21,7 +21,7 @@ from .data.images import to_model_space, to_uint8
 from .data.toy import fresh_points
 from .errors import UserError
 from .modality import Kind
-from .rundir import atomic_write, atomic_write_text, quality_records, read_log, save_png
+from .rundir import atomic_write_text, quality_records, read_log, save_png
 from .sampling import Run, Samples, SamplingRequest, draw, nearest_grid_steps, picture_steps
 from .schedules import NoiseSchedule
 
@@ -213,8 +213,7 @@ def sample_strip_images(samples: Samples, steps: list[int], shows: str, path: Pa
     columns = [as_images(states[t]) for t in steps] + [as_images(samples.model[: len(traj.xs[0])])]
     rows = [[column[k] for column in columns] for k in range(len(columns[0]))]
     what = "x_t" if shows == "xt" else "x̂_0"
-    atomic_write(path, lambda tmp: viz.image_table(rows, [f"#{k}" for k in range(len(rows))],
-                                                   [f"{what}, t = {t}" for t in steps] + ["sample"], tmp))
+    viz.image_table(rows, [f"#{k}" for k in range(len(rows))], [f"{what}, t = {t}" for t in steps] + ["sample"], path)
 
 
 def sample_strip_points(samples: Samples, steps: list[int], shows: str, path: Path) -> None:
@@ -231,7 +230,7 @@ def schedule_curves(schedules: dict[str, NoiseSchedule], path: Path) -> None:
     curves = {label: {"beta": s.betas.numpy(), "alpha_bar": s.alphas_cumprod.numpy(), "log_snr": s.log_snr.numpy()}
               for label, s in schedules.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: viz.schedule_panels(curves, tmp))
+    viz.schedule_panels(curves, path)
 
 
 def image_reverse_gif(samples: Samples, path: Path) -> None:
@@ -246,8 +245,7 @@ def image_reverse_gif(samples: Samples, path: Path) -> None:
 def image_rows(rows: list[tuple[str, np.ndarray]], col_labels: list[str], path: Path) -> None:
     """A labelled table of uint8 image batches: each row (label, [N, H, W, C]), one column per
     image (the edit pictures: input, mask, result)."""
-    atomic_write(path, lambda tmp: viz.image_table([list(images) for _, images in rows], [label for label, _ in rows],
-                                                   col_labels, tmp))
+    viz.image_table([list(images) for _, images in rows], [label for label, _ in rows], col_labels, path)
 
 
 def mask_image(fill: torch.Tensor) -> np.ndarray:
@@ -257,14 +255,14 @@ def mask_image(fill: torch.Tensor) -> np.ndarray:
 
 def frames_gif(frames: np.ndarray, path: Path) -> None:
     """uint8 frames [K, H, W, C] as a GIF played forth and back."""
-    atomic_write(path, lambda tmp: viz.frames_gif([f[None] for f in frames], tmp))
+    viz.frames_gif([f[None] for f in frames], path)
 
 
 def score_grid(images: np.ndarray, bpd: np.ndarray, flags: list[str], path: Path, shown: int = 64) -> None:
     """The scored images [N, H, W, C] in their order (worst first), each titled with its bits/dim
     and its flag (high / low against the held-out range); the first `shown`."""
     titles = [f"{v:.2f}" + (f" {f}" if f else "") for v, f in zip(bpd[:shown], flags[:shown])]
-    atomic_write(path, lambda tmp: viz.titled_grid(images[:shown], titles, tmp))
+    viz.titled_grid(images[:shown], titles, path)
 
 
 def closest_pairs(dataset, samples_nhwc: np.ndarray, memo: dict, path: Path) -> None:
@@ -274,8 +272,7 @@ def closest_pairs(dataset, samples_nhwc: np.ndarray, memo: dict, path: Path) -> 
     train = dataset.batch(memo["nearest"][order].tolist())[0].permute(0, 2, 3, 1).numpy()
     labels = [f"d = {memo['sample_distances'][i]:.3f}" + (" near-copy" if memo["flags"][i] else "") for i in order]
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: viz.image_table(
-        [list(samples_nhwc[order]), list(train)], ["sample", "nearest\ntraining"], labels, tmp))
+    viz.image_table([list(samples_nhwc[order]), list(train)], ["sample", "nearest\ntraining"], labels, path)
 
 
 # ---- the pictures of each kind of data ---------------------------------------------------------

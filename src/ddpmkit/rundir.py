@@ -265,8 +265,9 @@ def copy_top_level(run_dir: Path, checkpoint_dir: Path) -> None:
     one, each atomically. Copies, not hard links: damage to one file (an editor, a disk fault)
     never reaches the checkpoint it came from, which stays the intact source. A crash between
     two copies leaves each file whole but possibly one checkpoint behind the others; the next
-    save or resume copies again those that differ (a file equal to the checkpoint's is left as it is)."""
+    save or resume copies again those that differ (a file equal to the checkpoint's is left as it
+    is; a hard link to it, as older versions made, becomes a copy)."""
     for name in TOP_LEVEL_FILES:
         src, dst = Path(checkpoint_dir) / name, Path(run_dir) / name
-        if not (dst.is_file() and filecmp.cmp(src, dst, shallow=False)):
+        if not (dst.is_file() and not os.path.samefile(src, dst) and filecmp.cmp(src, dst, shallow=False)):
             atomic_write(dst, lambda tmp, src=src: shutil.copyfile(src, tmp))

@@ -4,7 +4,8 @@ Inputs are numpy arrays in data space (points) or uint8 images [N, H, W, C] with
 the data's channel counts: 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA. PNGs keep the alpha;
 where a format or figure has none (GIF frames, matplotlib tables) images are shown
 composited over white, as data.decode composites transparent sources.
-Everything renders off-screen and writes PNG or GIF files. Figures are matplotlib `Figure`s made
+Everything renders off-screen and writes PNG or GIF files, each through rundir.atomic_write (a
+full disk leaves the earlier file or none, never part of one). Figures are matplotlib `Figure`s made
 without pyplot: nothing global changes (a notebook keeps its backend), and matplotlib is
 imported on the first drawing, not when a command starts.
 """
@@ -18,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import rundir
+
 IMAGE_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # Pillow's mode of C channels
 POINT_STYLE = dict(s=2, alpha=0.5, linewidths=0, color="#1f5fa8")
 
@@ -29,6 +32,17 @@ def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], s
 
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
+
+
+def _save_figure(fig, path: Path, dpi: int) -> None:
+    """A figure as the PNG `path`, atomically."""
+    rundir.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+
+
+def _save_gif(frames: Sequence[Image.Image], path: Path, durations: Sequence[int]) -> None:
+    """Frames as the looping GIF `path` (durations in ms), atomically."""
+    rundir.atomic_write(path, lambda tmp: frames[0].save(tmp, format="GIF", save_all=True, append_images=list(frames[1:]),
+                                                         duration=list(durations), loop=0))
 
 
 def _limits(points: np.ndarray, margin: float = 0.1) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -54,7 +68,7 @@ def scatter_strip(frames: Sequence[np.ndarray], titles: Sequence[str], path: Pat
         ax.scatter(pts[:, 0], pts[:, 1], **POINT_STYLE)
         _style(ax, lims, title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save_figure(fig, path, 110)
 
 
 def scatter(points: np.ndarray, path: Path, title: str = "", reference: np.ndarray | None = None) -> None:
@@ -68,7 +82,7 @@ def scatter(points: np.ndarray, path: Path, title: str = "", reference: np.ndarr
     if reference is not None:
         ax.legend(loc="upper right", fontsize=7, markerscale=4)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save_figure(fig, path, 120)
 
 
 def _figure_to_image(fig) -> Image.Image:
@@ -89,7 +103,7 @@ def scatter_gif(frames: Sequence[np.ndarray], titles: Sequence[str], path: Path,
         fig.tight_layout()
         images.append(_figure_to_image(fig))
     durations = [ms_per_frame] * (len(images) - 1) + [1500]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    _save_gif(images, path, durations)
 
 
 def loss_curve(log: Sequence[dict], path: Path) -> None:
@@ -107,7 +121,7 @@ def loss_curve(log: Sequence[dict], path: Path) -> None:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save_figure(fig, path, 110)
 
 
 def image_grid(images: np.ndarray, rows: int | None = None, pad: int = 1, scale: int = 1) -> Image.Image:
@@ -173,7 +187,7 @@ def image_table(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str],
                 ax.set_title(col_labels[c], fontsize=7)
         axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout(pad=0.3)
-    fig.savefig(path, dpi=110, format="png")
+    _save_figure(fig, path, 110)
 
 
 def titled_grid(images: np.ndarray, titles: Sequence[str], path: Path, per_row: int = 8) -> None:
@@ -194,7 +208,7 @@ def titled_grid(images: np.ndarray, titles: Sequence[str], path: Path, per_row: 
         tile = _opaque(image_grid(images[k : k + 1], pad=0, scale=scale)).convert("RGB")
         canvas.paste(tile, (x + (tile_w - tile.width) // 2, y))
         draw.text((x, y + tile_h + 1), titles[k], fill="black", font=font)
-    canvas.save(path, format="PNG")
+    rundir.atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
 def side_by_side_gif(lefts: Sequence[np.ndarray], rights: Sequence[np.ndarray], path: Path, rows: int | None = None, ms_per_frame: int = 60) -> None:
@@ -211,7 +225,7 @@ def side_by_side_gif(lefts: Sequence[np.ndarray], rights: Sequence[np.ndarray], 
         frame.paste(b, (a.width + 8, 0))
         frames.append(frame if mode == "L" else frame.convert("P", palette=Image.Palette.ADAPTIVE))
     durations = [ms_per_frame] * (len(frames) - 1) + [2000]
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    _save_gif(frames, path, durations)
 
 
 def frames_gif(frames: Sequence[np.ndarray], path: Path, ms_per_frame: int = 150, rows: int | None = None) -> None:
@@ -224,7 +238,7 @@ def frames_gif(frames: Sequence[np.ndarray], path: Path, ms_per_frame: int = 150
     loop = pictures + pictures[-2:0:-1]
     durations = [ms_per_frame] * len(loop)
     durations[0] = durations[len(pictures) - 1] = 4 * ms_per_frame  # the endpoints linger
-    loop[0].save(path, format="GIF", save_all=True, append_images=loop[1:], duration=durations, loop=0)
+    _save_gif(loop, path, durations)
 
 
 def quality_vs_steps(results: Sequence[dict], metric: str, path: Path, title: str = "") -> None:
@@ -240,7 +254,7 @@ def quality_vs_steps(results: Sequence[dict], metric: str, path: Path, title: st
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save_figure(fig, path, 110)
 
 
 def quality_curve(steps: Sequence[int], values: Sequence[float], metric: str, path: Path, title: str = "") -> None:
@@ -257,7 +271,7 @@ def quality_curve(steps: Sequence[int], values: Sequence[float], metric: str, pa
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save_figure(fig, path, 110)
 
 
 def schedule_panels(curves: dict[str, dict[str, np.ndarray]], path: Path) -> None:
@@ -275,4 +289,4 @@ def schedule_panels(curves: dict[str, dict[str, np.ndarray]], path: Path) -> Non
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
+    _save_figure(fig, path, 110)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..distributed import world_from_env
 from ..errors import UserError
-from .options import DEVICE_HELP, add_grad_accum, add_logger, add_precision, add_run, command
+from .options import DEVICE_HELP, add_grad_accum, add_logger, add_overwrite, add_precision, add_run, command
 
 DISTILL_OPTIONS = ("to_steps", "start_steps", "rounds_steps", "batch_size", "lr", "seed", "checkpoint_every", "grad_accum",
                    "precision", "logger")
@@ -42,6 +42,7 @@ def add_distill(sub) -> None:
     add_grad_accum(p)
     add_precision(p, "fp32")
     add_logger(p)
+    add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -69,7 +70,7 @@ def run_distill(args) -> int:
     args.training_into = out  # for the error boundary's word on what is on disk (cli/__init__.py)
     started = time.perf_counter()
     rounds = distill(args.run, out, settings, resume=args.resume is not None, device=args.device, report=say,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, overwrite=args.overwrite)
     for r in rounds:
         say(f"round {r['round']}: {r['teacher_steps']} -> {r['student_steps']} steps, {r['steps']} steps in "
             f"{r['seconds']:.0f} s, final loss {r['final_loss']:.4f}")

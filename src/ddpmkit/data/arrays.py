@@ -69,8 +69,11 @@ def _images_to_uint8_nhwc(a: np.ndarray, where: str) -> np.ndarray:
         raise UserError(f"{where}: integer images must lie in 0..255 (found {lo}..{hi}); {_ACCEPTED_VALUES}")
     if np.issubdtype(a.dtype, np.floating):
         a = a.astype(np.float32, copy=False)
-        if not np.isfinite(a).all():
-            raise UserError(f"{where}: the images contain NaN or infinite values; {_ACCEPTED_VALUES}")
+        finite = np.isfinite(a).reshape(len(a), -1).all(axis=1)  # [N]: each image's pixels all finite
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            raise UserError(f"{where}: image {bad[0]} (counting from 0) contains NaN or infinite values ({len(bad)} of "
+                            f"{len(a)} images do); {_ACCEPTED_VALUES}")
         lo, hi = float(a.min()), float(a.max())
         if lo >= 0.0 and hi <= 1.0:
             return np.rint(a * 255.0).astype(np.uint8)

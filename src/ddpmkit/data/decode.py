@@ -19,11 +19,17 @@ Decisions, made once here:
 - 16-bit grey (Pillow modes "I;16*", "I") is scaled by 1/257 (65535 -> 255) and
   resized in float before a single rounding to 8 bits.
 - EXIF orientation is applied, so phone photos are upright.
+- Size: an image of more pixels than Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS,
+  about 89.5 million) is refused from its header, before decoding, in one line naming it, its size
+  and DDPMKIT_MAX_PIXELS (the pixel count to allow; 0 for no limit), instead of Pillow's two-line
+  warning or its error; nothing else raises or lowers the limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -40,6 +46,41 @@ _GREY_MODES = _HIGH_BIT_GREY | {"1", "L", "LA", "La"}  # palette ("P") images co
 MODE_FOR_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 _REDUCING_GAP = 3.0
 _EXIF_ORIENTATION = 0x0112
+MAX_PIXELS_ENV = "DDPMKIT_MAX_PIXELS"  # pixels an image may have (0: no limit); default Pillow's limit
+
+
+class TooLarge(UserError):
+    """An image above the pixel limit that guards against decompression bombs."""
+
+
+def max_pixels() -> int | None:
+    """The most pixels an image may have: DDPMKIT_MAX_PIXELS (0: none), else Pillow's decompression-bomb limit."""
+    given = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not given:
+        return Image.MAX_IMAGE_PIXELS
+    try:
+        limit = int(float(given))
+    except ValueError:
+        raise UserError(f"{MAX_PIXELS_ENV}={given!r} is not a pixel count; set it to an integer (0: no limit)") from None
+    return limit if limit > 0 else None
+
+
+@contextlib.contextmanager
+def opened(source: "ImageSource", i: int) -> Iterator[Image.Image]:
+    """Image i opened (header read), refused in one line if it has more pixels than max_pixels()
+    (Pillow's own check, a warning then an error, is off while it opens: this one replaces it)."""
+    limit, saved = max_pixels(), Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with source.open(i) as img:
+            w, h = img.size
+            if limit is not None and w * h > limit:
+                raise TooLarge(f"image {source.name(i)} is too large: {w}x{h} = {w * h / 1e6:.1f} million pixels, above "
+                               f"the limit of {limit / 1e6:.1f} million that guards against decompression bombs; if you "
+                               f"trust the file, allow it with {MAX_PIXELS_ENV}={w * h} (or shrink it first)")
+            yield img
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 class ImageSource(Protocol):
@@ -162,9 +203,11 @@ def open_decoded(source: ImageSource, i: int, lazy: bool) -> Image.Image:
     SyntaxError, ValueError, DecompressionBombError, ...) for bad files.
     """
     try:
-        with source.open(i) as img:
+        with opened(source, i) as img:
             img.load()
             return ImageOps.exif_transpose(img)  # a loaded copy, valid after the file closes
+    except TooLarge:
+        raise
     except Exception as e:  # noqa: BLE001 - any failure means "this file cannot be read"
         if lazy:
             raise UserError(f"cannot read image {source.name(i)}: {e}; remove or replace the file, then continue "
@@ -179,7 +222,7 @@ class Unreadable(Exception):
 def header(source: ImageSource, i: int) -> tuple[tuple[int, int], bool]:
     """((H, W) after EXIF orientation, is-grey) from the header, plus Pillow's cheap verify()."""
     try:
-        with source.open(i) as img:
+        with opened(source, i) as img:
             w, h = img.size
             grey = img.mode in _GREY_MODES
             exif = img.info.get("exif")  # read with the header by JPEG, WebP, PNG (eXIf before IDAT)
@@ -189,6 +232,8 @@ def header(source: ImageSource, i: int) -> tuple[tuple[int, int], bool]:
                 if parsed.get(_EXIF_ORIENTATION) in (5, 6, 7, 8):  # rotated by 90 degrees
                     w, h = h, w
             img.verify()  # PNG: chunk CRCs; others: header only
+    except TooLarge:
+        raise
     except Exception as e:  # noqa: BLE001 - any failure means "this file cannot be read"
         raise Unreadable(source.name(i)) from e
     return (h, w), grey

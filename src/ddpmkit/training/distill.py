@@ -384,16 +384,19 @@ class Distillation:
             "complete": len(self.finished) == len(self.s.rounds),
         })
 
-def check_out(out: Path, teacher_dir: Path | None, settings: DistillSettings) -> bool:
+
+def check_out(out: Path, teacher_dir: Path | None, settings: DistillSettings, overwrite: bool = False) -> bool:
     """Whether `out` is a distillation to continue (True) or a new one (False); refuses a folder
-    that holds anything else, or a distillation of another teacher or with other settings."""
+    that holds anything else (unless `overwrite`: a folder that is no run, emptied by api.distill
+    once the teacher has loaded), or a distillation of another teacher or with other settings."""
     out = Path(out)
     rundir.check_writable(out)
     record = rundir.read_distill_record(out) if out.is_dir() else None
     if record is None:
-        if out.is_dir() and any(out.iterdir()):
+        if out.is_dir() and any(out.iterdir()) and (not overwrite or (out / rundir.CONFIG).is_file()):
             what = "a run directory" if (out / rundir.CONFIG).is_file() else "not empty"
-            raise UserError(f"--out {out} is {what}; distill into a new or empty folder (or --resume a distillation)")
+            way = "" if what == "a run directory" else ", or pass --overwrite to replace it as a whole"
+            raise UserError(f"--out {out} is {what}; distill into a new or empty folder (or --resume a distillation){way}")
         return False
     if teacher_dir is not None and Path(record["teacher"]).resolve() != Path(teacher_dir).resolve():
         raise UserError(f"--out {out} distils {record['teacher']}, not {teacher_dir}; choose another --out")
