@@ -235,12 +235,14 @@ def schedule_curves(schedules: dict[str, NoiseSchedule], path: Path) -> None:
 
 
 def image_reverse_gif(samples: Samples, path: Path) -> None:
-    """The reverse process: x_t (left) beside the predicted x̂_0 (right), GIF_IMAGES images."""
+    """The reverse process: x_t (left) beside the predicted x̂_0 (right), GIF_IMAGES images, each
+    frame captioned with its timestep t (the last frame: the samples)."""
     traj = samples.trajectory
     final = as_images(samples.model[:GIF_IMAGES])
     lefts = [as_images(x[:GIF_IMAGES]) for x in traj.xs]
     rights = [as_images(x0[:GIF_IMAGES]) for x0 in traj.x0s]
-    viz.side_by_side_gif([*lefts, final], [*rights, final], path)
+    captions = [(f"x_t, t = {t}", f"predicted x_0, t = {t}") for t in traj.steps] + [("samples", "samples")]
+    viz.side_by_side_gif([*lefts, final], [*rights, final], path, captions=captions)
 
 
 def image_rows(rows: list[tuple[str, np.ndarray]], col_labels: list[str], path: Path) -> None:
@@ -253,6 +255,11 @@ def image_rows(rows: list[tuple[str, np.ndarray]], col_labels: list[str], path: 
 def mask_image(fill: torch.Tensor) -> np.ndarray:
     """An inpainting mask (bool [1, 1, H, W], True = fill in) as the white-on-black uint8 image [H, W, 1] it was drawn as."""
     return (fill[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+
+def sampler_comparison(results: list[dict], metric: str, path: Path, title: str) -> None:
+    """compare.png of compare-samplers: `metric` against network evaluations, one line per sampler."""
+    atomic_write(path, lambda tmp: viz.quality_vs_steps(results, metric, tmp, title))
 
 
 def frames_gif(frames: np.ndarray, path: Path) -> None:

@@ -167,7 +167,7 @@ def _write_samples(run: Run, out: Path, data: np.ndarray, labels: torch.Tensor |
 
 
 def _write_picture(path: Path, rows: list[tuple[str, np.ndarray]], names: list[str], shown: int = SHOWN) -> list[Path]:
-    pictures.image_rows([(label, images[:shown]) for label, images in rows], [n[-12:] for n in names[:shown]], path)
+    pictures.image_rows([(label, images[:shown]) for label, images in rows], list(names[:shown]), path)
     return [path]
 
 

@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from .. import viz
+from .. import pictures
 from ..errors import UserError
 from ..rundir import atomic_write_text
 from ..sampling import Run, SamplingRequest, check_sampler, draw, network_evaluations
@@ -50,5 +50,5 @@ def compare_samplers(run: Run, out: Path, *, samplers: list[str], steps: list[in
     base = {k: v for k, v in request.record(run).items() if k not in ("sampler", "steps", "nfe", "network_passes", "classifier_passes", "grid")}
     record = {"measure": what, "samples_per_setting": n, **base, "skipped_steps": above, "results": results}
     atomic_write_text(out / "compare.json", json.dumps(record, indent=2))
-    viz.quality_vs_steps(results, metric, out / "compare.png", f"{run.config.data.name}: {what}, {n} samples each")
+    pictures.sampler_comparison(results, metric, out / "compare.png", f"{run.config.data.name}: {what}, {n} samples each")
     return results
