@@ -14,6 +14,7 @@ noise-aware classifier of classifier guidance) and rundir (the files).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -81,17 +82,16 @@ def train(
         trainer.close()  # before the process group goes
         if not world.is_main or not pictures:
             return result
-    _draw_training_pictures(build.make_run(run_dir, config, trainer.ema.model), dataset)
-    return result
+    drawn = _draw_training_pictures(build.make_run(run_dir, config, trainer.ema.model), dataset, progress)
+    return dataclasses.replace(result, pictures=tuple(path.name for path in drawn))
 
 
-def _draw_training_pictures(run: sampling.Run, dataset) -> None:
-    pictures.loss_curve(run.directory)
-    pictures.quality_curve(run.directory)  # quality.png, when the run measured its quality (--eval-every)
-    samples = pictures.for_kind(run.modality).training(run, dataset, run.directory)
+def _draw_training_pictures(run: sampling.Run, dataset, progress: bool) -> list[Path]:
+    files, samples = pictures.end_of_run(run, dataset, progress)
     measured = evaluation.measures(run.modality).end_of_training(run, samples) if samples is not None else {}
     if measured:
         evaluation.write_metrics(run.directory, measured)
+    return files
 
 
 def distill(run_dir: Path | str | None, out: Path | str, settings: DistillSettings = DistillSettings(), *,
@@ -200,16 +200,16 @@ def save_reference(run_dir: Path | str, path: Path | str, *, features: str = "ow
 
 
 def export(run_dir: Path | str, out: Path | str, *, format: str = "diffusers", weights: str = "ema",
-           license: str = "other", device: str | None = None) -> list[Path]:
+           license: str = "other", device: str | None = None, progress: bool = False) -> list[Path]:
     """A run as a diffusers DDPMPipeline folder `out` (interop.diffusers) with its model card
     README.md and a sample grid drawn as `ddpmkit sample` draws (modelcard.py); `weights`: ema,
-    model or a .safetensors path."""
+    model or a .safetensors path; `progress`: a bar on stderr while the grid is drawn."""
     if format != "diffusers":
         raise UserError(f"--format {format!r} is not known; ddpmkit exports --format diffusers")
     rundir.check_output_folder(Path(out), keep="model_index.json")
     run = build.load_run(Path(run_dir), weights=weights, device=distributed.pick_device(device))
     files = diffusers_interop.write_pipeline(Path(out), run.config, run.net.state_dict())
-    return [*files, *modelcard.write_card(run, Path(out), SamplingRequest(weights=weights), license=license)]
+    return [*files, *modelcard.write_card(run, Path(out), SamplingRequest(weights=weights, progress=progress), license=license)]
 
 
 def import_run(source: Path | str, out: Path | str, *, format: str = "diffusers", data: str | None = None) -> RunConfig:

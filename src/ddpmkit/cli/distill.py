@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from .options import DEVICE_HELP, command
+from .options import DEVICE_HELP, add_progress, command
 
 DISTILL_OPTIONS = ("to_steps", "start_steps", "rounds_steps", "batch_size", "lr", "seed", "checkpoint_every")
 
@@ -33,7 +33,7 @@ def add_distill(sub) -> None:
     p.add_argument("--seed", type=int, help="seed of the batch order, t and the noise (default 0)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints inside a round (default 250)")
     p.add_argument("--device", help=DEVICE_HELP)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(p)
 
 
 def run_distill(args) -> int:

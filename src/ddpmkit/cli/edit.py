@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .options import EDIT, INPAINT, INTERPOLATE, DEVICE_HELP, add_sampling, add_weights, command, request_from_args, weights_from_args
+from .options import EDIT, INPAINT, INTERPOLATE, DEVICE_HELP, add_progress, add_sampling, add_weights, command, request_from_args, weights_from_args
 
 INPUT_HELP = ("an image file, a folder of them or a .npy/.npz array; resized and centre-cropped to the run's size as its "
               "training data were")
@@ -27,6 +27,7 @@ def add_edit(sub) -> None:
     p.add_argument("--out", type=Path, help="output directory (default: RUN/edit)")
     add_sampling(p, EDIT)
     p.add_argument("--device", help=DEVICE_HELP)
+    add_progress(p)
 
 
 def add_inpaint(sub) -> None:
@@ -49,6 +50,7 @@ def add_inpaint(sub) -> None:
     p.add_argument("--out", type=Path, help="output directory (default: RUN/inpaint)")
     add_sampling(p, INPAINT)
     p.add_argument("--device", help=DEVICE_HELP)
+    add_progress(p)
 
 
 def add_interpolate(sub) -> None:
@@ -66,6 +68,7 @@ def add_interpolate(sub) -> None:
     p.add_argument("--out", type=Path, help="output directory (default: RUN/interpolate)")
     add_sampling(p, INTERPOLATE)
     p.add_argument("--device", help=DEVICE_HELP)
+    add_progress(p)
 
 
 def add_score(sub) -> None:

@@ -9,7 +9,7 @@ from ..errors import UserError, check_positive
 from ..evaluation import QualitySettings, format_report
 from ..evaluation.nll import check_ode_points
 from ..samplers import SAMPLERS
-from .options import COMPARE, DEVICE_HELP, EVALUATE, add_sampling, command, ints, request_from_args, sampling_given, weights_from_args
+from .options import COMPARE, DEVICE_HELP, EVALUATE, add_progress, add_sampling, command, ints, request_from_args, sampling_given, weights_from_args
 
 
 def add_evaluate(sub) -> None:
@@ -43,6 +43,7 @@ def add_evaluate(sub) -> None:
     g.add_argument("--num-images", type=int, default=256, help="--nll: examples the likelihood is averaged over")
     add_sampling(p, EVALUATE)  # --seed and --weights serve --nll too
     p.add_argument("--device", help=DEVICE_HELP)
+    add_progress(p)
 
 
 def add_compare(sub) -> None:
@@ -61,6 +62,7 @@ def add_compare(sub) -> None:
     p.add_argument("--out", type=Path, help="output directory (default: RUN/compare)")
     add_sampling(p, COMPARE)
     p.add_argument("--device", help=DEVICE_HELP)
+    add_progress(p)
 
 
 QUALITY_OPTIONS = ("num_samples", "features", "inception_weights", "ref")  # besides the sampling options

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .options import DEVICE_HELP, command
+from .options import DEVICE_HELP, add_progress, command
 
 
 def add_export(sub) -> None:
@@ -23,6 +23,7 @@ def add_export(sub) -> None:
                    help="which weights: ema (the EMA), model (the live weights) or a .safetensors file")
     p.add_argument("--license", default="other", help="the license in the card's front matter, e.g. mit, apache-2.0")
     p.add_argument("--device", help=DEVICE_HELP + "; draws the card's sample grid")
+    add_progress(p)
 
 
 def add_import(sub) -> None:
@@ -43,7 +44,8 @@ def add_import(sub) -> None:
 def run_export(args) -> int:
     from ..api import export
 
-    files = export(args.run, args.out, format=args.format, weights=args.weights, license=args.license, device=args.device)
+    files = export(args.run, args.out, format=args.format, weights=args.weights, license=args.license, device=args.device,
+                   progress=not args.no_progress)
     print(f"wrote {len(files)} files to {args.out}: " + ", ".join(str(f.relative_to(args.out)) for f in files)
           + f"; load it with diffusers.DDPMPipeline.from_pretrained({str(args.out)!r})")
     return 0

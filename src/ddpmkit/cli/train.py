@@ -21,7 +21,7 @@ from ..rundir import check_output, check_writable
 from ..posthoc_ema import DEFAULT_SIGMA_RELS
 from ..schedules import SCHEDULES
 from ..training_log import quality_text
-from .options import DATA_HELP, DEVICE_HELP, command, sizes
+from .options import DATA_HELP, DEVICE_HELP, add_progress, command, sizes
 
 # CLI option -> (config section, field). None means "leave the default".
 TRAIN_OPTIONS = {
@@ -172,7 +172,7 @@ def add_parser(sub) -> None:
     g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: end only)")
     g.add_argument("--keep", type=int, help="step checkpoints kept on disk (default 3)")
     g.add_argument("--device", help=DEVICE_HELP)
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(g)
     g = p.add_argument_group("watching a run")
     g.add_argument("--logger", type=_logger_names, action="extend", metavar="NAME[,NAME]",
                    help=f"also log to {' or '.join(LOGGERS)} (several: repeat or separate by commas; none: only "
@@ -322,4 +322,5 @@ def run(args) -> int:
     if config.train.epochs is not None:
         steps += f" of {config.train.epochs} epochs"
     say(f"trained {steps} in {result.seconds:.1f} s (final loss {result.final_loss:.4f}){best}; run directory: {out}")
+    say(f"wrote {', '.join(result.pictures)} in {out}; next: ddpmkit sample --run {out}")
     return 0
