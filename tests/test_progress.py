@@ -38,7 +38,7 @@ def test_train_ends_naming_its_pictures_and_the_next_command(data, pictures, tmp
 
 def test_the_editing_commands_and_export_take_no_progress(digits_run, tmp_path, capsys):
     """Every command with long work declares --no-progress (one declaration, shared)."""
-    for command in ("train", "distill", "evaluate", "compare-samplers", "edit", "inpaint", "interpolate", "export"):
+    for command in ("train", "distill", "sample", "evaluate", "compare-samplers", "edit", "inpaint", "interpolate", "export"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "--no-progress" in capsys.readouterr().out, command

@@ -10,7 +10,7 @@ from ..data.images import parse_image_size
 from ..errors import UserError, check_positive
 from ..rundir import SAMPLE_RECORD
 from ..schedules import RANGED, SCHEDULES
-from .options import DEVICE_HELP, add_sampling, command, ints, request_from_args
+from .options import DEVICE_HELP, add_progress, add_sampling, command, ints, request_from_args
 
 
 def add_sample(sub) -> None:
@@ -31,6 +31,7 @@ def add_sample(sub) -> None:
     p.add_argument("--strip-shows", choices=("xt", "x0"), default="xt", help="what strip.png shows at each timestep: "
                    "xt, the noisy state x_t the sampler holds, or x0, its prediction x̂_0 of the final image")
     p.add_argument("--device", help=DEVICE_HELP)
+    add_progress(p)
 
 
 def add_show_forward(sub) -> None:
