@@ -121,7 +121,7 @@ class SamplingRequest:
     weights: str = "ema"  # best, last, ema, model or a .safetensors path (build.weights_file)
     batch: int = BATCH  # samples per sampler call
     progress: bool = False  # bars on stderr while the samples are drawn (the sampler's steps) and over the work done
-    # with them (compare's cells, an edit's images, evaluate's feature passes); the command line's unless --no-progress.
+    # with them (compare's cells, an edit's steps, evaluate's feature passes); the command line's unless --no-progress.
     # It shows what runs, never changes a sample, and no record stores it
 
     def __post_init__(self) -> None:

@@ -80,9 +80,11 @@ def feature_pass(extractor, images: torch.Tensor, what: str, progress: bool = Fa
     """extractor.features of `images` [N, C, H, W] in chunks of `size` (a multiple of every
     extractor's batch, so the batches and their numbers are those of one call), with a bar on
     stderr naming `what` unless `progress` is False."""
-    chunks_ = range(0, len(images), size)
-    bar = tqdm(chunks_, disable=not progress, unit="chunk", leave=False, dynamic_ncols=True, desc=f"{extractor.name} features of {what}")
-    return np.concatenate([extractor.features(images[s : s + size]) for s in bar]) if len(images) else extractor.features(images)
+    if not len(images):
+        return extractor.features(images)
+    starts = tqdm(range(0, len(images), size), disable=not progress, unit="chunk", leave=False, dynamic_ncols=True,
+                  desc=f"{extractor.name} features of {what}")
+    return np.concatenate([extractor.features(images[s : s + size]) for s in starts])
 
 
 def real_statistics(dataset, indices: np.ndarray, extractor, key: dict, report=lambda m: None,
