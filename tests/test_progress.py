@@ -42,3 +42,21 @@ def test_the_editing_commands_and_export_take_no_progress(digits_run, tmp_path, 
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "--no-progress" in capsys.readouterr().out, command
+
+
+def test_evaluate_passes_features_in_chunks_with_a_bar_and_the_same_numbers(evaluated, capsys):
+    """evaluate's feature pass over the samples: chunks of 512 under a bar, numbers bitwise those of one call."""
+    import numpy as np
+    import torch
+
+    from ddpmkit.evaluation.reference import feature_pass
+    from ddpmkit.features import OwnFeatures
+
+    extractor = OwnFeatures.load(evaluated.run / "features")
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1100, 1, 8, 8), dtype=np.uint8))
+    whole = extractor.features(images)
+    capsys.readouterr()
+    assert np.array_equal(feature_pass(extractor, images, "the samples", progress=True), whole)
+    assert re.search(r"features of the samples: .*\| \d/3 ", capsys.readouterr().err)  # 512 + 512 + 76 (cleared when done)
+    assert np.array_equal(feature_pass(extractor, images, "the samples"), whole)
+    assert capsys.readouterr().err == ""
