@@ -149,6 +149,7 @@ def test_a_2d_strip_and_bad_strips(toy_run, tmp_path, capsys):
     out = tmp_path / "s"
     assert main(["sample", "--run", str(toy_run), "-n", "200", "--strip", "49,25,0", "--out", str(out)]) == 0
     assert bluish_share(assert_drawn(out / "strip.png")) > 0.001
+    capsys.readouterr()  # the draw's progress bar
     for strip, message in (("50", r"--strip takes timesteps in 0\.\.49"), ("a,b", "--strip takes comma-separated integers")):
         assert main(["sample", "--run", str(toy_run), "--strip", strip, "--out", str(tmp_path / "bad")]) == 2
         one_line_error(capsys.readouterr().err, message)

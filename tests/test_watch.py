@@ -128,7 +128,7 @@ def test_tensorboard_and_wandb_hold_the_log_across_a_crash_and_resume(tmp_path, 
 
 
 def test_eval_every_keeps_the_best_step_and_weights_best_samples_from_it(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(PointPictures, "training", lambda self, run, dataset, run_dir: None)  # seconds of GIF, not tested here
+    monkeypatch.setattr(PointPictures, "training", lambda self, run, dataset, run_dir, drawn=None: None)  # seconds of GIF, not tested here
     run_dir = tmp_path / "run"
     code = cli.main(["train", "--data", "moons", "--num-points", "2000", "--width", "32", "--timesteps", "50",
                      "--steps", "60", "--batch-size", "64", "--log-every", "10", "--checkpoint-every", "15",
@@ -219,7 +219,7 @@ def test_a_missing_extra_is_one_line_naming_it_before_anything_is_written(tmp_pa
 
 
 def test_logger_none_and_unknown_names(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(PointPictures, "training", lambda self, run, dataset, run_dir: None)  # seconds of GIF, not tested here
+    monkeypatch.setattr(PointPictures, "training", lambda self, run, dataset, run_dir, drawn=None: None)  # seconds of GIF, not tested here
     out = tmp_path / "run"
     assert cli.main(["train", "--data", "moons", "--steps", "2", "--logger", "mlflow", "--out", str(out)]) == 2
     assert "unknown logger (--logger) 'mlflow'; choose one of: tensorboard, wandb" in capsys.readouterr().err

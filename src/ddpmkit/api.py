@@ -13,7 +13,6 @@ posthoc_ema and rundir (the files).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -59,17 +58,16 @@ def train(config: RunConfig, run_dir: Path | str, *, device: str | None = None, 
                                                            report=say, progress=progress)
         if not world.is_main or not pictures:
             return result
-    _draw_training_pictures(build.make_run(run_dir, config, ema_net), dataset)
-    return result
+    drawn = _draw_training_pictures(build.make_run(run_dir, config, ema_net), dataset, progress)
+    return dataclasses.replace(result, pictures=tuple(path.name for path in drawn))
 
 
-def _draw_training_pictures(run: sampling.Run, dataset) -> None:
-    pictures.loss_curve(run.directory)
-    pictures.quality_curve(run.directory)  # quality.png, when the run measured its quality (--eval-every)
-    samples = pictures.for_kind(run.modality).training(run, dataset, run.directory)
+def _draw_training_pictures(run: sampling.Run, dataset, progress: bool) -> list[Path]:
+    files, samples = pictures.end_of_run(run, dataset, progress)
     measured = evaluation.measures(run.modality).end_of_training(run, samples) if samples is not None else {}
     if measured:
         evaluation.write_metrics(run.directory, measured)
+    return files
 
 
 def distill(run_dir: Path | str | None, out: Path | str, settings: DistillSettings = DistillSettings(), *, resume: bool = False,
@@ -157,14 +155,15 @@ def save_reference(run_dir: Path | str, path: Path | str, *, features: str = "ow
 
 
 def export(run_dir: Path | str, out: Path | str | outputs.Output, *, format: str = "diffusers", weights: str = "ema",
-           license: str = "other", device: str | None = None) -> list[Path]:
-    """A run as a diffusers DDPMPipeline folder (interop.diffusers) with its model card and sample grid (modelcard.py)."""
+           license: str = "other", device: str | None = None, progress: bool = False) -> list[Path]:
+    """A run as a diffusers DDPMPipeline folder (interop.diffusers) with its model card and sample grid (modelcard.py;
+    `progress`: a bar while the grid is drawn)."""
     diffusers_interop.check_format(format, "--format")
     out = outputs.claim(out, "export")  # new, empty, or an earlier export (replaced whole)
     run = build.load_run(Path(run_dir), weights=weights, device=distributed.pick_device(device))
     with outputs.write(out, {"run": str(run_dir), "weights": weights}) as into:
         files = diffusers_interop.write_pipeline(into, run.config, run.net.state_dict())
-        files += modelcard.write_card(run, into, SamplingRequest(weights=weights), license=license)
+        files += modelcard.write_card(run, into, SamplingRequest(weights=weights, progress=progress), license=license)
     return [outputs.final_path(f, into, out) for f in files]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import process, viz
 from ._tensor import randn_like
@@ -68,6 +69,52 @@ def sample_files(run: Run, samples: Samples, out: Path, files: SampleFiles, gif_
     if files.png_dir is not None:
         png_folder(samples.data, Path(files.png_dir), None if samples.labels is None else samples.labels.numpy())
     drawn.samples(run, samples, out / "samples.png", rows=rows)
+
+
+class Drawn:
+    """The pictures drawn so far (their paths, in order), each named on a bar (tqdm on stderr, one
+    tick per picture; None: silent) when it is begun and counted when it is written."""
+
+    def __init__(self, bar=None):
+        self.files: list[Path] = []
+        self.bar = bar
+
+    @property
+    def progress(self) -> bool:
+        """Whether a bar is shown (the samples drawn for the pictures then show their steps too)."""
+        return self.bar is not None and not self.bar.disable
+
+    def begin(self, name: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(name)
+
+    def wrote(self, path: Path) -> None:
+        self.files.append(Path(path))
+        if self.bar is not None:
+            self.bar.update()
+
+
+def end_of_run(run: Run, dataset, progress: bool = False) -> tuple[list[Path], Samples | None]:
+    """The pictures of a trained run in its directory: loss.png, quality.png (when it measured its
+    quality, --eval-every) and its kind's (`for_kind(...).training`), with a bar on stderr naming
+    each as it is drawn unless `progress` is False. Returns the files written, in order, and the
+    samples drawn for them (2-D runs; None for images)."""
+    drawn_for = for_kind(run.modality)
+    with tqdm(total=2 + drawn_for.TRAINING_PICTURES, disable=not progress, unit="picture", dynamic_ncols=True,
+              desc="end-of-run pictures") as bar:
+        drawn = Drawn(bar)
+        drawn.begin("loss.png")
+        loss_curve(run.directory)
+        drawn.wrote(Path(run.directory) / "loss.png")
+        drawn.begin("quality.png")
+        quality = quality_curve(run.directory)
+        if quality is None:  # the run measured nothing: no picture
+            bar.total -= 1
+            bar.refresh()
+        else:
+            drawn.wrote(quality)
+        samples = drawn_for.training(run, dataset, run.directory, drawn)
+    return drawn.files, samples
 
 
 def step_picture_path(run_dir: Path, step: int) -> Path:
@@ -133,10 +180,11 @@ def point_scatter(points: np.ndarray, path: Path, title: str, reference: np.ndar
     viz.scatter(points, path, title, reference=reference)
 
 
-def point_training_pictures(run: Run, x0: torch.Tensor, run_dir: Path) -> Samples:
+def point_training_pictures(run: Run, x0: torch.Tensor, run_dir: Path, drawn: Drawn | None = None) -> Samples:
     """forward.png, reverse.png, diffusion.gif (forward then reverse) and samples.png for the
-    normalised training points `x0` [n, D], all in the space the model sees; returns the
-    samples drawn for them (as many as `x0`)."""
+    normalised training points `x0` [n, D], all in the space the model sees, each told to `drawn`;
+    returns the samples drawn for them (as many as `x0`)."""
+    drawn = drawn or Drawn()
     config = run.config
     T = config.diffusion.num_steps
     schedule = run.base.schedule.to("cpu")
@@ -151,18 +199,27 @@ def point_training_pictures(run: Run, x0: torch.Tensor, run_dir: Path) -> Sample
     def titles(ts):
         return [f"t = {t}" for t in ts]
 
+    drawn.begin("forward.png")
     viz.scatter_strip([x0.numpy(), *forward_frames(forward_t)], ["data", *titles(forward_t)], run_dir / "forward.png")
+    drawn.wrote(run_dir / "forward.png")
     # The reverse process pictured at the forward strip's timesteps: ancestral DDPM on every step of T
     # (a few-step grid would miss them), its own default.
-    samples = draw(run, len(x0), SamplingRequest(sampler="ddpm", seed=config.seed), keep=sorted(set(forward_t) | set(gif_t)))
+    drawn.begin(f"reverse.png (ddpm, {T} steps)")
+    samples = draw(run, len(x0), SamplingRequest(sampler="ddpm", seed=config.seed, progress=drawn.progress),
+                   keep=sorted(set(forward_t) | set(gif_t)))
     traj = dict(zip(samples.trajectory.steps, samples.trajectory.xs))
     final = samples.model.numpy()
     rev_t = forward_t[::-1]
     viz.scatter_strip([traj[t].numpy() for t in rev_t] + [final], [*titles(rev_t), "samples"], run_dir / "reverse.png")
+    drawn.wrote(run_dir / "reverse.png")
+    drawn.begin("diffusion.gif")
     frames = [x0.numpy(), *forward_frames(gif_t), *[traj[t].numpy() for t in gif_t[::-1]], final]
     names = ["data", *[f"forward t = {t}" for t in gif_t], *[f"reverse t = {t}" for t in gif_t[::-1]], "samples"]
     viz.scatter_gif(frames, names, run_dir / "diffusion.gif")
+    drawn.wrote(run_dir / "diffusion.gif")
+    drawn.begin("samples.png")
     point_scatter(samples.data, run_dir / "samples.png", f"{len(x0)} samples (EMA)", reference=run.modality.to_data_space(x0))
+    drawn.wrote(run_dir / "samples.png")
     return samples
 
 
@@ -176,13 +233,18 @@ def point_reverse_gif(samples: Samples, path: Path) -> None:
 # ---- images ----------------------------------------------------------------------------------
 
 
-def image_training_pictures(run: Run, dataset, run_dir: Path, n: int = 64) -> None:
+def image_training_pictures(run: Run, dataset, run_dir: Path, n: int = 64, drawn: Drawn | None = None) -> None:
     """samples.png (a grid from the EMA weights, drawn as `ddpmkit sample` draws: the default
-    request with the run's seed) and forward.png (q(x_t) on a few training images)."""
-    image_grid(draw(run, n, SamplingRequest(seed=run.config.seed)).data, run_dir / "samples.png")
+    request with the run's seed) and forward.png (q(x_t) on a few training images), each told to `drawn`."""
+    drawn = drawn or Drawn()
+    drawn.begin("samples.png")
+    image_grid(draw(run, n, SamplingRequest(seed=run.config.seed, progress=drawn.progress)).data, run_dir / "samples.png")
+    drawn.wrote(run_dir / "samples.png")
+    drawn.begin("forward.png")
     first = torch.stack([dataset[i][0] for i in range(min(4, len(dataset)))])
     schedules = {run.config.diffusion.schedule: NoiseSchedule.from_config(run.config.diffusion)}  # its own β ends
     forward_table(first, schedules, run.config.diffusion.num_steps, run_dir / "forward.png", run.config.seed)
+    drawn.wrote(run_dir / "forward.png")
 
 
 def forward_table(images_uint8: torch.Tensor, schedules: list[str] | dict[str, NoiseSchedule], T: int, path: Path,
@@ -234,12 +296,14 @@ def schedule_curves(schedules: dict[str, NoiseSchedule], path: Path) -> None:
 
 
 def image_reverse_gif(samples: Samples, path: Path) -> None:
-    """The reverse process: x_t (left) beside the predicted x̂_0 (right), GIF_IMAGES images."""
+    """The reverse process: x_t (left) beside the predicted x̂_0 (right), GIF_IMAGES images, each
+    frame captioned with its timestep t (the last frame: the samples)."""
     traj = samples.trajectory
     final = as_images(samples.model[:GIF_IMAGES])
     lefts = [as_images(x[:GIF_IMAGES]) for x in traj.xs]
     rights = [as_images(x0[:GIF_IMAGES]) for x0 in traj.x0s]
-    viz.side_by_side_gif([*lefts, final], [*rights, final], path)
+    captions = [(f"x_t, t = {t}", f"predicted x_0, t = {t}") for t in traj.steps] + [("samples", "samples")]
+    viz.side_by_side_gif([*lefts, final], [*rights, final], path, captions=captions)
 
 
 def image_rows(rows: list[tuple[str, np.ndarray]], col_labels: list[str], path: Path) -> None:
@@ -251,6 +315,11 @@ def image_rows(rows: list[tuple[str, np.ndarray]], col_labels: list[str], path: 
 def mask_image(fill: torch.Tensor) -> np.ndarray:
     """An inpainting mask (bool [1, 1, H, W], True = fill in) as the white-on-black uint8 image [H, W, 1] it was drawn as."""
     return (fill[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+
+def sampler_comparison(results: list[dict], metric: str, path: Path, title: str) -> None:
+    """compare.png of compare-samplers: `metric` against network evaluations, one line per sampler."""
+    atomic_write(path, lambda tmp: viz.quality_vs_steps(results, metric, tmp, title))
 
 
 def frames_gif(frames: np.ndarray, path: Path) -> None:
@@ -279,9 +348,12 @@ def closest_pairs(dataset, samples_nhwc: np.ndarray, memo: dict, path: Path) -> 
 class PointPictures:
     """What a 2-D run draws: scatters over fresh points."""
 
-    def training(self, run: Run, dataset, run_dir: Path, n: int = 2000) -> Samples:
-        """forward.png, reverse.png, diffusion.gif and samples.png of a trained run; returns the samples drawn for them."""
-        return point_training_pictures(run, dataset.points[:n], run_dir)
+    TRAINING_PICTURES = 4  # what `training` draws
+
+    def training(self, run: Run, dataset, run_dir: Path, drawn: Drawn | None = None, n: int = 2000) -> Samples:
+        """forward.png, reverse.png, diffusion.gif and samples.png of a trained run (each told to
+        `drawn`); returns the samples drawn for them."""
+        return point_training_pictures(run, dataset.points[:n], run_dir, drawn)
 
     def step(self, run: Run, path: Path, step: int) -> None:
         """steps/step-N.png: the kind's step_samples points drawn as `ddpmkit sample` draws (the run's seed)."""
@@ -303,9 +375,11 @@ class PointPictures:
 class ImagePictures:
     """What an image run draws: grids."""
 
-    def training(self, run: Run, dataset, run_dir: Path) -> None:
-        """samples.png and forward.png of a trained run."""
-        image_training_pictures(run, dataset, run_dir)
+    TRAINING_PICTURES = 2  # what `training` draws
+
+    def training(self, run: Run, dataset, run_dir: Path, drawn: Drawn | None = None) -> None:
+        """samples.png and forward.png of a trained run (each told to `drawn`)."""
+        image_training_pictures(run, dataset, run_dir, drawn=drawn)
 
     def step(self, run: Run, path: Path, step: int) -> None:
         """steps/step-N.png: a grid of the kind's step_samples images drawn as `ddpmkit sample` draws (the run's seed)."""

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ._tensor import randn_like
 from .config import RunConfig
@@ -119,6 +120,9 @@ class SamplingRequest:
     guidance: Guidance = Guidance()
     weights: str = "ema"  # best, last, ema, model or a .safetensors path (build.weights_file)
     batch: int = BATCH  # samples per sampler call
+    progress: bool = False  # bars on stderr while the samples are drawn (the sampler's steps) and over the work done
+    # with them (compare's cells, an edit's steps, evaluate's feature passes); the command line's unless --no-progress.
+    # It shows what runs, never changes a sample, and no record stores it
 
     def __post_init__(self) -> None:
         if self.sampler is not None:
@@ -317,14 +321,24 @@ def draw(run: Run, n: int, request: SamplingRequest = SamplingRequest(), *, keep
     generator = torch.Generator().manual_seed(r.seed)
     trajectory = Trajectory(keep) if keep is not None else None
     steps, model = grid(run, r), denoiser(run, r)
+    batches = range(0, n, r.batch)
+    bar = tqdm(total=len(steps) * len(batches), disable=not r.progress, unit="step", leave=False, dynamic_ncols=True,
+               desc=f"drawing {n:,} with {r.sampler}, {len(steps)} steps")
     chunks = []
-    for start in range(0, n, r.batch):
+    for start in batches:
         shape = run.modality.sample_shape(min(r.batch, n - start))
         x_T = randn_like(torch.empty(shape, device=run.device), generator)
         label = None if y is None else y[start : start + shape[0]].to(run.device)
-        callback = trajectory if start == 0 else None
-        chunks.append(SAMPLERS[r.sampler](model, x_T, steps, label=label, generator=generator, callback=callback,
-                                          **r.sampler_options()).cpu())
+        kept = trajectory if start == 0 else None
+
+        def callback(**state) -> None:  # the sampler's step: kept (the first batch's trajectory) and counted
+            if kept is not None:
+                kept(**state)
+            bar.update()
+
+        chunks.append(SAMPLERS[r.sampler](model, x_T, steps, label=label, generator=generator,
+                                          callback=callback if r.progress else kept, **r.sampler_options()).cpu())
+    bar.close()
     x = torch.cat(chunks)
     return Samples(x, run.modality.to_data_space(x), trajectory, y)
 

@@ -27,10 +27,13 @@ POINT_STYLE = dict(s=2, alpha=0.5, linewidths=0, color="#1f5fa8")
 
 def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], squeeze: bool = True):
     """(figure, axes) as pyplot.subplots gives them, on a figure pyplot does not manage: saved with
-    savefig, never shown, freed with its last reference."""
+    savefig, never shown, freed with its last reference (its Agg canvas gives the renderer that
+    measures text)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
     return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
@@ -45,13 +48,65 @@ def _save_gif(frames: Sequence[Image.Image], path: Path, durations: Sequence[int
                                                          duration=list(durations), loop=0))
 
 
+def _wrapped(text: str, chars: int) -> str:
+    """`text` wrapped at `chars` characters a line (at spaces, else inside a long word such as a
+    file name: no character is lost), its own line breaks kept."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, max(1, chars), break_long_words=True, break_on_hyphens=False) or line
+                     for line in text.split("\n"))
+
+
+def _fit(label, width_px: float) -> None:
+    """Wrap a text artist (a title, a label) until it is at most `width_px` wide on its figure."""
+    renderer = label.get_figure(root=True).canvas.get_renderer()
+    text = label.get_text()
+    chars = max(len(line) for line in text.split("\n"))
+    while chars > 1 and label.get_window_extent(renderer).width > width_px:
+        chars = min(chars - 1, int(chars * width_px / label.get_window_extent(renderer).width))
+        label.set_text(_wrapped(text, chars))
+
+
+def _fit_titles(fig, axes, pad: float = 1.08) -> None:
+    """Lay the figure out with every axes' title no wider than its axes (wrapped where needed),
+    so no title runs past the figure's edge or into its neighbour's; a figure whose wrapped titles
+    need more height grows taller by what they need."""
+    fig.tight_layout(pad=pad)
+    for ax in axes:
+        _fit(ax.title, ax.get_window_extent().width)
+    fig.tight_layout(pad=pad)
+    renderer = fig.canvas.get_renderer()
+    for _ in range(3):
+        fig.draw_without_rendering()  # the titles placed over their axes as drawn
+        over = max(ax.title.get_window_extent(renderer).y1 for ax in axes) - fig.bbox.y1
+        if over <= 0:
+            break
+        fig.set_figheight(fig.get_figheight() + (over + 2) / fig.dpi)
+        fig.tight_layout(pad=pad)
+
+
+def _legend_outside(ax, **options) -> None:
+    """The axes' legend to the right of its plot, where it covers no data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **options)
+
+
 def _limits(points: np.ndarray, margin: float = 0.1) -> tuple[tuple[float, float], tuple[float, float]]:
     lo, hi = np.percentile(points, 0.5, axis=0), np.percentile(points, 99.5, axis=0)
     pad = (hi - lo) * margin
     return (lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1])
 
 
+def _panel_size(lims, width: float) -> tuple[float, float]:
+    """(width, height) in inches of a scatter panel `width` wide whose height follows the data's
+    aspect (y range / x range, kept within 1/4..2): equal axes scales with no blank bands."""
+    (x0, x1), (y0, y1) = lims
+    aspect = min(2.0, max(0.25, (y1 - y0) / max(x1 - x0, 1e-12)))
+    return width, width * aspect
+
+
 def _style(ax, lims, title: str) -> None:
+    """Equal scales on both axes, framed on `lims` (a panel sized by _panel_size, so the box
+    fills its figure)."""
     ax.set_xlim(*lims[0])
     ax.set_ylim(*lims[1])
     ax.set_aspect("equal")
@@ -60,29 +115,38 @@ def _style(ax, lims, title: str) -> None:
     ax.set_title(title, fontsize=9)
 
 
-def scatter_strip(frames: Sequence[np.ndarray], titles: Sequence[str], path: Path, lims=None) -> None:
-    """One row of 2-D scatters sharing axes limits (from the first frame unless given)."""
+TITLE_ROOM = 0.35  # inches above a scatter panel for its title
+
+
+def scatter_strip(frames: Sequence[np.ndarray], titles: Sequence[str], path: Path, lims=None):
+    """One row of 2-D scatters sharing axes limits (from the first and last frame unless given);
+    returns the figure."""
     lims = lims or _limits(np.concatenate([frames[0], frames[-1]]))
-    fig, axes = _subplots(1, len(frames), figsize=(1.9 * len(frames), 2.1), squeeze=False)
+    w, h = _panel_size(lims, 1.9)
+    fig, axes = _subplots(1, len(frames), figsize=(w * len(frames), h + TITLE_ROOM), squeeze=False)
     for ax, pts, title in zip(axes[0], frames, titles):
         ax.scatter(pts[:, 0], pts[:, 1], **POINT_STYLE)
         _style(ax, lims, title)
-    fig.tight_layout()
+    _fit_titles(fig, axes[0], pad=0.4)
     _save_figure(fig, path, 110)
+    return fig
 
 
-def scatter(points: np.ndarray, path: Path, title: str = "", reference: np.ndarray | None = None) -> None:
-    """Samples (blue), optionally over reference data (grey)."""
-    fig, ax = _subplots(figsize=(4, 4))
+def scatter(points: np.ndarray, path: Path, title: str = "", reference: np.ndarray | None = None):
+    """Samples (blue), optionally over reference data (grey, the legend under the plot); the
+    figure framed on the points, of their aspect. Returns the figure."""
     lims = _limits(points if reference is None else np.concatenate([points, reference]))
+    w, h = _panel_size(lims, 4.0)
+    fig, ax = _subplots(figsize=(w, h + TITLE_ROOM + (0.3 if reference is not None else 0.0)))
     if reference is not None:
         ax.scatter(reference[:, 0], reference[:, 1], s=2, alpha=0.3, linewidths=0, color="0.6", label="data")
     ax.scatter(points[:, 0], points[:, 1], **{**POINT_STYLE, "label": "samples"})
     _style(ax, lims, title)
     if reference is not None:
-        ax.legend(loc="upper right", fontsize=7, markerscale=4)
-    fig.tight_layout()
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=7, markerscale=4, frameon=False)
+    _fit_titles(fig, [ax], pad=0.4)
     _save_figure(fig, path, 120)
+    return fig
 
 
 def _figure_to_image(fig) -> Image.Image:
@@ -95,21 +159,23 @@ def _figure_to_image(fig) -> Image.Image:
 def scatter_gif(frames: Sequence[np.ndarray], titles: Sequence[str], path: Path, ms_per_frame: int = 80) -> None:
     """An animated GIF of 2-D scatters, one frame each (the last frame lingers)."""
     lims = _limits(np.concatenate([frames[0], frames[-1]]))
+    w, h = _panel_size(lims, 3.2)
     images = []
     for pts, title in zip(frames, titles):
-        fig, ax = _subplots(figsize=(3.2, 3.2))
+        fig, ax = _subplots(figsize=(w, h + TITLE_ROOM))
         ax.scatter(pts[:, 0], pts[:, 1], **POINT_STYLE)
         _style(ax, lims, title)
-        fig.tight_layout()
+        _fit_titles(fig, [ax], pad=0.4)
         images.append(_figure_to_image(fig))
     durations = [ms_per_frame] * (len(images) - 1) + [1500]
     _save_gif(images, path, durations)
 
 
-def loss_curve(log: Sequence[dict], path: Path) -> None:
-    """Training loss (and per-quarter-of-t losses) against step, log scale."""
+def loss_curve(log: Sequence[dict], path: Path):
+    """Training loss (and per-quarter-of-t losses) against step, log scale, the legend beside the
+    plot; returns the figure."""
     steps = [r["step"] for r in log if r.get("loss") is not None]
-    fig, ax = _subplots(figsize=(5.5, 3.5))
+    fig, ax = _subplots(figsize=(6.8, 3.5))
     for q, shade in zip(range(4), ("#c6dbef", "#9ecae1", "#6baed6", "#3182bd")):
         ys = [r.get(f"loss_q{q}") for r in log if r.get("loss") is not None]
         if all(y is not None for y in ys):
@@ -118,10 +184,11 @@ def loss_curve(log: Sequence[dict], path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
-    ax.legend(fontsize=7)
+    _legend_outside(ax, fontsize=7)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     _save_figure(fig, path, 110)
+    return fig
 
 
 def image_grid(images: np.ndarray, rows: int | None = None, pad: int = 1, scale: int = 1) -> Image.Image:
@@ -172,11 +239,12 @@ def grid_scale(height: int, width: int, target: int = 64) -> int:
     return max(1, target // max(height, width))
 
 
-def image_table(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], col_labels: Sequence[str], path: Path) -> None:
-    """A labelled table of uint8 images [H, W, C]: one row per label, one column per label."""
+def image_table(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], col_labels: Sequence[str], path: Path):
+    """A labelled table of uint8 images [H, W, C]: one row per label, one column per label (each
+    label whole: wrapped to its cell's width, a file name inside itself). Returns the figure."""
     h, w = rows[0][0].shape[:2]
     cell = 0.9 * max(1.0, min(1.6, 64 / max(h, w)))
-    fig, axes = _subplots(len(rows), len(col_labels), figsize=(cell * len(col_labels) + 1.2, cell * len(rows) + 0.4), squeeze=False)
+    fig, axes = _subplots(len(rows), len(col_labels), figsize=(cell * len(col_labels) + 1.2, cell * len(rows) + 0.6), squeeze=False)
     for r, (row, label) in enumerate(zip(rows, row_labels)):
         for c, img in enumerate(row):
             ax = axes[r][c]
@@ -185,9 +253,10 @@ def image_table(rows: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str],
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(col_labels[c], fontsize=7)
-        axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.tight_layout(pad=0.3)
+        axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center", labelpad=6)
+    _fit_titles(fig, axes[0], pad=0.8)
     _save_figure(fig, path, 110)
+    return fig
 
 
 def titled_grid(images: np.ndarray, titles: Sequence[str], path: Path, per_row: int = 8) -> None:
@@ -211,18 +280,31 @@ def titled_grid(images: np.ndarray, titles: Sequence[str], path: Path, per_row: 
     rundir.atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
-def side_by_side_gif(lefts: Sequence[np.ndarray], rights: Sequence[np.ndarray], path: Path, rows: int | None = None, ms_per_frame: int = 60) -> None:
+HEADER = 16  # px of a GIF frame's caption line
+
+
+def side_by_side_gif(lefts: Sequence[np.ndarray], rights: Sequence[np.ndarray], path: Path, rows: int | None = None,
+                     ms_per_frame: int = 60, captions: Sequence[tuple[str, str]] | None = None) -> None:
     """An animated GIF whose frames put two image grids side by side (e.g. x_t and x̂_0);
-    each element of `lefts`/`rights` is a uint8 batch [N, H, W, C]. The last frame lingers.
-    GIF has no alpha channel: images with one are composited over white."""
+    each element of `lefts`/`rights` is a uint8 batch [N, H, W, C]; `captions`: each frame's
+    (left, right) caption, drawn in a line above its grids (e.g. the timestep t). The last
+    frame lingers. GIF has no alpha channel: images with one are composited over white."""
+    from PIL import ImageDraw, ImageFont
+
     frames = []
     mode = "L" if lefts[0].shape[-1] in (1, 2) else "RGB"
-    for left, right in zip(lefts, rights):
+    top = HEADER if captions is not None else 0
+    font = ImageFont.load_default(11)
+    for k, (left, right) in enumerate(zip(lefts, rights)):
         scale = grid_scale(left.shape[1], left.shape[2])
         a, b = (_opaque(image_grid(x, rows, scale=scale)) for x in (left, right))
-        frame = Image.new(mode, (a.width + b.width + 8, max(a.height, b.height)), "white")
-        frame.paste(a, (0, 0))
-        frame.paste(b, (a.width + 8, 0))
+        frame = Image.new(mode, (a.width + b.width + 8, max(a.height, b.height) + top), "white")
+        frame.paste(a, (0, top))
+        frame.paste(b, (a.width + 8, top))
+        if captions is not None:
+            draw = ImageDraw.Draw(frame)
+            for x, text in ((2, captions[k][0]), (a.width + 10, captions[k][1])):
+                draw.text((x, 1), text, fill="black", font=font)
         frames.append(frame if mode == "L" else frame.convert("P", palette=Image.Palette.ADAPTIVE))
     durations = [ms_per_frame] * (len(frames) - 1) + [2000]
     _save_gif(frames, path, durations)
@@ -241,9 +323,10 @@ def frames_gif(frames: Sequence[np.ndarray], path: Path, ms_per_frame: int = 150
     _save_gif(loop, path, durations)
 
 
-def quality_vs_steps(results: Sequence[dict], metric: str, path: Path, title: str = "") -> None:
-    """One line per sampler: `metric` against network evaluations (log x)."""
-    fig, ax = _subplots(figsize=(5.5, 3.8))
+def quality_vs_steps(results: Sequence[dict], metric: str, path: Path, title: str = ""):
+    """One line per sampler: `metric` against network evaluations (log x), the legend beside the
+    plot, the title wrapped to the plot's width; returns the figure."""
+    fig, ax = _subplots(figsize=(6.5, 3.8))
     for name in dict.fromkeys(r["sampler"] for r in results):
         rows = sorted((r for r in results if r["sampler"] == name), key=lambda r: r["nfe"])
         ax.plot([r["nfe"] for r in rows], [r[metric] for r in rows], marker="o", label=name)
@@ -252,29 +335,32 @@ def quality_vs_steps(results: Sequence[dict], metric: str, path: Path, title: st
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    _legend_outside(ax, fontsize=8)
+    _fit_titles(fig, [ax])
     _save_figure(fig, path, 110)
+    return fig
 
 
-def quality_curve(steps: Sequence[int], values: Sequence[float], metric: str, path: Path, title: str = "") -> None:
-    """A quality measure (lower is better) against training step, the lowest one marked."""
+def quality_curve(steps: Sequence[int], values: Sequence[float], metric: str, path: Path, title: str = ""):
+    """A quality measure (lower is better) against training step, the lowest one marked; the
+    title wrapped to the plot's width. Returns the figure."""
     fig, ax = _subplots(figsize=(5.5, 3.6))
     ax.plot(steps, values, marker="o", color="k", lw=1.4)
     finite = [(v, s) for s, v in zip(steps, values) if np.isfinite(v)]
     if finite:
         best, at = min(finite)
         ax.plot([at], [best], marker="*", color="tab:red", ms=14, ls="none", label=f"best: step {at:,} ({best:.4g})")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="best")
     ax.set_xlabel("training step")
     ax.set_ylabel(metric.replace("_", " ") + " (lower is better)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    _fit_titles(fig, [ax])
     _save_figure(fig, path, 110)
+    return fig
 
 
-def schedule_panels(curves: dict[str, dict[str, np.ndarray]], path: Path) -> None:
+def schedule_panels(curves: dict[str, dict[str, np.ndarray]], path: Path):
     """Three panels against t/T: β_t (log scale), ᾱ_t and log-SNR λ_t, one line per schedule
     (`curves`: label → {"beta", "alpha_bar", "log_snr"}, each [T])."""
     fig, axes = _subplots(1, 3, figsize=(11, 3.4))
@@ -287,6 +373,7 @@ def schedule_panels(curves: dict[str, dict[str, np.ndarray]], path: Path) -> Non
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("t / T")
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    axes[0].legend(fontsize=7, loc="best")
+    _fit_titles(fig, axes)
     _save_figure(fig, path, 110)
+    return fig

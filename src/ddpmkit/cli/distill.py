@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..distributed import world_from_env
 from ..errors import UserError
-from .options import DEVICE_HELP, add_grad_accum, add_logger, add_overwrite, add_precision, add_run, command
+from .options import DEVICE_HELP, add_grad_accum, add_logger, add_overwrite, add_precision, add_progress, add_run, command
 
 DISTILL_OPTIONS = ("to_steps", "start_steps", "rounds_steps", "batch_size", "lr", "seed", "checkpoint_every", "grad_accum",
                    "precision", "logger")
@@ -44,7 +44,7 @@ def add_distill(sub) -> None:
     add_logger(p)
     add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(p)
 
 
 def run_distill(args) -> int:

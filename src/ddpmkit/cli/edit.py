@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ..outputs import claim, replaced_note
-from .options import (EDIT, INPAINT, INTERPOLATE, DEVICE_HELP, add_overwrite, add_sampling, add_weights, command,
+from .options import (EDIT, INPAINT, INTERPOLATE, DEVICE_HELP, add_overwrite, add_progress, add_sampling, add_weights, command,
                       input_help, request_from_args, weights_from_args)
 
 def add_edit(sub) -> None:
@@ -26,6 +26,7 @@ def add_edit(sub) -> None:
     add_sampling(p, EDIT)
     add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
+    add_progress(p)
 
 
 def add_inpaint(sub) -> None:
@@ -49,6 +50,7 @@ def add_inpaint(sub) -> None:
     add_sampling(p, INPAINT)
     add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
+    add_progress(p)
 
 
 def add_interpolate(sub) -> None:
@@ -67,6 +69,7 @@ def add_interpolate(sub) -> None:
     add_sampling(p, INTERPOLATE)
     add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
+    add_progress(p)
 
 
 def add_score(sub) -> None:

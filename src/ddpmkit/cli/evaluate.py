@@ -11,7 +11,7 @@ from ..evaluation.nll import check_ode_points
 from ..samplers import SAMPLERS
 from ..evaluation.reference import is_reference_file
 from ..outputs import claim, claim_file, replaced_note
-from .options import (COMPARE, DEVICE_HELP, EVALUATE, add_overwrite, add_sampling, command, ints, request_from_args, sampling_given,
+from .options import (COMPARE, DEVICE_HELP, EVALUATE, add_overwrite, add_progress, add_sampling, command, ints, request_from_args, sampling_given,
                       weights_from_args)
 
 
@@ -47,6 +47,7 @@ def add_evaluate(sub) -> None:
     g.add_argument("--num-images", type=int, default=256, help="--nll: examples the likelihood is averaged over")
     add_sampling(p, EVALUATE)  # --seed and --weights serve --nll too
     p.add_argument("--device", help=DEVICE_HELP)
+    add_progress(p)
 
 
 def add_compare(sub) -> None:
@@ -66,6 +67,7 @@ def add_compare(sub) -> None:
     add_sampling(p, COMPARE)
     add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
+    add_progress(p)
 
 
 QUALITY_OPTIONS = ("num_samples", "features", "inception_weights", "ref")  # besides the sampling options

@@ -107,6 +107,11 @@ def add_overwrite(p: argparse.ArgumentParser) -> None:
                    "ddpmkit did not write (without it such a folder is refused; a run directory is never replaced)")
 
 
+def add_progress(p) -> None:
+    """--no-progress, the one declaration every command with long work shares (its bars go to stderr)."""
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (on stderr)")
+
+
 def add_weights(p: argparse.ArgumentParser) -> None:
     """--weights, and --ema/--no-ema, the older names of --weights ema and --weights model."""
     p.add_argument("--weights", metavar="best|last|ema|model|PATH",
@@ -214,4 +219,5 @@ def request_from_args(args, method: Method = SAMPLE) -> SamplingRequest:
     given = {d: getattr(args, d) for d in _declared(method) if getattr(args, d, None) is not None}
     request = {REQUEST_FIELDS[d]: v for d, v in given.items() if d in REQUEST_FIELDS}
     guidance = {GUIDANCE_FIELDS[d]: v for d, v in given.items() if d in GUIDANCE_FIELDS}
-    return SamplingRequest(**request, guidance=Guidance(**guidance), weights=weights_from_args(args))
+    return SamplingRequest(**request, guidance=Guidance(**guidance), weights=weights_from_args(args),
+                           progress=not getattr(args, "no_progress", False))

@@ -11,7 +11,7 @@ from ..errors import UserError, check_positive
 from ..outputs import claim, inside, replaced_note
 from ..rundir import SAMPLE_RECORD
 from ..schedules import RANGED, SCHEDULES
-from .options import DEVICE_HELP, add_overwrite, add_sampling, command, data_help, ints, request_from_args
+from .options import DEVICE_HELP, add_overwrite, add_progress, add_sampling, command, data_help, ints, request_from_args
 
 
 def add_sample(sub) -> None:
@@ -33,6 +33,7 @@ def add_sample(sub) -> None:
                    "xt, the noisy state x_t the sampler holds, or x0, its prediction x̂_0 of the final image")
     add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
+    add_progress(p)
 
 
 def add_show_forward(sub) -> None:

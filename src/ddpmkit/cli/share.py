@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..outputs import claim, replaced_note
-from .options import DEVICE_HELP, add_overwrite, command
+from .options import DEVICE_HELP, add_overwrite, add_progress, command
 
 
 def add_export(sub) -> None:
@@ -25,6 +25,7 @@ def add_export(sub) -> None:
     p.add_argument("--license", default="other", help="the license in the card's front matter, e.g. mit, apache-2.0")
     add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP + "; draws the card's sample grid")
+    add_progress(p)
 
 
 def add_import(sub) -> None:
@@ -46,7 +47,8 @@ def run_export(args) -> int:
     from ..api import export
 
     out = claim(args.out, "export", overwrite=args.overwrite)
-    files = export(args.run, out, format=args.format, weights=args.weights, license=args.license, device=args.device)
+    files = export(args.run, out, format=args.format, weights=args.weights, license=args.license, device=args.device,
+                   progress=not args.no_progress)
     print(f"wrote {len(files)} files to {args.out}{replaced_note(out)}: " + ", ".join(str(f.relative_to(args.out)) for f in files)
           + f"; load it with diffusers.DDPMPipeline.from_pretrained({str(args.out)!r})")
     return 0

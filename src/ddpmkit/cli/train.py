@@ -22,7 +22,7 @@ from ..rundir import check_writable
 from ..posthoc_ema import DEFAULT_SIGMA_RELS
 from ..schedules import SCHEDULES
 from ..training_log import quality_text
-from .options import DEVICE_HELP, add_grad_accum, add_logger, add_overwrite, add_precision, command, data_help, sizes
+from .options import DEVICE_HELP, add_grad_accum, add_logger, add_overwrite, add_precision, add_progress, command, data_help, sizes
 
 # CLI option -> (config section, field). None means "leave the default".
 TRAIN_OPTIONS = {
@@ -172,7 +172,7 @@ def add_parser(sub) -> None:
     g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: end only)")
     g.add_argument("--keep", type=int, help="step checkpoints kept on disk (default 3)")
     g.add_argument("--device", help=DEVICE_HELP)
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(g)
     g = p.add_argument_group("watching a run")
     add_logger(g)
     g.add_argument("--eval-every", type=int, help="steps between sample-quality measurements of the EMA weights "
@@ -315,4 +315,6 @@ def run(args) -> int:
         steps += f" of {config.train.epochs} epochs"
     replaced = " (its earlier contents replaced: --overwrite)" if args.resume is None and replaces else ""
     say(f"trained {steps} in {result.seconds:.1f} s (final loss {result.final_loss:.4f}){best}; run directory: {out}{replaced}")
+    if result.pictures:
+        say(f"wrote {', '.join(result.pictures)} in {out}; next: ddpmkit sample --run {out}")
     return 0

@@ -8,11 +8,13 @@ interpolation declare their own beside them (repaint.REPAINT, interpolation.INTE
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .. import outputs, pictures, rundir
 from ..data.images import to_model_space
@@ -49,10 +51,12 @@ def edit_images(run: Run, inputs: InputImages, out: Path, strength: float, reque
     model, generator = denoiser(run, r), torch.Generator().manual_seed(r.seed)
     x0 = to_model_space(inputs.images)
     chunks = []
-    for start in range(0, len(x0), r.batch):
-        label = None if y is None else y[start : start + r.batch].to(run.device)
-        chunks.append(sdedit(model, x0[start : start + r.batch].to(run.device), strength, sampler=r.sampler, steps=r.steps,
-                             spacing=r.spacing, label=label, generator=generator, **r.sampler_options()).cpu())
+    starts = range(0, len(x0), r.batch)
+    with _steps_bar(r, len(steps) * len(starts), f"SDEdit of {len(x0)} image(s)") as step:
+        for start in starts:
+            label = None if y is None else y[start : start + r.batch].to(run.device)
+            chunks.append(sdedit(model, x0[start : start + r.batch].to(run.device), strength, sampler=r.sampler, steps=r.steps,
+                                 spacing=r.spacing, label=label, generator=generator, **step, **r.sampler_options()).cpu())
     data = run.modality.to_data_space(torch.cat(chunks))
     record = {"edit": "SDEdit (Meng et al. 2022)", "strength": strength,
               "start_timestep": int(steps[0]) if len(steps) else None, "trained_steps_T": T, "steps": len(steps),
@@ -79,15 +83,17 @@ def inpaint_images(run: Run, inputs: InputImages, fill: torch.Tensor, out: Path,
     x0 = to_model_space(inputs.images)
     keep = (~fill).to(x0.dtype)
     chunks = []
-    for start in range(0, len(x0), r.batch):
-        label = None if y is None else y[start : start + r.batch].to(run.device)
-        chunks.append(repaint(model, x0[start : start + r.batch].to(run.device), keep.to(run.device), steps,
-                              sampler=r.sampler, resample=resample, jump=jump, label=label, generator=generator,
-                              **r.sampler_options()).cpu())
+    starts = range(0, len(x0), r.batch)
+    reverse = sum(b > a for a, b in zip(path, path[1:]))
+    with _steps_bar(r, reverse * len(starts), f"RePaint of {len(x0)} image(s)") as step:
+        for start in starts:
+            label = None if y is None else y[start : start + r.batch].to(run.device)
+            chunks.append(repaint(model, x0[start : start + r.batch].to(run.device), keep.to(run.device), steps,
+                                  sampler=r.sampler, resample=resample, jump=jump, label=label, generator=generator,
+                                  **step, **r.sampler_options()).cpu())
     filled = run.modality.to_data_space(torch.cat(chunks))
     given = inputs.images.permute(0, 2, 3, 1).numpy()
     data = np.where(fill[0].permute(1, 2, 0).numpy(), filled, given)  # the final join from the input's own bytes
-    reverse = sum(b > a for a, b in zip(path, path[1:]))
     record = {"edit": "RePaint (Lugmayr et al. 2022)", "steps": len(steps), "resample": resample, "jump": jump, "nfe": reverse,
               "filled_pixels": int(fill.sum()), "pixels": int(fill.numel()), **_common(run, inputs, y, r)}
     files = _write_samples(run, out, data, y)
@@ -122,7 +128,9 @@ def interpolate_pair(run: Run, a: InputImages, b: InputImages, out: Path, frames
     steps = grid(run, r)
     label = labels(run, r, 1)
     x_a, x_b = (to_model_space(given.images).to(run.device) for given in (a, b))
-    result = interpolate(denoiser(run, r), x_a, x_b, frames, steps, label=None if label is None else label.to(run.device))
+    with _steps_bar(r, 2 * len(steps), f"inverting 2 images and decoding {frames} frames") as step:
+        result = interpolate(denoiser(run, r), x_a, x_b, frames, steps, label=None if label is None else label.to(run.device),
+                             **step)
     data = run.modality.to_data_space(result.frames.cpu())
     ends = np.concatenate([a.images, b.images]).transpose(0, 2, 3, 1)  # [2, H, W, C] uint8
     error = np.abs(data[[0, -1]].astype(np.int16) - ends.astype(np.int16))  # 8-bit levels
@@ -141,6 +149,18 @@ def interpolate_pair(run: Run, a: InputImages, b: InputImages, out: Path, frames
     files.append(out / "interpolation.gif")
     files += _write_record(out / "interpolation.json", record)
     return Edited(data, record, files)
+
+
+@contextmanager
+def _steps_bar(request: SamplingRequest, total: int, what: str):
+    """A bar on stderr over an edit's `total` network steps (its images go through the sampler as
+    one batch, so the bar counts the batch's steps) unless the request says no progress: yields the
+    keyword arguments that hand the sampler its callback (none without a bar)."""
+    if not request.progress:
+        yield {}
+        return
+    with tqdm(total=total, unit="step", dynamic_ncols=True, desc=what) as bar:
+        yield {"callback": lambda **state: bar.update()}
 
 
 def _one_class(request: SamplingRequest) -> SamplingRequest:
@@ -167,7 +187,7 @@ def _write_samples(run: Run, out: Path, data: np.ndarray, labels: torch.Tensor |
 
 
 def _write_picture(path: Path, rows: list[tuple[str, np.ndarray]], names: list[str], shown: int = SHOWN) -> list[Path]:
-    pictures.image_rows([(label, images[:shown]) for label, images in rows], [n[-12:] for n in names[:shown]], path)
+    pictures.image_rows([(label, images[:shown]) for label, images in rows], list(names[:shown]), path)
     return [path]
 
 

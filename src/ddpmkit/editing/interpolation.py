@@ -14,7 +14,7 @@ import torch
 from .._tensor import append_dims
 from ..denoiser import DenoiserLike
 from ..errors import UserError
-from ..samplers import ddim
+from ..samplers import Callback, ddim
 
 # The interpolation's own sampling default (sampler, steps; None: all T): deterministic DDIM both ways over every step,
 # since the inversion is exact only as the steps grow.
@@ -54,18 +54,20 @@ def interpolate(
     timesteps: torch.Tensor,
     *,
     label: torch.Tensor | None = None,
+    callback: Callback | None = None,
 ) -> Interpolation:
     """`frames` images from a [1, ...] to b [1, ...] (model space) through their DDIM latents on
     the descending `timesteps` (`label` [1]: a conditional run's class, for both). Deterministic;
     the first and the last frame are the endpoints' reconstructions (their error measures how
-    closely inversion and decoding invert each other for this model and grid)."""
+    closely inversion and decoding invert each other for this model and grid). `callback`: told of
+    every step, the inversion's and then the decoding's (the sampler's protocol)."""
     if frames < 2:
         raise UserError(f"--frames must be at least 2 (the two endpoints), got {frames}")
     pair = torch.cat([a, b])
     pair_label = None if label is None else label.repeat(2)
-    latent_a, latent_b = ddim.invert(denoiser, pair, timesteps, label=pair_label).chunk(2)
+    latent_a, latent_b = ddim.invert(denoiser, pair, timesteps, label=pair_label, callback=callback).chunk(2)
     weights = torch.linspace(0, 1, frames, dtype=torch.float64)
     latents = slerp(latent_a, latent_b, weights)
     frame_label = None if label is None else label.repeat(frames)
-    decoded = ddim.sample(denoiser, latents, timesteps, label=frame_label)
+    decoded = ddim.sample(denoiser, latents, timesteps, label=frame_label, callback=callback)
     return Interpolation(decoded, latents, weights, decoded[[0, -1]])

@@ -22,7 +22,7 @@ import torch
 from .._tensor import extract, randn_like
 from ..denoiser import DenoiserLike
 from ..errors import UserError, check_positive
-from ..samplers import ddim, ddpm
+from ..samplers import Callback, ddim, ddpm
 
 RepaintSampler = Literal["ddpm", "ddim"]
 REPAINT_SAMPLERS: tuple[str, ...] = get_args(RepaintSampler)  # ddpm: RePaint's ancestral step; ddim: its deterministic step
@@ -81,12 +81,13 @@ def repaint(
     label: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     eta: float = 0.0,
+    callback: Callback | None = None,
 ) -> torch.Tensor:
     """Fill in the pixels where `keep` is 0 of x₀ [B, ...] (model space), keeping those where it
     is 1 (`keep` broadcasts against x₀: [B or 1, 1 or C, H, W]), down the descending
     `timesteps` with RePaint's jumps. The noise x_{g_0} and every q_sample of the known part are
-    drawn from `generator`. `eta`: ddim only (0 deterministic). Returns the joined result, whose
-    known pixels are x₀'s exactly."""
+    drawn from `generator`. `eta`: ddim only (0 deterministic); `callback`: told of every reverse
+    step (the sampler's protocol). Returns the joined result, whose known pixels are x₀'s exactly."""
     check_inpaint_sampler(sampler)
     keep = keep.to(x0)
     grid = [int(t) for t in timesteps]
@@ -109,10 +110,12 @@ def repaint(
         if q > p:  # a reverse step from g_p to g_{p+1} (into the data at p + 1 = n), then the join
             s = grid[q] if q < n else None
             if sampler == "ddpm":
-                x, _ = ddpm.step(denoiser, x, grid[p], s, label=label, generator=generator)
+                x_next, x0_hat = ddpm.step(denoiser, x, grid[p], s, label=label, generator=generator)
             else:
-                x, _ = ddim.step(denoiser, x, grid[p], s, label=label, generator=generator, eta=eta)
-            x = keep * known(q) + (1 - keep) * x
+                x_next, x0_hat = ddim.step(denoiser, x, grid[p], s, label=label, generator=generator, eta=eta)
+            if callback is not None:
+                callback(i=p, t=grid[p], x=x, x0=x0_hat, x_next=x_next)
+            x = keep * known(q) + (1 - keep) * x_next
         else:  # a jump back: noised forward from position p to q = p − 1 (a run of them is one stretch)
             ratio = abar(q) / abar(p)
             x = ratio.sqrt() * x + (1 - ratio).sqrt() * randn_like(x, generator)

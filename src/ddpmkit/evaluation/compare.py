@@ -9,7 +9,9 @@ import json
 import time
 from pathlib import Path
 
-from .. import viz
+from tqdm.auto import tqdm
+
+from .. import pictures
 from ..errors import UserError
 from ..rundir import atomic_write_text
 from ..sampling import Run, SamplingRequest, check_sampler, draw, network_evaluations
@@ -38,17 +40,21 @@ def compare_samplers(run: Run, out: Path, *, samplers: list[str], steps: list[in
     out.mkdir(parents=True, exist_ok=True)
     results = []
     report(f"{'sampler':<8} {'steps':>5} {'NFE':>5} {metric:>18} {'ms/sample':>10}")
-    for name in samplers:
-        for k in steps:
-            started = time.perf_counter()
-            data = draw(run, n, dataclasses.replace(request, sampler=name, steps=k)).data
-            seconds = time.perf_counter() - started
-            row = {"sampler": name, "steps": k, "nfe": network_evaluations(name, k),
-                   "ms_per_sample": 1000 * seconds / n, **measure(data)}
-            results.append(row)
+    cells = tqdm([(name, k) for name in samplers for k in steps], disable=not request.progress, unit="setting",
+                 dynamic_ncols=True, desc="compare-samplers")
+    for name, k in cells:
+        cells.set_postfix_str(f"{name}, {k} steps")
+        started = time.perf_counter()
+        data = draw(run, n, dataclasses.replace(request, sampler=name, steps=k)).data
+        seconds = time.perf_counter() - started
+        row = {"sampler": name, "steps": k, "nfe": network_evaluations(name, k),
+               "ms_per_sample": 1000 * seconds / n, **measure(data)}
+        results.append(row)
+        with cells.external_write_mode():  # the table's row above the bar
             report(f"{name:<8} {k:>5} {row['nfe']:>5} {row[metric]:>18.5f} {row['ms_per_sample']:>10.2f}")
+    cells.close()
     base = {k: v for k, v in request.record(run).items() if k not in ("sampler", "steps", "nfe", "network_passes", "classifier_passes", "grid")}
     record = {"measure": what, "samples_per_setting": n, **base, "skipped_steps": above, "results": results}
     atomic_write_text(out / "compare.json", json.dumps(record, indent=2))
-    viz.quality_vs_steps(results, metric, out / "compare.png", f"{run.config.data.name}: {what}, {n} samples each")
+    pictures.sampler_comparison(results, metric, out / "compare.png", f"{run.config.data.name}: {what}, {n} samples each")
     return results

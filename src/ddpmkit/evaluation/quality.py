@@ -21,7 +21,7 @@ from .. import metrics, pictures
 from ..features import OwnFeatures, OwnTraining
 from ..sampling import Run, SamplingRequest, draw_recorded
 from .memorisation import memorisation
-from .reference import REFERENCE_SEED, ImageReference, image_reference
+from .reference import REFERENCE_SEED, ImageReference, feature_pass, image_reference
 
 PAPER_SAMPLES = 50_000  # the sample count of published FIDs
 
@@ -112,14 +112,15 @@ class ImageMeasures:
         """The quality record of `num` samples of an image run drawn as `request` says (see
         kinds.evaluate_quality); `ref`: a reference .npz for the Fréchet distance
         (reference.with_reference_file); the closest pairs' picture goes to `out` (default RUN/eval)."""
-        reference = image_reference(run, features, inception_weights, report, training, ref)
+        reference = image_reference(run, features, inception_weights, report, training, ref, progress=request.progress)
         r = request.resolve(run)
         report(f"drawing {num:,} samples with {r.sampler}, {r.steps} steps")
         data, sample_record = draw_recorded(run, num, r)
         images = nhwc_to_nchw(data)
         record = {"kind": "images", "samples": sample_record, "features": {**reference.extractor.identity(),
                   "description": reference.extractor.description}, "reference": reference.description}
-        record.update(feature_scores(reference, reference.extractor.features(images), k=k, kid_subset=kid_subset,
+        sample_features = feature_pass(reference.extractor, images, "the samples", r.progress)
+        record.update(feature_scores(reference, sample_features, k=k, kid_subset=kid_subset,
                                      kid_subsets=kid_subsets, seed=r.seed))
         memo = memorisation(reference, images)
         out = Path(out) if out is not None else Path(run.directory) / "eval"

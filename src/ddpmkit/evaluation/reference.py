@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
+from tqdm.auto import tqdm
 
 from ..errors import UserError, check_choice
 from ..features import (
@@ -76,9 +77,22 @@ class Reference:
     cached: bool  # read from the cache rather than computed now
 
 
-def real_statistics(dataset, indices: np.ndarray, extractor, key: dict, report=lambda m: None) -> Reference:
+def feature_pass(extractor, images: torch.Tensor, what: str, progress: bool = False, size: int = 512) -> np.ndarray:
+    """extractor.features of `images` [N, C, H, W] in chunks of `size` (a multiple of every
+    extractor's batch, so the batches and their numbers are those of one call), with a bar on
+    stderr naming `what` unless `progress` is False."""
+    if not len(images):
+        return extractor.features(images)
+    starts = tqdm(range(0, len(images), size), disable=not progress, unit="chunk", leave=False, dynamic_ncols=True,
+                  desc=f"{extractor.name} features of {what}")
+    return np.concatenate([extractor.features(images[s : s + size]) for s in starts])
+
+
+def real_statistics(dataset, indices: np.ndarray, extractor, key: dict, report=lambda m: None,
+                    progress: bool = False) -> Reference:
     """μ, Σ and a feature subset of the real images at `indices`, from the cache when `key`
-    (data fingerprint + extractor identity) was measured before; else computed and cached."""
+    (data fingerprint + extractor identity) was measured before; else computed and cached (a
+    bar over the images unless `progress` is False)."""
     text = json.dumps(key, sort_keys=True)
     path = cache_dir() / "stats" / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.safetensors"
     if path.is_file():
@@ -93,12 +107,16 @@ def real_statistics(dataset, indices: np.ndarray, extractor, key: dict, report=l
     report(f"computing {extractor.name} features of {len(indices):,} real images (cached for next time)")
     keep = np.sort(np.random.default_rng(REFERENCE_SEED).permutation(len(indices))[:MAX_STORED_FEATURES])
     total, outer, stored = None, None, []
+    bar = tqdm(total=len(indices), disable=not progress, unit="image", leave=False, dynamic_ncols=True,
+               desc=f"{extractor.name} features of the real images")
     for start, images in chunks(dataset, indices):
         f = torch.from_numpy(extractor.features(images))  # float64 [B, F]
+        bar.update(len(f))
         total = f.sum(0) if total is None else total + f.sum(0)
         outer = f.T @ f if outer is None else outer + f.T @ f
         rows = keep[(keep >= start) & (keep < start + len(f))] - start
         stored.append(f[torch.from_numpy(rows)])
+    bar.close()
     n = len(indices)
     mu = total / n
     sigma = (outer - n * torch.outer(mu, mu)) / (n - 1)  # float64 sums: exact enough for N ≤ 50k
@@ -180,10 +198,11 @@ class ImageReference:
 
 
 def image_reference(run: Run, features: str = "own", inception_weights=None, report=lambda m: None,
-                    training: OwnTraining = OwnTraining(), ref: Path | None = None) -> ImageReference:
+                    training: OwnTraining = OwnTraining(), ref: Path | None = None, progress: bool = False) -> ImageReference:
     """Load the run's data, its feature extractor (`features`: own or inception) and the real
-    statistics in it (cached, or computed now): everything samples are measured against.
-    `ref`: a reference .npz whose μ and Σ replace the data's (with_reference_file)."""
+    statistics in it (cached, or computed now, with a bar unless `progress` is False): everything
+    samples are measured against. `ref`: a reference .npz whose μ and Σ replace the data's
+    (with_reference_file)."""
     dataset, _ = run.modality.load(run.config.seed, report)
     if len(dataset) < MIN_REAL:
         raise UserError(f"{run.config.data.name} has {len(dataset)} images; sample quality needs at least {MIN_REAL} real "
@@ -194,7 +213,7 @@ def image_reference(run: Run, features: str = "own", inception_weights=None, rep
                                 data_sha256=fingerprint if len(indices) == len(dataset) else None)
     key = {"data": {"name": run.config.data.name, "image_size": list(dataset.image_size), "channels": dataset.channels,
                     "num_images": len(indices), "sha256": fingerprint}, "features": extractor.identity()}
-    stats = real_statistics(dataset, indices, extractor, key, report)
+    stats = real_statistics(dataset, indices, extractor, key, report, progress)
     h, w = dataset.image_size
     what = (f"all {len(indices):,} images of {run.config.data.name} (the training data)" if len(indices) == len(dataset)
             else f"a seeded subset of {len(indices):,} of the {len(dataset):,} images of {run.config.data.name} (the training data)")

@@ -77,6 +77,7 @@ def invert(
     timesteps: torch.Tensor,
     *,
     label: torch.Tensor | None = None,
+    callback: Callback | None = None,
 ) -> torch.Tensor:
     """Run deterministic DDIM (η = 0) backwards: data x0 -> the latent x_T that `sample` with
     the same descending `timesteps` maps back to (nearly) x0.
@@ -94,7 +95,10 @@ def invert(
         t_batch = torch.full((x.shape[0],), t_eval, device=x.device, dtype=torch.long)
         out = denoiser(x, t_batch, label) if i > 0 else _at_data(denoiser, x, t_batch, label)
         abar_next = extract(schedule.alphas_cumprod, torch.full_like(t_batch, t_next), x)
-        x = abar_next.sqrt() * out.x0 + (1 - abar_next).sqrt() * out.eps
+        x_next = abar_next.sqrt() * out.x0 + (1 - abar_next).sqrt() * out.eps
+        if callback is not None:
+            callback(i=i, t=t_next, x=x, x0=out.x0, x_next=x_next)
+        x = x_next
     return x
 
 

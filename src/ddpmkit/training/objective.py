@@ -91,6 +91,7 @@ class TrainResult:
     nonfinite: int  # steps skipped for a non-finite loss or gradient
     best: dict | None = None  # the best quality measurement so far (--eval-every): its log.jsonl record
     first_step: int = 0  # the step this call started from (a resumed run's checkpoint)
+    pictures: tuple[str, ...] = ()  # the end-of-run pictures written into the run directory (file names, in order)
 
     @property
     def trained(self) -> int:
