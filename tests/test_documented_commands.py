@@ -1,0 +1,516 @@
+"""Every documented command runs (issue 30 item 5).
+
+The test finds the command lines itself: every line of a code block in README.md, in the pages
+under docs/ and in the notebooks' markdown (and `!` shell lines of their code cells) that runs
+ddpmkit (`ddpmkit ...`, `python -m ddpmkit ...`, `torchrun ... -m ddpmkit ...`), with its
+continuation lines joined and its `&&` chain split. Each distinct line is one test case, named
+after the first place it appears, and runs in-process through `ddpmkit.cli.main` in an empty
+working folder: every segment of its chain must exit 0 with no traceback.
+
+What a line names is placed in that folder first, at the path the line gives (so the line runs
+as written):
+- a run it reads (--run, --resume) is a copy of one of the tiny runs below, made once per
+  session: the kind that the line that writes it in the same code block makes (train --data
+  moons, --conditional, --posthoc-ema; distill), else the kind the line itself asks for
+  (--guidance: a conditional run; --classifier-scale: a run with its classifier, unless the
+  chain trains that itself; ema: a --posthoc-ema run; a name with 'moons': the 2-D run), else the
+  digits run;
+- another path it reads (--input, --images, --a, --b, --mask, --data, import's folder) is
+  written by the line of the same code block whose --out it is, when there is one; else it is a
+  stand-in: a few random 8x8 grey images (a folder, .png or .npy), a mask of the bottom half, and
+  for training data a folder of 16 small RGB images, an IDX file, a Keras-layout .npz or .npy;
+- an absolute or home path is taken inside the working folder; a lone `...` (the docs' "and
+  the other options") is dropped.
+
+Then the overrides of TINY (replace the line's value, or append) and STEP_CAP keep each command
+tiny; nothing else of a line changes. A line that needs what a test cannot have is listed in
+NOT_RUN with its reason, and the list must name only lines the docs still have.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ddpmkit.cli import main
+from ddpmkit.data.idx import IMAGES_MAGIC, LABELS_MAGIC
+from ddpmkit.data.toy import TOY_DATASETS
+
+from helpers import TINY_IMAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Documented lines a test cannot run, each with its reason (the line as the docs give it, its
+# comment dropped and its continuation lines joined by one space).
+NOT_RUN = {
+    "torchrun --standalone --nproc-per-node 4 -m ddpmkit train --data path/to/folder --image-size 64 --out runs/faces "
+    "--batch-size 256": "four torchrun processes, one per GPU (tests/test_distributed.py runs two CPU processes)",
+    "torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint node0:29500 --rdzv-id faces -m ddpmkit "
+    "train --data /shared/faces --image-size 64 --out /shared/runs/faces --batch-size 512":
+        "two machines of eight GPUs each",
+    "ddpmkit evaluate --run RUN --features inception -n 50000":
+        "Inception-v3's FID weights (a download that ddpmkit never makes; tests use random weights)",
+    "ddpmkit evaluate --run RUN --features inception --save-ref ref.npz":
+        "Inception-v3's FID weights (a download that ddpmkit never makes; tests use random weights)",
+    "ddpmkit evaluate --run RUN --features inception --ref ref.npz -n 50000":
+        "Inception-v3's FID weights (a download that ddpmkit never makes; tests use random weights)",
+}
+
+# The overrides that keep a documented line tiny, by command: option -> value, replacing the
+# line's own value or appended where the line has none; DROP removes the option and its value,
+# FLAG appends a flag. `when` limits an entry to the lines it fits (e.g. not a resumed run,
+# whose config is its own). Nothing else of a line changes.
+DROP, FLAG = object(), object()
+
+
+@dataclass(frozen=True)
+class Override:
+    option: str
+    value: object
+    when: str = "always"  # always | new (not --resume) | quality (evaluate without --nll or --save-ref) | nll | sweep
+
+
+TINY = {
+    # a few optimiser steps of a small network on a short chain (T = 20), no progress bar
+    "train": (Override("--epochs", DROP, "new"), Override("--steps", "2", "new"), Override("--timesteps", "20", "new"),
+              Override("--batch-size", "8", "new"), Override("--width", "8", "new"), Override("--no-progress", FLAG)),
+    "train-classifier": (Override("--steps", "2"), Override("--batch-size", "8")),
+    # the tiny digits run has T = 20, fewer than the default 64 steps of the first teacher
+    "distill": (Override("--start-steps", "16", "new"), Override("--rounds-steps", "2", "new"),
+                Override("--batch-size", "8", "new"), Override("--no-progress", FLAG)),
+    "evaluate": (Override("--num-samples", "40", "quality"), Override("--num-images", "16", "nll"),
+                 Override("--ode-points", "8", "nll")),
+    "compare-samplers": (Override("--num-samples", "40"),),
+    "ema": (Override("--num-samples", "16", "sweep"),),
+    "score": (Override("--num-reference", "16"),),
+}
+# Sampling step counts above the tiny runs' T are lowered to it (a documented 250 or 1,000 steps),
+# and --strip's timesteps are scaled onto 0..T-1 when the largest is beyond it (999,750,... -> 19,14,...).
+STEP_CAP = 20
+# A documented --image-size above IMAGE_CAP px (on its smaller side) trains at IMAGE_CAP px, the
+# aspect kept, each --attention-res and --linear-attention-res size moved with its level (28 px with
+# attention at 28,14,7 -> 16 px at 16,8,4): the same network on smaller images. Drawing the end of
+# training's 64 samples at 64 or 128 px would take minutes.
+IMAGE_CAP = 16
+SHORT = {"-n": "--num-samples"}  # short spellings of the options above
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "docs").rglob("*.ipynb"))]
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
+
+
+# ---- finding the documented lines -------------------------------------------------------------
+@dataclass(frozen=True)
+class Segment:
+    """One command of a line's `&&` chain that runs ddpmkit: its arguments after `ddpmkit`."""
+
+    args: tuple[str, ...]
+    launcher: str | None = None  # torchrun, when it starts the processes
+
+    @property
+    def command(self) -> str:
+        return self.args[0] if self.args else ""
+
+    def value(self, option: str) -> str | None:
+        args = list(self.args)
+        return args[args.index(option) + 1] if option in args[:-1] else None
+
+
+@dataclass
+class Line:
+    text: str  # the line as documented: continuation lines joined, prompt and comment dropped
+    segments: tuple[Segment, ...]  # its chain's ddpmkit commands
+    block: list  # the Lines of its code block, in order (for the lines that write what it reads)
+    places: list[str] = field(default_factory=list)  # FILE:LINE where it appears
+
+
+def code_blocks(markdown: str) -> list[list[tuple[int, str]]]:
+    """The fenced code blocks of a markdown text: each a list of (line number, line)."""
+    blocks, current, fence = [], None, None
+    for number, line in enumerate(markdown.splitlines(), 1):
+        m = FENCE.match(line)
+        if current is None:
+            if m:
+                current, fence = [], m.group(1)
+        elif m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not line.strip()[len(m.group(1)):]:
+            blocks.append(current)
+            current = None
+        else:
+            current.append((number, line))
+    return blocks
+
+
+def logical_lines(block: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The block's lines with continuation lines (a trailing backslash) joined, a `$ ` prompt dropped."""
+    joined, start, parts = [], None, []
+    for number, line in block:
+        if not parts:
+            start = number
+        text = line.strip()
+        parts.append(text[:-1].strip() if text.endswith("\\") else text)
+        if not text.endswith("\\"):
+            out = " ".join(p for p in parts if p)
+            joined.append((start, out[2:] if out.startswith("$ ") else out))
+            parts = []
+    if parts:
+        joined.append((start, " ".join(parts)))
+    return joined
+
+
+def segment(tokens: list[str]) -> Segment | None:
+    """The ddpmkit command of a shell command's tokens, or None when it runs something else."""
+    while tokens and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", tokens[0]):  # VAR=value before the command
+        tokens = tokens[1:]
+    if not tokens:
+        return None
+    if tokens[0] == "ddpmkit":
+        return Segment(tuple(tokens[1:]))
+    if tokens[0] in ("python", "python3") and tokens[1:3] == ["-m", "ddpmkit"]:
+        return Segment(tuple(tokens[3:]))
+    if tokens[0] == "torchrun" and "-m" in tokens and tokens[tokens.index("-m") + 1:][:1] == ["ddpmkit"]:
+        return Segment(tuple(tokens[tokens.index("-m") + 2:]), launcher="torchrun")
+    return None
+
+
+def page_blocks(path: Path) -> list[tuple[str, list[tuple[int, str]]]]:
+    """(where, block) for each code block of a page; a notebook's are those of its markdown
+    cells and, as one block per cell, the shell lines (`!...`) of its code cells."""
+    name = path.relative_to(ROOT).as_posix()
+    if path.suffix != ".ipynb":
+        return [(name, block) for block in code_blocks(path.read_text())]
+    found = []
+    for k, cell in enumerate(json.loads(path.read_text())["cells"]):
+        source = "".join(cell["source"])
+        where = f"{name}:cell{k}"
+        if cell["cell_type"] == "markdown":
+            found += [(where, block) for block in code_blocks(source)]
+        elif cell["cell_type"] == "code":
+            shell = [(n, line.strip()[1:]) for n, line in enumerate(source.splitlines(), 1) if line.strip().startswith("!")]
+            found += [(where, shell)] if shell else []
+    return found
+
+
+def documented_lines() -> list[Line]:
+    """Every distinct documented line that runs ddpmkit, in the order of the pages."""
+    lines: dict[str, Line] = {}
+    for page in PAGES:
+        for where, block in page_blocks(page):
+            made = []
+            for number, text in logical_lines(block):
+                try:
+                    tokens = shlex.split(text, comments=True)
+                except ValueError:  # not shell (unbalanced quotes): no command here
+                    continue
+                chain, part = [], []
+                for token in [*tokens, "&&"]:
+                    if token == "&&":
+                        chain.append(part)
+                        part = []
+                    else:
+                        part.append(token)
+                segments = tuple(s for s in (segment(c) for c in chain) if s is not None)
+                if not segments:
+                    continue
+                key = " ".join(tokens)
+                line = lines.setdefault(key, Line(key, segments, made))
+                line.places.append(f"{where}:{number}")
+                made.append(line)
+    return list(lines.values())
+
+
+LINES = documented_lines()
+
+
+# ---- the tiny runs ----------------------------------------------------------------------------
+TINY_RUN = [*TINY_IMAGES, "--groups", "8"]  # `ddpmkit train` options of the tiny image runs
+class TinyRuns:
+    """The tiny runs documented lines read, each made once per session when a line first asks
+    for it (T = 20, a few optimiser steps, base width 8; the 2-D run is conftest's toy_run).
+    Their GroupNorm groups (8) divide every width, as export to diffusers needs."""
+
+    def __init__(self, request, folder: Path):
+        self.request, self.folder, self.made = request, folder, {}
+
+    def path(self, kind: str) -> Path:
+        if kind not in self.made:
+            self.made[kind] = getattr(self, kind)()
+        return self.made[kind]
+
+    def _call(self, *argv) -> None:
+        assert main([str(a) for a in argv]) == 0, argv
+
+    def digits(self) -> Path:
+        out = self.folder / "digits"
+        self._call("train", "--out", out, *TINY_RUN)
+        return out
+
+    def moons(self) -> Path:
+        return self.request.getfixturevalue("toy_run")
+
+    def conditional(self) -> Path:
+        out = self.folder / "conditional"
+        self._call("train", "--conditional", "--out", out, *TINY_RUN)
+        return out
+
+    def posthoc(self) -> Path:
+        out = self.folder / "posthoc"
+        self._call("train", "--posthoc-ema", "--out", out, *TINY_RUN)
+        return out
+
+    def classifier(self) -> Path:
+        out = self.folder / "classifier"
+        shutil.copytree(self.path("digits"), out)
+        self._call("train-classifier", "--run", out, "--steps", "2", "--batch-size", "8")
+        return out
+
+    def distilled(self) -> Path:
+        out = self.folder / "distilled"
+        self._call("distill", "--run", self.path("digits"), "--out", out, "--to-steps", "4", "--start-steps", "16",
+                   "--rounds-steps", "2", "--batch-size", "8", "--no-progress")
+        return out
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(request, tmp_path_factory):
+    return TinyRuns(request, tmp_path_factory.mktemp("documented-runs"))
+
+
+# ---- placing what a line reads ----------------------------------------------------------------
+RUN_OPTIONS = ("--run", "--resume")
+IMAGE_OPTIONS = ("--input", "--images", "--a", "--b")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def local(path: str) -> str:
+    """A path of the docs inside the working folder: absolute and home paths made relative."""
+    return path.lstrip("~/") if path.startswith(("/", "~")) else path
+
+
+def same_path(a: str, b: str) -> bool:
+    return Path(local(a)) == Path(local(b))
+
+
+def writer(line: Line, path: str) -> Line | None:
+    """The line of `line`'s code block, before it, whose --out is `path`."""
+    for other in line.block[:line.block.index(line)]:
+        if any(same_path(s.value("--out") or "", path) for s in other.segments):
+            return other
+    return None
+
+
+def run_kind(line: Line, seg: Segment, path: str, chain_before: list[Segment]) -> str:
+    """Which tiny run a line's run `path` is (see the module's docstring)."""
+    made = writer(line, path)
+    if made is not None:
+        maker = next(s for s in made.segments if same_path(s.value("--out") or "", path))
+        if maker.command == "distill":
+            return "distilled"
+        if maker.value("--data") in TOY_DATASETS:
+            return "moons"
+        if "--conditional" in maker.args:
+            return "conditional"
+        if "--posthoc-ema" in maker.args:
+            return "posthoc"
+    earlier = [s for other in line.block[:line.block.index(line)] for s in other.segments]
+    trains_classifier = [s for s in chain_before if s.command == "train-classifier" and same_path(s.value("--run"), path)]
+    if any(s.command == "train-classifier" and same_path(s.value("--run") or "", path) for s in earlier):
+        return "classifier"
+    if "--classifier-scale" in seg.args and not trains_classifier:
+        return "classifier"
+    if "--guidance" in seg.args:
+        return "conditional"
+    if seg.command == "ema":
+        return "posthoc"
+    return "moons" if "moons" in path else "digits"
+
+
+def write_images(path: Path, count: int = 3) -> None:
+    """Random 8x8 grey images: a .npy array, one image file, or a folder of PNGs."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (count, 8, 8), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in (".npy", ".npz"):
+        (np.save if path.suffix == ".npy" else lambda p, a: np.savez(p, images=a))(path, images)
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        Image.fromarray(images[0]).save(path)
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        for k, image in enumerate(images):
+            Image.fromarray(image).save(path / f"{k}.png")
+
+
+def write_mask(path: Path) -> None:
+    """White (fill in) on the bottom half of an 8x8 image, black (keep) above."""
+    mask = np.zeros((8, 8), np.uint8)
+    mask[4:] = 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask).save(path)
+
+
+def write_training_data(path: Path) -> None:
+    """Stand-in training data at `path`, in the format its name says: an IDX images file (with its
+    labels beside it), a .npz in Keras' layout, a .npy, one image, or a folder of 16 small RGB images."""
+    rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if re.search(r"idx3[-.]ubyte", path.name):
+        images, labels = rng.integers(0, 256, (16, 28, 28), dtype=np.uint8), np.arange(16, dtype=np.uint8) % 10
+        for file, array, magic in ((path, images, IMAGES_MAGIC),
+                                   (path.with_name(path.name.replace("images-idx3", "labels-idx1")), labels, LABELS_MAGIC)):
+            data = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
+            import gzip
+
+            file.write_bytes(gzip.compress(data) if file.suffix == ".gz" else data)
+    elif path.suffix == ".npz":
+        x, y = rng.integers(0, 256, (16, 28, 28), dtype=np.uint8), np.arange(16) % 10
+        np.savez(path, x_train=x, y_train=y, x_test=x[:4], y_test=y[:4])
+    elif path.suffix == ".npy":
+        np.save(path, rng.integers(0, 256, (16, 28, 28), dtype=np.uint8))
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(path)
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        for k in range(16):
+            Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(path / f"{k:02d}.png")
+
+
+class Workspace:
+    """The empty working folder a documented line runs in, and what it places there."""
+
+    def __init__(self, folder: Path, runs: TinyRuns, line: Line, capsys):
+        self.folder, self.runs, self.line, self.capsys = folder, runs, line, capsys
+        self.done: set[int] = set()  # the ids of the Lines already run here (writers of what others read)
+
+    def run_line(self, line: Line) -> None:
+        """Run every segment of `line`'s chain, placing what each reads first."""
+        self.done.add(id(line))
+        for k, seg in enumerate(line.segments):
+            args = self.place(line, seg, list(line.segments[:k]))
+            argv = tiny(args)
+            try:
+                code = main(argv)
+            except SystemExit as e:  # argparse refusing the line
+                code = e.code
+            except Exception:  # noqa: BLE001 - a bug: main re-raises what it does not handle
+                pytest.fail(f"{self.where()}: `ddpmkit {' '.join(argv)}` raised\n{traceback.format_exc()}")
+            out, err = self.capsys.readouterr()
+            assert code == 0, f"{self.where()}: `ddpmkit {' '.join(argv)}` exited {code}:\n{err[-3000:]}"
+            assert "Traceback" not in out + err, f"{self.where()}: `ddpmkit {' '.join(argv)}` printed a traceback:\n{err}"
+
+    def where(self) -> str:
+        return ", ".join(self.line.places)
+
+    def place(self, line: Line, seg: Segment, chain_before: list[Segment]) -> list[str]:
+        """`seg`'s arguments with every path made local, after placing what it reads."""
+        args = [a for a in seg.args if a != "..."]
+        reads = [(args[i], args[i + 1]) for i in range(len(args) - 1) if args[i].startswith("-")]
+        if seg.command == "import":  # its one positional: the saved pipeline folder
+            positional = [a for i, a in enumerate(args[1:], 1) if not a.startswith("-") and not args[i - 1].startswith("-")]
+            reads += [("path", p) for p in positional]
+        for option, value in reads:
+            target = self.folder / local(value)
+            if target.exists() or (option == "--data" and not self.is_path(value)):
+                continue
+            if option in RUN_OPTIONS:
+                shutil.copytree(self.runs.path(run_kind(line, seg, value, chain_before)), target)
+            elif option in (*IMAGE_OPTIONS, "--mask", "--data", "path"):
+                made = writer(line, value)
+                if made is not None and id(made) not in self.done:
+                    self.run_line(made)
+                if target.exists():
+                    continue
+                if option == "--mask":
+                    write_mask(target)
+                elif option == "--data":
+                    write_training_data(target)
+                elif option == "path":
+                    pytest.fail(f"{self.where()}: import reads {value}, which no line of its code block writes")
+                else:
+                    write_images(target)
+        return [local(a) for a in args]
+
+    @staticmethod
+    def is_path(data: str) -> bool:
+        """Whether a --data value names a file or folder (not a built-in set or hf:NAME)."""
+        return data not in (*TOY_DATASETS, "digits") and not data.startswith("hf:")
+
+
+def tiny(args: list[str]) -> list[str]:
+    """A line's arguments with TINY's overrides and STEP_CAP applied."""
+    args = [SHORT.get(a, a) for a in args]
+    command = args[0]
+    mode = {"new": "--resume" not in args, "quality": "--nll" not in args and "--save-ref" not in args,
+            "nll": "--nll" in args, "sweep": "--sweep" in args, "always": True}
+    for o in TINY.get(command, ()):
+        if not mode[o.when]:
+            continue
+        if o.value is FLAG:
+            args += [] if o.option in args else [o.option]
+        elif o.option in args:
+            i = args.index(o.option)
+            args[i:i + 2] = [] if o.value is DROP else [o.option, o.value]
+        elif o.value is not DROP:
+            args += [o.option, o.value]
+    if command in ("sample", "evaluate", "edit", "inpaint", "interpolate") and "--steps" in args:
+        i = args.index("--steps") + 1
+        args[i] = str(min(int(args[i]), STEP_CAP))
+    if command == "sample" and "--strip" in args:
+        i = args.index("--strip") + 1
+        steps = [int(t) for t in args[i].split(",")]
+        if max(steps) >= STEP_CAP:
+            args[i] = ",".join(str(round(t * (STEP_CAP - 1) / max(steps))) for t in steps)
+    if command == "train" and "--image-size" in args:
+        smaller_images(args)
+    return args
+
+
+def smaller_images(args: list[str]) -> None:
+    """IMAGE_CAP's rule, applied in place to a train line's arguments."""
+    i = args.index("--image-size") + 1
+    h, _, w = args[i].partition("x")
+    h, w = int(h), int(w or h)
+    side = min(h, w)
+    if side <= IMAGE_CAP:
+        return
+    args[i] = f"{h * IMAGE_CAP // side}x{w * IMAGE_CAP // side}" if h != w else str(IMAGE_CAP)
+    for option in ("--attention-res", "--linear-attention-res"):
+        if option in args:
+            j = args.index(option) + 1
+            levels = {side >> level: IMAGE_CAP >> level for level in range(8)}
+            args[j] = ",".join(str(levels.get(int(a), a)) for a in args[j].split(",")) if args[j] != "none" else "none"
+
+
+# ---- the tests --------------------------------------------------------------------------------
+def test_the_docs_have_command_lines_and_the_finder_finds_them():
+    texts = [line.text for line in LINES]
+    assert len(LINES) >= 40, texts
+    readme = "ddpmkit train-classifier --run RUN && ddpmkit sample --run RUN --class all -n 10 --classifier-scale 4"
+    assert readme in texts  # the README's classifier-guidance line (issue 30)
+    joined = next(line for line in LINES if "fashion/train-images-idx3-ubyte.gz" in line.text)
+    assert joined.text.endswith("--hflip --out runs/fashion")  # continuation lines joined
+    assert [s.command for s in LINES[texts.index(readme)].segments] == ["train-classifier", "sample"]
+
+
+def test_every_line_listed_as_not_run_is_still_documented():
+    texts = {line.text for line in LINES}
+    gone = [text for text in NOT_RUN if text not in texts]
+    assert not gone, f"NOT_RUN lists lines the docs no longer have (drop them from the list): {gone}"
+
+
+def test_a_line_that_starts_processes_is_listed_as_not_run():
+    launched = [line.text for line in LINES if any(s.launcher for s in line.segments) and line.text not in NOT_RUN]
+    assert not launched, f"these lines need a launcher's processes: run them elsewhere or list them in NOT_RUN: {launched}"
+
+
+@pytest.mark.parametrize("line", [line for line in LINES if line.text not in NOT_RUN and not any(
+    s.launcher for s in line.segments)], ids=lambda line: line.places[0])
+def test_documented_line_runs(line, tiny_runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Workspace(tmp_path, tiny_runs, line, capsys).run_line(line)
