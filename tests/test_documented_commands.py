@@ -29,6 +29,10 @@ NOT_RUN with its reason, and the list must name only lines the docs still have.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gzip
+import io
 import json
 import re
 import shlex
@@ -41,7 +45,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddpmkit.cli import main
+from ddpmkit.cli import main, parser
 from ddpmkit.data.idx import IMAGES_MAGIC, LABELS_MAGIC
 from ddpmkit.data.toy import TOY_DATASETS
 
@@ -119,10 +123,6 @@ class Segment:
     def command(self) -> str:
         return self.args[0] if self.args else ""
 
-    def value(self, option: str) -> str | None:
-        args = list(self.args)
-        return args[args.index(option) + 1] if option in args[:-1] else None
-
 
 @dataclass
 class Line:
@@ -198,6 +198,23 @@ def page_blocks(path: Path) -> list[tuple[str, list[tuple[int, str]]]]:
     return found
 
 
+def command_line(text: str) -> tuple[str, tuple[Segment, ...]] | None:
+    """A logical line of a code block as (the line: its words joined by one space, comment
+    dropped; the ddpmkit commands of its `&&` chain), or None when it runs no ddpmkit."""
+    try:
+        tokens = shlex.split(text, comments=True)
+    except ValueError:  # not shell (unbalanced quotes): no command here
+        return None
+    chain = [[]]
+    for token in tokens:
+        if token == "&&":
+            chain.append([])
+        else:
+            chain[-1].append(token)
+    segments = tuple(s for s in map(segment, chain) if s is not None)
+    return (" ".join(tokens), segments) if segments else None
+
+
 def documented_lines() -> list[Line]:
     """Every distinct documented line that runs ddpmkit, in the order of the pages."""
     lines: dict[str, Line] = {}
@@ -205,22 +222,10 @@ def documented_lines() -> list[Line]:
         for where, block in page_blocks(page):
             made = []
             for number, text in logical_lines(block):
-                try:
-                    tokens = shlex.split(text, comments=True)
-                except ValueError:  # not shell (unbalanced quotes): no command here
+                found = command_line(text)
+                if found is None:
                     continue
-                chain, part = [], []
-                for token in [*tokens, "&&"]:
-                    if token == "&&":
-                        chain.append(part)
-                        part = []
-                    else:
-                        part.append(token)
-                segments = tuple(s for s in (segment(c) for c in chain) if s is not None)
-                if not segments:
-                    continue
-                key = " ".join(tokens)
-                line = lines.setdefault(key, Line(key, segments, made))
+                line = lines.setdefault(found[0], Line(*found, made))
                 line.places.append(f"{where}:{number}")
                 made.append(line)
     return list(lines.values())
@@ -284,52 +289,84 @@ def tiny_runs(request, tmp_path_factory):
 
 
 # ---- placing what a line reads ----------------------------------------------------------------
-RUN_OPTIONS = ("--run", "--resume")
-IMAGE_OPTIONS = ("--input", "--images", "--a", "--b")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+STAND_INS = ("input", "images", "a", "b", "mask", "data", "path")  # what is placed when no line writes it
+OUTPUTS = ("out", "save_ref", "png_dir")  # what a line writes that another may read
 
 
-def local(path: str) -> str:
+@functools.lru_cache(maxsize=None)
+def _parser():
+    return parser()
+
+
+@functools.lru_cache(maxsize=None)
+def parsed(args: tuple[str, ...]) -> dict:
+    """A segment's options as ddpmkit's own parser reads them (its dests: any spelling or alias
+    of an option gives the same name), {} when the parser refuses them (main then says why)."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return vars(_parser().parse_args([a for a in args if a != "..."]))
+    except SystemExit:
+        return {}
+
+
+def is_run(dest: str) -> bool:
+    """Whether an option names a run directory the command reads (--run, --resume, --run-dir, ...)."""
+    return dest == "resume" or "run" in dest.split("_")
+
+
+def local(path) -> str:
     """A path of the docs inside the working folder: absolute and home paths made relative."""
+    path = str(path)
     return path.lstrip("~/") if path.startswith(("/", "~")) else path
 
 
-def same_path(a: str, b: str) -> bool:
-    return Path(local(a)) == Path(local(b))
+def same_path(a, b) -> bool:
+    return a is not None and b is not None and Path(local(a)) == Path(local(b))
 
 
-def writer(line: Line, path: str) -> Line | None:
-    """The line of `line`'s code block, before it, whose --out is `path`."""
+def writes(seg: Segment, path) -> bool:
+    options = parsed(seg.args)
+    return any(same_path(options.get(o), path) for o in OUTPUTS)
+
+
+def writer(line: Line, path) -> tuple[Line, Segment] | None:
+    """The line of `line`'s code block, before it, that writes `path`, and its segment that does."""
     for other in line.block[:line.block.index(line)]:
-        if any(same_path(s.value("--out") or "", path) for s in other.segments):
-            return other
+        for seg in other.segments:
+            if writes(seg, path):
+                return other, seg
     return None
 
 
-def run_kind(line: Line, seg: Segment, path: str, chain_before: list[Segment]) -> str:
+def run_kind(line: Line, seg: Segment, path, chain_before: list[Segment]) -> str:
     """Which tiny run a line's run `path` is (see the module's docstring)."""
     made = writer(line, path)
     if made is not None:
-        maker = next(s for s in made.segments if same_path(s.value("--out") or "", path))
-        if maker.command == "distill":
+        maker = parsed(made[1].args)
+        if made[1].command == "distill":
             return "distilled"
-        if maker.value("--data") in TOY_DATASETS:
+        if maker.get("data") in TOY_DATASETS:
             return "moons"
-        if "--conditional" in maker.args:
+        if maker.get("conditional"):
             return "conditional"
-        if "--posthoc-ema" in maker.args:
+        if maker.get("posthoc_ema"):
             return "posthoc"
-    earlier = [s for other in line.block[:line.block.index(line)] for s in other.segments]
-    trains_classifier = [s for s in chain_before if s.command == "train-classifier" and same_path(s.value("--run"), path)]
-    if any(s.command == "train-classifier" and same_path(s.value("--run") or "", path) for s in earlier):
+    earlier = [s for other in line.block[:line.block.index(line)] for s in (*other.segments, *chain_before)]
+    options = parsed(seg.args)
+
+    def trains_classifier(segments):
+        return any(s.command == "train-classifier" and same_path(parsed(s.args).get("run"), path) for s in segments)
+
+    if trains_classifier(earlier) and not trains_classifier(chain_before):
         return "classifier"
-    if "--classifier-scale" in seg.args and not trains_classifier:
+    if options.get("classifier_scale") and not trains_classifier(chain_before):
         return "classifier"
-    if "--guidance" in seg.args:
+    if options.get("guidance") is not None:
         return "conditional"
     if seg.command == "ema":
         return "posthoc"
-    return "moons" if "moons" in path else "digits"
+    return "moons" if "moons" in str(path) else "digits"
 
 
 def write_images(path: Path, count: int = 3) -> None:
@@ -337,12 +374,14 @@ def write_images(path: Path, count: int = 3) -> None:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (count, 8, 8), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix in (".npy", ".npz"):
-        (np.save if path.suffix == ".npy" else lambda p, a: np.savez(p, images=a))(path, images)
+    if path.suffix == ".npy":
+        np.save(path, images)
+    elif path.suffix == ".npz":
+        np.savez(path, images=images)
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         Image.fromarray(images[0]).save(path)
     else:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir()
         for k, image in enumerate(images):
             Image.fromarray(image).save(path / f"{k}.png")
 
@@ -355,30 +394,36 @@ def write_mask(path: Path) -> None:
     Image.fromarray(mask).save(path)
 
 
+def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
+    """An IDX file (gzipped for a .gz name): the magic number, the sizes, the bytes."""
+    data = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+
+
 def write_training_data(path: Path) -> None:
     """Stand-in training data at `path`, in the format its name says: an IDX images file (with its
     labels beside it), a .npz in Keras' layout, a .npy, one image, or a folder of 16 small RGB images."""
     rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (16, 28, 28), dtype=np.uint8), np.arange(16, dtype=np.uint8) % 10
     path.parent.mkdir(parents=True, exist_ok=True)
     if re.search(r"idx3[-.]ubyte", path.name):
-        images, labels = rng.integers(0, 256, (16, 28, 28), dtype=np.uint8), np.arange(16, dtype=np.uint8) % 10
-        for file, array, magic in ((path, images, IMAGES_MAGIC),
-                                   (path.with_name(path.name.replace("images-idx3", "labels-idx1")), labels, LABELS_MAGIC)):
-            data = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
-            import gzip
-
-            file.write_bytes(gzip.compress(data) if file.suffix == ".gz" else data)
+        write_idx(path, images, IMAGES_MAGIC)
+        write_idx(path.with_name(path.name.replace("images-idx3", "labels-idx1")), labels, LABELS_MAGIC)
     elif path.suffix == ".npz":
-        x, y = rng.integers(0, 256, (16, 28, 28), dtype=np.uint8), np.arange(16) % 10
-        np.savez(path, x_train=x, y_train=y, x_test=x[:4], y_test=y[:4])
+        np.savez(path, x_train=images, y_train=labels, x_test=images[:4], y_test=labels[:4])
     elif path.suffix == ".npy":
-        np.save(path, rng.integers(0, 256, (16, 28, 28), dtype=np.uint8))
+        np.save(path, images)
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(path)
     else:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir()
         for k in range(16):
             Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(path / f"{k:02d}.png")
+
+
+def is_data_path(data: str) -> bool:
+    """Whether a --data value names a file or folder (not a built-in set or hf:NAME)."""
+    return data not in (*TOY_DATASETS, "digits") and not data.startswith("hf:")
 
 
 class Workspace:
@@ -388,58 +433,49 @@ class Workspace:
         self.folder, self.runs, self.line, self.capsys = folder, runs, line, capsys
         self.done: set[int] = set()  # the ids of the Lines already run here (writers of what others read)
 
+    def where(self) -> str:
+        return ", ".join(self.line.places)
+
     def run_line(self, line: Line) -> None:
         """Run every segment of `line`'s chain, placing what each reads first."""
         self.done.add(id(line))
         for k, seg in enumerate(line.segments):
-            args = self.place(line, seg, list(line.segments[:k]))
-            argv = tiny(args)
+            self.place(line, seg, list(line.segments[:k]))
+            argv = tiny([local(a) for a in seg.args if a != "..."])
+            shown = f"{self.where()}: `ddpmkit {' '.join(argv)}`"
             try:
                 code = main(argv)
             except SystemExit as e:  # argparse refusing the line
                 code = e.code
             except Exception:  # noqa: BLE001 - a bug: main re-raises what it does not handle
-                pytest.fail(f"{self.where()}: `ddpmkit {' '.join(argv)}` raised\n{traceback.format_exc()}")
+                pytest.fail(f"{shown} raised\n{traceback.format_exc()}")
             out, err = self.capsys.readouterr()
-            assert code == 0, f"{self.where()}: `ddpmkit {' '.join(argv)}` exited {code}:\n{err[-3000:]}"
-            assert "Traceback" not in out + err, f"{self.where()}: `ddpmkit {' '.join(argv)}` printed a traceback:\n{err}"
+            assert code == 0, f"{shown} exited {code}:\n{err[-3000:]}"
+            assert "Traceback" not in out + err, f"{shown} printed a traceback:\n{err}"
 
-    def where(self) -> str:
-        return ", ".join(self.line.places)
-
-    def place(self, line: Line, seg: Segment, chain_before: list[Segment]) -> list[str]:
-        """`seg`'s arguments with every path made local, after placing what it reads."""
-        args = [a for a in seg.args if a != "..."]
-        reads = [(args[i], args[i + 1]) for i in range(len(args) - 1) if args[i].startswith("-")]
-        if seg.command == "import":  # its one positional: the saved pipeline folder
-            positional = [a for i, a in enumerate(args[1:], 1) if not a.startswith("-") and not args[i - 1].startswith("-")]
-            reads += [("path", p) for p in positional]
-        for option, value in reads:
-            target = self.folder / local(value)
-            if target.exists() or (option == "--data" and not self.is_path(value)):
+    def place(self, line: Line, seg: Segment, chain_before: list[Segment]) -> None:
+        """Place what `seg` reads: runs, images, masks, training data, the output of another line."""
+        for dest, value in parsed(seg.args).items():
+            if not isinstance(value, (str, Path)) or not (is_run(dest) or dest in STAND_INS):
                 continue
-            if option in RUN_OPTIONS:
+            if dest == "data" and not is_data_path(str(value)):
+                continue
+            target = self.folder / local(value)
+            made = writer(line, value)
+            if not target.exists() and made is not None and id(made[0]) not in self.done and not is_run(dest):
+                self.run_line(made[0])
+            if target.exists() or writes(seg, value):
+                continue
+            if is_run(dest):
                 shutil.copytree(self.runs.path(run_kind(line, seg, value, chain_before)), target)
-            elif option in (*IMAGE_OPTIONS, "--mask", "--data", "path"):
-                made = writer(line, value)
-                if made is not None and id(made) not in self.done:
-                    self.run_line(made)
-                if target.exists():
-                    continue
-                if option == "--mask":
-                    write_mask(target)
-                elif option == "--data":
-                    write_training_data(target)
-                elif option == "path":
-                    pytest.fail(f"{self.where()}: import reads {value}, which no line of its code block writes")
-                else:
-                    write_images(target)
-        return [local(a) for a in args]
-
-    @staticmethod
-    def is_path(data: str) -> bool:
-        """Whether a --data value names a file or folder (not a built-in set or hf:NAME)."""
-        return data not in (*TOY_DATASETS, "digits") and not data.startswith("hf:")
+            elif dest == "mask":
+                write_mask(target)
+            elif dest == "data":
+                write_training_data(target)
+            elif dest == "path":
+                pytest.fail(f"{self.where()}: import reads {value}, which no line of its code block writes")
+            else:
+                write_images(target)
 
 
 def tiny(args: list[str]) -> list[str]:
@@ -496,6 +532,40 @@ def test_the_docs_have_command_lines_and_the_finder_finds_them():
     joined = next(line for line in LINES if "fashion/train-images-idx3-ubyte.gz" in line.text)
     assert joined.text.endswith("--hflip --out runs/fashion")  # continuation lines joined
     assert [s.command for s in LINES[texts.index(readme)].segments] == ["train-classifier", "sample"]
+
+
+def test_the_finder_joins_splits_and_recognises_ddpmkit():
+    page = """text `ddpmkit sample --gif` in prose is not a command line
+```bash
+pip install -e . && ddpmkit train   # comment
+$ ddpmkit sample --run RUN \\
+    -n 4
+WANDB_MODE=online python -m ddpmkit train --logger wandb
+torchrun --nproc-per-node 2 -m ddpmkit train --out x
+tensorboard --logdir runs/
+~~~
+```
+"""
+    [block] = code_blocks(page)
+    found = [(n, command_line(text)) for n, text in logical_lines(block)]
+    assert found == [
+        (3, ("pip install -e . && ddpmkit train", (Segment(("train",)),))),
+        (4, ("ddpmkit sample --run RUN -n 4", (Segment(("sample", "--run", "RUN", "-n", "4")),))),  # joined, no prompt
+        (6, ("WANDB_MODE=online python -m ddpmkit train --logger wandb", (Segment(("train", "--logger", "wandb")),))),
+        (7, ("torchrun --nproc-per-node 2 -m ddpmkit train --out x",
+             (Segment(("train", "--out", "x"), launcher="torchrun"),))),
+        (8, None),  # not ddpmkit
+        (9, None),  # a ~~~ line inside a ``` block is text
+    ]
+
+
+def test_a_line_that_fails_fails_its_test(tiny_runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    broken = Line("ddpmkit show-schedule --schedule no-such-schedule", (Segment(("show-schedule", "--schedule", "nope")),), [])
+    broken.block.append(broken)
+    broken.places.append("nowhere.md:1")
+    with pytest.raises(AssertionError, match="nowhere.md:1: .* exited 2"):
+        Workspace(tmp_path, tiny_runs, broken, capsys).run_line(broken)
 
 
 def test_every_line_listed_as_not_run_is_still_documented():
