@@ -8,23 +8,25 @@ after the first place it appears, and runs in-process through `ddpmkit.cli.main`
 working folder: every segment of its chain must exit 0 with no traceback.
 
 What a line names is placed in that folder first, at the path the line gives (so the line runs
-as written):
-- a run it reads (--run, --resume) is a copy of one of the tiny runs below, made once per
-  session: the kind that the line that writes it in the same code block makes (train --data
-  moons, --conditional, --posthoc-ema; distill), else the kind the line itself asks for
-  (--guidance: a conditional run; --classifier-scale: a run with its classifier, unless the
-  chain trains that itself; ema: a --posthoc-ema run; a name with 'moons': the 2-D run), else the
-  digits run;
-- another path it reads (--input, --images, --a, --b, --mask, --data, import's folder) is
-  written by the line of the same code block whose --out it is, when there is one; else it is a
-  stand-in: a few random 8x8 grey images (a folder, .png or .npy), a mask of the bottom half, and
-  for training data a folder of 16 small RGB images, an IDX file, a Keras-layout .npz or .npy;
-- an absolute or home path is taken inside the working folder; a lone `...` (the docs' "and
-  the other options") is dropped.
+as written); its options are read through ddpmkit's own parser, so any spelling or alias of an
+option counts:
+- a run it reads (--run, --resume, any option whose name says run) is a copy of one of the tiny
+  runs below, made once per session: the kind that the line of the same code block that writes it
+  makes (train --data moons, --conditional, --posthoc-ema; distill), else the kind the line itself
+  asks for (a run with its classifier after a train-classifier line or for --classifier-scale,
+  unless the chain trains it itself; --guidance: a conditional run; ema: a --posthoc-ema run; a
+  name with 'moons': the 2-D run), else the digits run;
+- another path it reads (--input, --images, --a, --b, --mask, --data, import's folder) is made by
+  the line of the same code block that writes it (its --out), run first, when there is one; else
+  it is a stand-in: a few random 8x8 grey images (a folder, .png or .npy), a mask of the bottom
+  half, and for training data a folder of 16 small RGB images, an IDX file, a Keras-layout .npz
+  or a .npy;
+- an absolute or home path is taken inside the working folder; a lone `...` (the docs' "and the
+  other options") is dropped.
 
-Then the overrides of TINY (replace the line's value, or append) and STEP_CAP keep each command
-tiny; nothing else of a line changes. A line that needs what a test cannot have is listed in
-NOT_RUN with its reason, and the list must name only lines the docs still have.
+Then TINY's overrides (each replaces the line's value or is appended), STEP_CAP and IMAGE_CAP
+keep each command tiny; nothing else of a line changes. A line that needs what a test cannot have
+is listed in NOT_RUN with its reason, and the list must name only lines the docs still have.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import shutil
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -79,8 +82,10 @@ DROP, FLAG = object(), object()
 @dataclass(frozen=True)
 class Override:
     option: str
-    value: object
-    when: str = "always"  # always | new (not --resume) | quality (evaluate without --nll or --save-ref) | nll | sweep
+    value: object  # the value, DROP or FLAG
+    # which lines: all, a new run or distillation (not --resume), evaluate's sample quality (not
+    # --nll or --save-ref), evaluate --nll, ema --sweep
+    when: Literal["always", "new", "quality", "nll", "sweep"] = "always"
 
 
 TINY = {
@@ -98,7 +103,8 @@ TINY = {
     "score": (Override("--num-reference", "16"),),
 }
 # Sampling step counts above the tiny runs' T are lowered to it (a documented 250 or 1,000 steps),
-# and --strip's timesteps are scaled onto 0..T-1 when the largest is beyond it (999,750,... -> 19,14,...).
+# and --strip's timesteps are scaled onto 0..T-1 when the largest is beyond it (999,750,... ->
+# 19,14,...).
 STEP_CAP = 20
 # A documented --image-size above IMAGE_CAP px (on its smaller side) trains at IMAGE_CAP px, the
 # aspect kept, each --attention-res and --linear-attention-res size moved with its level (28 px with
@@ -193,7 +199,8 @@ def page_blocks(path: Path) -> list[tuple[str, list[tuple[int, str]]]]:
         if cell["cell_type"] == "markdown":
             found += [(where, block) for block in code_blocks(source)]
         elif cell["cell_type"] == "code":
-            shell = [(n, line.strip()[1:]) for n, line in enumerate(source.splitlines(), 1) if line.strip().startswith("!")]
+            shell = [(n, line.strip()[1:]) for n, line in enumerate(source.splitlines(), 1)
+                     if line.strip().startswith("!")]
             found += [(where, shell)] if shell else []
     return found
 
@@ -220,14 +227,14 @@ def documented_lines() -> list[Line]:
     lines: dict[str, Line] = {}
     for page in PAGES:
         for where, block in page_blocks(page):
-            made = []
+            in_block = []
             for number, text in logical_lines(block):
                 found = command_line(text)
                 if found is None:
                     continue
-                line = lines.setdefault(found[0], Line(*found, made))
+                line = lines.setdefault(found[0], Line(*found, in_block))
                 line.places.append(f"{where}:{number}")
-                made.append(line)
+                in_block.append(line)
     return list(lines.values())
 
 
@@ -236,18 +243,21 @@ LINES = documented_lines()
 
 # ---- the tiny runs ----------------------------------------------------------------------------
 TINY_RUN = [*TINY_IMAGES, "--groups", "8"]  # `ddpmkit train` options of the tiny image runs
+
+
 class TinyRuns:
     """The tiny runs documented lines read, each made once per session when a line first asks
     for it (T = 20, a few optimiser steps, base width 8; the 2-D run is conftest's toy_run).
     Their GroupNorm groups (8) divide every width, as export to diffusers needs."""
 
     def __init__(self, request, folder: Path):
-        self.request, self.folder, self.made = request, folder, {}
+        self.request, self.folder, self.runs = request, folder, {}
 
     def path(self, kind: str) -> Path:
-        if kind not in self.made:
-            self.made[kind] = getattr(self, kind)()
-        return self.made[kind]
+        """The run directory of `kind` (digits, moons, conditional, posthoc, classifier, distilled)."""
+        if kind not in self.runs:
+            self.runs[kind] = getattr(self, kind)()
+        return self.runs[kind]
 
     def _call(self, *argv) -> None:
         assert main([str(a) for a in argv]) == 0, argv
@@ -561,7 +571,7 @@ tensorboard --logdir runs/
 
 def test_a_line_that_fails_fails_its_test(tiny_runs, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    broken = Line("ddpmkit show-schedule --schedule no-such-schedule", (Segment(("show-schedule", "--schedule", "nope")),), [])
+    broken = Line("ddpmkit show-schedule --schedule nope", (Segment(("show-schedule", "--schedule", "nope")),), [])
     broken.block.append(broken)
     broken.places.append("nowhere.md:1")
     with pytest.raises(AssertionError, match="nowhere.md:1: .* exited 2"):
@@ -576,7 +586,7 @@ def test_every_line_listed_as_not_run_is_still_documented():
 
 def test_a_line_that_starts_processes_is_listed_as_not_run():
     launched = [line.text for line in LINES if any(s.launcher for s in line.segments) and line.text not in NOT_RUN]
-    assert not launched, f"these lines need a launcher's processes: run them elsewhere or list them in NOT_RUN: {launched}"
+    assert not launched, f"these lines start a launcher's processes: list them in NOT_RUN with the reason: {launched}"
 
 
 @pytest.mark.parametrize("line", [line for line in LINES if line.text not in NOT_RUN and not any(
