@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from ddpmkit import api, build, rundir
+from ddpmkit.training import diffusion
 from ddpmkit.build import load_run
 from ddpmkit.cli import main
 
@@ -88,11 +89,11 @@ def conditional_digits(tmp_path_factory):
 
 @pytest.fixture
 def make_trainer():
-    """build.trainer as a factory: make_trainer(config, run_dir) -> the Trainer of `config`
+    """training.diffusion.trainer as a factory: make_trainer(config, run_dir) -> the Trainer of `config`
     writing into `run_dir` (config.json written, no progress bar)."""
 
     def make(config, run_dir):
-        built, resolved, _ = build.trainer(config, run_dir, progress=False)
+        built, resolved, _ = diffusion.trainer(config, run_dir, progress=False)
         rundir.write_config(run_dir, resolved)  # as api.train writes it; this also creates run_dir
         return built
 

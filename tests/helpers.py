@@ -17,7 +17,8 @@ from ddpmkit.config import RunConfig
 from ddpmkit.data.images import to_model_space
 from ddpmkit.distributed import World
 from ddpmkit.nets.unet import UNetConfig
-from ddpmkit.train import Trainer
+from ddpmkit.training import Trainer, diffusion
+from ddpmkit.training.diffusion import DiffusionLoss
 
 CPU = torch.device("cpu")
 
@@ -79,8 +80,33 @@ def faulty_trainer(config: RunConfig, run_dir: Path, wrap) -> Trainer:
     net = build.build_net(config)
     model = build.training_model(wrap(net), config, CPU, World())
     rundir.write_config(run_dir, config)
-    return Trainer(config, net, build.build_denoiser(config, model), dataset, run_dir, modality=build.modality(config),
-                   device=CPU, progress=False)
+    kind = build.modality(config)
+    return Trainer(config, net, DiffusionLoss(config, build.build_denoiser(config, model), kind.discrete), dataset, run_dir,
+                   modality=kind, device=CPU, model=model, progress=False)
+
+
+def hook_trainers(monkeypatch, hook) -> None:
+    """Every Trainer that training.diffusion.trainer builds (api.train's, the CLI's) calls
+    hook(trainer, step) after each optimiser step, through its public on_step hook: the way
+    to stop training as a kill would, or to damage its weights, from outside."""
+    build_trainer = diffusion.trainer
+
+    def hooked(*args, **kwargs):
+        trainer, config, dataset = build_trainer(*args, **kwargs)
+        trainer.on_step = lambda step: hook(trainer, step)
+        return trainer, config, dataset
+
+    monkeypatch.setattr(diffusion, "trainer", hooked)
+
+
+def stop_at(step: int, error: BaseException):
+    """A hook_trainers hook that raises `error` once optimiser step `step` and what was due at it are done."""
+
+    def hook(trainer, now: int) -> None:
+        if now == step:
+            raise error
+
+    return hook
 
 
 class FaultAt(torch.nn.Module):

@@ -16,7 +16,7 @@ from ddpmkit.modality import Images, Points
 from ddpmkit.nets.mlp import MLP, GatedMLP, GatedMLPConfig
 from ddpmkit.nets.unet import UNet, UNetConfig
 from ddpmkit.rundir import read_log
-from ddpmkit.train import Trainer
+from ddpmkit.training import Trainer, diffusion
 
 from helpers import digits_config, tiny_digits, toy_config, with_train
 
@@ -116,18 +116,19 @@ def test_trainer_assembles_what_the_config_asks_for(tmp_path):
     config = dataclasses.replace(tiny_digits(), conditional=True)
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, hflip=True),
                                  diffusion=dataclasses.replace(config.diffusion, variance="learned_range", prediction="v"))
-    trainer, config_out, dataset = build.trainer(config, tmp_path)
+    trainer, config_out, dataset = diffusion.trainer(config, tmp_path)
     assert isinstance(trainer, Trainer) and trainer.config == config_out and trainer.dataset is dataset and len(dataset) == 1617
     assert isinstance(trainer.modality, Images) and trainer.modality.data == config_out.data
     assert isinstance(trainer.augment, build.HFlip)
     assert isinstance(trainer.net, UNet) and trainer.net.config == config_out.net
-    assert config_out.net.num_classes == trainer.num_classes == 10 and trainer.net.label_embed.num_embeddings == 11
+    assert config_out.net.num_classes == trainer.objective.num_classes == 10 and trainer.net.label_embed.num_embeddings == 11
     x = torch.zeros(3, 1, 8, 8)
     assert trainer.net(x, torch.zeros(3, dtype=torch.long)).shape == (3, 2, 8, 8)  # mean and variance
-    assert isinstance(trainer.denoiser, Denoiser) and trainer.denoiser.net is trainer.model is trainer.net  # fp32, eager
-    assert (trainer.denoiser.prediction, trainer.denoiser.variance) == ("v", "learned_range")
-    plain, _, _ = build.trainer(toy_config(), tmp_path / "toy")
-    assert plain.augment is None and isinstance(plain.modality, Points) and plain.num_classes == 0
+    denoiser = trainer.objective.denoiser
+    assert isinstance(denoiser, Denoiser) and denoiser.net is trainer.model is trainer.net  # fp32, eager
+    assert (denoiser.prediction, denoiser.variance) == ("v", "learned_range")
+    plain, _, _ = diffusion.trainer(toy_config(), tmp_path / "toy")
+    assert plain.augment is None and isinstance(plain.modality, Points) and plain.objective.num_classes == 0
     assert plain.modality.data.mean is not None  # the resolved data: points leave model space normalised back
 
 
@@ -147,9 +148,10 @@ def test_the_trainer_trains_with_the_denoiser_it_is_given(tmp_path):
     net = build.build_net(config)
     den = Counting(net, build.build_schedule(config), config.diffusion.prediction, config.diffusion.variance)
     tmp_path.mkdir(exist_ok=True)
-    trainer = Trainer(config, net, den, dataset, tmp_path, modality=kind, device=torch.device("cpu"), progress=False)
-    assert trainer.denoiser is den
-    assert [v for v in vars(trainer).values() if isinstance(v, Denoiser)] == [den]
+    trainer = Trainer(config, net, diffusion.DiffusionLoss(config, den, kind.discrete), dataset, tmp_path, modality=kind,
+                      device=torch.device("cpu"), progress=False)
+    assert trainer.objective.denoiser is den
+    assert [v for v in vars(trainer).values() if isinstance(v, Denoiser)] == []  # the objective's alone
     trainer.fit()
     assert Counting.calls == 3 * 2  # one call per micro-batch
 
@@ -157,7 +159,7 @@ def test_the_trainer_trains_with_the_denoiser_it_is_given(tmp_path):
 def test_a_trainer_from_build_trains_as_api_train_does(tmp_path):
     config = with_train(tiny_digits(steps=4), checkpoint_every=2)
     api.train(config, tmp_path / "api", progress=False, pictures=False)
-    trainer, resolved_config, _ = build.trainer(config, tmp_path / "built", progress=False)
+    trainer, resolved_config, _ = diffusion.trainer(config, tmp_path / "built", progress=False)
     (tmp_path / "built").mkdir()
     result = trainer.fit()
     a, b = read_log(tmp_path / "api"), read_log(tmp_path / "built")
@@ -173,14 +175,14 @@ def test_trainer_reports_the_model_the_data_and_the_device(tmp_path):
     """The report names the network, its parameters (here counted by hand for the MLP), the
     examples and the device."""
     lines = []
-    build.trainer(toy_config(steps=1), tmp_path, report=lines.append)
+    diffusion.trainer(toy_config(steps=1), tmp_path, report=lines.append)
     h, d, blocks, time_dim = 128, 2, 3, 64  # the moons preset's MLP
     by_hand = (time_dim * h + h) + (h * h + h) + (d * h + h) + blocks * (2 * h + 2 * (h * h + h)) + (h * d + d)
     assert lines == [f"model: MLP with {by_hand:,} parameters; data: 2,000 examples; device: cpu; precision: fp32"]
 
 
 def test_step_pictures_are_drawn_from_the_ema_weights_during_training(tmp_path):
-    trainer, _, _ = build.trainer(with_train(toy_config(steps=4), sample_every=2), tmp_path)
+    trainer, _, _ = diffusion.trainer(with_train(toy_config(steps=4), sample_every=2), tmp_path)
     tmp_path.mkdir(exist_ok=True)
     seen = []
     draw_picture = trainer.on_sample
@@ -192,7 +194,7 @@ def test_step_pictures_are_drawn_from_the_ema_weights_during_training(tmp_path):
     trainer.on_sample = spy
     trainer.fit()
     assert seen == [(2, True, False)] and not trainer.ema.model.training  # the EMA copy stays in eval mode
-    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step-00000002.png"]
+    assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == ["step-00000002.png"]
 
 
 # ---- runs from their directory -------------------------------------------------------------------

@@ -26,7 +26,9 @@ from ddpmkit.config import DiffusionConfig, RunConfig, TrainConfig
 from ddpmkit.denoiser import GuidedDenoiser
 from ddpmkit.errors import UserError
 from ddpmkit.nets.mlp import MLPConfig
-from ddpmkit.train import Trainer
+from ddpmkit.training import diffusion
+
+from helpers import hook_trainers, stop_at
 
 # A tiny 2-D run: 10 steps, checkpoints at 5 and 10 (a few seconds, the pictures included).
 TRAIN = ["train", "--data", "moons", "--num-points", "256", "--width", "16", "--batch-size", "32", "--steps", "10",
@@ -224,7 +226,7 @@ def test_full_disk_while_checkpointing(run_copy, tmp_path, capsys, monkeypatch):
     with tmpfs(disk, "16m") as mounted:
         run = disk / "run"
         shutil.copytree(run_copy, run)
-        rundir.link_top_level(run, checkpoint.newest_checkpoint(run))  # hard links again, as training left them
+        rundir.copy_top_level(run, checkpoint.newest_checkpoint(run))  # as training left them
         if mounted:  # room for the run and about half a checkpoint more
             used = (lambda s: (s.f_blocks - s.f_bfree) * s.f_frsize)(os.statvfs(disk))
             checkpoint_bytes = sum(f.stat().st_size for f in (run / "checkpoints" / "step-00000010").iterdir())
@@ -320,20 +322,9 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(run_copy, to
 
 
 # ---- 3. interrupted before the first checkpoint, then restarted in place -----------------------------------------
-def _stop_at(step: int, error: BaseException):
-    real = Trainer._step
-
-    def step_or_stop(self, *args):
-        if self.step == step:
-            raise error
-        return real(self, *args)
-
-    return step_or_stop
-
-
 def test_interrupt_before_the_first_checkpoint_then_resume_restarts_it(toy_run, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
-    monkeypatch.setattr(Trainer, "_step", _stop_at(3, KeyboardInterrupt()))
+    hook_trainers(monkeypatch, stop_at(3, KeyboardInterrupt()))
     code, out, err = cli_run(capsys, *TRAIN, "--out", run)
     line = one_error_line(err)
     assert code == 130 and "no complete checkpoint" in line and f"--resume {run}" in line, line
@@ -347,7 +338,7 @@ def test_interrupt_before_the_first_checkpoint_then_resume_restarts_it(toy_run, 
 
 
 def test_interrupt_after_a_checkpoint_names_it(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(Trainer, "_step", _stop_at(7, KeyboardInterrupt()))
+    hook_trainers(monkeypatch, stop_at(7, KeyboardInterrupt()))
     code, out, err = cli_run(capsys, *TRAIN, "--out", tmp_path / "run")
     line = one_error_line(err)
     assert code == 130 and "step-00000005, is intact" in line and "--resume" in line, line
@@ -361,14 +352,14 @@ def test_interrupt_after_a_checkpoint_names_it(tmp_path, capsys, monkeypatch):
     MemoryError(),
 ])
 def test_out_of_memory_is_one_line(error, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(Trainer, "_step", _stop_at(0, error))
+    hook_trainers(monkeypatch, stop_at(1, error))
     code, out, err = cli_run(capsys, *TRAIN, "--out", tmp_path / "run")
     line = one_error_line(err)
     assert code == 1 and "out of memory" in line and "--batch-size" in line and "--width" in line, line
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(Trainer, "_step", _stop_at(0, MemoryError()))
+    hook_trainers(monkeypatch, stop_at(1, MemoryError()))
     for how in ("flag", "environment"):
         if how == "environment":
             monkeypatch.setenv("DDPMKIT_DEBUG", "1")
@@ -380,13 +371,13 @@ def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
 def test_divergence_is_one_line_that_tells_the_truth(tmp_path, capsys, monkeypatch):
     """Every step's loss NaN: training stops after --max-nonfinite steps, exit 1, one line
     that says no checkpoint was written and not to --resume a config that diverges."""
-    real = Trainer._gradients
 
-    def nan_losses(self, *args):
-        losses, ts, norms = real(self, *args)
-        return losses * float("nan"), ts, norms
+    class NaNLoss(diffusion.DiffusionLoss):  # a fake objective: the diffusion loss made NaN
+        def losses(self, batch):
+            losses, t = super().losses(batch)
+            return losses * float("nan"), t
 
-    monkeypatch.setattr(Trainer, "_gradients", nan_losses)
+    monkeypatch.setattr(diffusion, "DiffusionLoss", NaNLoss)
     code, out, err = cli_run(capsys, *TRAIN, "--out", tmp_path / "run")
     line = one_error_line(err)
     assert code == 1 and "non-finite" in line and "no checkpoint was written" in line and "--lr" in line, line
@@ -396,16 +387,13 @@ def test_divergence_is_one_line_that_tells_the_truth(tmp_path, capsys, monkeypat
 def test_nan_weights_at_a_save_are_one_line(tmp_path, capsys, monkeypatch):
     """Weights gone NaN without a non-finite loss: the checkpoint is refused (FloatingPointError),
     exit 1, one line that says no checkpoint exists yet; nothing half-written is left."""
-    real = Trainer._step
 
-    def poison(self, *args):
-        lr = real(self, *args)
-        if self.step == 4:
+    def poison(trainer, step):
+        if step == 4:
             with torch.no_grad():
-                next(self.net.parameters()).fill_(float("nan"))
-        return lr
+                next(trainer.net.parameters()).fill_(float("nan"))
 
-    monkeypatch.setattr(Trainer, "_step", poison)
+    hook_trainers(monkeypatch, poison)
     code, out, err = cli_run(capsys, *TRAIN, "--out", tmp_path / "run")
     line = one_error_line(err)
     assert code == 1 and "non-finite" in line and "no complete checkpoint" in line, line

@@ -1,4 +1,4 @@
-"""`ddpmkit distill` (api.distill, distill.py) end to end on the tiny 2-D run: a round of progressive
+"""`ddpmkit distill` (api.distill, training/distill.py) end to end on the tiny 2-D run: a round of progressive
 distillation does what it is for, the target is Algorithm 2's, an interrupted distillation resumes
 to the very weights of an uninterrupted one, the student samples on its recorded grid by default,
 and bad input is one line with exit code 2."""
@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from ddpmkit import api, checkpoint, distill
+from ddpmkit import api, checkpoint
 from ddpmkit._tensor import randn_like
 from ddpmkit.build import load_run
 from ddpmkit.cli import main
-from ddpmkit.distill import DistillSettings
+from ddpmkit.training import distill
+from ddpmkit.training.distill import DistillSettings
 from ddpmkit.samplers import SAMPLERS, ddim
 from ddpmkit.schedules import NoiseSchedule, timestep_grid
 
@@ -67,17 +68,18 @@ def test_a_round_brings_the_students_half_steps_closer_to_the_teacher(v_teacher,
 
 
 def _interrupt_at(monkeypatch, step):
-    """Make the `step`-th optimiser step (counted over the session) raise, as a kill would stop it."""
+    """Make the `step`-th optimiser step (counted over the session, one loss per step) raise, as a
+    kill would stop it: a fake objective, the round's own with a counter, in its place."""
     calls = {"n": 0}
-    original = distill.Distiller._step
 
-    def step_or_stop(self, *args):
-        calls["n"] += 1
-        if calls["n"] == step:
-            raise KeyboardInterrupt
-        return original(self, *args)
+    class Interrupted(distill.DistillRound):
+        def losses(self, batch):
+            calls["n"] += 1
+            if calls["n"] == step:
+                raise KeyboardInterrupt
+            return super().losses(batch)
 
-    monkeypatch.setattr(distill.Distiller, "_step", step_or_stop)
+    monkeypatch.setattr(distill, "DistillRound", Interrupted)
 
 
 def test_an_interrupted_distillation_resumes_to_the_uninterrupted_weights(toy_run, tmp_path, monkeypatch):

@@ -127,7 +127,7 @@ def test_evaluate_2d_run_gives_distribution_distances(toy_run, capsys):
 
 def test_inception_features_on_a_2d_run_are_refused(toy_run, capsys):
     assert main(["evaluate", "--run", str(toy_run), "--features", "inception"]) == 2
-    one_line_error(capsys.readouterr().err, "--features, --inception-weights and --ref apply to image runs; moons is 2-D data")
+    one_line_error(capsys.readouterr().err, "--features, --inception-weights or --ref needs an image run: moons is 2-D data; its measures are distances to fresh points")
 
 
 # ---- likelihood ---------------------------------------------------------------------------------------

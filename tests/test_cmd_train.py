@@ -115,8 +115,8 @@ def test_keep_bounds_step_checkpoints_and_sample_grids_appear(tmp_path):
     config = tiny_digits(steps=8, checkpoint_every=2, sample_every=4, keep=2)
     api.train(config, tmp_path, progress=False)
     assert [p.name for p in checkpoint.complete_checkpoints(tmp_path)] == ["step-00000006", "step-00000008"]
-    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step-00000004.png"]  # not at the end
-    picture(tmp_path / "samples" / "step-00000004.png", mode="L", size=(584, 584))  # 64 grey 8x8 samples
+    assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == ["step-00000004.png"]  # not at the end
+    picture(tmp_path / "steps" / "step-00000004.png", mode="L", size=(584, 584))  # 64 grey 8x8 samples
     assert not list(tmp_path.rglob(".*tmp*"))
 
 
@@ -144,7 +144,7 @@ def test_grey_and_alpha_images_train_sample_and_draw(tmp_path):
     assert main(argv) == 0
     assert RunConfig.load(out / "config.json").data.channels == 2
     picture(out / "samples.png", mode="LA", size=(584, 584))
-    picture(out / "samples" / "step-00000001.png", mode="LA", size=(584, 584))
+    picture(out / "steps" / "step-00000001.png", mode="LA", size=(584, 584))
     assert_drawn(out / "forward.png")
     assert main(["sample", "--run", str(out), "-n", "4", "--out", str(tmp_path / "s"), "--gif"]) == 0
     assert np.load(tmp_path / "s" / "samples.npy").shape == (4, 8, 8, 2)

@@ -342,7 +342,7 @@ def test_folder_errors(tmp_path):
 
 
 def test_unknown_specs_and_options(tmp_path):
-    with pytest.raises(UserError, match=r"digits, a folder of images, an image file, a \.npy/\.npz file .*IDX images file.*or hf:NAME"):
+    with pytest.raises(UserError, match=r"not an existing folder or file; pass digits .*hf:NAME.*\.npy/\.npz.*IDX images file.*an image file.*a folder of images"):
         load_image_data("no-such-dataset")
     Image.new("L", (S, S)).save(tmp_path / "one.png")
     (tmp_path / "notes.txt").write_text("not images")

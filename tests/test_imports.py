@@ -1,103 +1,20 @@
-"""The package's import graph has no cycle: every module of src/ddpmkit parsed with `ast`,
-every import counted (inside functions too, where a cycle only bites at run time), relative
-imports resolved, and `import a.b` counted as a dependency on package a's __init__ as well
-(which Python runs first), except for a module's own enclosing packages. `from a import b`
-counts a's __init__ even where b is a submodule: conservative, it never misses a cycle."""
+"""The package's import graph has no cycle. The graph is computed by tools/import_graph.py (the
+same graph the architecture page draws): every module of src/ddpmkit parsed with `ast`, every
+import counted (inside functions too, where a cycle only bites at run time), relative imports
+resolved, and `import a.b` counted as a dependency on package a's __init__ as well (which Python
+runs first), except for a module's own enclosing packages. `from a import b` counts a's __init__
+even where b is a submodule: conservative, it never misses a cycle."""
 
-import ast
-import sys
+import importlib.util
 from pathlib import Path
 
 import ddpmkit
 
 PACKAGE = Path(ddpmkit.__file__).parent
-
-
-def modules_of(package: Path) -> dict[str, tuple[Path, bool]]:
-    """Dotted module name -> (its file, whether it is a package's __init__)."""
-    mods = {}
-    for f in sorted(package.rglob("*.py")):
-        parts = list(f.relative_to(package.parent).with_suffix("").parts)
-        is_pkg = parts[-1] == "__init__"
-        mods[".".join(parts[:-1] if is_pkg else parts)] = (f, is_pkg)
-    return mods
-
-
-def imported(mod: str, is_pkg: bool, node: ast.Import | ast.ImportFrom, mods) -> list[str]:
-    """The modules of the package an import statement names (each trimmed to the longest
-    prefix that is a module), without `mod` itself."""
-    if isinstance(node, ast.Import):
-        names = [a.name for a in node.names]
-    else:
-        if node.level:
-            base = mod.split(".") if is_pkg else mod.split(".")[:-1]
-            base = base[: len(base) - (node.level - 1)]
-            target = ".".join(base + ([node.module] if node.module else []))
-        else:
-            target = node.module
-        names = [target] + [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in mods]
-    found = []
-    for name in names:
-        while name and name not in mods:
-            name = name.rpartition(".")[0]
-        if name and name != mod:
-            found.append(name)
-    return found
-
-
-def import_graph(package: Path) -> dict[str, set[str]]:
-    mods = modules_of(package)
-    graph = {}
-    for mod, (f, is_pkg) in mods.items():
-        deps = set()
-        for node in ast.walk(ast.parse(f.read_text(), str(f))):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                deps.update(imported(mod, is_pkg, node, mods))
-        for dep in list(deps):  # importing a.b runs a/__init__ first
-            parent = dep.rpartition(".")[0]
-            while parent:
-                if parent in mods and parent != mod and not mod.startswith(parent + "."):
-                    deps.add(parent)
-                parent = parent.rpartition(".")[0]
-        graph[mod] = deps
-    return graph
-
-
-def import_cycles(package: Path) -> list[list[str]]:
-    """The strongly connected components of more than one module (Tarjan), each sorted."""
-    graph = import_graph(package)
-    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
-
-    def strong(v):
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(graph[v]):
-            if w not in index:
-                strong(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                cycles.append(sorted(component))
-
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 10 * len(graph) + 100))
-    try:
-        for v in sorted(graph):
-            if v not in index:
-                strong(v)
-    finally:
-        sys.setrecursionlimit(limit)
-    return sorted(cycles)
+_spec = importlib.util.spec_from_file_location("import_graph", Path(__file__).resolve().parents[1] / "tools" / "import_graph.py")
+_graph = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_graph)
+import_graph, import_cycles, room_graph = _graph.import_graph, _graph.import_cycles, _graph.room_graph
 
 
 def test_ddpmkit_has_no_import_cycle():
@@ -130,3 +47,33 @@ def test_the_check_finds_cycles_through_function_bodies_and_package_inits(tmp_pa
     assert import_graph(package)["pkg.sub.leaf"] == {"pkg.sub.sibling"}
     assert import_graph(package)["pkg.d"] == {"pkg", "pkg.sub", "pkg.sub.sibling", "pkg.a"}
     assert import_cycles(package) == [["pkg.a", "pkg.b"], ["pkg.c", "pkg.sub"], ["pkg.s", "pkg.s.x"]]
+
+
+def test_rooms_are_packages_and_arrows_implied_by_a_longer_path_are_left_out(tmp_path):
+    package = write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/__main__.py": "from .top import main\n",  # not a room
+        "pkg/top.py": "from .mid import f\nfrom .low import g\nfrom .sub import leaf\n",  # top -> low is implied
+        "pkg/mid.py": "from . import low\n",
+        "pkg/low.py": "",
+        "pkg/sub/__init__.py": "",
+        "pkg/sub/leaf.py": "from ..low import g\nfrom . import other\n",  # inside the room: no arrow
+        "pkg/sub/other.py": "",
+    })
+    assert room_graph(import_graph(package)) == {"top": {"mid", "sub"}, "mid": {"low"}, "low": set(), "sub": {"low"}}
+    assert _graph.transitive_reduction({"a": {"b", "c", "d"}, "b": {"c"}, "c": {"d"}, "d": set()}) == \
+        {"a": {"b"}, "b": {"c"}, "c": {"d"}, "d": set()}
+
+
+def test_the_architecture_picture_draws_every_arrow_of_the_room_graph():
+    """docs/architecture.md shows img/import-graph.svg, drawn from this graph on every build:
+    each arrow of the rooms is one <path> titled "a → b", each room one box, and nothing else."""
+    import re
+
+    rooms = room_graph(import_graph(PACKAGE))
+    picture = _graph.architecture_svg(PACKAGE)
+    arrows = set(re.findall(r'<path class="arrow"[^>]*><title>(\S+) → (\S+)</title>', picture))
+    assert arrows == {(a, b) for a, bs in rooms.items() for b in bs}
+    boxes = set(re.findall(r'<g class="room"><title>(\S+)</title>', picture))
+    assert boxes == set(rooms) | set().union(*rooms.values())
+    assert {"cli", "api", "errors", "evaluation"} <= boxes and ("cli", "api") in arrows

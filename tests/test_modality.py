@@ -132,7 +132,7 @@ def test_images_load_the_training_part_and_hold_out_a_fixed_share():
 
 
 def test_unknown_image_data_is_refused_naming_every_choice():
-    with pytest.raises(UserError, match="unknown dataset 'spirals' .*no such file or folder.*moons, swiss-roll.*digits, a folder"):
+    with pytest.raises(UserError, match="unknown dataset 'spirals' .*no such file or folder.*moons, swiss-roll.*digits.*a folder of images"):
         modality_for("spirals").load(seed=0)
 
 

@@ -26,7 +26,7 @@ def test_an_image_grid_shows_each_image_enlarged(tmp_path):
 
 def test_step_pictures_go_to_the_samples_folder(tmp_path):
     path = pictures.step_picture_path(tmp_path, 1200)
-    assert path == tmp_path / "samples" / "step-00001200.png" and path.parent.is_dir() and not path.exists()
+    assert path == tmp_path / "steps" / "step-00001200.png" and path.parent.is_dir() and not path.exists()
 
 
 def test_the_loss_curve_draws_the_logged_losses_and_their_quarters(tmp_path):

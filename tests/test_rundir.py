@@ -59,13 +59,15 @@ def test_the_log_is_appended_read_and_truncated_by_step(tmp_path):
     assert not (tmp_path / "elsewhere").exists()
 
 
-def test_the_top_level_files_are_links_to_a_checkpoint(tmp_path):
+def test_the_top_level_files_are_copies_of_a_checkpoint(tmp_path):
     step = tmp_path / rundir.CHECKPOINTS / "step-00000002"
     step.mkdir(parents=True)
     for name in rundir.TOP_LEVEL_FILES:
         (step / name).write_text(name)
     (tmp_path / "model.safetensors").write_text("an older checkpoint's")
-    rundir.link_top_level(tmp_path, step)
+    rundir.copy_top_level(tmp_path, step)
     for name in rundir.TOP_LEVEL_FILES:
         assert (tmp_path / name).read_text() == name
-        assert os.path.samefile(tmp_path / name, step / name)  # the same file, not a copy
+        assert not os.path.samefile(tmp_path / name, step / name)  # a copy: damage to one never reaches the other
+    (tmp_path / "ema.safetensors").write_text("damaged in place")
+    assert (step / "ema.safetensors").read_text() == "ema.safetensors"

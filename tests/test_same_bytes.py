@@ -41,6 +41,7 @@ RUNS = {
     "conditional": ["train", "--conditional", *TRAIN],
 }
 NPY = ("samples.npy", "labels.npy")
+WEIGHTS = ("ema.safetensors", "model.safetensors")
 CASES = {
     "moons-default": ("moons", ["sample", "-n", "300"], NPY),
     "moons-ddpm-all": ("moons", ["sample", "-n", "300", "--sampler", "ddpm"], NPY),
@@ -81,6 +82,11 @@ CASES = {
                                          "--steps", "10", "--resample", "2", "--jump", "2", "--eta", "0.5"], NPY),
     "interpolate": ("digits", ["interpolate", "--a", "{a}", "--b", "{b}", "--frames", "3", "--steps", "10"], NPY),
     "interpolate-all": ("digits", ["interpolate", "--a", "{a}", "--b", "{b}", "--frames", "2"], NPY),
+    # progressive distillation's weights (two rounds, a checkpoint inside each), recorded before it ran on the Trainer
+    "distill-moons": ("moons", ["distill", "--to-steps", "2", "--start-steps", "8", "--rounds-steps", "6",
+                                "--checkpoint-every", "4", "--batch-size", "32", "--no-progress"], WEIGHTS),
+    "distill-conditional": ("conditional", ["distill", "--to-steps", "2", "--start-steps", "4", "--rounds-steps", "3",
+                                            "--batch-size", "8", "--no-progress"], WEIGHTS),
 }
 TRAINING = {"moons-weights": "moons", "digits-weights": "digits", "conditional-weights": "conditional"}
 

@@ -11,7 +11,7 @@ from ddpmkit.config import TrainConfig
 from ddpmkit.distributed import World
 from ddpmkit.errors import UserError
 from ddpmkit.rundir import read_log
-from ddpmkit.train import Trainer, TrainingDiverged, lr_factor
+from ddpmkit.training import Trainer, TrainingDiverged, lr_factor
 
 from helpers import NaNAt, faulty_trainer, tiny_digits, toy_config, with_train
 

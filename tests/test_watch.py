@@ -18,7 +18,8 @@ from ddpmkit import api, build, checkpoint, cli, rundir
 from ddpmkit.errors import UserError
 from ddpmkit.pictures import PointPictures
 from ddpmkit.sampling import SamplingRequest
-from ddpmkit.train import Trainer
+
+from helpers import hook_trainers, stop_at
 
 
 def toy_config(**train):
@@ -88,17 +89,10 @@ def test_tensorboard_and_wandb_hold_the_log_across_a_crash_and_resume(tmp_path, 
     run_dir = tmp_path / "run"
     config = toy_config(steps=40, checkpoint_every=20, sample_every=10, eval_every=20, eval_samples=200,
                         loggers=("tensorboard", "wandb"))
-    sample = Trainer._sample
-
-    def crash_at_30(self):
-        if self.step == 30:  # after step 30's log record, before its picture: the checkpoint is step 20's
-            raise Crash()
-        sample(self)
-
-    monkeypatch.setattr(Trainer, "_sample", crash_at_30)
-    with pytest.raises(Crash):
-        api.train(config, run_dir, progress=False)
-    monkeypatch.setattr(Trainer, "_sample", sample)
+    with monkeypatch.context() as m:
+        hook_trainers(m, stop_at(30, Crash()))  # after step 30's log record and picture: the checkpoint is step 20's
+        with pytest.raises(Crash):
+            api.train(config, run_dir, progress=False)
     assert checkpoint.checkpoint_step(checkpoint.newest_checkpoint(run_dir)) == 20
     api.train(config, run_dir, resume=True, progress=False, pictures=False)
 

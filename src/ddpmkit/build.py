@@ -1,6 +1,7 @@
 """The only place that maps names (strings) to objects and assembles them: the network,
-schedule and denoisers of a RunConfig, the config resolved against its data, the Trainer
-with everything it takes, and runs rebuilt from their directory."""
+schedule and denoisers of a RunConfig, the config resolved against its data, the parts a
+Trainer takes (loggers, the training model, augmentation, post-hoc EMA profiles), and runs
+rebuilt from their directory."""
 
 from __future__ import annotations
 
@@ -16,19 +17,15 @@ from .config import RunConfig
 from .denoiser import Denoiser, for_sampling
 from .distributed import World
 from .errors import UserError
-from .evaluation.during import measure_quality_now
-from .evaluation.kinds import measures
 from .loggers import Loggers, TensorBoard, WandB
 from .modality import Images, Points, modality_for
 from .nets.mlp import MLP, GatedMLP, GatedMLPConfig, MLPConfig
-from .nets.unet import UNet, UNetConfig, count_parameters
-from .pictures import for_kind, step_picture_path
+from .nets.unet import UNet, UNetConfig
 from .posthoc_ema import PowerEMA
-from .precision import Autocast, autocast_dtype, resolve as resolve_precision
+from .precision import Autocast, autocast_dtype
 from .rundir import CONFIG, read_distill_record
 from .sampling import FixedGrid, Run, SamplingRequest
 from .schedules import NoiseSchedule
-from .train import Trainer
 
 NETS: dict[type, type[nn.Module]] = {MLPConfig: MLP, GatedMLPConfig: GatedMLP, UNetConfig: UNet}
 LOGGERS = {"tensorboard": TensorBoard, "wandb": WandB}  # config.train.loggers names
@@ -193,49 +190,3 @@ def training_model(net: nn.Module, config: RunConfig, device: torch.device, worl
     if config.train.compile:
         model = torch.compile(model)
     return model
-
-
-def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device: torch.device = torch.device("cpu"),
-            report=lambda message: None, progress: bool = True) -> tuple[Trainer, RunConfig, object]:
-    """Load the data, resolve the config against them, and build the network, schedule,
-    Denoiser, augmentation, post-hoc EMA profiles and the step pictures: the Trainer of `config` writing into
-    `run_dir`. Returns (trainer, the resolved config, the training data set). Only rank 0 gets
-    the loggers and the quality measurements."""
-    logger = loggers(config, run_dir) if world.is_main else Loggers()
-    kind = modality(config)
-    dataset, data = kind.load(config.seed, report)
-    config = resolve_config(config, data, report, len(dataset))
-    kind = modality(config)  # with the resolved data: sizes, normalisation
-    net = build_net(config).to(device)
-    precision = resolve_precision(config.train.precision, device)
-    shown = f"{precision} (auto)" if config.train.precision == "auto" else precision
-    report(f"model: {type(net).__name__} with {count_parameters(net):,} parameters; data: {len(dataset):,} examples; "
-           f"device: {device}; precision: {shown}")
-    if config.train.batch_size > len(dataset):
-        report(f"note: --batch-size {config.train.batch_size} is larger than the {len(dataset):,} training examples: "
-               "each batch holds some examples more than once")
-    model = training_model(net, config, device, world)
-
-    def step_picture(step: int, ema_net: nn.Module) -> Path:
-        """samples/step-N.png from the EMA weights during training."""
-        was_training = ema_net.training
-        path = step_picture_path(run_dir, step)
-        for_kind(kind).step(make_run(run_dir, config, ema_net), path, step)
-        ema_net.train(was_training)
-        return path
-
-    measure = []  # (what, measure, metric) of the run, made at the first measurement (own features)
-
-    def evaluate(step: int, ema_net: nn.Module) -> dict:
-        """The quality fields of a log.jsonl record for the EMA weights (--eval-every)."""
-        run = make_run(run_dir, config, ema_net)
-        if not measure:
-            measure.extend(measures(kind).training_measure(run, report))
-        what, scores, metric = measure
-        return measure_quality_now(run, config.train.eval_samples or kind.eval_samples, scores, metric, what)
-
-    built = Trainer(config, net, build_denoiser(config, model), dataset, run_dir, modality=kind, device=device,
-                    augment=HFlip() if config.data.hflip else None, posthoc=posthoc_profiles(config, net), on_sample=step_picture,
-                    on_eval=evaluate if config.train.eval_every else None, logger=logger, report=report,
-                    progress=progress, world=world)
-    return built, config, dataset

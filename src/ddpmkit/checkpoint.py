@@ -2,7 +2,7 @@
 
 A checkpoint is run_dir/checkpoints/step-NNNNNNNN/{model,ema}.safetensors, state.pt and
 meta.json, and posthoc.safetensors when the run tracks post-hoc EMA profiles (the layout and
-the top-level links are rundir.py's). The post-hoc EMA snapshots, run_dir/posthoc/, are
+the top-level copies are rundir.py's). The post-hoc EMA snapshots, run_dir/posthoc/, are
 written and listed here too: one safetensors file per profile and snapshot step, its step,
 t and σ_rel in the file's metadata. checkpoints/ is
 authoritative: --resume reads only the newest complete checkpoint there.
@@ -43,11 +43,13 @@ from .errors import UserError
 from .rundir import (
     BEST,
     CHECKPOINTS,
-    atomic_write_bytes,
+    CONFIG,
     POSTHOC,
+    TOP_LEVEL_FILES,
+    atomic_write_bytes,
     atomic_write_text,
+    copy_top_level,
     fsync_dir,
-    link_top_level,
 )
 
 POSTHOC_WEIGHTS = "posthoc.safetensors"  # a checkpoint's post-hoc EMA profiles (PowerEMA.weights)
@@ -88,7 +90,23 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         return safetensors_load(data)
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
         raise DamagedCheckpoint(f"{path} is not a readable safetensors file ({e}): it is damaged or not a ddpmkit "
-                                "file") from None
+                                f"file{_intact_copy(Path(path))}") from None
+
+
+def _intact_copy(path: Path) -> str:
+    """For a damaged top-level weight file of a run directory: the newest checkpoint whose copy of
+    it still reads, as the way out ('' for any other file, or when no checkpoint reads)."""
+    run_dir = path.parent
+    if path.name not in TOP_LEVEL_FILES or not (run_dir / CONFIG).is_file():
+        return ""
+    for found in reversed(complete_checkpoints(run_dir)):
+        try:
+            safetensors_load((found / path.name).read_bytes())
+        except Exception:  # noqa: BLE001 - damaged too: try an older one
+            continue
+        return (f"; the checkpoint {found} is intact: pass --weights {found / path.name}, or `ddpmkit train --resume "
+                f"{run_dir}`, which starts from it and writes the top-level files again")
+    return ""
 
 
 def load_matching(net: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
@@ -211,7 +229,7 @@ def save_checkpoint(
 
     # an existing `final` has no meta.json (an older version's half deletion): never a good checkpoint
     _write_folder(final, fill)
-    link_top_level(run_dir, final)
+    copy_top_level(run_dir, final)
     for old in complete_checkpoints(run_dir)[:-keep]:
         _delete(old)
     return final

@@ -23,13 +23,12 @@ import torch.nn.functional as F
 
 from . import checkpoint, process
 from ._tensor import randn_like
-from .config import RunConfig
+from .config import RunConfig, lr_factor
 from .data import batches, holdout_split
 from .errors import UserError, check_between, check_not_negative, check_positive
 from .nets.classifier import ClassifierConfig, NoisyClassifier
 from .rundir import CLASSIFIER
 from .schedules import NoiseSchedule
-from .train import lr_factor
 
 CONFIG_FILE, WEIGHTS_FILE, ACCURACY_FILE = "config.json", "classifier.safetensors", "accuracy.json"
 
@@ -45,7 +44,7 @@ class ClassifierTraining:
     weight_decay: float = 0.05  # AdamW's decoupled weight decay
     seed: int = 0  # initial weights, batch order, t and ε
     holdout: float = 0.1  # share of the training images the accuracy is measured on when the run held none out
-    lr_decay: str = "cosine"  # what train.lr_factor reads: cosine decay after the warm-up
+    lr_decay: str = "cosine"  # what config.lr_factor reads: cosine decay after the warm-up
 
     def __post_init__(self):
         check_positive("--steps", self.steps)

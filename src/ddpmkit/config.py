@@ -23,7 +23,7 @@ from .schedules import SCHEDULES, ScheduleName, beta_range
 
 NetConfig = MLPConfig | GatedMLPConfig | UNetConfig
 NET_KINDS: dict[str, type] = {"mlp": MLPConfig, "gated-mlp": GatedMLPConfig, "unet": UNetConfig}
-LRDecay = Literal["constant", "cosine"]
+LRDecay = Literal["constant", "cosine", "linear"]
 LR_DECAYS: tuple[str, ...] = get_args(LRDecay)
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -74,6 +74,21 @@ class DiffusionConfig:
         beta_range(self.schedule, self.num_steps, self.beta_start, self.beta_end)  # one line if the ends do not fit
 
 
+def lr_factor(step: int, train) -> float:
+    """Multiplier of the peak LR at optimiser step `step` of `train` (a TrainConfig, or anything
+    with its steps, warmup_steps and lr_decay): linear warm-up, then constant, cosine decay to 0
+    at the last step (Loshchilov & Hutter 2017), or linear decay to 0 (progressive distillation's
+    rounds, Salimans & Ho 2022)."""
+    if train.warmup_steps and step < train.warmup_steps:
+        return (step + 1) / train.warmup_steps
+    if train.lr_decay == "constant":
+        return 1.0
+    progress = (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps)
+    if train.lr_decay == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 3000  # optimiser steps (with `epochs`: the steps those epochs take, set once the data are read)
@@ -82,7 +97,7 @@ class TrainConfig:
     lr: float = 1e-3  # peak learning rate of AdamW
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     warmup_steps: int = 0  # linear learning-rate warm-up from 0, in steps
-    lr_decay: LRDecay = "constant"  # after warm-up: constant or cosine (to 0 at the last step)
+    lr_decay: LRDecay = "constant"  # after warm-up: constant, or cosine or linear (to 0 at the last step)
     grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
     ema_decay: float = 0.999  # EMA decay per step, in [0, 1)
     ema_warmup: bool = True  # ramp the EMA decay as (1+n)/(10+n) early on

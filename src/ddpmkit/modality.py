@@ -27,6 +27,7 @@ import torch
 from . import presets
 from .config import DataConfig, RunConfig
 from .data import holdout_split
+from .data.formats import described, find
 from .data.images import dequantise, load_image_data, to_model_space, to_uint8
 from .data.inputs import InputImages, read_inputs, read_mask
 from .data.toy import (
@@ -55,7 +56,7 @@ class Kind(Protocol):
     data: DataConfig
     discrete: bool  # 8-bit data: the bound's L_0 is the discretised decoder
     default_clip: str  # how x̂_0 is kept in range when a request does not say
-    step_samples: int  # samples in each samples/step-N.png
+    step_samples: int  # samples in each steps/step-N.png
     eval_samples: int  # samples each --eval-every measurement draws (by default)
     width_field: str  # what --width sets in the network config
 
@@ -146,7 +147,7 @@ class Points:
     kind = "points"
     discrete = False  # continuous data: the bound's decoder is a Gaussian density
     default_clip = "none"  # no known range to keep x̂_0 in
-    step_samples = 1000  # points in each samples/step-N.png
+    step_samples = 1000  # points in each steps/step-N.png
     eval_samples = 2000  # points each --eval-every measurement draws (by default)
     width_field = "hidden"  # what --width sets in the network config
 
@@ -214,7 +215,7 @@ class Images:
     kind = "images"
     discrete = True  # 8-bit data: the bound's L_0 is the discretised decoder
     default_clip = "static"  # x̂_0 is kept in the known range [-1, 1]
-    step_samples = 64  # images in each samples/step-N.png grid
+    step_samples = 64  # images in each steps/step-N.png grid
     eval_samples = 1000  # images each --eval-every measurement draws (by default)
     width_field = "base_width"  # what --width sets in the network config
 
@@ -239,10 +240,9 @@ class Images:
         channels and classes. `report`: where a one-line note on skipped unreadable files
         goes (None: a warning). The images do not depend on `seed`."""
         name = self.data.name
-        if name != "digits" and not name.startswith("hf:") and not Path(name).exists():
-            raise UserError(
-                f"unknown dataset {name!r} (and no such file or folder); choose one of: "
-                f"{', '.join(TOY_DATASETS)}, digits, a folder of images, a .npy/.npz file, or hf:NAME")
+        if find(name) is None and not Path(name).expanduser().exists():
+            raise UserError(f"unknown dataset {name!r} (and no such file or folder); choose one of: "
+                            f"{', '.join(TOY_DATASETS)} (2-D toy sets), {described()}")
         dataset = load_image_data(name, image_size=self.data.image_size, channels=self.data.channels, report=report)
         resolved = dataclasses.replace(
             self.data, image_size=tuple(dataset.image_size), channels=dataset.channels, num_classes=dataset.num_classes)

@@ -71,8 +71,8 @@ def sample_files(run: Run, samples: Samples, out: Path, files: SampleFiles, gif_
 
 
 def step_picture_path(run_dir: Path, step: int) -> Path:
-    """samples/step-N.png of a run directory (its folder created)."""
-    folder = Path(run_dir) / "samples"
+    """steps/step-N.png of a run directory (its folder created; apart from RUN/samples, the folder `ddpmkit sample` owns)."""
+    folder = Path(run_dir) / "steps"
     folder.mkdir(exist_ok=True)
     return folder / f"step-{step:08d}.png"
 
@@ -287,7 +287,7 @@ class PointPictures:
         return point_training_pictures(run, dataset.points[:n], run_dir)
 
     def step(self, run: Run, path: Path, step: int) -> None:
-        """samples/step-N.png: the kind's step_samples points drawn as `ddpmkit sample` draws (the run's seed)."""
+        """steps/step-N.png: the kind's step_samples points drawn as `ddpmkit sample` draws (the run's seed)."""
         point_scatter(draw(run, run.modality.step_samples, SamplingRequest(seed=run.config.seed)).data, path, f"step {step}")
 
     def samples(self, run: Run, samples: Samples, path: Path, rows: int | None = None) -> None:
@@ -311,7 +311,7 @@ class ImagePictures:
         image_training_pictures(run, dataset, run_dir)
 
     def step(self, run: Run, path: Path, step: int) -> None:
-        """samples/step-N.png: a grid of the kind's step_samples images drawn as `ddpmkit sample` draws (the run's seed)."""
+        """steps/step-N.png: a grid of the kind's step_samples images drawn as `ddpmkit sample` draws (the run's seed)."""
         image_grid(draw(run, run.modality.step_samples, SamplingRequest(seed=run.config.seed)).data, path)
 
     def samples(self, run: Run, samples: Samples, path: Path, rows: int | None = None) -> None:

@@ -14,9 +14,9 @@ Tracking is exact, not an approximation: with θ(τ) = θ_k on (k−1, k], the u
 ∫_{k−1}^{k} p_{t,γ}(τ) dτ, so the closed-form inner products between profiles below are those
 of the weights the snapshots really hold.
 
-This module is pure: `PowerEMA` is the tracking object (update / state_dict /
-load_state_dict, as ema.EMA), the rest are functions; the snapshot files (checkpoint.Snapshot)
-are checkpoint.py's to write and list.
+`PowerEMA` is the tracking object (update / state_dict / load_state_dict, as ema.EMA), the rest
+are pure functions but the last two: `rebuild_ema` (a run's snapshots, listed and read by
+checkpoint.py, reconstructed) and `save_rebuilt_ema` (a rebuilt EMA written through checkpoint.py).
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import checkpoint
 from .checkpoint import Snapshot
 from .errors import UserError
+from .rundir import POSTHOC, posthoc_weights_path
 
 DEFAULT_SIGMA_RELS = (0.05, 0.10)  # the two profiles EDM2 tracks (Sec. 3.2)
 MAX_SIGMA_REL = math.sqrt(1 / 12)  # σ_rel of γ = 0, the plain average of every step's weights
@@ -181,3 +183,21 @@ def reconstruct(snapshots: Sequence[Snapshot], sigma_rels: Sequence[float],
                            {s.path.name: float(X[i, r]) for i, s in enumerate(snapshots)}, float(errors[r]),
                            {**{k: v.to(dtypes[k]) for k, v in sums[r].items()}, **rest})
             for r, (sigma, gamma) in enumerate(zip(sigma_rels, gammas))]
+
+
+def rebuild_ema(run_dir: Path, sigma_rels: Sequence[float]) -> list[Reconstruction]:
+    """The EMA of each σ_rel at the end of a --posthoc-ema run, rebuilt (reconstruct) from the
+    snapshots in its posthoc/ folder (checkpoint.snapshots); one line when it kept none."""
+    run_dir = Path(run_dir)
+    found = checkpoint.snapshots(run_dir)
+    if not found:
+        raise UserError(f"{run_dir} has no post-hoc EMA snapshots ({run_dir / POSTHOC} is empty or missing); "
+                        "train the run with --posthoc-ema to keep them")
+    return reconstruct(found, sigma_rels, checkpoint.load_weights)
+
+
+def save_rebuilt_ema(run_dir: Path, rebuilt: Reconstruction) -> Path:
+    """A rebuilt EMA as RUN/ema-posthoc-S.safetensors (rundir.posthoc_weights_path), what --weights PATH takes."""
+    path = posthoc_weights_path(Path(run_dir), rebuilt.sigma_rel)
+    checkpoint.save_weights(path, rebuilt.weights)
+    return path

@@ -27,6 +27,7 @@ def points(name: str) -> RunConfig:
 
 def digits() -> RunConfig:
     """scikit-learn's 8×8 grey digits on a CPU, the main job (docs/speed.md has the measurements).
+
     - U-Net, 0.69 M parameters (base width 32, levels 8 → 4 px, one residual block per level,
       no attention): at 8×8 two levels suffice, and a 2.7-3.9 M-parameter net costs 3-4× the
       time per step (78 ms against 221-318 ms per batch of 128).

@@ -2,9 +2,9 @@
 
 A run directory holds
     config.json          RunConfig: rebuilds network + schedule (written here)
-    model.safetensors    latest live weights      } hard links to the files of the
+    model.safetensors    latest live weights      } copies of the files of the
     ema.safetensors      latest EMA weights       } newest complete checkpoint, for
-    state.pt             latest training state    } sample and evaluate (linked here)
+    state.pt             latest training state    } sample and evaluate (copied here)
     checkpoints/step-NNNNNNNN/   complete checkpoints (checkpoint.py writes them)
     best/step-NNNNNNNN/  the weights of the step that measured best (--eval-every; checkpoint.py)
     posthoc/step-NNNNNNNN-sigma-S.safetensors   post-hoc EMA snapshots (--posthoc-ema; checkpoint.py)
@@ -17,7 +17,7 @@ A run directory holds
                          (appended, truncated, read here)
     tensorboard/, wandb/, wandb-id   the loggers' files (--logger; loggers.py)
     metrics.json         measurements (evaluation/record.py is its one writer)
-    loss.png, forward.png, samples.png, samples/step-N.png, ...   pictures (pictures.py)
+    loss.png, forward.png, samples.png, steps/step-N.png, ...   pictures (pictures.py)
 
 Every file is written under a temporary name beside its final one, fsynced and renamed
 over it, so a crash leaves either the old file or the new one, never half of one.
@@ -25,6 +25,7 @@ over it, so a crash leaves either the old file or the new one, never half of one
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import shutil
@@ -47,7 +48,7 @@ POSTHOC = "posthoc"  # the post-hoc EMA snapshots
 CLASSIFIER = "classifier"  # the noise-aware classifier for classifier guidance
 DISTILL = "distill.json"  # a distilled run's record: teacher, settings, rounds, its sampler and step grid
 SAMPLE_RECORD = "sample.json"  # a `ddpmkit sample` folder's record: how many samples, from which run, drawn how
-TOP_LEVEL_FILES = ("model.safetensors", "ema.safetensors", "state.pt")  # links to the newest checkpoint
+TOP_LEVEL_FILES = ("model.safetensors", "ema.safetensors", "state.pt")  # copies of the newest checkpoint's
 
 
 def posthoc_weights_path(run_dir: Path, sigma_rel: float) -> Path:
@@ -79,7 +80,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        if e.filename is None and e.errno is not None:  # an OSError without an errno keeps its own message
+        # named as the file being written (not its temporary name); an OSError without an errno keeps its own message
+        if e.errno is not None and (e.filename is None or str(e.filename) == str(tmp)):
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     finally:
@@ -195,21 +197,46 @@ def _read_only(folder: Path) -> bool:
 
 # ---- log.jsonl -------------------------------------------------------------------------------
 def append_log(run_dir: Path, record: dict) -> None:
-    """One record appended to run_dir/log.jsonl (a line is written whole or, after a crash,
-    cut off; read_log and truncate_log skip nothing but blank lines)."""
+    """One record appended to run_dir/log.jsonl (a line is written whole or, after a crash or
+    on a full disk, cut off: read_log reads up to the last whole record, truncate_log drops the cut one)."""
     with open(Path(run_dir) / LOG, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
-def read_log(run_dir_or_file: Path) -> list[dict]:
-    """The records of a run's log.jsonl (a run directory or the file itself)."""
+def _log_path(run_dir_or_file: Path) -> Path:
     path = Path(run_dir_or_file)
-    path = path / LOG if path.is_dir() else path
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    return path / LOG if path.is_dir() else path
+
+
+def _parse_log(path: Path) -> tuple[list[tuple[str, dict]], int | None]:
+    """The whole records of a log.jsonl (each with its line) and the line number of a cut last record (None if the
+    last record is whole). Only the last non-blank line may be cut (append_log writes a line at a
+    time, so a crash cuts nothing else); a line before it that is not a record is damage in the
+    middle of the log, refused in one line naming it (nothing is changed)."""
+    numbered = [(i + 1, ln) for i, ln in enumerate(path.read_text(errors="replace").split("\n")) if ln.strip(" \t\r\x00")]
+    records = []
+    for k, (number, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError("not a record with an integer step")
+        except ValueError as e:
+            if k == len(numbered) - 1:
+                return records, number
+            raise UserError(f"{path} is damaged at line {number} ({str(e)[:80]}), in the middle of the log; nothing "
+                            f"was changed: restore the file or delete line {number}, then run the command again") from None
+        records.append((line, record))
+    return records, None
+
+
+def read_log(run_dir_or_file: Path) -> list[dict]:
+    """The whole records of a run's log.jsonl (a run directory or the file itself), up to a cut
+    last record if a crash left one."""
+    return [record for _, record in _parse_log(_log_path(run_dir_or_file))[0]]
 
 
 def last_logged_step(run_dir: Path) -> int:
-    """The step of the last record in log.jsonl (0 if none)."""
+    """The step of the last whole record in log.jsonl (0 if none)."""
     path = Path(run_dir) / LOG
     return max((r["step"] for r in read_log(path)), default=0) if path.is_file() else 0
 
@@ -219,31 +246,27 @@ def quality_records(run_dir_or_file: Path) -> list[dict]:
     return [r for r in read_log(run_dir_or_file) if "quality" in r]
 
 
-def truncate_log(run_dir: Path, step: int) -> None:
-    """Drop log records after `step` (written after the checkpoint a resume starts from)."""
+def truncate_log(run_dir: Path, step: int, report: Callable[[str], None] = lambda message: None) -> None:
+    """Drop log records after `step` (written after the checkpoint a resume starts from) and a
+    cut last record (said through `report`); a log damaged in the middle is refused unchanged."""
     path = Path(run_dir) / LOG
     if not path.is_file():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    atomic_write_text(path, "".join(ln + "\n" for ln in lines))
+    records, cut = _parse_log(path)
+    if cut is not None:
+        report(f"{path}: dropped a partial record at line {cut} (cut off by a crash or a full disk); "
+               "the records before it are whole")
+    atomic_write_text(path, "".join(line + "\n" for line, record in records if record["step"] <= step))
 
 
 # ---- the top-level weight files ------------------------------------------------------------------
-def link_top_level(run_dir: Path, checkpoint_dir: Path) -> None:
-    """Point run_dir's model.safetensors, ema.safetensors and state.pt at a checkpoint, one by
-    one, each atomically: a crash between two links leaves each file whole but possibly one
-    checkpoint behind the others; the next save or resume relinks them all."""
+def copy_top_level(run_dir: Path, checkpoint_dir: Path) -> None:
+    """Copy a checkpoint's model.safetensors, ema.safetensors and state.pt to run_dir, one by
+    one, each atomically. Copies, not hard links: damage to one file (an editor, a disk fault)
+    never reaches the checkpoint it came from, which stays the intact source. A crash between
+    two copies leaves each file whole but possibly one checkpoint behind the others; the next
+    save or resume copies again those that differ (a file equal to the checkpoint's is left as it is)."""
     for name in TOP_LEVEL_FILES:
-        _link_over(Path(checkpoint_dir) / name, Path(run_dir) / name)
-
-
-def _link_over(src: Path, dst: Path) -> None:
-    """Make `dst` the same file as `src` (a hard link, else a copy), atomically."""
-
-    def write(tmp: Path) -> None:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-
-    atomic_write(dst, write)
+        src, dst = Path(checkpoint_dir) / name, Path(run_dir) / name
+        if not (dst.is_file() and filecmp.cmp(src, dst, shallow=False)):
+            atomic_write(dst, lambda tmp, src=src: shutil.copyfile(src, tmp))

@@ -21,7 +21,7 @@ import traceback
 
 from ..checkpoint import newest_checkpoint
 from ..errors import UserError, check_finite
-from ..train import TrainingDiverged
+from ..training import TrainingDiverged
 from . import classifier, distill, edit, ema, evaluate, sample, share, train
 
 # command -> (adds its parser to the sub-parsers, runs it on the parsed arguments)
@@ -152,8 +152,8 @@ def fault_line(e: BaseException, command: argparse.ArgumentParser, args) -> tupl
         return one_line(str(e)), 1
     if isinstance(e, FloatingPointError):  # a checkpoint refused for NaN weights
         return f"training diverged: {one_line(str(e))}; {on_disk(args)}, or train a new run with a lower --lr", 1
-    if isinstance(e, OSError):
-        return f"{os_fault(e)}; {on_disk(args)}", 1
+    if isinstance(e, OSError):  # an output folder's fault says what it left (outputs.NotWritten)
+        return f"{os_fault(e)}; {getattr(e, 'intact', '') or on_disk(args)}", 1
     if out_of_memory(e):
         given = [o for o in SIZE_OPTIONS if any(o in a.option_strings for a in command._actions)]
         sizes = f"; use smaller sizes ({', '.join(given)})" if given else ""

@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..distributed import world_from_env
 from ..errors import UserError
-from .options import DEVICE_HELP, command
+from .options import DEVICE_HELP, add_grad_accum, add_logger, add_precision, add_run, command
 
-DISTILL_OPTIONS = ("to_steps", "start_steps", "rounds_steps", "batch_size", "lr", "seed", "checkpoint_every")
+DISTILL_OPTIONS = ("to_steps", "start_steps", "rounds_steps", "batch_size", "lr", "seed", "checkpoint_every", "grad_accum",
+                   "precision", "logger")
+SETTINGS_FIELDS = {"logger": "loggers"}  # option dest -> DistillSettings field where they differ
 
 
 def add_distill(sub) -> None:
@@ -19,27 +22,36 @@ def add_distill(sub) -> None:
     teacher, round after round, down to --to-steps. OUT is a run directory: `ddpmkit sample --run
     OUT` draws with DDIM on its recorded grid of --to-steps steps, and evaluate and export take it.
     Running the same command again, or --resume OUT, continues an interrupted distillation from
-    its newest checkpoint (one per round and every --checkpoint-every steps).
+    its newest checkpoint (one per round and every --checkpoint-every steps). Each round runs on
+    the training loop of `ddpmkit train`: data-parallel under torchrun (torchrun --standalone
+    --nproc-per-node N -m ddpmkit distill --run-dir RUN --out OUT ...; --batch-size is the global
+    batch), with --precision, --grad-accum and --logger as for train.
     """
     p = command(sub, "distill", add_distill)
-    p.add_argument("--run", type=Path, help="the run directory to distil (its EMA weights are the first teacher)")
+    add_run(p, "the run directory to distil (its EMA weights are the first teacher)")
     p.add_argument("--out", type=Path, help="the distilled run directory to write (new or empty)")
     p.add_argument("--resume", type=Path, metavar="OUT", help="continue the distillation in OUT with its own settings")
     p.add_argument("--to-steps", type=int, help="the last student's sampling steps (default 4)")
     p.add_argument("--start-steps", type=int, help="the first teacher's DDIM steps: --to-steps times a power of two (default 64)")
     p.add_argument("--rounds-steps", type=int, help="optimiser steps per round, i.e. per halving (default 1000)")
-    p.add_argument("--batch-size", type=int, help="examples per step (default: the run's)")
+    p.add_argument("--batch-size", type=int, help="examples per step, over all processes and micro-batches "
+                   "(default: the run's)")
     p.add_argument("--lr", type=float, help="peak learning rate, annealed linearly to 0 in each round (default 5e-4)")
     p.add_argument("--seed", type=int, help="seed of the batch order, t and the noise (default 0)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints inside a round (default 250)")
+    add_grad_accum(p)
+    add_precision(p, "fp32")
+    add_logger(p)
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run_distill(args) -> int:
     from ..api import distill
-    from ..distill import DistillSettings
+    from ..training.distill import DistillSettings
 
+    world = world_from_env()  # torchrun's processes, read from the environment; only rank 0 prints
+    say = print if world.is_main else lambda message: None
     given = {k: getattr(args, k) for k in DISTILL_OPTIONS if getattr(args, k) is not None}
     if args.resume is not None:
         extra = [f"--{k.replace('_', '-')}" for k in given] + [o for o, v in (("--run", args.run),) if v is not None]
@@ -51,14 +63,16 @@ def run_distill(args) -> int:
     else:
         if args.run is None or args.out is None:
             raise UserError("distill needs --run RUN (the run to distil) and --out OUT (or --resume OUT)")
-        out, settings = args.out, DistillSettings(**given)
+        if "logger" in given:
+            given["logger"] = tuple(dict.fromkeys(given["logger"]))
+        out, settings = args.out, DistillSettings(**{SETTINGS_FIELDS.get(k, k): v for k, v in given.items()})
     started = time.perf_counter()
-    rounds = distill(args.run, out, settings, resume=args.resume is not None, device=args.device, report=print,
+    rounds = distill(args.run, out, settings, resume=args.resume is not None, device=args.device, report=say,
                      progress=not args.no_progress)
     for r in rounds:
-        print(f"round {r['round']}: {r['teacher_steps']} -> {r['student_steps']} steps, {r['steps']} steps in "
-              f"{r['seconds']:.0f} s, final loss {r['final_loss']:.4f}")
+        say(f"round {r['round']}: {r['teacher_steps']} -> {r['student_steps']} steps, {r['steps']} steps in "
+            f"{r['seconds']:.0f} s, final loss {r['final_loss']:.4f}")
     last = rounds[-1]["student_steps"] if rounds else settings.to_steps
-    print(f"wrote the {last}-step student to {out} in {time.perf_counter() - started:.0f} s; "
-          f"ddpmkit sample --run {out} draws with ddim on its {last} steps")
+    say(f"wrote the {last}-step student to {out} in {time.perf_counter() - started:.0f} s; "
+        f"ddpmkit sample --run {out} draws with ddim on its {last} steps")
     return 0

@@ -6,11 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .options import EDIT, INPAINT, INTERPOLATE, DEVICE_HELP, add_sampling, add_weights, command, request_from_args, weights_from_args
-
-INPUT_HELP = ("an image file, a folder of them or a .npy/.npz array; resized and centre-cropped to the run's size as its "
-              "training data were")
-
+from ..outputs import claim, replaced_note
+from .options import (EDIT, INPAINT, INTERPOLATE, DEVICE_HELP, add_overwrite, add_sampling, add_weights, command,
+                      input_help, request_from_args, weights_from_args)
 
 def add_edit(sub) -> None:
     """edit images with a trained run (SDEdit): noise them part of the way and denoise
@@ -21,11 +19,12 @@ def add_edit(sub) -> None:
     samples.png, edit.png (inputs above results) and edit.json.
     """
     p = command(sub, "edit", add_edit, run=True)
-    p.add_argument("--input", required=True, type=Path, help=INPUT_HELP)
+    p.add_argument("--input", required=True, type=Path, help=input_help())
     p.add_argument("--strength", type=float, default=0.5, help="s in [0, 1]: the share of the forward process the "
                    "input is noised through (0: unchanged, 1: a plain sample)")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/edit)")
     add_sampling(p, EDIT)
+    add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -40,7 +39,7 @@ def add_inpaint(sub) -> None:
     OUT/samples.npy, samples.png, inpaint.png (input, mask, result) and inpaint.json.
     """
     p = command(sub, "inpaint", add_inpaint, run=True)
-    p.add_argument("--input", required=True, type=Path, help=INPUT_HELP)
+    p.add_argument("--input", required=True, type=Path, help=input_help())
     p.add_argument("--mask", required=True, type=Path, help="an image of the input's size: white = fill in, black = keep")
     p.add_argument("--resample", type=int, default=1, help="r: times each stretch of --jump steps is walked (1: no "
                    "resampling; RePaint used 10)")
@@ -48,6 +47,7 @@ def add_inpaint(sub) -> None:
                    "(RePaint used 10)")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/inpaint)")
     add_sampling(p, INPAINT)
+    add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -65,6 +65,7 @@ def add_interpolate(sub) -> None:
     p.add_argument("--frames", type=int, default=8, help="frames from a to b, both ends included")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/interpolate)")
     add_sampling(p, INTERPOLATE)
+    add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -78,7 +79,7 @@ def add_score(sub) -> None:
     worst first) and beside it OUT.json, OUT.png and OUT.npy (the images as scored, in that order).
     """
     p = command(sub, "score", add_score, run=True)
-    p.add_argument("--images", required=True, type=Path, help=INPUT_HELP)
+    p.add_argument("--images", required=True, type=Path, help=input_help())
     p.add_argument("--out", type=Path, default=Path("scores.csv"), help="the .csv file of the scores")
     p.add_argument("--nll", choices=["vlb", "ode"], default="vlb", help="which likelihood")
     p.add_argument("--num-reference", type=int, default=256, help="held-out images scored as the reference")
@@ -89,14 +90,15 @@ def add_score(sub) -> None:
     p.add_argument("--device", help=DEVICE_HELP)
 
 
-def _wrote(out: Path, files: list[Path], started: float) -> str:
-    return f"wrote {out}/" + ", ".join(f.name for f in files) + f" in {time.perf_counter() - started:.1f} s"
+def _wrote(out, files: list[Path], started: float) -> str:
+    return (f"wrote {out.path}/" + ", ".join(f.name for f in files) + f" in {time.perf_counter() - started:.1f} s"
+            + replaced_note(out))
 
 
 def run_edit(args) -> int:
     from ..api import edit
 
-    out = args.out or args.run / "edit"
+    out = claim(args.out or args.run / "edit", "edit", overwrite=args.overwrite)
     started = time.perf_counter()
     done = edit(args.run, args.input, out, args.strength, request_from_args(args, EDIT), device=args.device)
     r = done.record
@@ -110,7 +112,7 @@ def run_edit(args) -> int:
 def run_inpaint(args) -> int:
     from ..api import inpaint
 
-    out = args.out or args.run / "inpaint"
+    out = claim(args.out or args.run / "inpaint", "inpaint", overwrite=args.overwrite)
     started = time.perf_counter()
     done = inpaint(args.run, args.input, args.mask, out, request_from_args(args, INPAINT), resample=args.resample, jump=args.jump,
                    device=args.device)
@@ -125,7 +127,7 @@ def run_inpaint(args) -> int:
 def run_interpolate(args) -> int:
     from ..api import interpolate
 
-    out = args.out or args.run / "interpolate"
+    out = claim(args.out or args.run / "interpolate", "interpolate", overwrite=args.overwrite)
     started = time.perf_counter()
     done = interpolate(args.run, args.a, args.b, out, args.frames, request_from_args(args, INTERPOLATE), device=args.device)
     r = done.record

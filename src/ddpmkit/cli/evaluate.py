@@ -9,7 +9,10 @@ from ..errors import UserError, check_positive
 from ..evaluation import QualitySettings, format_report
 from ..evaluation.nll import check_ode_points
 from ..samplers import SAMPLERS
-from .options import COMPARE, DEVICE_HELP, EVALUATE, add_sampling, command, ints, request_from_args, sampling_given, weights_from_args
+from ..evaluation.reference import is_reference_file
+from ..outputs import claim, claim_file, replaced_note
+from .options import (COMPARE, DEVICE_HELP, EVALUATE, add_overwrite, add_sampling, command, ints, request_from_args, sampling_given,
+                      weights_from_args)
 
 
 def add_evaluate(sub) -> None:
@@ -36,6 +39,7 @@ def add_evaluate(sub) -> None:
     g = p.add_argument_group("reference statistics instead")
     g.add_argument("--save-ref", type=Path, metavar="FILE.npz", help="write the run's real-data statistics in --features "
                    "(mu, sigma and the extractor's identity, the layout pytorch-fid and EDM read) and measure nothing")
+    add_overwrite(g)
     g = p.add_argument_group("likelihood instead")
     g.add_argument("--nll", choices=["vlb", "ode", "both"], help="measure the NLL in bits/dim instead of sample quality")
     g.add_argument("--ode-points", type=int, default=100, help="--nll ode: timesteps asked for on the ODE grid, evenly "
@@ -60,6 +64,7 @@ def add_compare(sub) -> None:
     p.add_argument("-n", "--num-samples", type=int, default=500, help="samples per setting")
     p.add_argument("--out", type=Path, help="output directory (default: RUN/compare)")
     add_sampling(p, COMPARE)
+    add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -99,9 +104,10 @@ def _run_save_ref(args) -> int:
         raise UserError(f"--save-ref writes the reference and measures nothing; drop {', '.join(given)}")
     if args.save_ref.suffix != ".npz":
         raise UserError(f"--save-ref writes a .npz file; give a name ending in .npz, not {args.save_ref.name!r}")
-    described = save_reference(args.run, args.save_ref, features=args.features or "own",
-                               inception_weights=args.inception_weights, device=args.device, report=print)
-    print(f"wrote {args.save_ref}: mu and sigma of {described['what']}")
+    replaces = claim_file(args.save_ref, "--save-ref", is_reference_file, overwrite=args.overwrite)
+    described = save_reference(args.run, args.save_ref, features=args.features or "own", inception_weights=args.inception_weights,
+                               device=args.device, report=print, overwrite=args.overwrite)
+    print(f"wrote {args.save_ref}: mu and sigma of {described['what']}" + (" (replacing the earlier reference)" if replaces else ""))
     return 0
 
 
@@ -129,8 +135,8 @@ def run_compare(args) -> int:
     if args.num_samples <= 1:
         raise UserError(f"-n must be at least 2, got {args.num_samples}")
     samplers = args.samplers.split(",") if args.samplers else list(SAMPLERS)
-    out = args.out or args.run / "compare"
+    out = claim(args.out or args.run / "compare", "compare", overwrite=args.overwrite)
     compare(args.run, out, samplers, ints(args.steps, "--steps"), args.num_samples, request_from_args(args, COMPARE), device=args.device,
             report=print)
-    print(f"wrote {out}/compare.json and compare.png")
+    print(f"wrote {out.path}/compare.json and compare.png{replaced_note(out)}")
     return 0

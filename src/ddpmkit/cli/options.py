@@ -1,5 +1,7 @@
 """What the command-line parsers share: list options, the help formatter, the data option's help,
-and the one declaration of the sampling request's options (`add_sampling`, `request_from_args`)."""
+the run option (`add_run`, with its torchrun spelling --run-dir), the options of the training loop
+that `train` and `distill` both take (`add_precision`, `add_grad_accum`, `add_logger`), and the one
+declaration of the sampling request's options (`add_sampling`, `request_from_args`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import LOGGERS, PRECISIONS
+from ..data.formats import described
 from ..data.toy import TOY_DATASETS
 from ..denoiser import CLIPS
 from ..editing.interpolation import INTERPOLATION
@@ -16,11 +20,18 @@ from ..errors import UserError
 from ..sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, Guidance, SamplingRequest
 from ..schedules import SPACINGS
 
-DATA_HELP = (f"{', '.join(TOY_DATASETS)} (2-D toy sets), digits (8x8 images), a folder of images, a .npy/.npz array file "
-             "(Keras' mnist.npz / fashion-mnist.npz too), an IDX images file (train-images-idx3-ubyte[.gz], its labels "
-             "beside it), or hf:NAME")
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: the best available)"
 SAMPLER_HELP = "ddpm (ancestral), ddim, dpm++ (DPM-Solver++ 2M, the ODE), dpm++sde (SDE-DPM-Solver++ 2M) or heun"
+
+
+def data_help(images_only: bool = False) -> str:
+    """What --data takes: the 2-D toy sets (unless `images_only`) and every format of data.formats."""
+    return ("" if images_only else f"{', '.join(TOY_DATASETS)} (2-D toy sets), ") + described()
+
+
+def input_help() -> str:
+    """What --input (and score's --images) take: the formats of data.formats that a user's images may come in."""
+    return f"{described(user_images=True)}; resized and centre-cropped to the run's size as its training data were"
 
 
 def ints(text: str, option: str) -> list[int]:
@@ -53,8 +64,46 @@ def command(sub, name: str, declare, *, formatter_class=DefaultsUnlessNone,
     help, _, description = inspect.cleandoc(declare.__doc__).partition("\n\n")
     p = sub.add_parser(name, help=help, description=" ".join(description.split()), formatter_class=formatter_class)
     if run:
-        p.add_argument("--run", type=Path, required=True, help="a run directory written by ddpmkit train")
+        add_run(p, "a run directory written by ddpmkit train", required=True)
     return p
+
+
+def add_run(p: argparse.ArgumentParser, help: str, **kwargs) -> None:
+    """--run RUN, also spelled --run-dir: torchrun reads abbreviations of its own options anywhere
+    on its command line and takes --run for its --run-path, so under torchrun the spelling is --run-dir."""
+    p.add_argument("--run", "--run-dir", dest="run", type=Path, metavar="RUN",
+                   help=f"{help}; spelled --run-dir under torchrun, which reads --run as its own --run-path", **kwargs)
+
+
+def add_precision(g, default: str) -> None:
+    """--precision of the training loop's forward passes; `default` says what it is when left out."""
+    g.add_argument("--precision", choices=PRECISIONS, help="fp32; bf16: autocast to bfloat16 (CUDA, CPUs with "
+                   "AVX-512 bf16); fp16: autocast to float16 with loss scaling (CUDA); auto: bf16 where the GPU or CPU "
+                   f"computes bf16 natively, else fp32. Default: {default}")
+
+
+def add_grad_accum(g) -> None:
+    """--grad-accum of the training loop."""
+    g.add_argument("--grad-accum", type=int, help="micro-batches per optimiser step")
+
+
+def logger_names(text: str) -> list[str]:
+    """--logger's value: comma-separated logger names; none: no logger."""
+    return [name for name in (n.strip() for n in text.split(",")) if name and name != "none"]
+
+
+def add_logger(g) -> None:
+    """--logger of the training loop: where its log records also go."""
+    g.add_argument("--logger", type=logger_names, action="extend", metavar="NAME[,NAME]",
+                   help=f"also log to {' or '.join(LOGGERS)} (several: repeat or separate by commas; none: only "
+                   "log.jsonl, the default). Extras: pip install \"ddpmkit[tensorboard]\" / \"ddpmkit[wandb]\"; W&B runs "
+                   "offline unless WANDB_MODE=online")
+
+
+def add_overwrite(p: argparse.ArgumentParser) -> None:
+    """--overwrite: the one declaration of the option that lets a command replace a folder it did not write."""
+    p.add_argument("--overwrite", action="store_true", help="replace the output folder as a whole even if it holds files "
+                   "ddpmkit did not write (without it such a folder is refused; a run directory is never replaced)")
 
 
 def add_weights(p: argparse.ArgumentParser) -> None:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from ..data.images import parse_image_size
 from ..errors import UserError, check_positive
+from ..outputs import claim, inside, replaced_note
 from ..rundir import SAMPLE_RECORD
 from ..schedules import RANGED, SCHEDULES
-from .options import DEVICE_HELP, add_sampling, command, ints, request_from_args
+from .options import DEVICE_HELP, add_overwrite, add_sampling, command, data_help, ints, request_from_args
 
 
 def add_sample(sub) -> None:
@@ -30,6 +31,7 @@ def add_sample(sub) -> None:
                    "state at these timesteps, e.g. 999,750,500,250,0 (a timestep the sampler's grid lacks: its nearest grid step)")
     p.add_argument("--strip-shows", choices=("xt", "x0"), default="xt", help="what strip.png shows at each timestep: "
                    "xt, the noisy state x_t the sampler holds, or x0, its prediction x̂_0 of the final image")
+    add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP)
 
 
@@ -39,8 +41,7 @@ def add_show_forward(sub) -> None:
     Draw q(x_t | x_0) at ten values of t on a few images, linear and cosine schedules side by side.
     """
     p = command(sub, "show-forward", add_show_forward)
-    p.add_argument("--data", default="digits", help="digits, one image file (.png, .jpg, ...), a folder of images, a "
-                   ".npy/.npz file, an IDX images file, or hf:NAME")
+    p.add_argument("--data", default="digits", help=data_help(images_only=True))
     p.add_argument("--out", type=Path, default=Path("forward.png"), help="PNG file to write")
     p.add_argument("--image-size", help="SIZE or HEIGHTxWIDTH (folders of mixed sizes need it)")
     p.add_argument("--channels", type=int, help="1, 2, 3 or 4 (default from the data)")
@@ -106,10 +107,14 @@ def run_sample(args) -> int:
     if args.strip is not None and not strip:
         raise UserError("--strip takes comma-separated timesteps such as 999,750,500,250,0")
     files = SampleFiles(gif=args.gif, png_dir=args.png_dir, strip=tuple(strip), strip_shows=args.strip_shows)
-    points = sample(args.run, args.num_samples, out, request, files, device=args.device, report=print)
+    target = claim(out, "sample", overwrite=args.overwrite)  # checked again by api.sample; here for the summary's word
+    pngs = (claim(args.png_dir, "png-dir", "--png-dir", overwrite=args.overwrite)
+            if args.png_dir and not inside(args.png_dir, target) else None)
+    points = sample(args.run, args.num_samples, target, request, files, device=args.device, report=print)
     gif = (" and reverse.gif" if args.gif else "") + (", strip.png" if strip else "")
+    replaced = "".join(replaced_note(o) for o in (target, pngs) if o is not None)
     pngs = f"; {len(points)} PNG files in {args.png_dir}/" if args.png_dir else ""
-    print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif}{pngs} in {time.perf_counter() - started:.1f} s")
+    print(f"wrote {len(points)} samples to {out}/samples.npy, samples.png{gif}{pngs} in {time.perf_counter() - started:.1f} s{replaced}")
     record = json.loads((out / SAMPLE_RECORD).read_text())["sampling"]
     if "classifier_scale" in record:
         print(f"classifier guidance s = {record['classifier_scale']:g}: per sample {record['nfe']} network evaluations = "

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .options import DEVICE_HELP, command
+from ..outputs import claim, replaced_note
+from .options import DEVICE_HELP, add_overwrite, command
 
 
 def add_export(sub) -> None:
@@ -22,6 +23,7 @@ def add_export(sub) -> None:
     p.add_argument("--weights", default="ema", metavar="ema|model|PATH",
                    help="which weights: ema (the EMA), model (the live weights) or a .safetensors file")
     p.add_argument("--license", default="other", help="the license in the card's front matter, e.g. mit, apache-2.0")
+    add_overwrite(p)
     p.add_argument("--device", help=DEVICE_HELP + "; draws the card's sample grid")
 
 
@@ -43,8 +45,9 @@ def add_import(sub) -> None:
 def run_export(args) -> int:
     from ..api import export
 
-    files = export(args.run, args.out, format=args.format, weights=args.weights, license=args.license, device=args.device)
-    print(f"wrote {len(files)} files to {args.out}: " + ", ".join(str(f.relative_to(args.out)) for f in files)
+    out = claim(args.out, "export", overwrite=args.overwrite)
+    files = export(args.run, out, format=args.format, weights=args.weights, license=args.license, device=args.device)
+    print(f"wrote {len(files)} files to {args.out}{replaced_note(out)}: " + ", ".join(str(f.relative_to(args.out)) for f in files)
           + f"; load it with diffusers.DDPMPipeline.from_pretrained({str(args.out)!r})")
     return 0
 

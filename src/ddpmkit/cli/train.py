@@ -8,7 +8,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from ..config import LOGGERS, LR_DECAYS, PRECISIONS, RunConfig
+from ..config import LR_DECAYS, RunConfig
 from ..data.images import parse_image_size
 from ..denoiser import PREDICTIONS, VARIANCES
 from ..distributed import world_from_env
@@ -17,11 +17,12 @@ from ..losses import LOSSES
 from ..modality import UNET_OPTIONS, fit_attention, modality_for, plan_levels
 from ..nets.mlp import GatedMLPConfig
 from ..nets.unet import BLOCKS
-from ..rundir import check_output, check_writable
+from ..outputs import claim_run_directory
+from ..rundir import check_writable
 from ..posthoc_ema import DEFAULT_SIGMA_RELS
 from ..schedules import SCHEDULES
 from ..training_log import quality_text
-from .options import DATA_HELP, DEVICE_HELP, command, sizes
+from .options import DEVICE_HELP, add_grad_accum, add_logger, add_overwrite, add_precision, command, data_help, sizes
 
 # CLI option -> (config section, field). None means "leave the default".
 TRAIN_OPTIONS = {
@@ -89,9 +90,10 @@ def add_parser(sub) -> None:
     batch, split over the processes; --resume works with any N).
     """
     p = command(sub, "train", add_parser)
-    p.add_argument("--data", default="digits", help=DATA_HELP)
+    p.add_argument("--data", default="digits", help=data_help())
     p.add_argument("--out", type=Path, help="run directory to create (default: runs/<data>-<time>/)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its newest complete checkpoint")
+    add_overwrite(p)
     g = p.add_argument_group("diffusion")
     g.add_argument("--schedule", help=f"beta schedule: {', '.join(SCHEDULES)} (default cosine)")
     g.add_argument("--timesteps", type=int, help="T, the number of diffusion steps (default 1000)")
@@ -151,13 +153,11 @@ def add_parser(sub) -> None:
                    "stays the run's ema.safetensors")
     g.add_argument("--posthoc-every", type=int, help="steps between post-hoc EMA snapshots (default: a twentieth of "
                    "--steps; each snapshot is one file per profile, the size of model.safetensors)")
-    g.add_argument("--grad-accum", type=int, help="micro-batches per optimiser step")
+    add_grad_accum(g)
     g.add_argument("--workers", type=int, help="data-loader worker processes")
     g.add_argument("--seed", type=int, help="seed for weights, batch order, t and noise (default 0)")
     g = p.add_argument_group("speed and memory")
-    g.add_argument("--precision", choices=PRECISIONS, help="fp32; bf16: autocast to bfloat16 (CUDA, CPUs with "
-                   "AVX-512 bf16); fp16: autocast to float16 with loss scaling (CUDA); auto: bf16 where the GPU or CPU "
-                   "computes bf16 natively, else fp32. Default: auto for digits, fp32 otherwise")
+    add_precision(g, "auto for digits, fp32 otherwise")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the network for training (slow first steps, faster after; default off)")
     g.add_argument("--grad-checkpoint", action=argparse.BooleanOptionalAction, default=None,
@@ -174,19 +174,11 @@ def add_parser(sub) -> None:
     g.add_argument("--device", help=DEVICE_HELP)
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("watching a run")
-    g.add_argument("--logger", type=_logger_names, action="extend", metavar="NAME[,NAME]",
-                   help=f"also log to {' or '.join(LOGGERS)} (several: repeat or separate by commas; none: only "
-                   "log.jsonl, the default). Extras: pip install \"ddpmkit[tensorboard]\" / \"ddpmkit[wandb]\"; W&B runs "
-                   "offline unless WANDB_MODE=online")
+    add_logger(g)
     g.add_argument("--eval-every", type=int, help="steps between sample-quality measurements of the EMA weights "
                    "(dpm++sde, 20 steps; images: own-feature FD, KID, precision/recall; 2-D: MMD², sliced Wasserstein), "
                    "written to log.jsonl; the best step's weights are kept in RUN/best/ (0, the default: off)")
     g.add_argument("--eval-samples", type=int, help="samples per measurement (default 1000 images or 2000 points)")
-
-
-def _logger_names(text: str) -> list[str]:
-    """--logger's value: comma-separated logger names; none: no logger."""
-    return [name for name in (n.strip() for n in text.split(",")) if name and name != "none"]
 
 
 # U-Net options: CLI option -> (UNetConfig field, how its text becomes the value; None: as parsed)
@@ -300,6 +292,8 @@ def run(args) -> int:
             raise UserError(f"--resume continues a run with its own config.json; drop {', '.join('--' + g.replace('_', '-') for g in given)}")
         if args.out is not None and args.out != args.resume:
             raise UserError("--resume writes into the run it continues; drop --out")
+        if args.overwrite:
+            raise UserError("--resume continues the run it names and replaces nothing; drop --overwrite")
         if not (args.resume / "config.json").is_file():
             raise UserError(f"{args.resume} is not a ddpmkit run (no config.json); pass the directory ddpmkit train wrote")
         config = _with_options(RunConfig.load(args.resume / "config.json"), args, RESUMABLE)
@@ -310,16 +304,15 @@ def run(args) -> int:
         if args.out is None and world.active:
             raise UserError("under torchrun pass --out DIR: every process must name the same run directory")
         out = args.out or Path("runs") / f"{Path(args.data).stem or 'data'}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (out / "config.json").exists():
-            raise UserError(f"{out} already holds a run; continue it with --resume {out} (a run with no complete "
-                            "checkpoint starts again from step 0) or pick another --out")
-        check_output(out)  # before any data are loaded
+        replaces = claim_run_directory(out, overwrite=args.overwrite).replaces  # before any data are loaded
     args.training_into = out  # for the error boundary's word on what is on disk (cli/__init__.py)
-    result = train(config, out, device=args.device, resume=args.resume is not None, report=say, progress=not args.no_progress)
+    result = train(config, out, device=args.device, resume=args.resume is not None, report=say, progress=not args.no_progress,
+                   overwrite=args.resume is None and args.overwrite)
     best = (f"; best quality at step {result.best['step']:,}: {quality_text(result.best)}, weights in {out}/best/"
             if result.best else "")
     steps = f"{result.trained} steps" + (f" (steps {result.first_step} to {result.steps})" if result.first_step else "")
     if config.train.epochs is not None:
         steps += f" of {config.train.epochs} epochs"
-    say(f"trained {steps} in {result.seconds:.1f} s (final loss {result.final_loss:.4f}){best}; run directory: {out}")
+    replaced = " (its earlier contents replaced: --overwrite)" if args.resume is None and replaces else ""
+    say(f"trained {steps} in {result.seconds:.1f} s (final loss {result.final_loss:.4f}){best}; run directory: {out}{replaced}")
     return 0

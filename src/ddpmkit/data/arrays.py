@@ -11,10 +11,22 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from .decode import Stored
 from .idx import FASHION_CLASSES
 
 KERAS_KEYS = frozenset({"x_train", "y_train", "x_test", "y_test"})  # the arrays of keras.datasets' .npz files
 _ACCEPTED_VALUES = "store uint8 in 0..255, or floats in [0, 1] or [-1, 1]"
+
+
+def is_array_file(spec: str) -> bool:
+    path = Path(spec).expanduser()
+    return path.suffix.lower() in (".npy", ".npz") and path.is_file()
+
+
+def read_arrays(spec: str) -> Stored:
+    """A .npy/.npz file as stored (read_array_file)."""
+    path = Path(spec).expanduser()
+    return Stored(*read_array_file(path), where=str(path))
 
 
 def read_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str]]:

@@ -24,6 +24,7 @@ Decisions, made once here:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -48,6 +49,17 @@ class ImageSource(Protocol):
     def open(self, i: int) -> Image.Image: ...  # lazily opened (header only)
     def name(self, i: int) -> str: ...  # for messages
     def subset(self, keep: Sequence[int]) -> ImageSource: ...
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A data set as its format stores it, before it is fitted to a size and channel count: what
+    each format's reader (data.formats) returns."""
+
+    images: np.ndarray | ImageSource  # uint8 [N, H, W, C] arrays, or encoded images decoded when fitted
+    labels: np.ndarray | None = None  # int64 [N] class indices, or None when unlabelled
+    class_names: Sequence[str] = ()  # one name per class
+    where: str = ""  # what it came from, for messages and records
 
 
 class Files:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from .decode import Stored
 
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions: [N, rows, cols]
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension: [N]
@@ -50,6 +51,12 @@ def is_idx(path: Path) -> bool:
     """Whether `path` is an IDX images file: by its name (…-idx3-ubyte, …idx3-ubyte.gz) or its magic number."""
     path = Path(path)
     return path.is_file() and (bool(re.search(r"idx3[-.]ubyte(\.gz)?$", path.name)) or magic(path) == IMAGES_MAGIC)
+
+
+def read_idx_images(spec: str) -> Stored:
+    """An IDX images file and the labels beside it, as stored (load_idx)."""
+    path = Path(spec).expanduser()
+    return Stored(*load_idx(path), where=str(path))
 
 
 def read_idx(path: Path) -> np.ndarray:

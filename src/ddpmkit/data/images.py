@@ -1,19 +1,17 @@
 """Image data sets: every source becomes uint8 tensors [C, H, W] plus integer labels.
 
-Sources (`load_image_data`): scikit-learn's 8x8 digits, a folder of image files, one
-image file, a .npy/.npz array file (Keras' mnist.npz and fashion-mnist.npz with their
-x_train / y_train), MNIST's IDX files (data.idx), or a Hugging Face data set. Images stay uint8 until a batch
-enters the model; `to_model_space` / `to_uint8` are the one pair of conversions to
-and from the library's [-1, 1] floats.
+Sources (`load_image_data`): any format of data.formats' one list (the digits, a folder of
+image files, one image file, .npy/.npz arrays, MNIST's IDX files, a Hugging Face data set),
+read there as stored and fitted here. Images stay uint8 until a batch enters the model;
+`to_model_space` / `to_uint8` are the one pair of conversions to and from the library's
+[-1, 1] floats.
 
 How each image is decoded and fitted (resizing, channels, alpha, 16-bit grey, EXIF) is decided
-once, in data.decode; array files are read by data.arrays; a user's own images for a trained
-model by data.inputs.
+once, in data.decode; a user's own images for a trained model are read by data.inputs.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import numbers
 import re
@@ -23,17 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import UserError
-from .arrays import read_array_file
-from .decode import IMAGE_EXTENSIONS, Files, ImageSource, Unreadable, fit, fit_arrays, header, hwc_to_chw, image_files, open_decoded
-from .idx import is_idx, load_idx
-
-SPEC_FORMS = ("digits, a folder of images, an image file, a .npy/.npz file (Keras' mnist.npz too), an IDX images file "
-              "(train-images-idx3-ubyte[.gz]), or hf:NAME[:SPLIT]")
-
+from .decode import IMAGE_EXTENSIONS, ImageSource, Stored, Unreadable, fit, fit_arrays, header, hwc_to_chw, open_decoded
+from .formats import described, find
 
 # --------------------------------------------------------------------------- sizes and value space
 
@@ -188,40 +180,15 @@ class ImageDataset(Dataset):
 # --------------------------------------------------------------------------- encoded sources
 
 
-class _HFRows:
-    """Rows of a Hugging Face table whose image column is cast to Image(decode=False)."""
-
-    def __init__(self, table, column: str, rows: Sequence[int]):
-        self.table, self.column, self.rows = table, column, list(rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def open(self, i: int) -> Image.Image:
-        item = self.table[self.rows[i]][self.column]  # {"bytes": ..., "path": ...}
-        if item.get("bytes"):
-            return Image.open(io.BytesIO(item["bytes"]))
-        return Image.open(item["path"])
-
-    def name(self, i: int) -> str:
-        item = self.table[self.rows[i]][self.column]
-        return item.get("path") or f"row {self.rows[i]}"
-
-    def subset(self, keep: Sequence[int]) -> _HFRows:
-        return _HFRows(self.table, self.column, [self.rows[i] for i in keep])
-
-
 def _from_encoded(
-    source: ImageSource,
-    labels: np.ndarray | None,
-    class_names: Sequence[str],
+    stored: Stored,
     image_size: tuple[int, int] | None,
     channels: int | None,
     preload_limit_bytes: int,
-    where: str,
     report: Callable[[str], None] | None,
 ) -> ImageDataset:
-    """Scan headers (open + verify), settle size and channels, then preload or stay lazy."""
+    """Encoded images: scan headers (open + verify), settle size and channels, then preload or stay lazy."""
+    source, labels, class_names, where = stored.images, stored.labels, stored.class_names, stored.where
     headers: dict[int, tuple[tuple[int, int], bool]] = {}
     unreadable: list[str] = []
     for i in range(len(source)):
@@ -266,7 +233,7 @@ def _from_encoded(
         shown = ", ".join(unreadable[:3]) + (", ..." if len(unreadable) > 3 else "")
         message = f"skipped {len(unreadable)} unreadable image file(s) in {where}: {shown}"
         if report is None:
-            warnings.warn(message, stacklevel=4)
+            warnings.warn(message, stacklevel=3)  # at load_image_data's caller
         else:
             report(message)
 
@@ -279,118 +246,11 @@ def _from_encoded(
     )  # fmt: skip
 
 
-# --------------------------------------------------------------------------- folders
-
-
-def _load_folder(root: Path, image_size, channels, preload_limit_bytes, report) -> ImageDataset:
-    """Every image file below `root` (hidden files and folders skipped), sorted by path."""
-    paths = image_files(root)
-    if not paths:
-        raise UserError(
-            f"no images found in {root}; the folder (searched recursively) must hold "
-            f"{', '.join(IMAGE_EXTENSIONS)} files"
-        )
-    # Classes: the first-level sub-folders, when every image lies inside one of them.
-    tops = [p.relative_to(root).parts for p in paths]
-    labels, class_names = None, []
-    if all(len(parts) >= 2 for parts in tops):
-        class_names = sorted({parts[0] for parts in tops})
-        index = {name: k for k, name in enumerate(class_names)}
-        labels = np.array([index[parts[0]] for parts in tops], dtype=np.int64)
-    return _from_encoded(Files(root, paths), labels, class_names, image_size, channels, preload_limit_bytes, str(root), report)
-
-
-# --------------------------------------------------------------------------- arrays
-
-
-def _from_arrays(
-    images: np.ndarray,  # uint8 [N, H, W, C]
-    labels: np.ndarray | None,  # int64 [N] or None
-    class_names: Sequence[str],
-    image_size: tuple[int, int] | None,
-    channels: int | None,
-    source: str,
-) -> ImageDataset:
-    """In-memory data set; resized / converted image by image only when asked to (arrays keep
-    their size and channel count unless asked otherwise)."""
-    n, h, w, c = images.shape
-    out = fit_arrays(images, image_size or (h, w), channels or c)
-    return ImageDataset(out, None if labels is None else torch.from_numpy(labels), class_names, source=source)
-
-
-def _load_array_file(path: Path, image_size, channels) -> ImageDataset:
-    images, labels, class_names = read_array_file(path)
-    return _from_arrays(images, labels, class_names, image_size, channels, str(path))
-
-
-def _load_idx_file(path: Path, image_size, channels) -> ImageDataset:
-    """MNIST / Fashion-MNIST's IDX images file, with the labels file beside it (data.idx)."""
-    images, labels, class_names = load_idx(path)
-    return _from_arrays(images, labels, class_names, image_size, channels, str(path))
-
-
-def _load_digits(image_size, channels) -> ImageDataset:
-    """scikit-learn's 1,797 handwritten digits: grey 8x8, values 0..16 -> round(v * 255 / 16)."""
-    from sklearn.datasets import load_digits  # ships with scikit-learn: no download
-
-    digits = load_digits()
-    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # [1797, 8, 8, 1]
-    labels = digits.target.astype(np.int64)
-    return _from_arrays(images, labels, [str(k) for k in range(10)], image_size, channels, "digits")
-
-
-# --------------------------------------------------------------------------- Hugging Face
-
-
-def _load_hf(spec: str, image_size, channels, preload_limit_bytes, report) -> ImageDataset:
-    """Hugging Face: hf:NAME[:SPLIT] via datasets.load_dataset; hf:imagefolder:PATH reads a local folder."""
-    try:
-        import datasets
-    except ImportError:
-        raise UserError(
-            f"{spec!r} needs the Hugging Face datasets package: pip install datasets (or pip install ddpmkit[hf])"
-        ) from None
-    rest = spec[len("hf:") :]
-    if rest.startswith("imagefolder:"):
-        data_dir = rest[len("imagefolder:") :]
-        if not Path(data_dir).is_dir():
-            raise UserError(f"{spec!r}: {data_dir!r} is not a folder; use hf:imagefolder:PATH with an existing folder")
-        name, split, kwargs = "imagefolder", "train", {"data_dir": data_dir}
-    else:
-        name, _, split = rest.partition(":")
-        split, kwargs = split or "train", {}
-        if not name:
-            raise UserError(f"{spec!r}: name the data set, as in hf:NAME or hf:NAME:SPLIT")
-    try:
-        table = datasets.load_dataset(name, split=split, **kwargs)
-    except Exception as e:  # noqa: BLE001 - network, missing set or split, bad files: all the user's to fix
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load Hugging Face data set {name!r} (split {split!r}): {first_line}") from e
-
-    image_columns = [k for k, f in table.features.items() if isinstance(f, datasets.Image)]
-    if not image_columns:
-        columns = ", ".join(table.features)
-        raise UserError(f"{spec!r} has no image column (columns: {columns}); choose a data set with an Image feature")
-    column = next((k for k in ("image", "img") if k in image_columns), image_columns[0])
-    label_column = next((k for k, f in table.features.items() if isinstance(f, datasets.ClassLabel)), None)
-    labels, class_names = None, []
-    if label_column is not None:
-        labels = np.fromiter(table[label_column], dtype=np.int64, count=len(table))  # a list or a lazy Column
-        class_names = list(table.features[label_column].names)
-        if (labels < 0).any():  # ClassLabel uses -1 for "no label": treat the set as unlabelled
-            labels, class_names = None, []
-    table = table.select_columns([column]).cast_column(column, datasets.Image(decode=False))
-    if len(table) == 0:
-        raise UserError(f"{spec!r} (split {split!r}) has no rows")
-    rows = _HFRows(table, column, range(len(table)))
-    return _from_encoded(rows, labels, class_names, image_size, channels, preload_limit_bytes, spec, report)
-
-
 # --------------------------------------------------------------------------- entry point
 
 
 def load_image_data(
-    spec: str,  # "digits", a folder, a .npy/.npz file, "hf:NAME[:SPLIT]" or "hf:imagefolder:PATH"
+    spec: str,  # a data set in one of data.formats' FORMATS: "digits", a folder, a .npy/.npz file, "hf:NAME", ...
     image_size: int | str | tuple[int, int] | None = None,  # (H, W) to cover and centre-crop to; None: as stored
     channels: int | None = None,  # 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA; None: from the data
     preload_limit_bytes: int = 2**31,  # decode everything up front when N*C*H*W bytes fit in this
@@ -398,8 +258,8 @@ def load_image_data(
 ) -> ImageDataset:
     """Load an image data set as uint8 tensors; see the module docstring for the conversions.
 
-    The word "digits" always means scikit-learn's digits (write ./digits for a folder of
-    that name). Default channels: a folder or Hugging Face set gives 1 when every image
+    The first format that recognises `spec` reads it (data.formats; "digits" always means
+    scikit-learn's digits: write ./digits for a folder of that name). Default channels: a folder or Hugging Face set gives 1 when every image
     is greyscale, else 3; arrays and digits keep their stored channel count. Folder
     labels are the first-level sub-folder names (sorted) when every image lies inside
     one; unreadable files are skipped with one warning.
@@ -408,19 +268,14 @@ def load_image_data(
     size = parse_image_size(image_size)
     if channels is not None and (isinstance(channels, bool) or channels not in (1, 2, 3, 4)):
         raise UserError(f"invalid channel count {channels!r}: use 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA)")
-    if spec == "digits":
-        return _load_digits(size, channels)
-    if spec.startswith("hf:"):
-        return _load_hf(spec, size, channels, preload_limit_bytes, report)
-    path = Path(spec).expanduser()
-    if path.suffix.lower() in (".npy", ".npz") and path.is_file():
-        return _load_array_file(path, size, channels)
-    if is_idx(path):
-        return _load_idx_file(path, size, channels)
-    if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:  # one image (show-forward on a photo)
-        return _from_encoded(Files(path.parent, [path]), None, [], size, channels, preload_limit_bytes, str(path), report)
-    if path.is_dir():
-        return _load_folder(path, size, channels, preload_limit_bytes, report)
-    if path.exists():
-        raise UserError(f"{spec!r} is a file, not a data set; pass {SPEC_FORMS}")
-    raise UserError(f"{spec!r} is not an existing folder or file; pass {SPEC_FORMS}")
+    found = find(spec)
+    if found is None:
+        what = "is a file, not a data set" if Path(spec).expanduser().exists() else "is not an existing folder or file"
+        raise UserError(f"{spec!r} {what}; pass {described()}")
+    stored = found.read(spec)
+    if isinstance(stored.images, np.ndarray):  # arrays keep their size and channels unless asked otherwise
+        n, h, w, c = stored.images.shape
+        images = fit_arrays(stored.images, size or (h, w), channels or c)
+        labels = None if stored.labels is None else torch.from_numpy(stored.labels)
+        return ImageDataset(images, labels, stored.class_names, source=stored.where)
+    return _from_encoded(stored, size, channels, preload_limit_bytes, report)

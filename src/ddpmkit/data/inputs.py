@@ -1,18 +1,20 @@
-"""A user's own images for a trained model (to edit, inpaint, interpolate or score): one image
-file, a folder of them or a .npy/.npz array, fitted exactly as the run's training data are
-(data.decode), and the inpainting mask, drawn at the inputs' own size."""
+"""A user's own images for a trained model (to edit, inpaint, interpolate or score), in a format of
+data.formats that takes them (one image file, a folder of them or a .npy/.npz array), fitted
+exactly as the run's training data are (data.decode), and the inpainting mask, drawn at the
+inputs' own size."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 from ..errors import UserError
-from .arrays import read_array_file
-from .decode import IMAGE_EXTENSIONS, Files, Unreadable, canonical, fit, fit_arrays, hwc_to_chw, image_files, open_decoded
+from .decode import IMAGE_EXTENSIONS, Files, ImageSource, Unreadable, canonical, fit, fit_arrays, hwc_to_chw, open_decoded
+from .formats import described, find
 
 
 @dataclass
@@ -61,37 +63,33 @@ def _fit_note(sizes: list[tuple[int, int]], size: tuple[int, int], natives: list
 
 
 def read_inputs(spec, image_size: tuple[int, int], channels: int, option: str = "--input") -> InputImages:
-    """One image file, a folder of them (searched as for training data) or a .npy/.npz array,
-    fitted exactly as a run's training data are (cover-resize and centre-crop to `image_size`,
-    alpha composited over white for 1 or 3 channels). A grey image for a colour run or the
-    other way round is refused (UserError), as is anything unreadable."""
+    """A user's images in any format of data.formats that takes them (an image file, a folder of
+    them searched as for training data, a .npy/.npz array), fitted exactly as a run's training data
+    are (cover-resize and centre-crop to `image_size`, alpha composited over white for 1 or 3
+    channels). A grey image for a colour run or the other way round is refused (UserError), as is
+    anything unreadable."""
     path = Path(spec).expanduser()
     size = (int(image_size[0]), int(image_size[1]))
-    if path.suffix.lower() in (".npy", ".npz") and path.is_file():
-        stored, _, _ = read_array_file(path)  # [N, H, W, C] as stored
-        n, sh, sw, native = stored.shape
+    found = find(str(path), user_images=True)
+    if found is None:
+        what = "is not an image" if path.exists() else "does not exist"
+        raise UserError(f"{option} {path} {what}; give {described(user_images=True)}")
+    stored = found.read(str(path))
+    if isinstance(stored.images, np.ndarray):  # [N, H, W, C] as stored
+        n, sh, sw, native = stored.images.shape
         _check_kind(native, channels, path.name, option)
-        fitted = fit_arrays(stored, size, channels)
+        fitted = fit_arrays(stored.images, size, channels)
         return InputImages(fitted, [f"{path.name}[{i}]" for i in range(n)], [(sh, sw)] * n,
                            _fit_note([(sh, sw)] * n, size, [native] * n, channels))
-    if path.is_dir():
-        files = image_files(path)
-        if not files:
-            raise UserError(f"{option} {path}: no {'/'.join(IMAGE_EXTENSIONS)} images in the folder (searched recursively)")
-        names = [p.relative_to(path).as_posix() for p in files]
-    elif path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-        files, names = [path], [path.name]
-    elif path.exists():
-        raise UserError(f"{option} {path} is not an image: give a {'/'.join(IMAGE_EXTENSIONS)} file, a folder of them or "
-                        "a .npy/.npz array")
-    else:
-        raise UserError(f"{option} {path} does not exist; give an image file, a folder of images or a .npy/.npz array")
-    images = torch.empty((len(files), channels, *size), dtype=torch.uint8)
-    sizes, natives = [], []
-    for k, (file, name) in enumerate(zip(files, names)):
-        img = _decoded_input(file, name, option)
+    source = stored.images
+    images = torch.empty((len(source), channels, *size), dtype=torch.uint8)
+    names, sizes, natives = [], [], []
+    for k in range(len(source)):
+        name = source.name(k)
+        img = _decoded_input(source, k, option)
         native = _native_channels(canonical(img).mode)
         _check_kind(native, channels, name, option)
+        names.append(name)
         sizes.append((img.height, img.width))
         natives.append(native)
         images[k] = hwc_to_chw(fit(img, size, channels))
@@ -105,7 +103,7 @@ def read_mask(path, inputs: InputImages, image_size: tuple[int, int], option: st
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{option} {path} does not exist; give an image of the input's size, white where to fill in")
-    img = _decoded_input(path, path.name, option)
+    img = _decoded_input(Files(path.parent, [path]), 0, option)
     for name, (h, w) in zip(inputs.names, inputs.sizes):
         if (img.height, img.width) != (h, w):
             raise UserError(f"{option} {path.name} is {img.height}x{img.width} but {name} is {h}x{w}; draw the mask at the "
@@ -119,10 +117,10 @@ def read_mask(path, inputs: InputImages, image_size: tuple[int, int], option: st
     return fill
 
 
-def _decoded_input(path: Path, name: str, option: str) -> Image.Image:
-    """A user's image file decoded (EXIF orientation applied), or one line saying it cannot be read."""
+def _decoded_input(source: ImageSource, i: int, option: str) -> Image.Image:
+    """A user's image i decoded (EXIF orientation applied), or one line saying it cannot be read."""
     try:
-        return open_decoded(Files(path.parent, [path]), 0, lazy=False)
+        return open_decoded(source, i, lazy=False)
     except Unreadable as e:
-        raise UserError(f"{option} {name} cannot be read as an image ({e.__cause__}); give a valid "
+        raise UserError(f"{option} {source.name(i)} cannot be read as an image ({e.__cause__}); give a valid "
                         f"{'/'.join(IMAGE_EXTENSIONS)} file") from e

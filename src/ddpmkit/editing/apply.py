@@ -8,16 +8,17 @@ interpolation declare their own beside them (repaint.REPAINT, interpolation.INTE
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import pictures, rundir
+from .. import outputs, pictures, rundir
 from ..data.images import to_model_space
 from ..data.inputs import InputImages
 from ..errors import UserError, check_positive
+from ..sample_folder import write_samples
 from ..sampling import ALL, Run, SamplingRequest, denoiser, grid, labels, network_evaluations
 from .interpolation import INTERPOLATION, interpolate
 from .repaint import REPAINT, check_inpaint_sampler, jump_schedule, repaint
@@ -31,6 +32,10 @@ class Edited:
     data: np.ndarray  # [N, H, W, C] uint8: what samples.npy holds
     record: dict  # what the record file holds
     files: list[Path] = field(default_factory=list)  # written, in order
+
+    def placed(self, into: Path, out: outputs.Output) -> Edited:
+        """The result with its files where they lie once the output folder written in `into` is in place (outputs.write)."""
+        return replace(self, files=[outputs.final_path(f, into, out) for f in self.files])
 
 
 def edit_images(run: Run, inputs: InputImages, out: Path, strength: float, request: SamplingRequest) -> Edited:
@@ -155,15 +160,10 @@ def _common(run: Run, inputs: InputImages, labels: torch.Tensor | None, request:
 
 
 def _write_samples(run: Run, out: Path, data: np.ndarray, labels: torch.Tensor | None, rows: int | None = None) -> list[Path]:
-    """What `ddpmkit sample` writes: samples.npy, labels.npy (labelled), samples.png."""
-    out.mkdir(parents=True, exist_ok=True)  # once every check has passed: bad input creates nothing
-    files = []
-    if labels is not None:
-        rundir.save_npy(out / "labels.npy", labels.numpy())
-        files.append(out / "labels.npy")
-    rundir.save_npy(out / "samples.npy", data)
+    """What `ddpmkit sample` writes (sample_folder.write_samples: samples.npy, labels.npy when labelled) and samples.png."""
+    files = write_samples(out, data, labels)
     pictures.image_grid(data, out / "samples.png", rows=rows)
-    return [*files, out / "samples.npy", out / "samples.png"]
+    return [*files, out / "samples.png"]
 
 
 def _write_picture(path: Path, rows: list[tuple[str, np.ndarray]], names: list[str], shown: int = SHOWN) -> list[Path]:

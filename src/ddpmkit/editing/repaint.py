@@ -31,10 +31,10 @@ REPAINT_SAMPLERS: tuple[str, ...] = get_args(RepaintSampler)  # ddpm: RePaint's 
 REPAINT = ("ddpm", None)
 
 
-def check_inpaint_sampler(sampler: str) -> None:
+def check_inpaint_sampler(sampler: str | None) -> None:
     """RePaint takes a one-step sampler: ddpm (as the paper) or ddim; multistep solvers keep a
-    history that the jumps back would break."""
-    if sampler not in REPAINT_SAMPLERS:
+    history that the jumps back would break (None: not chosen yet, RePaint's own default)."""
+    if sampler is not None and sampler not in REPAINT_SAMPLERS:
         raise UserError(f"inpaint takes --sampler {' or '.join(REPAINT_SAMPLERS)} (RePaint's step is the one-step "
                         f"reverse step; multistep and two-stage solvers cannot jump back), not {sampler!r}")
 

@@ -9,7 +9,7 @@ import numpy as np
 from .. import metrics
 from ..config import RunConfig
 from ..data.toy import FRESH_SEED, fresh_points, normalise
-from ..errors import UserError
+from ..modality import images_only
 from ..sampling import Run, SamplingRequest, draw_recorded
 
 
@@ -34,7 +34,7 @@ class PointMeasures:
                 k: int = 3, ref=None, **_image_only) -> dict:
         """The quality record of `num` samples of a 2-D run drawn as `request` says (see kinds.evaluate_quality)."""
         if features != "own" or inception_weights is not None or ref is not None:
-            raise UserError(f"--features, --inception-weights and --ref apply to image runs; {run.config.data.name} is 2-D data")
+            images_only(run.modality, "--features, --inception-weights or --ref", "its measures are distances to fresh points")
         data, sample_record = draw_recorded(run, num, request)
         fresh = fresh_points(run.config.data, len(data))  # one reference for every seed
         mean, scale = run.config.data.mean, run.config.data.scale

@@ -13,6 +13,7 @@ from ..denoiser import for_sampling
 from ..errors import UserError, check_choice
 from ..likelihood import lambda_grid, ode_log_likelihood, vlb_bpd
 from ..sampling import Run
+from .record import write_metrics
 
 NLL_KINDS = ("vlb", "ode")
 
@@ -45,6 +46,15 @@ def evaluate_nll(run: Run, num: int = 256, seed: int = 0, batch_size: int = 256,
         f"nll_{kind}_reference": examples.reference,
         f"nll_{kind}_steps": steps,
     }
+
+
+def record_nll(run: Run, kinds: tuple[str, ...] = ("vlb",), num: int = 256, seed: int = 0, num_points: int = 100) -> list[dict]:
+    """evaluate_nll by each of `kinds`, each record added to the run's metrics.json as it is measured."""
+    results = []
+    for kind in kinds:
+        results.append(evaluate_nll(run, num, seed=seed, kind=kind, num_points=num_points))
+        write_metrics(run.directory, results[-1])
+    return results
 
 
 def bits_per_dim(run: Run, examples, kind: str, generator: torch.Generator, *, batch_size: int = 256,

@@ -5,10 +5,13 @@ default sampling request), beside the classic EMA the run trained with."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..checkpoint import load_matching
-from ..posthoc_ema import Reconstruction
+from ..posthoc_ema import Reconstruction, rebuild_ema, save_rebuilt_ema
 from ..sampling import BALANCED, Run, SamplingRequest, draw
 from .kinds import measures
+from .record import write_metrics
 
 
 def sweep_ema(run: Run, reconstructions: list[Reconstruction], *, num: int = 1000, seed: int = 0,
@@ -37,3 +40,16 @@ def sweep_ema(run: Run, reconstructions: list[Reconstruction], *, num: int = 100
             "samples": {k: v for k, v in request.record(run).items() if k != "weights"},  # the weights are the candidates
             "at_step": reconstructions[0].step, "results": rows, "best_sigma_rel": best["sigma_rel"],
             "best_beats_classic_ema": best[metric] < rows[0][metric]}
+
+
+def sweep_and_keep(run: Run, sigma_rels: Sequence[float], *, num: int = 1000, seed: int = 0,
+                   report=lambda message: None) -> dict:
+    """`ddpmkit ema --sweep`: the EMA of each σ_rel rebuilt from the run's snapshots
+    (posthoc_ema.rebuild_ema) and measured beside the classic EMA (sweep_ema); the best written
+    as RUN/ema-posthoc-S.safetensors and the record to metrics.json ("posthoc_ema_sweep")."""
+    built = rebuild_ema(run.directory, sigma_rels)
+    record = sweep_ema(run, built, num=num, seed=seed, report=report)
+    best = next(r for r in built if r.sigma_rel == record["best_sigma_rel"])
+    record["written"] = str(save_rebuilt_ema(run.directory, best))
+    write_metrics(run.directory, {"posthoc_ema_sweep": record})
+    return record

@@ -30,6 +30,7 @@ from ..features import (
     OwnTraining,
     train_own_features,
 )
+from ..modality import images_only
 from ..rundir import atomic_write, atomic_write_bytes, atomic_write_text
 from ..sampling import Run
 
@@ -221,8 +222,18 @@ def save_reference_npz(path: Path, reference: ImageReference) -> None:
     atomic_write(path, write)
 
 
+def is_reference_file(path: Path) -> bool:
+    """Whether `path` is a reference .npz ddpmkit wrote (--save-ref: its "ddpmkit" entry), which --save-ref may replace."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return REF_KEY in f.files
+    except (OSError, ValueError, AttributeError):  # not an .npz (np.load of a .npy gives an array: no .files)
+        return False
+
+
 def write_reference(run: Run, path: Path, features: str = "own", inception_weights=None, report=lambda m: None) -> dict:
     """--save-ref: an image run's real-data μ and Σ in `features` as the .npz `path`; returns its description."""
+    images_only(run.modality, "--save-ref", "its measures are distances to fresh points")
     reference = image_reference(run, features, inception_weights, report)
     save_reference_npz(Path(path), reference)
     return reference.description

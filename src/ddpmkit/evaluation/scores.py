@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import pictures
 from ..data.inputs import InputImages
-from ..errors import check_choice, check_positive
-from ..rundir import atomic_write_text
-from ..sampling import Run
+from ..errors import UserError, check_choice, check_positive
+from ..rundir import atomic_write_text, check_output, save_npy
+from ..sampling import WEIGHT_NAMES, Run
 from .nll import NLL_KINDS, bits_per_dim, check_ode_points
 
 REFERENCE_PERCENTILES = (5, 50, 95)  # the held-out range: an image outside the 5th..95th percentile is flagged
@@ -95,3 +96,24 @@ def write_scores(scores: Scores, path: Path, settings: dict) -> Path:
     json_path = path.with_suffix(".json")
     atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
     return json_path
+
+
+def check_out(out: Path) -> None:
+    """score's --out: a .csv file that can be written (rundir.check_output)."""
+    if out.suffix != ".csv":
+        raise UserError(f"--out is the .csv file of the scores; give a name ending in .csv, not {out.name!r}")
+    check_output(out, directory=False)
+
+
+def score_into(run: Run, inputs: InputImages, out: Path, settings: ScoreSettings = ScoreSettings()) -> Scores:
+    """`ddpmkit score`: the inputs scored (score_images) into `out` (.csv, worst first) and beside it
+    the .json (write_scores), a .png of the images in that order (pictures.score_grid) and a .npy of
+    them as scored ([N, H, W, C] uint8, sample's layout)."""
+    scores = score_images(run, inputs, settings)
+    out.parent.mkdir(parents=True, exist_ok=True)  # once every check has passed
+    write_scores(scores, out, {"run": str(run.directory), "weights": WEIGHT_NAMES.get(settings.weights, settings.weights),
+                               "fitted": inputs.note})
+    scored = inputs.images[torch.from_numpy(scores.order)].permute(0, 2, 3, 1).numpy()  # [N, H, W, C], worst first
+    save_npy(out.with_suffix(".npy"), scored)
+    pictures.score_grid(scored, scores.bpd, scores.flags, out.with_suffix(".png"))
+    return scores

@@ -33,11 +33,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import DiffusionConfig, RunConfig
+from .. import checkpoint
+from ..build import build_net, weights_file
+from ..config import DataConfig, DiffusionConfig, RunConfig
 from ..errors import UserError
 from ..nets.blocks import norm_groups
 from ..nets.unet import UNet, UNetConfig
-from ..rundir import atomic_write, atomic_write_text
+from ..rundir import atomic_write, atomic_write_text, check_output_folder, write_config
 from ..schedules import RANGED, SCHEDULES, beta_range, make_betas
 
 MODEL_INDEX = "model_index.json"
@@ -384,3 +386,25 @@ def read_pipeline(path: Path) -> tuple[UNetConfig, DiffusionConfig, tuple[int, i
     size = cfg["sample_size"]
     image_size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     return net, diffusion, image_size, from_diffusers(model.state_dict(), net)
+
+
+def check_format(format: str, option: str = "--format") -> None:
+    """The other tool's format a run is exported to (--format) or imported from (--from): diffusers, the one known."""
+    if format != "diffusers":
+        raise UserError(f"{option} {format!r} is not known; ddpmkit {'imports' if option == '--from' else 'exports'} {option} diffusers")
+
+
+def import_run(source: Path, out: Path, data: str | None = None) -> RunConfig:
+    """A saved pipeline (read_pipeline) as a run directory `out`: config.json (`data`: the data set
+    it was trained on, what evaluate measures against) and its weights as both ema.safetensors
+    and model.safetensors, once they have loaded into the network the config builds."""
+    check_output_folder(out, keep=None)
+    net, diffusion, size, weights = read_pipeline(source)
+    config = RunConfig(data=DataConfig(name=data or f"diffusers:{source}", image_size=size, channels=net.in_channels,
+                                       num_classes=net.num_classes), net=net, diffusion=diffusion,
+                       conditional=net.num_classes > 0)
+    checkpoint.load_matching(build_net(config), weights, source)  # the weights fit the config
+    write_config(out, config)
+    for name in ("ema", "model"):
+        checkpoint.save_weights(weights_file(out, name), weights)
+    return config

@@ -30,6 +30,12 @@ easiest halving) also re-learns the output's meaning (ε ≈ v at low noise, whe
 The loss is the paper's truncated SNR weighting, max(SNR, 1) on the x-space error, which for
 a v-network is ‖ε − ε̂‖² at high noise and ‖x − x̂‖²·SNR at low noise, never 0 at either end.
 
+Each round runs on the one training loop (trainer.Trainer) with the objective `DistillRound`:
+the optimiser, the schedule, clipping, gradient accumulation, precision, data parallelism under
+torchrun, the EMA, the non-finite guard, checkpoints and exact resume, log.jsonl and the loggers
+are the Trainer's, as for `ddpmkit train`. The rounds share one generator (t, ε, label
+dropout), passed from each round's Trainer to the next.
+
 Every student keeps an EMA of its weights (the run's EMA decay, with warm-up): the EMA is
 what `sample` loads and what the next round's teacher and student start from, as the run's
 EMA weights are the first teacher. With the learning rate annealed linearly to 0 over each
@@ -57,23 +63,30 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from . import build, checkpoint, process, rundir
-from ._tensor import append_dims
-from .config import RunConfig
-from .data import batches
-from .denoiser import DenoiserLike
-from .ema import EMA
-from .errors import UserError, check_positive
-from .samplers import ddim
-from .sampling import FixedGrid, Run
-from .schedules import timestep_grid
+from .. import build, checkpoint, process, rundir
+from .._tensor import append_dims
+from ..config import LOGGERS, PRECISIONS, LoggerName, Precision, RunConfig
+from ..denoiser import Denoiser, DenoiserLike
+from ..distributed import World
+from ..errors import UserError, check_choice, check_positive
+from ..loggers import Loggers
+from ..precision import Autocast, autocast_dtype
+from ..samplers import ddim
+from ..sampling import FixedGrid, Run
+from ..schedules import timestep_grid
+from .objective import Batch
+from .trainer import Trainer
 
 TEACHER_WEIGHTS = "teacher.safetensors"  # a checkpoint's teacher: the weights this round distils
 STUDENTS = "students"  # OUT/students/steps-S.safetensors: each finished round's student (EMA), to measure or sample
 SAMPLER = "ddim"  # what is distilled and what the students sample with (η = 0)
 STUDENT_PREDICTION = "v"
+# AdamW as torch defines it (weight decay 0.01), unfused: what every distillation has used, kept
+# so that a distillation gives the same bytes as before it ran on the Trainer (whose own AdamW is fused).
+ADAMW_WEIGHT_DECAY = 0.01
+# How a distillation runs, not what it distils: a distillation recorded before these existed had their defaults.
+RUNNING = {"grad_accum": 1, "precision": "fp32", "loggers": []}
 
 
 @dataclass(frozen=True)
@@ -88,12 +101,18 @@ class DistillSettings:
     seed: int = 0  # seeds the batch order, t and ε
     checkpoint_every: int = 250  # steps between checkpoints inside a round (each round's end always has one)
     log_every: int = 50  # steps per log.jsonl record
+    grad_accum: int = 1  # micro-batches per optimiser step (batch_size is the global batch)
+    precision: Precision = "fp32"  # the student's and the teacher's forward passes: fp32, bf16, fp16 or auto
+    loggers: tuple[LoggerName, ...] = ()  # where the log records also go: tensorboard, wandb (log.jsonl always)
 
     def __post_init__(self) -> None:
         for option, value in (("--to-steps", self.to_steps), ("--start-steps", self.start_steps),
                               ("--rounds-steps", self.rounds_steps), ("--checkpoint-every", self.checkpoint_every),
-                              ("--log-every", self.log_every)):
+                              ("--log-every", self.log_every), ("--grad-accum", self.grad_accum)):
             check_positive(option, value)
+        check_choice("precision (--precision)", self.precision, PRECISIONS)
+        for name in self.loggers:
+            check_choice("logger (--logger)", name, LOGGERS)
         if self.batch_size is not None:
             check_positive("--batch-size", self.batch_size)
         check_positive("--lr", self.lr, integer=False)
@@ -108,7 +127,12 @@ class DistillSettings:
         return [self.start_steps >> k for k in range(1, int(math.log2(self.start_steps // self.to_steps)) + 1)]
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "loggers": list(self.loggers)}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "DistillSettings":
+        """The settings distill.json recorded (its loggers a list)."""
+        return cls(**{**RUNNING, **record, "loggers": tuple(record.get("loggers", ()))})
 
 
 def start_grid(T: int, steps: int) -> torch.Tensor:
@@ -191,158 +215,160 @@ def student_config(config: RunConfig) -> RunConfig:
                                train=dataclasses.replace(config.train, ema_sigma_rel=0.0))
 
 
-def _lr_factor(step: int, total: int) -> float:
-    """Linear annealing from the peak to 0 over a round."""
-    return 1.0 - step / total
+class DistillRound:
+    """The objective of one round (an objective.Objective): Algorithm 2 of Salimans & Ho 2022 with
+    the teacher's grid `grid` (N steps) and a student of N/2 steps. Per example, drawn in this
+    order for the global micro-batch: the student's step i (t = grid[2i]), ε, and the label
+    dropped to the null label with probability p_uncond (conditional runs keep their
+    unconditional model too). A checkpoint keeps the round and the finished rounds (state.pt)
+    and the teacher (teacher.safetensors)."""
 
-
-class Distiller:
-    """The rounds of progressive distillation of `teacher_run` into `out`, with a checkpoint every
-    settings.checkpoint_every steps and at the end of every round; `resume()` continues the newest."""
-
-    def __init__(self, teacher_run: Run, out: Path, settings: DistillSettings, *, device: torch.device,
-                 report: Callable[[str], None] = lambda message: None, progress: bool = True):
-        self.first, self.out, self.s, self.device = teacher_run, Path(out), settings, device
-        self.report, self.progress = report, progress
-        self.config = student_config(teacher_run.config)
-        self.T = self.config.diffusion.num_steps
-        self.grid = start_grid(self.T, settings.start_steps)
-        self.batch_size = settings.batch_size or teacher_run.config.train.batch_size
-        self.kind = build.modality(self.config)
-        self.dataset, _ = self.kind.load(teacher_run.config.seed)
-        self.step = 0  # optimiser steps of every round so far
-        self.round = 0
-        self.finished: list[dict] = []  # the record of each finished round
-        self.saved_round = 0  # the round of the newest checkpoint: the weights at the top level
-        self.generator = torch.Generator().manual_seed(settings.seed)
-        self._start_round(teacher_run.net)
-
-    # ---- rounds ------------------------------------------------------------------------------
-    def _start_round(self, weights: nn.Module, state: dict | None = None) -> None:
-        """Round self.round: the teacher `weights` (as it samples: the run's clipping, its guidance
-        at w = 0), a student and its EMA initialised from it, a fresh optimiser."""
-        teacher_config = self.first.config if self.round == 0 else self.config
-        teacher_net = copy.deepcopy(weights).to(self.device).eval().requires_grad_(False)
-        self.teacher = build.make_run(self.out, teacher_config, teacher_net).denoiser
-        self.teacher_net = teacher_net
-        self.net = copy.deepcopy(weights).to(self.device).train().requires_grad_(True)
-        self.student = build.build_denoiser(self.config, self.net)
-        self.ema = EMA.of(self.net, self.config.train)
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.s.lr)
-        self.round_step = 0
+    def __init__(self, student: Denoiser, teacher: DenoiserLike, teacher_net: nn.Module, grid: torch.Tensor, *,
+                 round: int, finished: list[dict], num_classes: int, p_uncond: float):
+        self.student, self.teacher, self.teacher_net, self.grid = student, teacher, teacher_net, grid
+        self.round, self.finished = round, finished  # `finished` is the distillation's list, shared
+        self.num_classes, self.p_uncond = num_classes, p_uncond
 
     @property
-    def teacher_grid(self) -> torch.Tensor:
-        return self.grid[:: 2**self.round]
+    def student_steps(self) -> int:
+        return len(self.grid) // 2
 
-    def resume(self) -> int:
-        """Continue from the newest readable checkpoint of `out` (inside a round, or the next round
-        when it ended one); returns its step."""
+    def losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        i = batch.randint(self.student_steps)  # [b] the student's step: Algorithm 2's t = i/N
+        noise = batch.randn()
+        label = batch.drop_labels(self.num_classes, self.p_uncond) if self.num_classes else None
+        per_example = distill_losses(self.student, self.teacher, self.grid, batch.x0, i, noise, label)
+        return per_example, self.grid[2 * i].to(batch.x0.device)
+
+    def state_dict(self) -> dict:
+        return {"round": self.round, "finished": list(self.finished)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.finished[:] = state["finished"]
+
+    def files(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {TEACHER_WEIGHTS: self.teacher_net.state_dict()}
+
+
+def loop_config(config: RunConfig, settings: DistillSettings, batch_size: int) -> RunConfig:
+    """What one round's Trainer runs: the student's config with the round's optimisation (a
+    round of settings.rounds_steps steps, the LR annealed linearly to 0 without warm-up, as in
+    the paper), the run's gradient clipping, EMA and p_uncond, and the settings' seed."""
+    s = settings
+    train = dataclasses.replace(
+        config.train, steps=s.rounds_steps, epochs=None, batch_size=batch_size, lr=s.lr, weight_decay=ADAMW_WEIGHT_DECAY,
+        warmup_steps=0, lr_decay="linear", grad_accum=s.grad_accum, num_workers=0, log_every=s.log_every, sample_every=0,
+        checkpoint_every=s.checkpoint_every, keep=2, precision=s.precision, compile=False, loggers=s.loggers, eval_every=0,
+        posthoc_ema=(), posthoc_every=0)
+    return dataclasses.replace(config, seed=s.seed, train=train)
+
+
+class Distillation:
+    """The rounds of progressive distillation of `teacher_run` into `out`, each a Trainer of a
+    DistillRound, with a checkpoint every settings.checkpoint_every steps of a round and at its
+    end; `fit(resume=True)` continues the newest checkpoint. Every process torchrun started
+    builds the same Distillation; rank 0 alone writes."""
+
+    def __init__(self, teacher_run: Run, out: Path, settings: DistillSettings, *, device: torch.device,
+                 world: World = World(), report: Callable[[str], None] = lambda message: None, progress: bool = True):
+        self.first, self.out, self.s, self.device, self.world = teacher_run, Path(out), settings, device, world
+        self.report, self.progress = report, progress
+        self.config = student_config(teacher_run.config)
+        self.grid = start_grid(self.config.diffusion.num_steps, settings.start_steps)
+        self.batch_size = settings.batch_size or teacher_run.config.train.batch_size
+        self.loop = loop_config(self.config, settings, self.batch_size)
+        self.kind = build.modality(self.config)
+        self.dataset, _ = self.kind.load(teacher_run.config.seed)
+        self.generator = torch.Generator().manual_seed(settings.seed)  # t, ε, dropout: one stream over the rounds
+        self.logger = build.loggers(self.loop, self.out) if world.is_main else Loggers()
+        self.finished: list[dict] = []  # the record of each finished round
+        self.saved_round = 0  # the round of the newest checkpoint: the weights at the top level
+
+    def round_trainer(self, k: int, weights: nn.Module) -> Trainer:
+        """Round k's Trainer: the teacher `weights` (as it samples: the run's clipping, its guidance
+        at w = 0, under the precision's autocast), a student and its EMA initialised from them, a
+        fresh optimiser; on its last step it writes the student (students/steps-S.safetensors)."""
+        teacher_config = self.first.config if k == 0 else self.config
+        teacher_net = copy.deepcopy(weights).to(self.device).eval().requires_grad_(False)
+        dtype = autocast_dtype(self.loop.train.precision, self.device)
+        teacher_model = teacher_net if dtype is None else Autocast(teacher_net, self.device.type, dtype)
+        teacher = build.make_run(self.out, teacher_config, teacher_model).denoiser
+        net = copy.deepcopy(weights).to(self.device).train().requires_grad_(True)
+        model = build.training_model(net, self.loop, self.device, self.world)
+        grid = self.grid[:: 2**k]
+        objective = DistillRound(build.build_denoiser(self.config, model), teacher, teacher_net, grid, round=k,
+                                 finished=self.finished, num_classes=self.config.num_classes,
+                                 p_uncond=self.config.train.p_uncond)
+        steps, started = objective.student_steps, time.perf_counter()
+
+        def saved(step: int) -> None:
+            self.saved_round = k
+            self._write_record()
+
+        trainer = Trainer(
+            self.loop, net, objective, self.dataset, self.out, modality=self.kind, device=self.device, model=model,
+            on_checkpoint=saved, logger=self.logger, report=self.report, progress=self.progress, world=self.world,
+            optimizer=lambda params: torch.optim.AdamW(params, lr=self.s.lr, weight_decay=ADAMW_WEIGHT_DECAY),
+            generator=self.generator, origin=k * self.s.rounds_steps, tags={"round": k + 1, "student_steps": steps},
+            description=f"round {k + 1}/{len(self.s.rounds)}: {len(grid)} -> {steps} steps")
+
+        def end() -> None:
+            weights = student_weights_path(self.out, steps)
+            if self.world.is_main:
+                weights.parent.mkdir(exist_ok=True)
+                checkpoint.save_weights(weights, trainer.ema.model.state_dict())
+            self.finished.append({"round": k + 1, "teacher_steps": len(grid), "student_steps": steps,
+                                  "steps": self.s.rounds_steps, "seconds": round(time.perf_counter() - started, 2),
+                                  "final_loss": trainer.interval.last_loss, "grid": [int(t) for t in grid[::2]],
+                                  "weights": str(weights.relative_to(self.out))})
+
+        trainer.on_end = end
+        return trainer
+
+    def fit(self, resume: bool = False) -> list[dict]:
+        """Every round left (with `resume`, from the newest readable checkpoint: inside a round, or
+        the next round when it ended one); returns the finished rounds' records."""
+        k, weights, inside = 0, self.first.net, False
+        if resume:
+            k, weights, inside = self._resume_point()
+        while k < len(self.s.rounds):
+            if self.world.is_main:
+                self._write_record()
+            trainer = self.round_trainer(k, weights)
+            if inside:
+                trainer.resume()
+                inside = False
+            trainer.fit()
+            trainer.close()  # before the process group goes
+            weights = trainer.ema.model  # the next round's teacher and student start from the EMA
+            k += 1
+        if self.world.is_main:
+            self._write_record()
+        return self.finished
+
+    def _resume_point(self) -> tuple[int, nn.Module, bool]:
+        """(round, the weights it starts from, whether it resumes inside that round) of the newest
+        readable checkpoint."""
         readable = checkpoint.newest_readable(self.out, self.report)
         if readable is None:
             raise UserError(f"{self.out} has no complete checkpoint to resume from")
-        found, (model, ema, state), _ = readable
-        teacher = checkpoint.load_weights(found / TEACHER_WEIGHTS)
-        self.round, self.finished = int(state["round"]), list(state["finished"])
+        found, (_, ema, state), _ = readable
+        if "objective" not in state:
+            raise UserError(f"{found} was written by an older ddpmkit whose distillations do not resume on the training "
+                            "loop; distil again into a new --out")
+        k, step = int(state["objective"]["round"]), int(state["step"])
+        self.finished[:] = state["objective"]["finished"]
+        self.saved_round = k
+        self.report(f"resuming the distillation in {self.out} from step {step}")
+        weights = build.build_net(self.config)
+        if step < (k + 1) * self.s.rounds_steps:  # inside round k: its teacher; the Trainer restores the rest
+            checkpoint.load_matching(weights, checkpoint.load_weights(found / TEACHER_WEIGHTS), found / TEACHER_WEIGHTS)
+            return k, weights, True
+        checkpoint.load_matching(weights, ema, found / "ema.safetensors")  # a round's end: the next starts from its EMA
         self.generator.set_state(state["generator"])
-        self.step = int(state["step"])
-        self.saved_round = self.round
-        if int(state["round_step"]) >= self.s.rounds_steps:  # a round's last checkpoint: the next round starts
-            ended = build.build_net(self.config)
-            checkpoint.load_matching(ended, ema, found / "ema.safetensors")
-            self.round += 1
-            self._start_round(ended)
-        else:
-            holder = build.build_net(self.config)
-            checkpoint.load_matching(holder, teacher, found / TEACHER_WEIGHTS)
-            self._start_round(holder)
-            checkpoint.load_matching(self.net, model, found / "model.safetensors")
-            checkpoint.load_matching(self.ema.model, ema, found / "ema.safetensors")
-            self.ema.load_state_dict(state["ema"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.round_step = int(state["round_step"])
-        rundir.truncate_log(self.out, self.step)
-        return self.step
-
-    # ---- the loop ----------------------------------------------------------------------------
-    def fit(self) -> list[dict]:
-        """Every round left, each to settings.rounds_steps steps; returns the finished rounds' records."""
-        rounds = self.s.rounds
-        stream = batches(self.dataset, self.batch_size, self.s.seed, self.step)
-        while self.round < len(rounds):
-            self._write_record()
-            self._fit_round(stream, rounds[self.round])
-            if self.round + 1 < len(rounds):
-                self.round += 1
-                self._start_round(self.ema.model)
-            else:
-                break
-        self._write_record()
-        return self.finished
-
-    def _fit_round(self, stream, steps: int) -> None:
-        grid = self.teacher_grid
-        bar = tqdm(total=self.s.rounds_steps, initial=self.round_step, disable=not self.progress, unit="step",
-                   dynamic_ncols=True, desc=f"round {self.round + 1}/{len(self.s.rounds)}: {len(grid)} -> {steps} steps")
-        started, losses = time.perf_counter(), []
-        try:
-            while self.round_step < self.s.rounds_steps:
-                losses.append(self._step(stream, grid, steps))
-                bar.update(1)
-                if self.round_step % self.s.log_every == 0 or self.round_step == self.s.rounds_steps:
-                    loss = sum(losses) / len(losses)
-                    rundir.append_log(self.out, {"step": self.step, "round": self.round + 1, "student_steps": steps,
-                                                 "loss": loss, "lr": self.optimizer.param_groups[0]["lr"]})
-                    bar.set_postfix_str(f"loss {loss:.4f}")
-                    losses = []
-                if self.round_step == self.s.rounds_steps:
-                    weights = student_weights_path(self.out, steps)
-                    weights.parent.mkdir(exist_ok=True)
-                    checkpoint.save_weights(weights, self.ema.model.state_dict())
-                    self.finished.append({"round": self.round + 1, "teacher_steps": len(grid), "student_steps": steps,
-                                          "steps": self.s.rounds_steps, "seconds": round(time.perf_counter() - started, 2),
-                                          "final_loss": loss, "grid": [int(t) for t in grid[::2]],
-                                          "weights": str(weights.relative_to(self.out))})
-                    self.save()
-                elif self.round_step % self.s.checkpoint_every == 0:
-                    self.save()
-        finally:
-            bar.close()
-
-    def _step(self, stream, grid: torch.Tensor, steps: int) -> float:
-        """One optimiser step of the round on a batch: t on the student's grid, ε from the generator."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.s.lr * _lr_factor(self.round_step, self.s.rounds_steps)
-        raw, labels = next(stream)
-        x0 = self.kind.to_model_space(raw.to(self.device))
-        n = x0.shape[0]
-        i = torch.randint(0, steps, (n,), generator=self.generator)  # the student's step: Algorithm 2's t = i/N
-        noise = torch.randn(x0.shape, generator=self.generator, dtype=x0.dtype).to(self.device)
-        label = None
-        if self.config.num_classes:  # keep the unconditional model too (a null label with p_uncond)
-            drop = torch.rand(n, generator=self.generator) < self.config.train.p_uncond
-            label = torch.where(drop, torch.full_like(labels, self.config.num_classes), labels).to(self.device)
-        loss = distill_losses(self.student, self.teacher, grid, x0, i, noise, label).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.train.grad_clip or float("inf"))
-        self.optimizer.step()
-        self.ema.update(self.net)
-        self.step += 1
-        self.round_step += 1
-        return float(loss.detach())
-
-    # ---- files -------------------------------------------------------------------------------
-    def save(self) -> Path:
-        """A checkpoint of the round (its teacher included), then distill.json."""
-        state = {"step": self.step, "round": self.round, "round_step": self.round_step, "finished": self.finished,
-                 "optimizer": self.optimizer.state_dict(), "ema": self.ema.state_dict(),
-                 "generator": self.generator.get_state()}
-        path = checkpoint.save_checkpoint(self.out, self.step, self.net.state_dict(), self.ema.model.state_dict(), state,
-                                          keep=2, extra={TEACHER_WEIGHTS: self.teacher_net.state_dict()})
-        self.saved_round = self.round
-        self._write_record()
-        return path
+        if self.world.is_main:
+            rundir.truncate_log(self.out, step, self.report)
+        return k + 1, weights, False
 
     def _write_record(self) -> None:
         """distill.json: the sampler and grid of the weights at the top level (the newest checkpoint's
@@ -358,7 +384,6 @@ class Distiller:
             "complete": len(self.finished) == len(self.s.rounds),
         })
 
-
 def check_out(out: Path, teacher_dir: Path | None, settings: DistillSettings) -> bool:
     """Whether `out` is a distillation to continue (True) or a new one (False); refuses a folder
     that holds anything else, or a distillation of another teacher or with other settings."""
@@ -372,7 +397,8 @@ def check_out(out: Path, teacher_dir: Path | None, settings: DistillSettings) ->
         return False
     if teacher_dir is not None and Path(record["teacher"]).resolve() != Path(teacher_dir).resolve():
         raise UserError(f"--out {out} distils {record['teacher']}, not {teacher_dir}; choose another --out")
-    differ = [k for k, v in settings.to_dict().items() if record["settings"].get(k) != v]
+    recorded = {**RUNNING, **record["settings"]}
+    differ = [k for k, v in settings.to_dict().items() if recorded.get(k) != v]
     if differ:
         raise UserError(f"--out {out} was distilled with other settings ({', '.join(differ)}); repeat its own options "
                         "(distill.json) or use --resume with none of them")
@@ -384,18 +410,19 @@ def recorded_settings(out: Path) -> tuple[Path, DistillSettings]:
     record = rundir.read_distill_record(out)
     if record is None:
         raise UserError(f"--resume {out} holds no distillation (no distill.json); start one with --run and --out")
-    return Path(record["teacher"]), DistillSettings(**record["settings"])
+    return Path(record["teacher"]), DistillSettings.from_dict(record["settings"])
 
 
 def distill(teacher_run: Run, out: Path, settings: DistillSettings, *, resume: bool, device: torch.device,
-            report: Callable[[str], None] = lambda message: None, progress: bool = True) -> list[dict]:
-    """Distil `teacher_run` (its EMA weights, as loaded) into `out`; continue it with `resume`."""
+            world: World = World(), report: Callable[[str], None] = lambda message: None, progress: bool = True) -> list[dict]:
+    """Distil `teacher_run` (its EMA weights, as loaded) into `out`; continue it with `resume`.
+    Under torchrun every process calls it with its `world`; rank 0 alone writes."""
     if teacher_run.config.diffusion.prediction not in ("eps", "x0", "v"):  # the adapter takes any of them
         raise UserError(f"prediction {teacher_run.config.diffusion.prediction!r} cannot be distilled")
-    distiller = Distiller(teacher_run, out, settings, device=device, report=report, progress=progress)
-    if resume and checkpoint.newest_checkpoint(out) is not None:
-        report(f"resuming the distillation in {out} from step {distiller.resume()}")
-    else:
-        rundir.write_config(out, distiller.config)
+    distillation = Distillation(teacher_run, out, settings, device=device, world=world, report=report, progress=progress)
+    again = resume and checkpoint.newest_checkpoint(out) is not None
+    world.barrier()  # every rank has looked at `out` before rank 0 writes into it
+    if not again and world.is_main:
+        rundir.write_config(out, distillation.config)
         rundir.truncate_log(out, 0)
-    return distiller.fit()
+    return distillation.fit(resume=again)

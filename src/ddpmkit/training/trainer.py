@@ -1,8 +1,8 @@
-"""One training loop for every network and data set (Algorithm 1 of Ho et al. 2020,
-with the engineering around it: AdamW, LR warm-up and decay, gradient clipping, EMA and
-post-hoc EMA profiles, gradient accumulation, non-finite guards, logs and atomic
-checkpoints), on one process or data-parallel over the processes torchrun starts, in fp32
-or mixed precision, eager or compiled.
+"""One training loop for every objective (objective.py: the diffusion loss of Algorithm 1 of
+Ho et al. 2020, a round of progressive distillation), with the engineering around it: AdamW,
+LR warm-up and decay, gradient clipping, EMA and post-hoc EMA profiles, gradient
+accumulation, non-finite guards, logs and atomic checkpoints, on one process or
+data-parallel over the processes torchrun starts, in fp32 or mixed precision, eager or compiled.
 
 Data parallelism keeps one process's arithmetic: the global batch k is the same
 BatchStream batch whatever the number of processes N, t, ε and augmentation are drawn
@@ -15,8 +15,8 @@ from torch's global RNG, which each rank seeds on its own, so with dropout > 0 N
 train an equally good but not an identical model, and a checkpoint resumes exactly only
 with the same N (each rank's CPU and, on a GPU, CUDA RNG states are saved in state.pt).
 
-The trainer takes built objects (network, denoiser, data, modality, augmentation, post-hoc
-EMA profiles); build.trainer assembles them from a RunConfig.
+The trainer takes built objects (network, objective, data, modality, augmentation, post-hoc
+EMA profiles); diffusion.trainer and distill.distill assemble them.
 """
 
 from __future__ import annotations
@@ -26,44 +26,24 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import checkpoint, rundir
-from .config import RunConfig, TrainConfig
-from .data import batches
-from .denoiser import Denoiser
-from .distributed import World
-from .ema import EMA
-from .errors import UserError
-from .loggers import Logger, Loggers
-from .losses import sample_timesteps, training_losses
-from .posthoc_ema import PowerEMA
-from .training_log import LogInterval, quality_text
+from .. import checkpoint, rundir
+from ..config import RunConfig, lr_factor
+from ..data import batches
+from ..distributed import World
+from ..ema import EMA
+from ..errors import UserError
+from ..loggers import Logger, Loggers
+from ..posthoc_ema import PowerEMA
+from ..training_log import LogInterval, quality_text
+from .objective import Augmentation, Batch, Objective, ReplicasDiverged, TrainingDiverged, TrainResult
 
-
-class TrainingDiverged(RuntimeError):
-    """Too many consecutive steps had a non-finite loss or gradient."""
-
-
-class ReplicasDiverged(RuntimeError):
-    """The data-parallel processes no longer hold the same weights (a bug, never expected)."""
-
-
-class Augmentation(Protocol):
-    """A random augmentation in two parts, so that its randomness can be drawn for the
-    whole global batch and each rank apply its own rows."""
-
-    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Random parameters of n examples, [n, ...]."""
-
-    def __call__(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """x [b, ...] augmented with its rows of the parameters, [b, ...]."""
+__all__ = ["Augmentation", "ReplicasDiverged", "TrainResult", "Trainer", "TrainingDiverged", "lr_factor"]
 
 
 def _digest(module: nn.Module) -> torch.Tensor:
@@ -71,40 +51,14 @@ def _digest(module: nn.Module) -> torch.Tensor:
     return torch.frombuffer(bytearray(bytes.fromhex(checkpoint.weights_sha256(module.state_dict()))), dtype=torch.uint8)
 
 
-@dataclass
-class TrainResult:
-    steps: int  # optimiser steps completed, in all (a resumed run counts the steps before it)
-    seconds: float  # wall time of this call
-    final_loss: float  # mean loss of the last log interval
-    nonfinite: int  # steps skipped for a non-finite loss or gradient
-    best: dict | None = None  # the best quality measurement so far (--eval-every): its log.jsonl record
-    first_step: int = 0  # the step this call started from (a resumed run's checkpoint)
-
-    @property
-    def trained(self) -> int:
-        """Optimiser steps this call took."""
-        return self.steps - self.first_step
-
-
-def lr_factor(step: int, train: TrainConfig) -> float:
-    """Multiplier of the peak LR at optimiser step `step`: linear warm-up, then constant
-    or cosine decay to 0 at the last step (Loshchilov & Hutter 2017)."""
-    if train.warmup_steps and step < train.warmup_steps:
-        return (step + 1) / train.warmup_steps
-    if train.lr_decay == "constant":
-        return 1.0
-    progress = (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 class Trainer:
-    """Train `net` on `dataset` as `config` says, writing into `run_dir`.
+    """Train `net` on `dataset` by `objective` as `config` says, writing into `run_dir`.
 
     net: the plain network on `device` (its state_dict is what checkpoints hold).
-    denoiser: the Denoiser the loss calls, over `net` as training runs it (under autocast,
-        data-parallel, compiled: build.training_model).
-    modality: the run's modality.Points or modality.Images: turns a raw batch into model
-        space and says whether the data are 8-bit discrete.
+    objective: the loss (objective.Objective), calling `model`.
+    model: `net` as training runs it (under autocast, data-parallel, compiled:
+        build.training_model); the objective's networks call it. Default: `net`.
+    modality: the run's kind of data: turns a raw batch into model space.
     augment: optional Augmentation of each micro-batch.
     posthoc: optional PowerEMA profiles of `net` (post-hoc EMA), updated after every step like
         the EMA, snapshotted into run_dir/posthoc/ every config.train.snapshot_every steps and
@@ -114,43 +68,50 @@ class Trainer:
     on_eval: called as on_eval(step, ema_net) every `eval_every` steps and at the last step;
         returns the quality fields of a log.jsonl record (evaluation.during.measure_quality_now).
         The step whose measure is lowest keeps its weights in RUN/best/.
+    on_step: called as on_step(step) after every optimiser step and what is due at it (log
+        record, measurement, checkpoint, picture), on every rank: a caller's hook (tests stop
+        training there as a kill would).
+    on_end: called as on_end() once the last step is taken, before the last checkpoint.
+    on_checkpoint: called as on_checkpoint(step) after each checkpoint is written (rank 0).
     logger: where the log records, measurements and pictures also go (loggers.Logger; rank 0).
     report: where one-line messages go (the CLI passes print).
+    optimizer: makes the optimiser of the parameters (default: AdamW at config.train's lr and
+        weight decay, fused on CPU and CUDA).
+    generator: the generator every rank shares for t, ε, augmentation and label dropout
+        (default: a fresh one seeded by config.seed); a caller that runs several Trainers
+        one after the other (the rounds of a distillation) passes one on.
+    origin: the step this Trainer's schedule starts at: it trains to origin + train.steps,
+        and its LR schedule, log records and checkpoints count from there (a distillation's
+        round k starts at k·steps; a training run at 0).
+    tags: fields added to every log record (a distillation's round).
+    description: the progress bar's label.
     world: the data-parallel processes (World(): one process). Every rank builds the same
     Trainer and calls fit(); rank 0 alone logs, samples and writes the run directory.
     """
 
     def __init__(
-        self,
-        config: RunConfig,
-        net: nn.Module,
-        denoiser: Denoiser,
-        dataset: torch.utils.data.Dataset,
-        run_dir: Path,
-        *,
-        modality,
-        device: torch.device,
-        augment: Augmentation | None = None,
-        posthoc: PowerEMA | None = None,
-        on_sample: Callable[[int, nn.Module], Path | None] | None = None,
-        on_eval: Callable[[int, nn.Module], dict] | None = None,
-        logger: Logger | None = None,
-        report: Callable[[str], None] = lambda message: None,
-        progress: bool = True,
-        world: World = World(),
+        self, config: RunConfig, net: nn.Module, objective: Objective, dataset: torch.utils.data.Dataset, run_dir: Path, *,
+        modality, device: torch.device, model: nn.Module | None = None, augment: Augmentation | None = None,
+        posthoc: PowerEMA | None = None, on_sample: Callable[[int, nn.Module], Path | None] | None = None,
+        on_eval: Callable[[int, nn.Module], dict] | None = None, on_step: Callable[[int], None] | None = None,
+        on_end: Callable[[], None] | None = None, on_checkpoint: Callable[[int], None] | None = None,
+        logger: Logger | None = None, report: Callable[[str], None] = lambda message: None, progress: bool = True,
+        world: World = World(), optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
+        generator: torch.Generator | None = None, origin: int = 0, tags: dict | None = None, description: str | None = None,
     ):
         self.config, self.train, self.world = config, config.train, world
         self.run_dir = Path(run_dir)
         self.device = device
-        self.net, self.denoiser, self.model = net, denoiser, denoiser.net
+        self.net, self.objective, self.model = net, objective, net if model is None else model
         self.dataset, self.modality, self.augment = dataset, modality, augment
         self.posthoc = posthoc
         self.on_sample, self.on_eval, self.report = on_sample, on_eval, report if world.is_main else lambda message: None
+        self.on_step, self.on_end, self.on_checkpoint = on_step, on_end, on_checkpoint
+        self.tags, self.description = dict(tags or {}), description
         self.logger = logger if logger is not None and world.is_main else Loggers()
         self.best: dict | None = checkpoint.best_meta(run_dir) if world.is_main else None  # best/'s record
         self.logged = 0  # the last step an interrupted session logged (set by resume)
         self.progress = progress and world.is_main
-        self.num_classes = config.num_classes  # 0: unconditional
         if self.train.batch_size % (self.train.grad_accum * world.size):
             raise UserError(
                 f"--batch-size {self.train.batch_size} is the global batch and must be divisible by "
@@ -163,13 +124,15 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.net.parameters(), lr=self.train.lr, weight_decay=self.train.weight_decay,
             fused=True if device.type in ("cuda", "cpu") else None,  # one kernel for the whole update
-        )
+        ) if optimizer is None else optimizer(list(self.net.parameters()))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.train))
         # fp16's narrow range needs the loss scaled up and the gradients back down (Micikevicius et al. 2018).
         fp16 = self.train.precision == "fp16"
         self.scaler = torch.amp.GradScaler(device.type) if fp16 else None
-        self.generator = torch.Generator().manual_seed(config.seed)  # t, ε and augmentation: shared by all ranks
-        self.step = 0  # optimiser steps completed
+        # t, ε, augmentation and label dropout: shared by all ranks
+        self.generator = torch.Generator().manual_seed(config.seed) if generator is None else generator
+        self.origin = origin  # the step the schedule starts at
+        self.step = origin  # optimiser steps completed
         self.saved_step: int | None = None  # step of the checkpoint last written or resumed from
         self.interval = LogInterval(track_overflow=fp16)  # the log record being summed
         self.nonfinite_total = 0
@@ -196,6 +159,8 @@ class Trainer:
             "overflow_total": self.overflow_total,
             "processes": self.world.size,
             "log_interval": self.interval.state_dict(),  # a log record that straddles the checkpoint
+            "origin": self.origin,
+            "objective": self.objective.state_dict(),
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
@@ -222,11 +187,15 @@ class Trainer:
             }
         path = None
         if self.world.is_main:
-            extra = {checkpoint.POSTHOC_WEIGHTS: self.posthoc.weights()} if self.posthoc is not None else None
+            extra = {**self.objective.files(),
+                     **({checkpoint.POSTHOC_WEIGHTS: self.posthoc.weights()} if self.posthoc is not None else {})}
             path = checkpoint.save_checkpoint(
-                self.run_dir, self.step, self.net.state_dict(), self.ema.model.state_dict(), state, self.train.keep, extra
+                self.run_dir, self.step, self.net.state_dict(), self.ema.model.state_dict(), state, self.train.keep,
+                extra or None,
             )
         self.saved_step = self.step
+        if path is not None and self.on_checkpoint is not None:
+            self.on_checkpoint(self.step)
         return path
 
     def resume(self) -> int:
@@ -254,9 +223,9 @@ class Trainer:
             self.posthoc.load_weights(checkpoint.load_weights(found / checkpoint.POSTHOC_WEIGHTS))
         if self.world.is_main:
             self.logged = rundir.last_logged_step(self.run_dir)  # before the records after the checkpoint go
-            rundir.truncate_log(self.run_dir, self.step)
+            rundir.truncate_log(self.run_dir, self.step, self.report)
             checkpoint.remove_snapshots_after(self.run_dir, self.step)  # taken again, from the same state
-            rundir.link_top_level(self.run_dir, found)  # mends top-level files a crash left a step apart
+            rundir.copy_top_level(self.run_dir, found)  # mends top-level files a crash left a step apart
         self.world.barrier()  # every rank has read the checkpoint before rank 0 may write the next or set one aside
         if self.world.is_main:
             for path in damaged:
@@ -282,24 +251,27 @@ class Trainer:
         self.nonfinite_total = int(state["nonfinite_total"])
         self.overflow_total = int(state.get("overflow_total", 0))
         self.interval.load_state_dict(state.get("log_interval", {}))  # older checkpoints: start a fresh record
+        self.origin = int(state.get("origin", 0))
+        self.objective.load_state_dict(state.get("objective", {}))
         self.saved_step = self.step
 
     # ---- the loop --------------------------------------------------------------------
     def close(self) -> None:
         """Training is over: drop the wrappers of the network (data-parallel, compiled,
-        autocast) and the denoiser over them, while the process group is still up. A DDP
+        autocast) and the objective's networks over them, while the process group is still up. A DDP
         wrapper left for interpreter shutdown holds the group's communication threads, and a
         gloo rank was now and then aborted there ("terminate called without an active
         exception"). The plain network, its EMA and the optimiser stay."""
         import gc
 
-        self.model = self.denoiser = None
+        self.model = self.objective = None
         gc.collect()
 
     def fit(self) -> TrainResult:
-        """Train from the current step to config.train.steps: one `_step` per optimiser step,
-        then the log record, checkpoint and sample picture when they are due."""
+        """Train from the current step to origin + config.train.steps: one `_step` per optimiser
+        step, then the log record, checkpoint and sample picture when they are due."""
         train = self.train
+        end = self.origin + train.steps
         # Every checkpoint this call writes is of a later step than any already on disk:
         # a complete checkpoint is never overwritten.
         newer = [p for p in checkpoint.complete_checkpoints(self.run_dir) if checkpoint.checkpoint_step(p) > self.step]
@@ -312,32 +284,37 @@ class Trainer:
         self._consecutive_bad = 0
         self._started = self._last_log_time = time.perf_counter()
         self._last_log_step = first = self.step
-        bar = tqdm(total=train.steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=train.steps, initial=self.step - self.origin, disable=not self.progress, unit="step",
+                   dynamic_ncols=True, desc=self.description)
         self.model.train()
         loss, quality = None, None  # what the progress bar shows: the latest loss and quality measurement
         try:
             self.logger.start(self.config.to_dict(), self.step, max(self.logged, self.step))
-            while self.step < train.steps:
+            while self.step < end:
                 lr = self._step(stream, micro)
                 bar.update(1)
-                last = self.step == train.steps
-                logs = self.step % train.log_every == 0 or last
-                evaluates = bool(train.eval_every) and (self.step % train.eval_every == 0 or last)
+                last, done = self.step == end, self.step - self.origin
+                logs = done % train.log_every == 0 or last
+                evaluates = bool(train.eval_every) and (done % train.eval_every == 0 or last)
                 if logs:
                     loss = self._log(lr)["loss"]
                 if evaluates:
                     quality = self._evaluate() or quality
                 if (logs or evaluates) and loss is not None:
                     bar.set_postfix_str(self._epoch_text() + f"loss {loss:.4f}" + (f", {quality}" if quality else ""))
-                if self.posthoc is not None and self.step % train.snapshot_every == 0:
+                if self.posthoc is not None and done % train.snapshot_every == 0:
                     self._snapshot()  # before the checkpoint of the same step: a checkpoint implies its snapshots
-                if train.checkpoint_every and self.step % train.checkpoint_every == 0 and not last:
+                if train.checkpoint_every and done % train.checkpoint_every == 0 and not last:
                     self.save()
-                if train.sample_every and self.step % train.sample_every == 0 and not last:
+                if train.sample_every and done % train.sample_every == 0 and not last:
                     self._sample()
+                if self.on_step is not None:
+                    self.on_step(self.step)
             if self.step != self.saved_step:  # a resumed run that had no steps left writes nothing
-                if self.posthoc is not None and self.step % train.snapshot_every:
+                if self.posthoc is not None and (self.step - self.origin) % train.snapshot_every:
                     self._snapshot()  # the end of training: what `ddpmkit ema` reconstructs at
+                if self.on_end is not None:
+                    self.on_end()
                 self.save()
         finally:
             bar.close()
@@ -352,9 +329,9 @@ class Trainer:
         return f"epoch {self.train.epoch_at(self.step, len(self.dataset)):.2f}/{self.train.epochs}, "
 
     def _step(self, stream, micro: int) -> float:
-        """One optimiser step (Algorithm 1 of Ho et al. 2020): the gradients of
-        train.grad_accum micro-batches, then the update, skipped when any rank's loss or
-        gradient is not finite; returns the step's learning rate."""
+        """One optimiser step: the gradients of train.grad_accum micro-batches, then the
+        update, skipped when any rank's loss or gradient is not finite; returns the step's
+        learning rate."""
         losses, ts, grad_norms = self._gradients(stream, micro)
         loss_ok, grad_ok = bool(torch.isfinite(losses).all()), bool(torch.isfinite(grad_norms).all())
         finite = loss_ok and grad_ok
@@ -398,7 +375,7 @@ class Trainer:
         """Accumulate the gradients of one step's micro-batches (clipped, unscaled under fp16)
         and gather every rank's per-example losses [A·B], timesteps [A·B] and gradient norms
         [N], so the log and the decision to skip a step are the global ones on every rank."""
-        train, T, world = self.train, self.config.diffusion.num_steps, self.world
+        train, world = self.train, self.world
         rows = world.rows(micro)  # this rank's rows of each global micro-batch
         self.optimizer.zero_grad(set_to_none=True)
         step_losses, step_t = [], []
@@ -409,16 +386,11 @@ class Trainer:
             # rank's rows kept: N processes draw exactly what one process would.
             if self.augment is not None:
                 x0 = self.augment(x0, self.augment.draw(micro, self.generator)[rows])
-            label = self._drop_labels(labels, micro, rows).to(self.device) if self.num_classes else None
-            t = sample_timesteps(micro, T, self.generator)[rows].to(self.device)  # [b]
-            noise = torch.randn((micro, *x0.shape[1:]), generator=self.generator, dtype=x0.dtype)[rows].to(self.device)
+            batch = Batch(x0, labels, micro, rows, self.generator)
             # Gradients are averaged over the ranks once per step, after the last micro-batch.
             last = i == train.grad_accum - 1
             with contextlib.nullcontext() if last or not world.active else self.model.no_sync():
-                per_sample = training_losses(  # [b]
-                    self.denoiser, x0, t, noise, self.config.diffusion.loss, label,
-                    self.config.diffusion.min_snr_gamma, discrete=self.modality.discrete,
-                )
+                per_sample, t = self.objective.losses(batch)  # [b], [b]
                 loss = per_sample.mean() / train.grad_accum
                 (loss if self.scaler is None else self.scaler.scale(loss)).backward()
             step_losses.append(per_sample.detach())
@@ -438,6 +410,7 @@ class Trainer:
         record = self.interval.record(self.step, lr, now - self._started)
         record["examples_per_s"] = round((self.step - self._last_log_step) * self.train.batch_size / max(now - self._last_log_time, 1e-9), 2)
         record["epoch"] = round(self.train.epoch_at(self.step, len(self.dataset)), 4)  # passes over the training set so far
+        record.update(self.tags)
         self._last_log_time, self._last_log_step = now, self.step
         if self.world.is_main:
             rundir.append_log(self.run_dir, record)
@@ -463,13 +436,6 @@ class Trainer:
                                  {k: v for k, v in record.items() if k != "step"})
             self.best = record
         return quality_text(record)
-
-    def _drop_labels(self, labels: torch.Tensor, n: int, rows: slice) -> torch.Tensor:
-        """Replace each label by the null label with probability p_uncond, so one network
-        learns ε(x, c) and ε(x, ∅) (Sec. 3.2 of Ho & Salimans 2021). The coin flips are drawn
-        for the global micro-batch of n and this rank's rows kept."""
-        drop = (torch.rand(n, generator=self.generator) < self.train.p_uncond)[rows]
-        return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
 
     def _snapshot(self) -> None:
         """Each post-hoc EMA profile as it is now, into run_dir/posthoc/ (rank 0)."""
