@@ -14,15 +14,15 @@ option counts:
   runs below, made once per session: the kind that the line of the same code block that writes it
   makes (train --data moons, --conditional, --posthoc-ema; distill), else the kind the line itself
   asks for (a run with its classifier after a train-classifier line or for --classifier-scale,
-  unless the chain trains it itself; --guidance: a conditional run; ema: a --posthoc-ema run; a
-  name with 'moons': the 2-D run), else the digits run;
+  unless the chain trains it itself; --guidance or --class alone: a conditional run; ema: a
+  --posthoc-ema run; a name with 'moons': the 2-D run), else the digits run;
 - another path it reads (--input, --images, --a, --b, --mask, --data, import's folder) is made by
   the line of the same code block that writes it (its --out), run first, when there is one; else
   it is a stand-in: a few random 8x8 grey images (a folder, .png or .npy), a mask of the bottom
   half, and for training data a folder of 16 small RGB images, an IDX file, a Keras-layout .npz
   or a .npy;
 - an absolute or home path is taken inside the working folder; a lone `...` (the docs' "and the
-  other options") is dropped.
+  other options") is dropped; VAR=value words before the command are set while it runs.
 
 Then TINY's overrides (each replaces the line's value or is appended), STEP_CAP and IMAGE_CAP
 keep each command tiny; nothing else of a line changes. A line that needs what a test cannot have
@@ -124,6 +124,7 @@ class Segment:
 
     args: tuple[str, ...]
     launcher: str | None = None  # torchrun, when it starts the processes
+    env: tuple[tuple[str, str], ...] = ()  # the VAR=value words before it, set while it runs
 
     @property
     def command(self) -> str:
@@ -173,16 +174,18 @@ def logical_lines(block: list[tuple[int, str]]) -> list[tuple[int, str]]:
 
 def segment(tokens: list[str]) -> Segment | None:
     """The ddpmkit command of a shell command's tokens, or None when it runs something else."""
+    env = []
     while tokens and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", tokens[0]):  # VAR=value before the command
+        env.append(tuple(tokens[0].split("=", 1)))
         tokens = tokens[1:]
     if not tokens:
         return None
     if tokens[0] == "ddpmkit":
-        return Segment(tuple(tokens[1:]))
+        return Segment(tuple(tokens[1:]), env=tuple(env))
     if tokens[0] in ("python", "python3") and tokens[1:3] == ["-m", "ddpmkit"]:
-        return Segment(tuple(tokens[3:]))
+        return Segment(tuple(tokens[3:]), env=tuple(env))
     if tokens[0] == "torchrun" and "-m" in tokens and tokens[tokens.index("-m") + 1:][:1] == ["ddpmkit"]:
-        return Segment(tuple(tokens[tokens.index("-m") + 2:]), launcher="torchrun")
+        return Segment(tuple(tokens[tokens.index("-m") + 2:]), launcher="torchrun", env=tuple(env))
     return None
 
 
@@ -372,7 +375,7 @@ def run_kind(line: Line, seg: Segment, path, chain_before: list[Segment]) -> str
         return "classifier"
     if options.get("classifier_scale") and not trains_classifier(chain_before):
         return "classifier"
-    if options.get("guidance") is not None:
+    if options.get("guidance") is not None or options.get("class_") is not None:
         return "conditional"
     if seg.command == "ema":
         return "posthoc"
@@ -454,7 +457,10 @@ class Workspace:
             argv = tiny([local(a) for a in seg.args if a != "..."])
             shown = f"{self.where()}: `ddpmkit {' '.join(argv)}`"
             try:
-                code = main(argv)
+                with pytest.MonkeyPatch.context() as mp:
+                    for name, value in seg.env:
+                        mp.setenv(name, value)
+                    code = main(argv)
             except SystemExit as e:  # argparse refusing the line
                 code = e.code
             except Exception:  # noqa: BLE001 - a bug: main re-raises what it does not handle
@@ -561,7 +567,8 @@ tensorboard --logdir runs/
     assert found == [
         (3, ("pip install -e . && ddpmkit train", (Segment(("train",)),))),
         (4, ("ddpmkit sample --run RUN -n 4", (Segment(("sample", "--run", "RUN", "-n", "4")),))),  # joined, no prompt
-        (6, ("WANDB_MODE=online python -m ddpmkit train --logger wandb", (Segment(("train", "--logger", "wandb")),))),
+        (6, ("WANDB_MODE=online python -m ddpmkit train --logger wandb",
+             (Segment(("train", "--logger", "wandb"), env=(("WANDB_MODE", "online"),)),))),
         (7, ("torchrun --nproc-per-node 2 -m ddpmkit train --out x",
              (Segment(("train", "--out", "x"), launcher="torchrun"),))),
         (8, None),  # not ddpmkit
