@@ -1,7 +1,7 @@
 """Few-step sampling lands on 2-D data (issue 31 item 4): every sampler on every spacing at 20
 steps puts under 1% of a small moons run's points beyond radius 5, because the 2-D preset
-predicts v. The same run trained to predict ε is what the issue met (90-100% of the points far
-off on the grids that start at t = T−1, where the cosine schedule's ᾱ ≈ 2·10⁻⁹ turns the ε
+predicts v. The same run trained to predict ε is what the issue met (11-97% of the points far
+off, by sampler, on the grids that start at t = T−1, where the cosine schedule's ᾱ ≈ 2·10⁻⁹ turns the ε
 error into an x̂_0 error 1/√ᾱ ≈ 2·10⁴ times larger): the test trains it too, so it can fail.
 benchmarks/points_samplers.py measures the default runs of every 2-D set."""
 
