@@ -22,10 +22,10 @@ def points(name: str) -> RunConfig:
       x̂_0 = (x_t − √(1−ᾱ) ε̂)/√ᾱ multiplies its ε error by 1/√ᾱ ≈ 2·10⁴ (median |x̂_0| 446 for
       pure noise, the points within 2.5): ε-trained moons put 85-97% of their points beyond
       radius 5 with ddim, dpm++ and heun at 20 and 10 steps, 11-58% with dpm++sde, 23-70% with
-      ddpm (3 training seeds). v's x̂_0 = √ᾱ x_t −
-      √(1−ᾱ) v̂ stays bounded at every SNR; the same runs predicting v put none there with every
-      sampler and spacing, and DDPM-1000 scores the same (docs/sampling.md, "Few steps on 2-D
-      data"; benchmarks/points_samplers.py). Images keep ε: their static clipping bounds x̂_0."""
+      ddpm (3 training seeds). v's x̂_0 = √ᾱ x_t − √(1−ᾱ) v̂ stays bounded at every SNR: the
+      same runs predicting v put none there with any sampler, step count or spacing, and
+      DDPM-1000 scores the same (docs/sampling.md, "Few steps on 2-D data";
+      benchmarks/points_samplers.py). Images keep ε: their static clipping bounds x̂_0."""
     return RunConfig(
         data=DataConfig(name=name),
         net=MLPConfig(),
