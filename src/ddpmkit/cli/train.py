@@ -100,7 +100,7 @@ def add_parser(sub) -> None:
     g.add_argument("--beta-start", type=float, help="β_1 of the linear, quadratic or sigmoid schedule, e.g. 1e-4 "
                    "(default 1e-4 × 1000/T: Ho et al. 2020's ends scaled to keep the total noise at any T)")
     g.add_argument("--beta-end", type=float, help="β_T of the linear, quadratic or sigmoid schedule, e.g. 0.02 (default 0.02 × 1000/T)")
-    g.add_argument("--prediction", help=f"network target: {', '.join(PREDICTIONS)} (default eps)")
+    g.add_argument("--prediction", help=f"network target: {', '.join(PREDICTIONS)} (default: the data's preset, v for 2-D points, eps for images)")
     g.add_argument("--variance", help=f"reverse variance: {', '.join(VARIANCES)} (default fixed_small)")
     g.add_argument("--loss", help=f"loss on the target: {', '.join(LOSSES)} (default l2)")
     g.add_argument("--min-snr-gamma", type=float, help="min-SNR-γ loss weighting, e.g. 5 (default 0: off)")
