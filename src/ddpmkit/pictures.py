@@ -319,7 +319,7 @@ def mask_image(fill: torch.Tensor) -> np.ndarray:
 
 def sampler_comparison(results: list[dict], metric: str, path: Path, title: str) -> None:
     """compare.png of compare-samplers: `metric` against network evaluations, one line per sampler."""
-    atomic_write(path, lambda tmp: viz.quality_vs_steps(results, metric, tmp, title))
+    viz.quality_vs_steps(results, metric, path, title)  # written atomically by viz
 
 
 def frames_gif(frames: np.ndarray, path: Path) -> None:
