@@ -43,6 +43,7 @@ from .errors import UserError
 from .rundir import (
     BEST,
     CHECKPOINTS,
+    GUIDE,
     atomic_write_bytes,
     POSTHOC,
     atomic_write_text,
@@ -89,6 +90,22 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
         raise DamagedCheckpoint(f"{path} is not a readable safetensors file ({e}): it is damaged or not a ddpmkit "
                                 "file") from None
+
+
+def weights_metadata(path: Path) -> dict[str, str]:
+    """The text metadata stored in a safetensors file's header (what save_weights was given)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # noqa: BLE001 - safetensors raises its own error types; load_weights reports a damaged file
+        return {}
+
+
+def save_guide(run_dir: Path, step: int, ema: dict[str, torch.Tensor]) -> Path:
+    """RUN/guide.safetensors: the EMA weights at `step`, autoguidance's guide (build.load_guide "auto")."""
+    path = Path(run_dir) / GUIDE
+    save_weights(path, ema, {"step": str(step)})
+    return path
 
 
 def load_matching(net: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
