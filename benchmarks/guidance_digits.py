@@ -19,6 +19,11 @@ the training seeds; the old 3,000-step default's recorded figures beside (docs/s
 
     python benchmarks/guidance_digits.py --runs /work/bench/seed-0,/work/bench/seed-1,/work/bench/seed-2
     python benchmarks/guidance_digits.py --runs RUN --quick       # a smoke run: 200 samples, 2 rows
+
+Every row is appended to --out (JSON lines: run, row, numbers) as soon as it is measured, and a row
+already there for that run is not measured again, so the runs can be measured one at a time as
+they finish training (--runs RUN --out F, again for the next) and the table printed from the file
+(--table --out F).
 """
 
 from __future__ import annotations
@@ -76,16 +81,44 @@ def measure(reference, features: np.ndarray) -> dict:
             "FD180": float(np.mean(fd_small)), "P180": float(np.mean([p for p, _ in pr])), "R180": float(np.mean([r for _, r in pr]))}
 
 
+def table_of(lines: list[dict]) -> None:
+    """The markdown table of every row in `lines`: mean ± sd over the runs that measured it."""
+    results: dict[str, list[dict]] = {}
+    for line in lines:
+        results.setdefault(line["row"], []).append(line)
+    real = results.pop("real", [])
+    runs = sorted({line["run"] for line in lines})
+    print(f"\n{len(runs)} training seeds ({', '.join(runs)}); mean ± sd over training seeds\n")
+    cols = ("FD", "P", "R", "FD180", "P180", "R180")
+    print("| row | seeds | network passes | " + " | ".join(cols) + " |")
+    print("| --- | ---: | ---: | " + " | ".join("---:" for _ in cols) + " |")
+    for label, found in [("real", real), *results.items()]:
+        name = "held-out real digits (180): the real-data level" if label == "real" else label
+        cells = []
+        for c in cols:
+            if label == "real" and c in ("FD", "P", "R"):
+                cells.append("")
+                continue
+            values = [f[c] for f in found]
+            sd = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+            cells.append(f"{statistics.mean(values):.3f}{sd}")
+        passes_cell = "" if label == "real" else str(found[0]["passes"])
+        print(f"| {name} | {len(found)} | {passes_cell} | " + " | ".join(cells) + " |")
+    print(f"\n{OLD_DEFAULT}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", required=True, help="comma-separated default digits runs (one per training seed)")
+    p.add_argument("--runs", default="", help="comma-separated default digits runs (one per training seed)")
     p.add_argument("--guides", default="285,380,475,570", help="guide checkpoint steps")
     p.add_argument("--scales", default="1.5,2,2.5", help="autoguidance W")
     p.add_argument("--interval", default="0.28,5.42", help="σ_lo,σ_hi of the interval rows (Kynkäänniemi et al. 2024's EDM2 interval)")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0, help="the sampling seed of every row")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, help="write every number as JSON here")
+    p.add_argument("--out", type=Path, default=Path("guidance_digits.jsonl"), help="the rows measured (JSON lines)")
+    p.add_argument("--table", action="store_true", help="only print the table of --out")
+    p.add_argument("--skip", default="", help="comma-separated row labels (or prefixes) not to measure")
     p.add_argument("--quick", action="store_true", help="smoke run: 200 samples, the first two rows")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -93,47 +126,35 @@ def main() -> None:
                  tuple(float(v) for v in args.interval.split(",")))
     if args.quick:
         args.num_samples, table = 200, table[:2]
-    results: dict[str, list[dict]] = {"real": []}
-    started = time.perf_counter()
-    for run_dir in args.runs.split(","):
+    skip = [s for s in args.skip.split(",") if s]
+    done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.is_file() else []
+    for run_dir in [r for r in args.runs.split(",") if r and not args.table]:
+        measured = {line["row"] for line in done if line["run"] == run_dir}
         run = load_run(Path(run_dir))
         reference = image_reference(run, "own", report=print)
-        heldout = run.modality.load_heldout()
-        results["real"].append(measure(reference, reference.extractor.features(heldout.images_uint8)))
+        todo = [("real", None, None)] + [row for row in table if not any(row[0].startswith(s) for s in skip)]
         guides = {}
-        for label, guide, spec in table:
-            if guide is not None and guide not in guides:
-                guides[guide] = load_guide(run, guide)
-            sampled = guides[guide] if guide is not None else run
-            r = request(spec, guide, args.seed)
-            t0 = time.perf_counter()
-            data = draw(sampled, args.num_samples, r).data
-            scores = measure(reference, reference.extractor.features(nhwc_to_nchw(data)))
-            main_passes, guide_passes = passes(sampled, r)
-            scores.update(passes=main_passes + guide_passes, seconds=round(time.perf_counter() - t0, 1))
-            results.setdefault(label, []).append(scores)
-            print(f"{run_dir} {label}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                                    for k, v in scores.items()), flush=True)
-    print(f"\n{len(args.runs.split(','))} training seeds x {args.num_samples} samples, sampling seed {args.seed}, "
-          f"{time.perf_counter() - started:.0f} s; mean ± sd over training seeds\n")
-    cols = ("FD", "P", "R", "FD180", "P180", "R180")
-    print(f"| {'row':<46} | passes | " + " | ".join(f"{c:>13}" for c in cols) + " |")
-    print("| --- | ---: | " + " | ".join("---:" for _ in cols) + " |")
-    for label, found in results.items():
-        name = "held-out real digits (180, the real-data level)" if label == "real" else label
-        cells = []
-        for c in cols:
-            values = [f[c] for f in found]
-            if label == "real" and c in ("FD", "P", "R"):
-                cells.append(f"{'':>13}")
+        for label, guide, spec in todo:
+            if label in measured:
                 continue
-            sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-            cells.append(f"{statistics.mean(values):.3f} ± {sd:.3f}")
-        passes_cell = "" if label == "real" else str(found[0]["passes"])
-        print(f"| {name:<46} | {passes_cell:>6} | " + " | ".join(cells) + " |")
-    print(f"\n{OLD_DEFAULT}")
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=1))
+            t0 = time.perf_counter()
+            if label == "real":
+                scores = measure(reference, reference.extractor.features(run.modality.load_heldout().images_uint8))
+            else:
+                if guide is not None and guide not in guides:
+                    guides[guide] = load_guide(run, guide)
+                sampled = guides[guide] if guide is not None else run
+                r = request(spec, guide, args.seed)
+                data = draw(sampled, args.num_samples, r).data
+                scores = measure(reference, reference.extractor.features(nhwc_to_nchw(data)))
+                scores["passes"] = sum(passes(sampled, r))
+            line = {"run": run_dir, "row": label, **scores, "seconds": round(time.perf_counter() - t0, 1),
+                    "num_samples": args.num_samples}
+            done.append(line)
+            with args.out.open("a") as f:
+                f.write(json.dumps(line) + "\n")
+            print(json.dumps(line), flush=True)
+    table_of(done)
 
 
 if __name__ == "__main__":
