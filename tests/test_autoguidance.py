@@ -229,7 +229,7 @@ def test_the_record_stores_the_guide_its_scale_passes_and_interval(run_dir, tmp_
 def test_a_named_sampler_is_unguided_unless_asked(run_dir):
     run = build.load_for(run_dir, SamplingRequest())
     assert run.guide is not None and SamplingRequest().resolve(run).guidance.autoguide == "auto"
-    assert SamplingRequest(sampler="ddim", steps=5).resolve(run).guidance.autoguide == "none"
+    assert SamplingRequest(sampler="ddim", steps=5).resolve(run).guidance.guide is None
 
 
 def test_autoguidance_composes_with_classifier_free_guidance(tmp_path):

@@ -207,9 +207,10 @@ def export(run_dir: Path | str, out: Path | str, *, format: str = "diffusers", w
     if format != "diffusers":
         raise UserError(f"--format {format!r} is not known; ddpmkit exports --format diffusers")
     rundir.check_output_folder(Path(out), keep="model_index.json")
-    run = build.load_run(Path(run_dir), weights=weights, device=distributed.pick_device(device))
+    request = SamplingRequest(weights=weights)
+    run = build.load_for(Path(run_dir), request, device=distributed.pick_device(device))  # with its kept guide, as sample
     files = diffusers_interop.write_pipeline(Path(out), run.config, run.net.state_dict())
-    return [*files, *modelcard.write_card(run, Path(out), SamplingRequest(weights=weights), license=license)]
+    return [*files, *modelcard.write_card(run, Path(out), request, license=license)]
 
 
 def import_run(source: Path | str, out: Path | str, *, format: str = "diffusers", data: str | None = None) -> RunConfig:

@@ -125,6 +125,11 @@ class Guidance:
         if self.interval is not None:
             object.__setattr__(self, "interval", _interval(self.interval))
 
+    @property
+    def guide(self) -> str | None:
+        """The guide autoguidance takes (None: none, whether "none" was asked or nothing was)."""
+        return None if self.autoguide in (None, NO_GUIDE) else self.autoguide
+
 
 @dataclass(frozen=True)
 class SamplingRequest:
@@ -190,15 +195,15 @@ class SamplingRequest:
 
     def _autoguidance(self, run: Run, default: tuple[str, int | None] | None) -> Guidance:
         """The guidance with its guide resolved: "auto" by default where the run's own guide is
-        loaded (build.load_for loads it), else "none"; a named guide must be the one loaded."""
+        loaded (build.load_for loads it), else none asked stays None (off); a named guide must be the one loaded."""
         g = self.guidance
         name = g.autoguide
-        if name is None:
-            name = AUTO if self.default_guide(default) and run.guide is not None and run.guide.name == AUTO else NO_GUIDE
-        if name != NO_GUIDE and (run.guide is None or run.guide.name != name):
+        if name is None and self.default_guide(default) and run.guide is not None and run.guide.name == AUTO:
+            name = AUTO
+        if name not in (None, NO_GUIDE) and (run.guide is None or run.guide.name != name):
             raise UserError(f"--autoguide {name}: the guide is not loaded; load it with build.load_guide(run, {name!r}) "
                             "(the commands do)")
-        if g.interval is not None and name == NO_GUIDE and not g.cfg:
+        if g.interval is not None and name in (None, NO_GUIDE) and not g.cfg:
             raise UserError("--guidance-interval limits --autoguide or --guidance to its noise levels, and neither is on")
         return dataclasses.replace(g, autoguide=name)
 
@@ -224,7 +229,7 @@ class SamplingRequest:
 
     def guide_name(self) -> str | None:
         """The guide this request names (None: none named; the run's own may still apply by default)."""
-        return None if self.guidance.autoguide in (None, NO_GUIDE) else self.guidance.autoguide
+        return self.guidance.guide
 
     def needs_classifier(self, config: RunConfig) -> bool:
         """Whether drawing this request needs the run's classifier: classifier guidance, or
@@ -243,7 +248,7 @@ class SamplingRequest:
         labelled = r.classes is not None
         nfe = network_evaluations(r.sampler, r.steps)
         g = r.guidance
-        autoguided = g.autoguide != NO_GUIDE
+        autoguided = g.guide is not None
         main, guide = passes(run, r) if autoguided or g.interval is not None else (nfe * (2 if g.cfg and labelled else 1), 0)
         out = {"sampler": r.sampler, "steps": r.steps, "spacing": r.spacing, "nfe": nfe,
                "network_passes": main + guide, "seed": r.seed,
@@ -375,7 +380,7 @@ def passes(run: Run, request: SamplingRequest) -> tuple[int, int]:
     inside = int(in_interval(run.base.schedule, at, g.interval).sum())
     cfg = 2 if g.cfg and r.classes is not None and run.config.num_classes else 1
     main = len(at) + (cfg - 1) * inside
-    guide = cfg * inside if g.autoguide != NO_GUIDE and g.autoguide_scale != 1 else 0
+    guide = cfg * inside if g.guide is not None and g.autoguide_scale != 1 else 0
     return main, guide
 
 
@@ -394,7 +399,7 @@ def denoiser(run: Run, request: SamplingRequest) -> DenoiserLike:
     an unconditional network), then the clipping (denoiser.for_sampling)."""
     r = request.resolve(run)
     g = r.guidance
-    guide = None if g.autoguide == NO_GUIDE else run.guide.denoiser
+    guide = None if g.guide is None else run.guide.denoiser
     return for_sampling(run.base, run.config.num_classes, g.cfg, r.clip, r.percentile, classifier=run.classifier,
                         classifier_scale=g.classifier, guide=guide, guide_scale=g.autoguide_scale, interval=g.interval)
 
