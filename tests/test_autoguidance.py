@@ -250,3 +250,16 @@ def test_bad_guidance_options_are_refused_in_one_line(run_dir, tmp_path):
         code, _, err = run_cli(["sample", "--run", str(run_dir), "-n", "2", *extra, "--out", str(tmp_path / "x")])
         assert code == 2, extra
         one_line_error(err, says)
+
+
+def test_distill_takes_an_autoguided_teacher_and_its_student_samples_on_its_grid(run_dir, tmp_path):
+    out = tmp_path / "student"
+    code, _, err = run_cli(["distill", "--run", str(run_dir), "--out", str(out), "--to-steps", "2", "--start-steps", "4",
+                            "--rounds-steps", "2", "--batch-size", "8", "--autoguide", "step-2", "--autoguide-scale", "2.5",
+                            "--no-progress"])
+    assert code == 0, err
+    recorded = json.loads((out / "distill.json").read_text())
+    assert (recorded["settings"]["autoguide"], recorded["settings"]["autoguide_scale"]) == ("step-2", 2.5)
+    assert run_cli(["sample", "--run", str(out), "-n", "2", "--out", str(tmp_path / "s")])[0] == 0
+    record = json.loads((tmp_path / "s" / "sample.json").read_text())["sampling"]
+    assert (record["sampler"], record["steps"], len(record["grid"])) == ("ddim", 2, 2) and "autoguide" not in record

@@ -107,6 +107,8 @@ def distill(run_dir: Path | str | None, out: Path | str, settings: DistillSettin
         raise UserError("distill needs the --run to distil (or --resume OUT)")
     again = check_out(out, Path(run_dir), settings)
     teacher = build.load_run(Path(run_dir), "ema", device=distributed.pick_device(device))
+    if settings.autoguide not in (None, "none"):
+        teacher = build.load_guide(teacher, settings.autoguide)
     return distill_run(teacher, out, settings, resume=resume or again, device=teacher.device, report=report,
                        progress=progress)
 

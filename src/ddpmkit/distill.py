@@ -65,9 +65,9 @@ from .config import RunConfig
 from .data import batches
 from .denoiser import DenoiserLike
 from .ema import EMA
-from .errors import UserError, check_positive
+from .errors import UserError, check_finite, check_positive
 from .samplers import ddim
-from .sampling import FixedGrid, Run
+from .sampling import FixedGrid, Guidance, Run, SamplingRequest, denoiser
 from .schedules import timestep_grid
 
 TEACHER_WEIGHTS = "teacher.safetensors"  # a checkpoint's teacher: the weights this round distils
@@ -88,6 +88,8 @@ class DistillSettings:
     seed: int = 0  # seeds the batch order, t and ε
     checkpoint_every: int = 250  # steps between checkpoints inside a round (each round's end always has one)
     log_every: int = 50  # steps per log.jsonl record
+    autoguide: str | None = None  # the first teacher autoguided (Karras et al. 2024) by this guide (build.load_guide); None: not
+    autoguide_scale: float = 2.0  # its W
 
     def __post_init__(self) -> None:
         for option, value in (("--to-steps", self.to_steps), ("--start-steps", self.start_steps),
@@ -97,6 +99,7 @@ class DistillSettings:
         if self.batch_size is not None:
             check_positive("--batch-size", self.batch_size)
         check_positive("--lr", self.lr, integer=False)
+        check_finite("--autoguide-scale", self.autoguide_scale)
         ratio = self.start_steps // self.to_steps
         if self.start_steps % self.to_steps or ratio < 2 or ratio & (ratio - 1):
             raise UserError(f"--start-steps {self.start_steps} must be --to-steps {self.to_steps} times a power of two "
@@ -223,7 +226,11 @@ class Distiller:
         at w = 0), a student and its EMA initialised from it, a fresh optimiser."""
         teacher_config = self.first.config if self.round == 0 else self.config
         teacher_net = copy.deepcopy(weights).to(self.device).eval().requires_grad_(False)
-        self.teacher = build.make_run(self.out, teacher_config, teacher_net).denoiser
+        teacher = build.make_run(self.out, teacher_config, teacher_net)
+        self.teacher = teacher.denoiser
+        if self.round == 0 and self.first.guide is not None:  # the first teacher as it samples autoguided
+            guided = SamplingRequest(guidance=Guidance(autoguide=self.first.guide.name, autoguide_scale=self.s.autoguide_scale))
+            self.teacher = denoiser(dataclasses.replace(teacher, guide=self.first.guide), guided)
         self.teacher_net = teacher_net
         self.net = copy.deepcopy(weights).to(self.device).train().requires_grad_(True)
         self.student = build.build_denoiser(self.config, self.net)

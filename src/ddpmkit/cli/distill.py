@@ -8,7 +8,8 @@ from pathlib import Path
 from ..errors import UserError
 from .options import DEVICE_HELP, command
 
-DISTILL_OPTIONS = ("to_steps", "start_steps", "rounds_steps", "batch_size", "lr", "seed", "checkpoint_every")
+DISTILL_OPTIONS = ("to_steps", "start_steps", "rounds_steps", "batch_size", "lr", "seed", "checkpoint_every", "autoguide",
+                   "autoguide_scale")
 
 
 def add_distill(sub) -> None:
@@ -32,6 +33,9 @@ def add_distill(sub) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate, annealed linearly to 0 in each round (default 5e-4)")
     p.add_argument("--seed", type=int, help="seed of the batch order, t and the noise (default 0)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints inside a round (default 250)")
+    p.add_argument("--autoguide", metavar="GUIDE", help="distil the teacher autoguided by GUIDE (Karras et al. 2024; as "
+                   "sample --autoguide: auto, step-N, posthoc:S[@N], a run directory or a .safetensors file; default: unguided)")
+    p.add_argument("--autoguide-scale", type=float, metavar="W", help="the guided teacher's W (default 2)")
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
