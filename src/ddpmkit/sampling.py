@@ -6,7 +6,8 @@ scale, the weights, the batch); how many is the caller's. It is built once (from
 line, cli/options.py, or from Python keywords), checks itself when made, and `resolve(run)`
 fills in its defaults against the run once: the sampler and steps (DEFAULT_SAMPLER on
 DEFAULT_STEPS, a distilled run's own grid, or a method's own default), all T for a named sampler
-given no steps, the kind's clipping, and which classes "balanced" means. Every consumer takes the
+given no steps, the kind's clipping, which classes "balanced" means, and autoguidance by the run's
+own kept guide ("auto", where build.load_for loaded it: the default sampler on a run that keeps one). Every consumer takes the
 request whole, and every record stores `record(run)`, the request as resolved.
 
 `draw(run, n, request)` runs one sampler of `samplers/` from seeded noise x_T over the request's
