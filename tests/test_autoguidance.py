@@ -40,7 +40,8 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 def run_dir(tmp_path_factory):
     """A 4-step digits run (T = 20) with a checkpoint at every step: it keeps its guide at step 2 (guide_at 0.5)."""
     out = tmp_path_factory.mktemp("autoguide") / "run"
-    assert run_cli(["train", "--out", str(out), *TINY_IMAGES, "--steps", "4", "--checkpoint-every", "1", "--keep", "5"])[0] == 0
+    assert run_cli(["train", "--out", str(out), *TINY_IMAGES, "--steps", "4", "--checkpoint-every", "1", "--keep", "5",
+                    "--guide-at", "0.5"])[0] == 0
     return out
 
 
