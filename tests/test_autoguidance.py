@@ -264,3 +264,15 @@ def test_distill_takes_an_autoguided_teacher_and_its_student_samples_on_its_grid
     assert run_cli(["sample", "--run", str(out), "-n", "2", "--out", str(tmp_path / "s")])[0] == 0
     record = json.loads((tmp_path / "s" / "sample.json").read_text())["sampling"]
     assert (record["sampler"], record["steps"], len(record["grid"])) == ("ddim", 2, 2) and "autoguide" not in record
+
+
+def test_a_posthoc_ema_guide_is_rebuilt_at_the_step_asked(tmp_path):
+    out = tmp_path / "posthoc"
+    assert run_cli(["train", "--out", str(out), *TINY_IMAGES, "--steps", "4", "--posthoc-ema", "0.05,0.1",
+                    "--posthoc-every", "1"])[0] == 0
+    run = load_run(out)
+    at_2, last = load_guide(run, "posthoc:0.08@2"), load_guide(run, "posthoc:0.08")
+    assert "at step 2" in at_2.guide.source and "at step 4" in last.guide.source
+    x, t = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.full((3,), 10)
+    assert not torch.equal(at_2.guide.denoiser(x, t).eps, last.guide.denoiser(x, t).eps)
+    assert draw(at_2, 2, request("ddim", 4, "posthoc:0.08@2")).model.isfinite().all()
