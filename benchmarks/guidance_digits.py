@@ -39,6 +39,7 @@ import torch
 
 from ddpmkit import metrics
 from ddpmkit.build import load_guide, load_run
+from ddpmkit.checkpoint import step_dir
 from ddpmkit.evaluation import image_reference
 from ddpmkit.evaluation.quality import feature_scores, nhwc_to_nchw
 from ddpmkit.evaluation.reference import REFERENCE_SEED
@@ -122,7 +123,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("guidance_digits.jsonl"), help="the rows measured (JSON lines)")
     p.add_argument("--table", action="store_true", help="only print the table of --out")
-    p.add_argument("--skip", default="", help="comma-separated row labels (or prefixes) not to measure")
+    p.add_argument("--only", default="", help="the table of the runs whose name contains this (e.g. @665)")
+    p.add_argument("--skip", default="", help="semicolon-separated row labels (or prefixes) not to measure")
+    p.add_argument("--main-step", type=int, help="the main model: the EMA of this checkpoint step (default: the run's final EMA)")
     p.add_argument("--quick", action="store_true", help="smoke run: 200 samples, the first two rows")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -130,11 +133,13 @@ def main() -> None:
                  tuple(float(v) for v in args.interval.split(",")))
     if args.quick:
         args.num_samples, table = 200, table[:2]
-    skip = [s for s in args.skip.split(",") if s]
+    skip = [s for s in args.skip.split(";") if s]
     done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.is_file() else []
     for run_dir in [r for r in args.runs.split(",") if r and not args.table]:
-        measured = {line["row"] for line in done if line["run"] == run_dir}
-        run = load_run(Path(run_dir))
+        name = run_dir if args.main_step is None else f"{run_dir}@{args.main_step}"
+        measured = {line["row"] for line in done if line["run"] == name}
+        weights = "ema" if args.main_step is None else str(step_dir(Path(run_dir), args.main_step) / "ema.safetensors")
+        run = load_run(Path(run_dir), weights)
         reference = image_reference(run, "own", report=print)
         todo = [("real", None, None)] + [row for row in table if not any(row[0].startswith(s) for s in skip)]
         guides = {}
@@ -152,13 +157,13 @@ def main() -> None:
                 data = draw(sampled, args.num_samples, r).data
                 scores = measure(reference, reference.extractor.features(nhwc_to_nchw(data)))
                 scores["passes"] = sum(passes(sampled, r))
-            line = {"run": run_dir, "row": label, **scores, "seconds": round(time.perf_counter() - t0, 1),
+            line = {"run": name, "row": label, **scores, "seconds": round(time.perf_counter() - t0, 1),
                     "num_samples": args.num_samples}
             done.append(line)
             with args.out.open("a") as f:
                 f.write(json.dumps(line) + "\n")
             print(json.dumps(line), flush=True)
-    table_of(done)
+    table_of([line for line in done if args.only in line["run"]] if args.only else done)
 
 
 if __name__ == "__main__":
