@@ -25,7 +25,8 @@ CPU = torch.device("cpu")
 # `ddpmkit train` options of the tiny runs: seconds each on a 2-core CPU
 TINY_TOY = ["--steps", "30", "--timesteps", "50", "--num-points", "500", "--batch-size", "64", "--log-every", "10",
             "--no-progress"]
-TINY_IMAGES = ["--steps", "3", "--timesteps", "20", "--batch-size", "8", "--width", "8", "--no-progress"]
+TINY_IMAGES = ["--steps", "3", "--timesteps", "20", "--batch-size", "8", "--width", "8", "--no-progress",
+               "--guide-at", "0"]  # no guide kept: the tiny runs sample their main model alone (test_autoguidance keeps one)
 
 
 # ---- tiny configs ------------------------------------------------------------------------------

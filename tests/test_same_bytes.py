@@ -73,6 +73,13 @@ CASES = {
     "classifier-readme": ("digits", ["sample", "--class", "all", "-n", "10", "--classifier-scale", "4"], NPY),
     "classifier-cfg-both": ("conditional", ["sample", "-n", "2", "--class", "5", "--guidance", "1", "--classifier-scale",
                                             "3", "--sampler", "dpm++sde", "--steps", "6"], NPY),
+    # the digits runs keep a guide (TrainConfig.guide_at), so their default sampling above is autoguided;
+    # --autoguide none is the default of before, byte for byte
+    "digits-default-unguided": ("digits", ["sample", "-n", "6", "--autoguide", "none"], NPY),
+    "conditional-class-cfg-unguided": ("conditional", ["sample", "-n", "4", "--class", "3", "--guidance", "2", "--autoguide",
+                                                        "none"], NPY),
+    "classifier-readme-unguided": ("digits", ["sample", "--class", "all", "-n", "10", "--classifier-scale", "4", "--autoguide",
+                                              "none"], NPY),
     "edit-ddpm": ("digits", ["edit", "--input", "{inputs}", "--strength", "0.5", "--sampler", "ddpm"], NPY),
     "edit-ddim-10": ("digits", ["edit", "--input", "{inputs}", "--strength", "0.7", "--sampler", "ddim", "--steps", "10",
                                 "--seed", "2"], NPY),

@@ -240,6 +240,13 @@ def test_every_consumer_resolves_the_one_default_request(eval_cache, tmp_path, m
         seen[name] = set(resolved)
     expected = SamplingRequest().resolve(load_run(run_dir))
     assert (expected.sampler, expected.steps, expected.clip) == ("dpm++sde", 20, "static")
-    assert seen == {name: {expected} for name in consumers}
+    # The commands that load a finished run as `sample` does (build.load_for) take its kept guide by default
+    # (autoguidance, RUN/guide.safetensors); training's own measurements and pictures, compare-samplers (which
+    # names its samplers) and the EMA sweep (whose candidates are the weights) sample without it.
+    run = build.load_for(run_dir, SamplingRequest())
+    guided = SamplingRequest().resolve(run)
+    assert guided == dataclasses.replace(expected, guidance=api.Guidance(autoguide="auto"))
+    takes_guide = {"sample", "evaluate", "edit", "export (the card's grid)"}
+    assert seen == {name: {guided if name in takes_guide else expected} for name in consumers}
     record = json.loads((tmp_path / "s" / "sample.json").read_text())["sampling"]
-    assert record == expected.record(load_run(run_dir))  # and every record stores it as resolved
+    assert record == guided.record(run)  # and every record stores it as resolved

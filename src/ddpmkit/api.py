@@ -85,6 +85,8 @@ def distill(run_dir: Path | str | None, out: Path | str, settings: DistillSettin
     with distributed.launch(device) as (world, dev):
         again = distillation.check_out(out, Path(run_dir), settings, overwrite=overwrite and not resume)
         teacher = build.load_run(Path(run_dir), "ema", device=dev)
+        if settings.autoguide not in (None, "none"):  # the teacher autoguided (Karras et al. 2024)
+            teacher = build.load_guide(teacher, settings.autoguide)
         world.barrier()  # every rank has looked at `out` before rank 0 empties it
         if overwrite and not (resume or again) and world.is_main:  # --overwrite: the folder's contents go once the teacher has loaded
             outputs.empty(out)
@@ -160,10 +162,11 @@ def export(run_dir: Path | str, out: Path | str | outputs.Output, *, format: str
     `progress`: a bar while the grid is drawn)."""
     diffusers_interop.check_format(format, "--format")
     out = outputs.claim(out, "export")  # new, empty, or an earlier export (replaced whole)
-    run = build.load_run(Path(run_dir), weights=weights, device=distributed.pick_device(device))
+    request = SamplingRequest(weights=weights, progress=progress)
+    run = build.load_for(Path(run_dir), request, device=distributed.pick_device(device))  # with its kept guide, as sample
     with outputs.write(out, {"run": str(run_dir), "weights": weights}) as into:
         files = diffusers_interop.write_pipeline(into, run.config, run.net.state_dict())
-        files += modelcard.write_card(run, into, SamplingRequest(weights=weights, progress=progress), license=license)
+        files += modelcard.write_card(run, into, request, license=license)
     return [outputs.final_path(f, into, out) for f in files]
 
 

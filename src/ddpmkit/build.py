@@ -6,6 +6,7 @@ rebuilt from their directory."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import torch
@@ -21,10 +22,10 @@ from .loggers import Loggers, TensorBoard, WandB
 from .modality import Images, Points, modality_for
 from .nets.mlp import MLP, GatedMLP, GatedMLPConfig, MLPConfig
 from .nets.unet import UNet, UNetConfig
-from .posthoc_ema import PowerEMA
+from .posthoc_ema import PowerEMA, reconstruct
 from .precision import Autocast, autocast_dtype
-from .rundir import CONFIG, read_distill_record
-from .sampling import FixedGrid, Run, SamplingRequest
+from .rundir import CONFIG, GUIDE, read_distill_record
+from .sampling import AUTO, FixedGrid, Guide, Run, SamplingRequest
 from .schedules import NoiseSchedule
 
 NETS: dict[type, type[nn.Module]] = {MLPConfig: MLP, GatedMLPConfig: GatedMLP, UNetConfig: UNet}
@@ -148,13 +149,93 @@ def load_run(run_dir: Path, weights: str = "ema", device: torch.device | None = 
 
 
 def load_for(run_dir: Path, request: SamplingRequest, device: torch.device | None = None) -> Run:
-    """The run as `request` needs it: the weights it names, and the run's classifier when classifier
-    guidance or classes of an unconditional run ask for it (one line when the run has none)."""
+    """The run as `request` needs it: the weights it names, the guide of autoguidance it names (or,
+    by default, the run's own RUN/guide.safetensors where it keeps one and the request takes the
+    run's default sampler), and the run's classifier when classifier guidance or classes of an
+    unconditional run ask for it (one line when the run has none)."""
     run = load_run(run_dir, request.weights, device)
+    guide = request.guide_name()
+    if guide is None and request.default_guide() and (run.directory / GUIDE).is_file():
+        guide = AUTO
+    if guide is not None:
+        run = load_guide(run, guide)
     if not request.needs_classifier(run.config):
         return run
     return with_classifier(run, "--classifier-scale needs the run's classifier" if request.guidance.classifier else
                            "--class needs a conditional model; this run was trained without --conditional and has no classifier")
+
+
+GUIDE_NAMES = "auto, step-N, posthoc:SIGMA_REL[@N], a run directory or a .safetensors file"
+FITS = (  # what a guide must share with the main model, each as (what, its value in a RunConfig)
+    ("data", lambda c: c.data.name), ("image size", lambda c: c.data.image_size), ("channels", lambda c: c.data.channels),
+    ("2-D normalisation", lambda c: (c.data.mean, c.data.scale)), ("classes", lambda c: c.num_classes),
+    ("T", lambda c: c.diffusion.num_steps),
+    ("schedule", lambda c: (c.diffusion.schedule, c.diffusion.beta_start, c.diffusion.beta_end)),
+    ("prediction", lambda c: c.diffusion.prediction),
+)
+
+
+def check_guide_fits(config: RunConfig, guide: RunConfig, where: Path) -> None:
+    """One line naming what differs when the guide's run does not share the main run's data, T,
+    schedule, prediction or shape (a guide must denoise the same x_t as the main model)."""
+    differ = [f"{what} {f(guide)!r} against {f(config)!r}" for what, f in FITS if f(guide) != f(config)]
+    if differ:
+        raise UserError(f"--autoguide {where} does not fit this run: its {'; '.join(differ)}; a guide needs the same data, "
+                        "T, schedule, prediction and shape (train it with the main run's options, e.g. a narrower --width)")
+
+
+def load_guide(run: Run, name: str) -> Run:
+    """The run with the guide of autoguidance (Karras et al. 2024) that `name` names, on its device:
+    "auto": RUN/guide.safetensors (the EMA weights at TrainConfig.guide_at of the steps);
+    "step-N": the EMA weights of the run's checkpoint of step N;
+    "posthoc:S" or "posthoc:S@N": the power-function EMA of relative width S rebuilt from the run's
+      post-hoc EMA snapshots (posthoc_ema.reconstruct), at its last snapshot or the last at or before step N;
+    a run directory: that run's EMA weights (with its own network: it may be narrower), after the
+      check that it fits (check_guide_fits); a .safetensors file: weights of the run's own network."""
+    config, where, text = run.config, run.directory, str(name).strip()
+    step = re.fullmatch(r"step-0*(\d+)", text)
+    posthoc = re.fullmatch(r"posthoc:([0-9.eE+-]+)(?:@(\d+))?", text)
+    weights: dict[str, torch.Tensor] | None = None
+    if text == AUTO:
+        path = where / GUIDE
+        if not path.is_file():
+            raise UserError(f"{where} keeps no guide ({GUIDE}): runs trained with --guide-at F keep the EMA weights at that "
+                            f"fraction of their steps; name another guide ({GUIDE_NAMES}) or use --autoguide none")
+        source = f"{path} (the EMA weights at step {checkpoint.weights_metadata(path).get('step', '?')})"
+    elif step:
+        path = checkpoint.step_dir(where, int(step.group(1))) / "ema.safetensors"
+        if not path.is_file():
+            kept = ", ".join(f"step-{checkpoint.checkpoint_step(p)}" for p in checkpoint.complete_checkpoints(where)) or "none"
+            raise UserError(f"--autoguide {text}: {where} has no checkpoint of step {step.group(1)} (kept: {kept}); "
+                            "train with --checkpoint-every N --keep K to keep earlier ones")
+        source = f"{path} (the EMA weights of the checkpoint of step {step.group(1)})"
+    elif posthoc:
+        try:
+            sigma_rel = float(posthoc.group(1))
+        except ValueError:
+            raise UserError(f"--autoguide {text}: posthoc: takes a relative EMA width, e.g. posthoc:0.05 or posthoc:0.05@500") from None
+        until = int(posthoc.group(2)) if posthoc.group(2) else None
+        snaps = [s for s in checkpoint.snapshots(where) if until is None or s.step <= until]
+        if not snaps:
+            raise UserError(f"--autoguide {text}: {where} has no post-hoc EMA snapshots" + (f" at or before step {until}" if until
+                            else "") + "; train with --posthoc-ema to keep them")
+        built = reconstruct(snaps, [sigma_rel], checkpoint.load_weights)[0]
+        weights, path = built.weights, where
+        source = f"post-hoc EMA σ_rel {sigma_rel:g} at step {built.step}, rebuilt from {len(snaps)} snapshots of {where}"
+    elif Path(text).is_dir():
+        config = run_config(Path(text))
+        check_guide_fits(run.config, config, Path(text))
+        path = weights_file(Path(text), "ema")
+        source = f"{path} (the EMA weights of the run {text})"
+    elif text.endswith(".safetensors") and Path(text).is_file():
+        path = Path(text)
+        source = f"{path} (weights of this run's network)"
+    else:
+        raise UserError(f"--autoguide {text!r} names no guide: it takes {GUIDE_NAMES} (or none)")
+    net = build_net(config)
+    checkpoint.load_matching(net, weights if weights is not None else checkpoint.load_weights(path), path)
+    net = net.to(run.device).eval().requires_grad_(False)
+    return dataclasses.replace(run, guide=Guide(text, build_denoiser(config, net), source))
 
 
 def with_classifier(run: Run, missing: str = "classifier guidance needs the run's classifier") -> Run:

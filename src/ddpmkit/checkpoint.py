@@ -44,6 +44,8 @@ from .rundir import (
     BEST,
     CHECKPOINTS,
     CONFIG,
+    GUIDE,
+    atomic_write_bytes,
     POSTHOC,
     TOP_LEVEL_FILES,
     atomic_write_bytes,
@@ -107,6 +109,22 @@ def _intact_copy(path: Path) -> str:
         return (f"; the checkpoint {found} is intact: pass --weights {found / path.name}, or `ddpmkit train --resume "
                 f"{run_dir}`, which starts from it and writes the top-level files again")
     return ""
+
+
+def weights_metadata(path: Path) -> dict[str, str]:
+    """The text metadata stored in a safetensors file's header (what save_weights was given)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # noqa: BLE001 - safetensors raises its own error types; load_weights reports a damaged file
+        return {}
+
+
+def save_guide(run_dir: Path, step: int, ema: dict[str, torch.Tensor]) -> Path:
+    """RUN/guide.safetensors: the EMA weights at `step`, autoguidance's guide (build.load_guide "auto")."""
+    path = Path(run_dir) / GUIDE
+    save_weights(path, ema, {"step": str(step)})
+    return path
 
 
 def load_matching(net: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:

@@ -119,6 +119,8 @@ class TrainConfig:
     eval_samples: int | None = None  # samples per measurement (None: the modality's default, 1,000 images or 2,000 points)
     posthoc_ema: tuple[float, ...] = ()  # σ_rel of each power-function EMA profile kept for post-hoc EMA (Karras et al. 2024); (): off
     posthoc_every: int = 0  # steps between snapshots of those profiles in posthoc/ (0: a twentieth of --steps)
+    guide_at: float = 0.0  # share of the steps in [0, 1) at which the EMA weights are kept as RUN/guide.safetensors,
+    # autoguidance's guide (Karras et al. 2024); 0: none kept
 
     def __post_init__(self) -> None:
         check_finite_fields(self, "train")
@@ -142,6 +144,7 @@ class TrainConfig:
         if self.eval_samples is not None and self.eval_samples < 10:
             raise UserError(f"--eval-samples must be at least 10 (the quality measures need a few nearest neighbours), "
                             f"got {self.eval_samples}")
+        check_between("--guide-at", self.guide_at, 0, 1, high_included=False, what="the share of the steps at which the guide is kept")
         if self.ema_sigma_rel:
             check_sigma_rel(self.ema_sigma_rel, "--ema-sigma-rel")
         for sigma_rel in self.posthoc_ema:
@@ -157,6 +160,11 @@ class TrainConfig:
         that straddles two epochs holds the end of one and the start of the next: rounding up,
         the last step takes the rest of the last epoch (and a few examples of the next)."""
         return math.ceil(self.epochs * num_examples / self.batch_size)
+
+    @property
+    def guide_step(self) -> int | None:
+        """The step whose EMA weights are kept as autoguidance's guide: guide_at of the steps (at least 1); None: off."""
+        return max(1, round(self.guide_at * self.steps)) if self.guide_at else None
 
     def epoch_at(self, step: int, num_examples: int) -> float:
         """Epochs completed after `step` optimiser steps over `num_examples` examples: step · batch / N."""

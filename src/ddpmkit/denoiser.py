@@ -2,8 +2,10 @@
 
 A Denoiser turns a network output at (x_t, t[, label]) into x̂_0 and ε̂, whatever the
 network was trained to predict (ε, x_0 or v); samplers and losses only see those.
-Wrappers (classifier-free guidance, classifier guidance, clipping) take and return the same interface;
-`for_sampling` puts them around a Denoiser as a sampler needs them.
+Wrappers (autoguidance, classifier-free guidance, classifier guidance, clipping) take and return the
+same interface; `for_sampling` puts them around a Denoiser as a sampler needs them. A guidance
+interval (Kynkäänniemi et al. 2024) limits autoguidance and classifier-free guidance to the noise
+levels σ_t = √((1 − ᾱ_t)/ᾱ_t) inside it (`in_interval`).
 """
 
 from __future__ import annotations
@@ -97,27 +99,86 @@ class Denoiser:
         return self.from_raw(x_t, t, self.raw(x_t, t, label))
 
 
+Interval = tuple[float, float]  # (σ_lo, σ_hi): guidance applies where σ_lo ≤ σ_t ≤ σ_hi
+
+
+def noise_level(schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:
+    """σ_t = √((1 − ᾱ_t)/ᾱ_t) per row of t [B]: the noise level of x_t/√ᾱ_t, EDM's σ (Karras et
+    al. 2022), in which guidance intervals are given (the schedule's sqrt_recipm1_alphas_cumprod)."""
+    table = schedule.sqrt_recipm1_alphas_cumprod
+    return table[t.to(table.device)]
+
+
+def in_interval(schedule: NoiseSchedule, t: torch.Tensor, interval: Interval | None) -> torch.Tensor:
+    """[B] bool: whether each row's σ_t lies in the guidance interval [σ_lo, σ_hi] (Kynkäänniemi
+    et al. 2024: guidance limited to the middle noise levels); all True without an interval."""
+    if interval is None:
+        return torch.ones(t.shape, dtype=torch.bool, device=t.device)
+    sigma = noise_level(schedule, t)
+    return ((sigma >= interval[0]) & (sigma <= interval[1])).to(t.device)
+
+
 class GuidedDenoiser:
     """Classifier-free guidance (Eq. 6 of Ho & Salimans 2021):
     ε̃ = (1 + w)·ε(x_t, c) − w·ε(x_t, ∅), with the conditional and unconditional passes
     batched into one network call on 2B rows; x̂_0 follows from ε̃. `null_label` is the index
     of the learned "no class" embedding. Without a label it is the unconditional model; with
-    w = 0 it is the conditional model, in one pass of B rows."""
+    w = 0, or at a σ_t outside `interval` (Kynkäänniemi et al. 2024), it is the conditional model,
+    in one pass of B rows."""
 
-    def __init__(self, inner: Denoiser, guidance: float, null_label: int):
-        self.inner, self.guidance, self.null_label = inner, guidance, null_label
+    def __init__(self, inner: DenoiserLike, guidance: float, null_label: int, interval: Interval | None = None):
+        self.inner, self.guidance, self.null_label, self.interval = inner, guidance, null_label, interval
         self.schedule = inner.schedule
         self.variance = inner.variance
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> DenoiserOutput:
         if label is None or self.guidance == 0:
             return self.inner(x_t, t, label)
+        inside = None if self.interval is None else in_interval(self.schedule, t, self.interval)
+        if inside is not None and not bool(inside.any()):
+            return self.inner(x_t, t, label)
         null = torch.full_like(label, self.null_label)
         both = self.inner(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([label, null]))
         eps_c, eps_u = both.eps.chunk(2)
         eps = (1 + self.guidance) * eps_c - self.guidance * eps_u
+        if inside is not None:  # rows outside the interval keep the conditional ε
+            eps = torch.where(append_dims(inside, x_t.ndim), eps, eps_c)
         frac = None if both.var_frac is None else both.var_frac.chunk(2)[0]  # the conditional pass's variance
         return DenoiserOutput(x0=process.x0_from_eps(self.schedule, x_t, t, eps), eps=eps, var_frac=frac)
+
+
+class AutoGuidedDenoiser:
+    """Autoguidance (Eq. 2 of Karras et al. 2024, "Guiding a diffusion model with a bad version
+    of itself"): the main denoiser guided by a weaker version of itself (an earlier checkpoint,
+    a shorter EMA, a narrower network trained on the same data),
+
+        D_w = D_guide + w·(D_main − D_guide),
+
+    applied alike to x̂_0 and ε̂ (ε̂ is affine in x̂_0 with weights that sum to 1, so both
+    stay consistent). w = 1 is the main model (in one pass, no guide), w = 0 the guide; with
+    D_guide = D_main it is the main model for every w. Outside `interval` (σ_t, Kynkäänniemi
+    et al. 2024) it is the main model, without the guide's pass. Labels go to both (the guide
+    of a conditional model is conditional too); the variance is the main model's."""
+
+    def __init__(self, main: DenoiserLike, guide: DenoiserLike, scale: float, interval: Interval | None = None):
+        self.main, self.guide, self.scale, self.interval = main, guide, scale, interval
+        self.schedule = main.schedule
+        self.variance = main.variance
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> DenoiserOutput:
+        out = self.main(x_t, t, label)
+        if self.scale == 1:
+            return out
+        inside = None if self.interval is None else in_interval(self.schedule, t, self.interval)
+        if inside is not None and not bool(inside.any()):
+            return out
+        weak = self.guide(x_t, t, label)
+        x0 = weak.x0 + self.scale * (out.x0 - weak.x0)
+        eps = weak.eps + self.scale * (out.eps - weak.eps)
+        if inside is not None:  # rows outside the interval keep the main model's output
+            keep = append_dims(inside, x_t.ndim)
+            x0, eps = torch.where(keep, x0, out.x0), torch.where(keep, eps, out.eps)
+        return DenoiserOutput(x0=x0, eps=eps, var_frac=out.var_frac)
 
 
 Classifier = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B, ...], t [B]) -> logits [B, K]
@@ -192,13 +253,16 @@ class ClippedDenoiser:
 
 
 def for_sampling(base: Denoiser, num_classes: int, guidance: float, clip: str, percentile: float = 0.995,
-                 classifier: Classifier | None = None, classifier_scale: float = 0.0) -> DenoiserLike:
-    """The denoiser a sampler calls: classifier-free guidance of strength `guidance` around
-    `base` when the network is conditional (`num_classes` > 0), then classifier guidance of
-    scale `classifier_scale` by `classifier` (when given), then x̂_0 kept in range by `clip`:
-    static, dynamic (Imagen's thresholding at `percentile`) or none.
+                 classifier: Classifier | None = None, classifier_scale: float = 0.0, *, guide: DenoiserLike | None = None,
+                 guide_scale: float = 1.0, interval: Interval | None = None) -> DenoiserLike:
+    """The denoiser a sampler calls: autoguidance of `base` by `guide` with scale `guide_scale`
+    (when a guide is given), then classifier-free guidance of strength `guidance` when the network
+    is conditional (`num_classes` > 0), both only at the σ_t inside `interval` (None: every step),
+    then classifier guidance of scale `classifier_scale` by `classifier` (when given), then x̂_0
+    kept in range by `clip`: static, dynamic (Imagen's thresholding at `percentile`) or none.
 
-    The order: both guidances shift ε̂ (CFG mixes two network passes, the classifier adds
+    Autoguidance comes first, so classifier-free guidance mixes the autoguided conditional and
+    unconditional predictions (4 network passes per evaluation with both). The order: the guidances shift ε̂ (CFG mixes two network passes, the classifier adds
     its gradient to the result, as Dhariwal & Nichol's guidance adds to whatever score the
     model gives), and the clip comes last so that the x̂_0 every sampler takes lies in the
     data's range after both shifts (a large scale pushes x̂_0 out of [-1, 1]; clipping first,
@@ -206,8 +270,10 @@ def for_sampling(base: Denoiser, num_classes: int, guidance: float, clip: str, p
     gradient moved outside again)."""
     check_choice("clipping", clip, CLIPS)
     denoiser: DenoiserLike = base
+    if guide is not None:
+        denoiser = AutoGuidedDenoiser(denoiser, guide, guide_scale, interval)
     if num_classes:
-        denoiser = GuidedDenoiser(denoiser, guidance, null_label=num_classes)
+        denoiser = GuidedDenoiser(denoiser, guidance, null_label=num_classes, interval=interval)
     if classifier is not None:
         denoiser = ClassifierGuidedDenoiser(denoiser, classifier, classifier_scale, conditional=num_classes > 0)
     return denoiser if clip == "none" else ClippedDenoiser(denoiser, clip, percentile)

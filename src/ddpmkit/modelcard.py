@@ -151,7 +151,9 @@ def model_card(run: Run, data: dict, metrics: dict, grid: dict, *, license: str)
         "## Samples", "",
         f"![samples]({GRID})", "",
         f"{GRID_SAMPLES} samples drawn at export with {grid['sampler']}, {grid['steps']} steps, seed {grid['seed']}, "
-        f"{weights} weights.", "",
+        f"{weights} weights" + (f", autoguided by {grid['guide']} (W = {grid['autoguide_scale']:g}; the guide is not part "
+                                "of the export: diffusers samples the main model alone)" if "autoguide" in grid else "")
+        + ".", "",
         "## Use", "",
         "In diffusers (ancestral DDPM over all T steps, ddpmkit's `--sampler ddpm`; `DDIMPipeline` with "
         "`use_clipped_model_output=True` is ddpmkit's `--sampler ddim --spacing leading`):", "", "```python",

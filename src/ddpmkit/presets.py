@@ -60,14 +60,17 @@ def digits() -> RunConfig:
     - precision fp32: `--precision auto` (bf16 autocast where the CPU has native bf16, AVX-512
       bf16 or AMX, else fp32) is offered, but its sample quality on this job is not measured
       yet, so it is not the default.
-    - 10% of the digits (180) are held out of training, for the held-out likelihood."""
+    - 10% of the digits (180) are held out of training, for the held-out likelihood.
+    - the EMA weights at half the steps (step 475) are kept as RUN/guide.safetensors, the guide of
+      autoguidance (Karras et al. 2024) that `sample` uses by default (docs/guidance.md, measured by
+      benchmarks/guidance_digits.py)."""
     return RunConfig(
         data=DataConfig(name="digits", holdout=0.1),
         net=UNetConfig(base_width=32, channel_mults=(1, 2), blocks_per_level=1),
         diffusion=DiffusionConfig(schedule="cosine", num_steps=1000),
         train=TrainConfig(
             steps=950, batch_size=128, lr=2e-3, warmup_steps=100, lr_decay="cosine", ema_sigma_rel=0.2,
-            log_every=100, checkpoint_every=1000,
+            log_every=100, checkpoint_every=1000, guide_at=0.5,
         ),
     )
 

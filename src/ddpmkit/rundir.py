@@ -47,6 +47,7 @@ WANDB_ID = "wandb-id"  # the W&B run id, so that a resumed run continues it
 POSTHOC = "posthoc"  # the post-hoc EMA snapshots
 CLASSIFIER = "classifier"  # the noise-aware classifier for classifier guidance
 DISTILL = "distill.json"  # a distilled run's record: teacher, settings, rounds, its sampler and step grid
+GUIDE = "guide.safetensors"  # autoguidance's guide: the EMA weights at TrainConfig.guide_at of the steps
 SAMPLE_RECORD = "sample.json"  # a `ddpmkit sample` folder's record: how many samples, from which run, drawn how
 TOP_LEVEL_FILES = ("model.safetensors", "ema.safetensors", "state.pt")  # copies of the newest checkpoint's
 

@@ -6,7 +6,8 @@ scale, the weights, the batch); how many is the caller's. It is built once (from
 line, cli/options.py, or from Python keywords), checks itself when made, and `resolve(run)`
 fills in its defaults against the run once: the sampler and steps (DEFAULT_SAMPLER on
 DEFAULT_STEPS, a distilled run's own grid, or a method's own default), all T for a named sampler
-given no steps, the kind's clipping, and which classes "balanced" means. Every consumer takes the
+given no steps, the kind's clipping, which classes "balanced" means, and autoguidance by the run's
+own kept guide ("auto", where build.load_for loaded it: the default sampler on a run that keeps one). Every consumer takes the
 request whole, and every record stores `record(run)`, the request as resolved.
 
 `draw(run, n, request)` runs one sampler of `samplers/` from seeded noise x_T over the request's
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ._tensor import randn_like
 from .config import RunConfig
-from .denoiser import CLIPS, Denoiser, DenoiserLike, for_sampling
+from .denoiser import CLIPS, Denoiser, DenoiserLike, for_sampling, in_interval
 from .errors import UserError, check_choice, check_finite, check_not_negative, check_positive
 from .modality import Kind
 from .samplers import SAMPLERS, Trajectory
@@ -40,6 +41,8 @@ BATCH = 4096  # samples drawn in one sampler call
 WEIGHT_NAMES = {"ema": "EMA", "last": "EMA", "model": "live", "best": "best (EMA)"}  # how a record names the weights
 BALANCED = "balanced"  # classes: n labels spread evenly over the run's classes (what measurements draw)
 ALL = "all"  # classes: n samples of every class, class after class
+AUTO = "auto"  # autoguide: the run's own guide, RUN/guide.safetensors (the EMA weights at TrainConfig.guide_at)
+NO_GUIDE = "none"  # autoguide: off
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,15 @@ class FixedGrid:
         return sampler == self.sampler and steps in (None, self.steps)
 
 
+@dataclass(frozen=True)
+class Guide:
+    """The guide of autoguidance (Karras et al. 2024): a weaker model of the same data, schedule and prediction."""
+
+    name: str  # what the request named: "auto", "step-N", "posthoc:S[@N]", a run directory or a .safetensors file
+    denoiser: Denoiser  # the guide network as x̂_0 and ε̂, unguided and unclipped
+    source: str  # the file its weights came from, and what they are, for the records
+
+
 @dataclass
 class Run:
     """A trained network with everything needed to sample it."""
@@ -70,6 +82,7 @@ class Run:
     denoiser: DenoiserLike  # the unguided denoiser with the kind's clipping
     classifier: nn.Module | None = None  # its noise-aware classifier p(y | x_t, t) for classifier guidance, once loaded
     fixed: FixedGrid | None = None  # a distilled run's own sampler and grid (its default), else None
+    guide: Guide | None = None  # its guide for autoguidance, once loaded (build.load_guide)
 
     @property
     def device(self) -> torch.device:
@@ -96,11 +109,28 @@ class Guidance:
 
     cfg: float = 0.0  # classifier-free guidance w (Eq. 6 of Ho & Salimans 2021): conditional runs; 0 the conditional model
     classifier: float = 0.0  # classifier guidance s (Dhariwal & Nichol 2021) by the run's classifier; 0 off
+    autoguide: str | None = None  # autoguidance's guide (Karras et al. 2024): "auto" (RUN/guide.safetensors), "step-N",
+    # "posthoc:S[@N]", a run directory or a .safetensors file (build.load_guide); "none": off; None: the default,
+    # "auto" for the run's default sampler where the run keeps a guide, else off
+    autoguide_scale: float = 2.0  # w of D_guide + w·(D_main − D_guide): 1 the main model, 0 the guide
+    interval: tuple[float, float] | None = None  # (σ_lo, σ_hi), σ_t = √((1 − ᾱ_t)/ᾱ_t): autoguidance and classifier-free
+    # guidance only where σ_lo ≤ σ_t ≤ σ_hi (Kynkäänniemi et al. 2024); None: at every step
 
     def __post_init__(self) -> None:
         # Any finite w: 0 is the conditional model, -1 the unconditional one, below -1 anti-guidance: none is refused.
         check_finite("--guidance", self.cfg)
         check_finite("--classifier-scale", self.classifier)  # any finite s: below 0 guides away from the class
+        check_finite("--autoguide-scale", self.autoguide_scale)  # any finite w: above 1 guides away from the guide
+        if self.autoguide is not None and not str(self.autoguide).strip():
+            raise UserError("--autoguide takes auto, step-N, posthoc:SIGMA_REL[@N], a run directory, a .safetensors file "
+                            "or none; got an empty name")
+        if self.interval is not None:
+            object.__setattr__(self, "interval", _interval(self.interval))
+
+    @property
+    def guide(self) -> str | None:
+        """The guide autoguidance takes (None: none, whether "none" was asked or nothing was)."""
+        return None if self.autoguide in (None, NO_GUIDE) else self.autoguide
 
 
 @dataclass(frozen=True)
@@ -159,9 +189,28 @@ class SamplingRequest:
         check_sampler(sampler, steps, T)
         classes = None if self.classes == BALANCED and not _balances(run, self) else self.classes
         resolved = dataclasses.replace(self, sampler=sampler, steps=steps, clip=self.clip or run.modality.default_clip,
-                                       classes=classes)
+                                       classes=classes, guidance=self._autoguidance(run, default))
         resolved.check_classes(run)
         return resolved
+
+    def default_guide(self, default: tuple[str, int | None] | None = None) -> bool:
+        """Whether this request takes the run's own guide ("auto") when the run keeps one: it names
+        no guide and samples with the run's default sampler (not a named one, nor a method's own)."""
+        return self.guidance.autoguide is None and self.sampler is None and default is None
+
+    def _autoguidance(self, run: Run, default: tuple[str, int | None] | None) -> Guidance:
+        """The guidance with its guide resolved: "auto" by default where the run's own guide is
+        loaded (build.load_for loads it), else none asked stays None (off); a named guide must be the one loaded."""
+        g = self.guidance
+        name = g.autoguide
+        if name is None and self.default_guide(default) and run.guide is not None and run.guide.name == AUTO:
+            name = AUTO
+        if name not in (None, NO_GUIDE) and (run.guide is None or run.guide.name != name):
+            raise UserError(f"--autoguide {name}: the guide is not loaded; load it with build.load_guide(run, {name!r}) "
+                            "(the commands do)")
+        if g.interval is not None and name in (None, NO_GUIDE) and not g.cfg:
+            raise UserError("--guidance-interval limits --autoguide or --guidance to its noise levels, and neither is on")
+        return dataclasses.replace(g, autoguide=name)
 
     def check_classes(self, run: Run) -> None:
         """Clear errors for classes or guidance the run cannot take (an unconditional run takes
@@ -183,6 +232,10 @@ class SamplingRequest:
         if asked and max(asked) >= classes:
             raise UserError(f"class {max(asked)} is outside the trained labels 0..{classes - 1}")
 
+    def guide_name(self) -> str | None:
+        """The guide this request names (None: none named; the run's own may still apply by default)."""
+        return self.guidance.guide
+
     def needs_classifier(self, config: RunConfig) -> bool:
         """Whether drawing this request needs the run's classifier: classifier guidance, or
         classes asked of an unconditional run."""
@@ -199,8 +252,11 @@ class SamplingRequest:
         r = self.resolve(run)
         labelled = r.classes is not None
         nfe = network_evaluations(r.sampler, r.steps)
+        g = r.guidance
+        autoguided = g.guide is not None
+        main, guide = passes(run, r) if autoguided or g.interval is not None else (nfe * (2 if g.cfg and labelled else 1), 0)
         out = {"sampler": r.sampler, "steps": r.steps, "spacing": r.spacing, "nfe": nfe,
-               "network_passes": nfe * (2 if r.guidance.cfg and labelled else 1), "seed": r.seed,
+               "network_passes": main + guide, "seed": r.seed,
                "weights": WEIGHT_NAMES.get(r.weights, r.weights), "clip": r.clip, "trained_steps_T": run.config.diffusion.num_steps}
         if r.clip == "dynamic":
             out["percentile"] = r.percentile
@@ -215,7 +271,42 @@ class SamplingRequest:
             out["guidance"] = r.guidance.cfg
         if r.guidance.classifier:
             out.update(classifier_scale=r.guidance.classifier, classifier_passes=2 * nfe)
+        if autoguided:
+            out.update(autoguide=g.autoguide, guide=run.guide.source, autoguide_scale=g.autoguide_scale, guide_passes=guide)
+        if g.interval is not None:
+            out["guidance_interval"] = {"sigma": list(g.interval), "evaluations_inside": inside_count(run, r)}
         return out
+
+
+def passes_note(record: dict) -> str | None:
+    """What a recorded request's network passes per sample are made of, where guidance adds any
+    (None: one pass per network evaluation): what `sample` prints and `evaluate` reports."""
+    nfe, total, guide = record["nfe"], record.get("network_passes", record["nfe"]), record.get("guide_passes", 0)
+    parts = []
+    if "autoguide" in record:
+        parts.append(f"autoguidance by {record['autoguide']} (W = {record['autoguide_scale']:g}): {guide} passes of the guide")
+    if total - guide != nfe:
+        parts.append(f"{total - guide} of the main network (guidance runs the conditional and the unconditional model)")
+    if "guidance_interval" in record:
+        lo, hi = record["guidance_interval"]["sigma"]
+        parts.append(f"guided only at {lo:g} ≤ σ ≤ {hi:g}: {record['guidance_interval']['evaluations_inside']} of the "
+                     f"{nfe} evaluations")
+    if not parts:
+        return None
+    return f"{nfe} network evaluations per sample = {total} network passes; " + "; ".join(parts)
+
+
+def _interval(value) -> tuple[float, float]:
+    """A guidance interval (σ_lo, σ_hi), checked: two finite noise levels with 0 ≤ σ_lo < σ_hi."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise UserError(f"--guidance-interval takes two noise levels LO,HI (σ = √((1−ᾱ)/ᾱ)), got {value!r}") from None
+    check_finite("--guidance-interval's LO", lo)
+    check_finite("--guidance-interval's HI", hi)
+    if not 0 <= lo < hi:
+        raise UserError(f"--guidance-interval LO,HI needs 0 ≤ LO < HI (noise levels σ = √((1−ᾱ)/ᾱ)), got {lo:g},{hi:g}")
+    return lo, hi
 
 
 def _classes(value) -> int | str | tuple[int, ...] | None:
@@ -270,6 +361,34 @@ def network_evaluations(sampler: str, steps: int) -> int:
     return SAMPLERS[sampler].network_evaluations(steps)
 
 
+def evaluated_at(run: Run, request: SamplingRequest) -> torch.Tensor:
+    """The timestep of each network evaluation of one sample drawn as `request` says (Sampler.evaluated_at on its grid)."""
+    r = request.resolve(run)
+    return torch.tensor(SAMPLERS[r.sampler].evaluated_at(grid(run, r).tolist()), dtype=torch.long)
+
+
+def inside_count(run: Run, request: SamplingRequest) -> int:
+    """How many of a sample's network evaluations lie inside the request's guidance interval (all without one)."""
+    r = request.resolve(run)
+    at = evaluated_at(run, r)
+    return int(in_interval(run.base.schedule, at, r.guidance.interval).sum())
+
+
+def passes(run: Run, request: SamplingRequest) -> tuple[int, int]:
+    """(main network passes, guide network passes) per sample drawn as `request` says: inside the
+    guidance interval (everywhere without one) classifier-free guidance doubles the main model's
+    passes and autoguidance adds the guide's (doubled too under classifier-free guidance, which
+    mixes two autoguided predictions); outside it each evaluation is one main pass."""
+    r = request.resolve(run)
+    g = r.guidance
+    at = evaluated_at(run, r)
+    inside = int(in_interval(run.base.schedule, at, g.interval).sum())
+    cfg = 2 if g.cfg and r.classes is not None and run.config.num_classes else 1
+    main = len(at) + (cfg - 1) * inside
+    guide = cfg * inside if g.guide is not None and g.autoguide_scale != 1 else 0
+    return main, guide
+
+
 def grid(run: Run, request: SamplingRequest) -> torch.Tensor:
     """The descending timesteps the request's sampler walks on this run: a distilled run's recorded
     grid when asked for its own sampler and step count, else `steps` of the T by `spacing`."""
@@ -280,13 +399,14 @@ def grid(run: Run, request: SamplingRequest) -> torch.Tensor:
 
 
 def denoiser(run: Run, request: SamplingRequest) -> DenoiserLike:
-    """The run's denoiser as the request asks: classifier-free guidance (conditional runs),
+    """The run's denoiser as the request asks: autoguidance by `run.guide`, classifier-free guidance (conditional runs),
     classifier guidance by `run.classifier` (when loaded; at scale 0 it only keeps the labels from
     an unconditional network), then the clipping (denoiser.for_sampling)."""
     r = request.resolve(run)
     g = r.guidance
+    guide = None if g.guide is None else run.guide.denoiser
     return for_sampling(run.base, run.config.num_classes, g.cfg, r.clip, r.percentile, classifier=run.classifier,
-                        classifier_scale=g.classifier)
+                        classifier_scale=g.classifier, guide=guide, guide_scale=g.autoguide_scale, interval=g.interval)
 
 
 def labels(run: Run, request: SamplingRequest, n: int) -> torch.Tensor | None:

@@ -10,7 +10,7 @@ from ..errors import UserError
 from .options import DEVICE_HELP, add_grad_accum, add_logger, add_overwrite, add_precision, add_progress, add_run, command
 
 DISTILL_OPTIONS = ("to_steps", "start_steps", "rounds_steps", "batch_size", "lr", "seed", "checkpoint_every", "grad_accum",
-                   "precision", "logger")
+                   "precision", "logger", "autoguide", "autoguide_scale")
 SETTINGS_FIELDS = {"logger": "loggers"}  # option dest -> DistillSettings field where they differ
 
 
@@ -43,6 +43,9 @@ def add_distill(sub) -> None:
     add_precision(p, "fp32")
     add_logger(p)
     add_overwrite(p)
+    p.add_argument("--autoguide", metavar="GUIDE", help="distil the teacher autoguided by GUIDE (Karras et al. 2024; as "
+                   "sample --autoguide: auto, step-N, posthoc:S[@N], a run directory or a .safetensors file; default: unguided)")
+    p.add_argument("--autoguide-scale", type=float, metavar="W", help="the guided teacher's W (default 2)")
     p.add_argument("--device", help=DEVICE_HELP)
     add_progress(p)
 

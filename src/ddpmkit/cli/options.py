@@ -162,7 +162,7 @@ D = SamplingRequest()  # the defaults the help states (the request's own)
 def add_sampling(p: argparse.ArgumentParser, method: Method = SAMPLE) -> None:
     """The options of a sampling request (sampling.SamplingRequest), as `method` takes them: --seed,
     --weights (and --ema/--no-ema), --sampler, --steps, --spacing, --eta, --clip, --dynamic-threshold,
-    --class, --guidance, --classifier-scale. Every default is the request's, applied when it is made
+    --class, --guidance, --classifier-scale, --autoguide, --autoguide-scale, --guidance-interval. Every default is the request's, applied when it is made
     (an option not given stays None here)."""
     g = p.add_argument_group("sampling (how samples are drawn)")
     g.add_argument("--seed", type=int, help=f"seed of the sampling noise (default {D.seed})")
@@ -192,12 +192,35 @@ def add_sampling(p: argparse.ArgumentParser, method: Method = SAMPLE) -> None:
         g.add_argument("--classifier-scale", type=float, metavar="S", help="classifier guidance (Dhariwal & Nichol 2021) "
                        "towards the class by RUN/classifier/: ε̂ − S·√(1−ᾱ_t)·∇ log p(class | x_t); after --guidance; 0 (the "
                        "default) is plain sampling; each network evaluation adds a classifier forward and backward pass")
+    g.add_argument("--autoguide", metavar="GUIDE|none", help="autoguidance (Karras et al. 2024): guide the model by a weaker "
+                   "version of itself, D = D_guide + W·(D_main − D_guide). GUIDE: auto (RUN/guide.safetensors, the EMA weights "
+                   "the run kept at --guide-at), step-N (the EMA of its checkpoint of step N), posthoc:S[@N] (a post-hoc EMA of "
+                   "width S rebuilt from its snapshots, at step N), a run directory (same data, T, schedule, prediction, shape; "
+                   "e.g. a narrower one) or a .safetensors file; none: off (default: auto for the default sampler where the run "
+                   "keeps a guide, else none); each network evaluation adds a pass of the guide")
+    g.add_argument("--autoguide-scale", type=float, metavar="W", help=f"autoguidance's W: 1 is the main model, 0 the guide "
+                   f"(default {D.guidance.autoguide_scale:g})")
+    g.add_argument("--guidance-interval", type=_interval, metavar="LO,HI", help="apply --autoguide and --guidance only at "
+                   "noise levels LO ≤ σ ≤ HI, σ = √((1−ᾱ_t)/ᾱ_t) (EDM's σ; Kynkäänniemi et al. 2024); elsewhere the plain "
+                   "model (default: every step)")
+
+
+def _interval(text: str) -> tuple[float, float]:
+    """--guidance-interval's LO,HI (an argparse type; SamplingRequest checks the values)."""
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return float(parts[0]), float(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes LO,HI, two noise levels σ = √((1−ᾱ)/ᾱ) such as 0.3,5; got {text!r}") from None
 
 
 # the request's field of each option add_sampling declares (argparse's dest -> SamplingRequest field)
 REQUEST_FIELDS = {"seed": "seed", "sampler": "sampler", "steps": "steps", "spacing": "spacing", "eta": "eta",
                   "clip": "clip", "dynamic_threshold": "percentile", "class_": "classes"}
-GUIDANCE_FIELDS = {"guidance": "cfg", "classifier_scale": "classifier"}
+GUIDANCE_FIELDS = {"guidance": "cfg", "classifier_scale": "classifier", "autoguide": "autoguide",
+                   "autoguide_scale": "autoguide_scale", "guidance_interval": "interval"}
 
 
 def _declared(method: Method) -> list[str]:

@@ -10,6 +10,7 @@ from ..data.images import parse_image_size
 from ..errors import UserError, check_positive
 from ..outputs import claim, inside, replaced_note
 from ..rundir import SAMPLE_RECORD
+from ..sampling import passes_note
 from ..schedules import RANGED, SCHEDULES
 from .options import DEVICE_HELP, add_overwrite, add_progress, add_sampling, command, data_help, ints, request_from_args
 
@@ -121,6 +122,9 @@ def run_sample(args) -> int:
         print(f"classifier guidance s = {record['classifier_scale']:g}: per sample {record['nfe']} network evaluations = "
               f"{record['network_passes']} network passes and {record['classifier_passes']} classifier passes (a forward "
               "and a backward each)")
+    guided = passes_note(record) if "autoguide" in record or "guidance_interval" in record else None
+    if guided:
+        print(guided)
     summary = sample_summary(args.run, points)
     if summary:
         print(summary)

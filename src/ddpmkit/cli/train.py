@@ -64,6 +64,7 @@ TRAIN_OPTIONS = {
     "grad_checkpoint": ("net", "grad_checkpoint"),
     "posthoc_ema": ("train", "posthoc_ema"),
     "posthoc_every": ("train", "posthoc_every"),
+    "guide_at": ("train", "guide_at"),
 }
 # Options a resumed run may change (the rest of its config is fixed by config.json). None
 # changes the network's shape or the data, t and ε it sees, so the checkpoint still fits;
@@ -153,6 +154,9 @@ def add_parser(sub) -> None:
                    "stays the run's ema.safetensors")
     g.add_argument("--posthoc-every", type=int, help="steps between post-hoc EMA snapshots (default: a twentieth of "
                    "--steps; each snapshot is one file per profile, the size of model.safetensors)")
+    g.add_argument("--guide-at", type=float, metavar="F", help="keep the EMA weights at this share of the steps as "
+                   "RUN/guide.safetensors, the guide of autoguidance (sample --autoguide auto; default 0.5 for the digits, "
+                   "0 (none kept) otherwise)")
     add_grad_accum(g)
     g.add_argument("--workers", type=int, help="data-loader worker processes")
     g.add_argument("--seed", type=int, help="seed for weights, batch order, t and noise (default 0)")

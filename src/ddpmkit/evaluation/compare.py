@@ -45,15 +45,21 @@ def compare_samplers(run: Run, out: Path, *, samplers: list[str], steps: list[in
     for name, k in cells:
         cells.set_postfix_str(f"{name}, {k} steps")
         started = time.perf_counter()
-        data = draw(run, n, dataclasses.replace(request, sampler=name, steps=k)).data
+        cell = dataclasses.replace(request, sampler=name, steps=k)
+        data = draw(run, n, cell).data
         seconds = time.perf_counter() - started
         row = {"sampler": name, "steps": k, "nfe": network_evaluations(name, k),
                "ms_per_sample": 1000 * seconds / n, **measure(data)}
+        if request.guidance.guide is not None or request.guidance.interval is not None:  # passes that differ by cell
+            row.update({key: v for key, v in cell.record(run).items() if key in ("network_passes", "guide_passes")})
         results.append(row)
         with cells.external_write_mode():  # the table's row above the bar
             report(f"{name:<8} {k:>5} {row['nfe']:>5} {row[metric]:>18.5f} {row['ms_per_sample']:>10.2f}")
     cells.close()
-    base = {k: v for k, v in request.record(run).items() if k not in ("sampler", "steps", "nfe", "network_passes", "classifier_passes", "grid")}
+    cell = dataclasses.replace(request, sampler=samplers[0], steps=steps[0])  # what every cell shares (a named sampler: no default guide)
+    base = {k: v for k, v in cell.record(run).items()
+            if k not in ("sampler", "steps", "nfe", "network_passes", "classifier_passes", "guide_passes", "grid")}
+    base.get("guidance_interval", {}).pop("evaluations_inside", None)
     record = {"measure": what, "samples_per_setting": n, **base, "skipped_steps": above, "results": results}
     atomic_write_text(out / "compare.json", json.dumps(record, indent=2))
     pictures.sampler_comparison(results, metric, out / "compare.png", f"{run.config.data.name}: {what}, {n} samples each")

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from ..rundir import METRICS, atomic_write_text
+from ..sampling import passes_note
 from .distances import point_rows
 from .quality import image_extra_rows, image_rows
 
@@ -41,7 +42,8 @@ def write_metrics(run_dir: Path, new: dict) -> dict:
 def _identity(record: dict) -> tuple:
     s = record["samples"]
     return (record["kind"], record.get("features", {}).get("sha256"), s["num"], s["sampler"], s["steps"], s["seed"],
-            s["weights"], s.get("guidance"), record.get("reference", {}).get("file"))
+            s["weights"], s.get("guidance"), record.get("reference", {}).get("file"), s.get("autoguide"), s.get("autoguide_scale"),
+            str(s.get("guidance_interval")))
 
 
 def write_quality_record(run_dir: Path, record: dict) -> dict:
@@ -59,7 +61,8 @@ def format_report(record: dict) -> list[str]:
     s = record["samples"]
     labels = f", labels {s['labels']}, guidance {s['guidance']:g}" if "labels" in s else ""
     passes = s.get("network_passes", s["nfe"])
-    nfe = f"{s['nfe']} network evaluations each" + (
+    guided = passes_note(s) if "autoguide" in s or "guidance_interval" in s else None
+    nfe = f"{s['nfe']} network evaluations each" + (f" ({guided})" if guided else
         f" ({passes} network passes: guidance runs the conditional and the unconditional model)" if passes != s["nfe"] else "")
     if "classifier_scale" in s:
         nfe += (f", classifier guidance s = {s['classifier_scale']:g} ({s['classifier_passes']} classifier passes: "

@@ -6,8 +6,9 @@
 the last step taken (usually 0); after it comes the data, ᾱ = 1. Samplers never ask
 what the network predicts: the denoiser gives them x̂_0 and ε̂.
 
-`SAMPLERS` maps each name to a `Sampler`: the function (calling the entry calls it) and the
-number of network evaluations it spends on a grid of n steps, declared beside it.
+`SAMPLERS` maps each name to a `Sampler`: the function (calling the entry calls it), the
+number of network evaluations it spends on a grid of n steps, and the timesteps it evaluates the
+network at on a given grid (what a guidance interval counts its passes by), declared beside it.
 """
 
 from __future__ import annotations
@@ -26,13 +27,20 @@ def one_per_step(steps: int) -> int:
     return steps
 
 
+def every_step(timesteps: list[int]) -> list[int]:
+    """The timesteps a sampler that calls the denoiser once per grid step evaluates it at: each of them."""
+    return list(timesteps)
+
+
 @dataclass(frozen=True)
 class Sampler:
     """A sampler function and its cost: `network_evaluations(n)` denoiser calls per sample
-    on a grid of n steps (NFE)."""
+    on a grid of n steps (NFE), and `evaluated_at(grid)`, the timestep of each of those calls on
+    a given grid (len(evaluated_at(grid)) == network_evaluations(len(grid)))."""
 
     sample: Callable[..., torch.Tensor]
     network_evaluations: Callable[[int], int] = one_per_step
+    evaluated_at: Callable[[list[int]], list[int]] = every_step
 
     def __call__(self, denoiser, x_T: torch.Tensor, timesteps: torch.Tensor, **options) -> torch.Tensor:
         return self.sample(denoiser, x_T, timesteps, **options)
@@ -43,5 +51,5 @@ SAMPLERS: dict[str, Sampler] = {
     "ddim": Sampler(ddim.sample),
     "dpm++": Sampler(dpm_solver.sample),
     "dpm++sde": Sampler(dpm_solver.sample_sde),
-    "heun": Sampler(heun.sample, heun.network_evaluations),
+    "heun": Sampler(heun.sample, heun.network_evaluations, heun.evaluated_at),
 }

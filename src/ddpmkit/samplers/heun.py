@@ -13,6 +13,17 @@ def network_evaluations(steps: int) -> int:
     return max(2 * steps - 2, 1)
 
 
+def evaluated_at(timesteps: list[int]) -> list[int]:
+    """The timestep of each network evaluation on `timesteps`: every grid step t_i, and the
+    trapezoid's second evaluation at t_{i+1} for every step but the first and the last."""
+    out = []
+    for i, t in enumerate(timesteps):
+        out.append(t)
+        if 0 < i < len(timesteps) - 1:
+            out.append(timesteps[i + 1])
+    return out
+
+
 @torch.no_grad()
 def sample(
     denoiser: DenoiserLike,

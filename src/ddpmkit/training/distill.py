@@ -69,11 +69,11 @@ from .._tensor import append_dims
 from ..config import LOGGERS, PRECISIONS, LoggerName, Precision, RunConfig
 from ..denoiser import Denoiser, DenoiserLike
 from ..distributed import World
-from ..errors import UserError, check_choice, check_positive
+from ..errors import UserError, check_choice, check_finite, check_positive
 from ..loggers import Loggers
 from ..precision import Autocast, autocast_dtype
 from ..samplers import ddim
-from ..sampling import FixedGrid, Run
+from ..sampling import FixedGrid, Guidance, Run, SamplingRequest, denoiser
 from ..schedules import timestep_grid
 from .objective import Batch
 from .trainer import Trainer
@@ -104,6 +104,8 @@ class DistillSettings:
     grad_accum: int = 1  # micro-batches per optimiser step (batch_size is the global batch)
     precision: Precision = "fp32"  # the student's and the teacher's forward passes: fp32, bf16, fp16 or auto
     loggers: tuple[LoggerName, ...] = ()  # where the log records also go: tensorboard, wandb (log.jsonl always)
+    autoguide: str | None = None  # the first teacher autoguided (Karras et al. 2024) by this guide (build.load_guide); None: not
+    autoguide_scale: float = 2.0  # its W
 
     def __post_init__(self) -> None:
         for option, value in (("--to-steps", self.to_steps), ("--start-steps", self.start_steps),
@@ -116,6 +118,7 @@ class DistillSettings:
         if self.batch_size is not None:
             check_positive("--batch-size", self.batch_size)
         check_positive("--lr", self.lr, integer=False)
+        check_finite("--autoguide-scale", self.autoguide_scale)
         ratio = self.start_steps // self.to_steps
         if self.start_steps % self.to_steps or ratio < 2 or ratio & (ratio - 1):
             raise UserError(f"--start-steps {self.start_steps} must be --to-steps {self.to_steps} times a power of two "
@@ -292,7 +295,11 @@ class Distillation:
         teacher_net = copy.deepcopy(weights).to(self.device).eval().requires_grad_(False)
         dtype = autocast_dtype(self.loop.train.precision, self.device)
         teacher_model = teacher_net if dtype is None else Autocast(teacher_net, self.device.type, dtype)
-        teacher = build.make_run(self.out, teacher_config, teacher_model).denoiser
+        teacher_run = build.make_run(self.out, teacher_config, teacher_model)
+        teacher = teacher_run.denoiser
+        if k == 0 and self.first.guide is not None:  # the first teacher as it samples, autoguided (Karras et al. 2024)
+            guided = SamplingRequest(guidance=Guidance(autoguide=self.first.guide.name, autoguide_scale=self.s.autoguide_scale))
+            teacher = denoiser(dataclasses.replace(teacher_run, guide=self.first.guide), guided)
         net = copy.deepcopy(weights).to(self.device).train().requires_grad_(True)
         model = build.training_model(net, self.loop, self.device, self.world)
         grid = self.grid[:: 2**k]

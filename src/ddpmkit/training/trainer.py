@@ -302,6 +302,8 @@ class Trainer:
                     quality = self._evaluate() or quality
                 if (logs or evaluates) and loss is not None:
                     bar.set_postfix_str(self._epoch_text() + f"loss {loss:.4f}" + (f", {quality}" if quality else ""))
+                if self.step == train.guide_step and self.world.is_main:  # autoguidance's guide (Karras et al. 2024)
+                    checkpoint.save_guide(self.run_dir, self.step, self.ema.model.state_dict())
                 if self.posthoc is not None and done % train.snapshot_every == 0:
                     self._snapshot()  # before the checkpoint of the same step: a checkpoint implies its snapshots
                 if train.checkpoint_every and done % train.checkpoint_every == 0 and not last:
