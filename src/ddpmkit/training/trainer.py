@@ -9,14 +9,12 @@ BatchStream batch whatever the number of processes N, t, ε and augmentation are
 for the whole global batch from the one shared generator, and each rank keeps its
 contiguous rows. Without dropout, N processes therefore compute what one process would,
 up to the order of floating-point sums, and a checkpoint resumes exactly with any N.
-(Every rank draws the whole batch's noise: O(global batch) random numbers per step and
-rank, small beside the network.) Dropout masks are the exception: the network draws them
-from torch's global RNG, which each rank seeds on its own, so with dropout > 0 N processes
-train an equally good but not an identical model, and a checkpoint resumes exactly only
-with the same N (each rank's CPU and, on a GPU, CUDA RNG states are saved in state.pt).
-
-The trainer takes built objects (network, objective, data, modality, augmentation, post-hoc
-EMA profiles); diffusion.trainer and distill.distill assemble them.
+(Every rank draws the whole batch's noise, small beside the network.) Dropout masks are the
+exception: the network draws them from torch's global RNG, which each rank seeds on its own,
+so with dropout > 0 N processes train an equally good but not an identical model, and a
+checkpoint resumes exactly only with the same N (each rank's RNG states are in state.pt).
+Built objects come in (network, objective, data, kind, augmentation, post-hoc EMA profiles):
+diffusion.trainer and distill.distill assemble them.
 """
 
 from __future__ import annotations
