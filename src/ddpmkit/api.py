@@ -31,7 +31,7 @@ from .posthoc_ema import SWEEP_SIGMA_RELS, Reconstruction, rebuild_ema, save_reb
 from .sampling import Guidance, Samples, SamplingRequest, draw  # noqa: F401  (part of the API)
 from .schedules import schedule_tables
 from .training import TrainResult, diffusion
-from .training import distill as distillation
+from .training import classifier as noise_aware, distill as distillation
 from .training.distill import DistillSettings
 
 
@@ -112,10 +112,11 @@ def sample_summary(run_dir: Path | str, data: np.ndarray) -> str | None:
 
 def train_classifier(run_dir: Path | str, settings: ClassifierTraining = ClassifierTraining(), *,
                      net_options: dict | None = None, device: str | None = None, report=lambda message: None) -> dict:
-    """The run's noise-aware classifier for classifier guidance (classifier.train) in RUN/classifier/; returns its accuracy."""
+    """The run's noise-aware classifier for classifier guidance (training/classifier.py) in RUN/classifier/; returns its accuracy."""
     config = build.run_config(Path(run_dir))
     kind = images_only(build.modality(config), "train-classifier", "2-D runs take classifier-free guidance (--conditional) instead")
-    net, saved, record = classifier.train(config, kind, settings, net_options, device=distributed.pick_device(device), report=report)
+    net, saved, record = noise_aware.train(config, kind, settings, net_options, run_dir=Path(run_dir),
+                                           device=distributed.pick_device(device), report=report)
     classifier.save(Path(run_dir), net, saved, record)
     return record
 

@@ -1,6 +1,8 @@
-"""The noise-aware classifier of a run, for classifier guidance (Dhariwal & Nichol 2021): train
-it on the run's labelled training images at uniformly drawn t, as guided-diffusion's
-classifier_train.py does; measure its accuracy on held-out images at several t; read it back.
+"""The noise-aware classifier of a run, for classifier guidance (Dhariwal & Nichol 2021): how it
+is trained (`ClassifierTraining`; training/classifier.py trains it on the one training loop, on
+the run's labelled training images at uniformly drawn t, as guided-diffusion's
+classifier_train.py does); its accuracy on held-out images at several t; RUN/classifier/
+written and read back.
 
 Notation: x_0 an image in model space [-1, 1], y its label, t ~ U{0, ..., T−1},
 x_t = q_sample(x_0, t, ε) = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε, the loss −log p(y | x_t, t) (cross-entropy).
@@ -13,18 +15,15 @@ writes the folder whole (`save_classifier`).
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import checkpoint, process
 from ._tensor import randn_like
-from .config import RunConfig, lr_factor
-from .data import batches, holdout_split
+from .config import RunConfig
+from .data import holdout_split
 from .errors import UserError, check_between, check_not_negative, check_positive
 from .nets.classifier import ClassifierConfig, NoisyClassifier
 from .rundir import CLASSIFIER
@@ -76,35 +75,6 @@ def training_and_measured(modality, classifier_holdout: float, report=lambda mes
             f"{len(held)} training images of the run kept out of the classifier's training (the run held none out)")
 
 
-def fit(net: NoisyClassifier, schedule: NoiseSchedule, dataset, to_model_space, settings: ClassifierTraining,
-        device: torch.device, report=lambda message: None) -> float:
-    """Train `net` on the labelled `dataset` (uint8 images, labels ≥ 0) with the noise-aware
-    objective: for each image a fresh t ~ U{0..T−1} and ε, x_t = q_sample(x_0, t, ε), and the
-    cross-entropy of p(y | x_t, t). Returns the mean loss of the last tenth of the steps."""
-    schedule = schedule.to(device)
-    generator = torch.Generator().manual_seed(settings.seed)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    net.train()
-    losses = []
-    stream = batches(dataset, settings.batch_size, settings.seed)
-    for step in range(settings.steps):
-        for group in optimiser.param_groups:
-            group["lr"] = settings.lr * lr_factor(step, settings)
-        images, labels = next(stream)
-        x0 = to_model_space(images).to(device)  # [B, C, H, W] in [-1, 1]
-        t = torch.randint(0, schedule.num_steps, (len(x0),), generator=generator).to(device)
-        x_t = process.q_sample(schedule, x0, t, randn_like(x0, generator))
-        loss = F.cross_entropy(net(x_t, t), labels.to(device))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        losses.append(loss.item())
-        if (step + 1) % max(1, settings.steps // 5) == 0 or step + 1 == settings.steps:
-            report(f"step {step + 1}/{settings.steps}: cross-entropy {np.mean(losses[-max(1, settings.steps // 10):]):.3f}")
-    net.eval()
-    return float(np.mean(losses[-max(1, settings.steps // 10):]))
-
-
 @torch.no_grad()
 def accuracy(net: NoisyClassifier, schedule: NoiseSchedule, x0: torch.Tensor, labels: torch.Tensor, timesteps: list[int],
              seed: int = 0, batch_size: int = 1000) -> list[dict]:
@@ -123,36 +93,6 @@ def accuracy(net: NoisyClassifier, schedule: NoiseSchedule, x0: torch.Tensor, la
             right += int((net(x_t, t_batch).argmax(1).cpu() == labels[start:start + batch_size]).sum())
         rows.append({"t": t, "alpha_bar": float(schedule.alphas_cumprod[t]), "accuracy": right / len(x0)})
     return rows
-
-
-def train(config: RunConfig, modality, settings: ClassifierTraining = ClassifierTraining(), net_options: dict | None = None,
-          *, device: torch.device = torch.device("cpu"), report=lambda message: None) -> tuple[NoisyClassifier, dict, dict]:
-    """Train the noise-aware classifier of a run (`config`, its `modality`): the network sized by
-    the modality (`modality.fit_classifier`; `net_options` override its fields), trained by
-    `fit` and measured by `accuracy`. Returns (the network, its config.json content, the
-    accuracy record)."""
-    net_config = modality.fit_classifier(config, net_options or {})
-    schedule = NoiseSchedule.from_config(config.diffusion)  # the run's own, --beta-start/--beta-end included
-    train_set, measured, what = training_and_measured(modality, settings.holdout, report)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        net = NoisyClassifier(net_config).to(device)
-    report(f"classifier: {sum(p.numel() for p in net.parameters()):,} parameters, {len(train_set):,} training images, "
-           f"{settings.steps} steps of {settings.batch_size}; device: {device}")
-    started = time.perf_counter()
-    loss = fit(net, schedule, train_set, modality.to_model_space, settings, device, report)
-    seconds = time.perf_counter() - started
-    images, labels = measured.batch(range(len(measured)))
-    rows = accuracy(net, schedule, modality.to_model_space(images), labels, measured_timesteps(schedule.num_steps),
-                    seed=settings.seed)
-    counts = np.bincount(labels.numpy(), minlength=net_config.num_classes)
-    record = {"measured_on": what, "num_images": len(measured), "classes": net_config.num_classes,
-              "chance": float(counts.max() / counts.sum()), "accuracy": rows, "final_loss": loss,
-              "train_seconds": round(seconds, 1)}
-    d = config.diffusion
-    saved = {"net": net_config.to_dict(), "training": asdict(settings), "schedule": d.schedule, "num_steps": d.num_steps,
-             "beta_start": d.beta_start, "beta_end": d.beta_end, "data": config.data.name}
-    return net, saved, record
 
 
 def format_accuracy(record: dict) -> list[str]:
