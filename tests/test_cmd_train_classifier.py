@@ -7,11 +7,17 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
-from ddpmkit import build, classifier
+from ddpmkit import api, build, classifier, process
+from ddpmkit.config import lr_factor
+from ddpmkit.data import batches
 from ddpmkit.errors import UserError
 from ddpmkit.cli import main
-from ddpmkit.nets.classifier import ClassifierConfig
+from ddpmkit.nets.classifier import ClassifierConfig, NoisyClassifier
+from ddpmkit.schedules import NoiseSchedule
+from ddpmkit.training import classifier as noise_aware
 
 from helpers import one_line_error
 
@@ -68,3 +74,61 @@ def test_a_classifier_is_refused_for_a_schedule_with_other_beta_ends(guided_digi
     other_ends = dataclasses.replace(config, diffusion=dataclasses.replace(d, schedule="linear", beta_start=1e-4, beta_end=0.02))
     with pytest.raises(UserError, match=r"β ends default; the run has linear .* β ends 0.0001..0.02"):
         classifier.load(run, other_ends)
+
+
+def _steps_by_hand(net, schedule, dataset, kind, settings):
+    """guided-diffusion's classifier_train.py step, written out (the loop the classifier had
+    before it ran on the Trainer): per image t ~ U{0..T−1} then ε from one seeded generator,
+    the mean cross-entropy of p(y | x_t, t), torch's AdamW with config.lr_factor's schedule."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    stream = batches(dataset, settings.batch_size, settings.seed)
+    net.train()
+    for step in range(settings.steps):
+        for group in optimiser.param_groups:
+            group["lr"] = settings.lr * lr_factor(step, settings)
+        images, labels = next(stream)
+        x0 = kind.to_model_space(images)
+        t = torch.randint(0, schedule.num_steps, (len(x0),), generator=generator)
+        x_t = process.q_sample(schedule, x0, t, torch.randn(x0.shape, generator=generator))
+        loss = F.cross_entropy(net(x_t, t), labels)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+
+def test_the_trainer_takes_the_classifier_step_and_leaves_only_the_classifier_folder(guided_digits, tmp_path):
+    """On the one training loop the classifier's weights are those of its step written out by
+    hand, bit for bit; the Trainer's own files (log, checkpoints) stay in a temporary folder
+    that is gone afterwards, also when training fails, and the run directory is not touched."""
+    config = build.run_config(guided_digits.run)
+    kind = build.modality(config)
+    settings = classifier.ClassifierTraining(steps=4, batch_size=8, warmup_steps=2)
+    schedule = NoiseSchedule.from_config(config.diffusion)
+    dataset, _ = kind.load(0)
+    nets = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        nets.append(NoisyClassifier(kind.fit_classifier(config, {"base_width": 8, "channel_mults": (1, 2)})))
+    _steps_by_hand(nets[0], schedule, dataset, kind, settings)
+    before = sorted(p.name for p in guided_digits.run.iterdir())
+    lines = []
+    loss = noise_aware.fit(nets[1], schedule, dataset, kind, config, settings, torch.device("cpu"), guided_digits.run,
+                           lines.append)
+    for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert np.isfinite(loss) and lines[-1] == f"step 4/4: cross-entropy {loss:.3f}"
+    assert sorted(p.name for p in guided_digits.run.iterdir()) == before  # nothing left beside RUN/classifier/
+
+    run = tmp_path / "run"
+    shutil.copytree(guided_digits.run, run)
+    shutil.rmtree(run / "classifier")
+    before = sorted(p.name for p in run.iterdir())
+
+    def fail(message):
+        if message.startswith("step"):
+            raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        api.train_classifier(run, dataclasses.replace(settings, steps=2), net_options={"base_width": 8}, report=fail)
+    assert sorted(p.name for p in run.iterdir()) == before  # no classifier/, no training folder
