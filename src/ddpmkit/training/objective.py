@@ -3,8 +3,9 @@
 The Trainer owns everything around the loss (optimiser, learning-rate schedule, gradient
 clipping and accumulation, precision, data parallelism, EMA, the non-finite guard,
 checkpoints and exact resume, logs and loggers, the progress bar); the objective owns the
-loss and the randomness it draws. Two objectives exist: `diffusion.DiffusionLoss`
-(Algorithm 1 of Ho et al. 2020) and `distill.DistillRound` (Algorithm 2 of Salimans & Ho 2022).
+loss and the randomness it draws. Three objectives exist: `diffusion.DiffusionLoss`
+(Algorithm 1 of Ho et al. 2020), `distill.DistillRound` (Algorithm 2 of Salimans & Ho 2022) and
+`classifier.NoiseAwareLoss` (the noise-aware classifier of Dhariwal & Nichol 2021).
 """
 
 from __future__ import annotations

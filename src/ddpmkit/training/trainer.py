@@ -1,8 +1,8 @@
 """One training loop for every objective (objective.py: the diffusion loss of Algorithm 1 of
-Ho et al. 2020, a round of progressive distillation), with the engineering around it: AdamW,
-LR warm-up and decay, gradient clipping, EMA and post-hoc EMA profiles, gradient
-accumulation, non-finite guards, logs and atomic checkpoints, on one process or
-data-parallel over the processes torchrun starts, in fp32 or mixed precision, eager or compiled.
+Ho et al. 2020, a round of progressive distillation, the noise-aware classifier), with the
+engineering around it: AdamW, LR warm-up and decay, gradient clipping, EMA and post-hoc EMA
+profiles, gradient accumulation, non-finite guards, logs and atomic checkpoints, on one process
+or data-parallel over the processes torchrun starts, in fp32 or mixed precision, eager or compiled.
 
 Data parallelism keeps one process's arithmetic: the global batch k is the same
 BatchStream batch whatever the number of processes N, t, ε and augmentation are drawn
@@ -14,7 +14,7 @@ exception: the network draws them from torch's global RNG, which each rank seeds
 so with dropout > 0 N processes train an equally good but not an identical model, and a
 checkpoint resumes exactly only with the same N (each rank's RNG states are in state.pt).
 Built objects come in (network, objective, data, kind, augmentation, post-hoc EMA profiles):
-diffusion.trainer and distill.distill assemble them.
+diffusion.trainer, distill.distill and classifier.fit assemble them.
 """
 
 from __future__ import annotations
