@@ -5,10 +5,8 @@
     result = api.train(config, "runs/moons")
     points = api.sample("runs/moons", 2000, "runs/moons/samples", api.SamplingRequest(seed=0))
 
-Each function is a few calls into the rooms that do the work: presets and modality (what a
-data set's run looks like, the kind of data), build (assembly), training (the loop and its objectives),
-classifier, sampling (the one sampling request) and outputs, evaluation, editing, interop and modelcard,
-posthoc_ema and rundir (the files).
+Each function is a few calls into the rooms that do the work: presets, modality, build, training,
+classifier, sampling, sample_folder, outputs, evaluation, editing, interop, modelcard, posthoc_ema, rundir.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import build, checkpoint, classifier, distributed, editing, evaluation, modelcard, outputs, pictures, rundir, sample_folder, sampling
+from . import build, classifier, distributed, editing, evaluation, modelcard, outputs, pictures, rundir, sample_folder, sampling
 from .classifier import ClassifierTraining
 from .config import DataConfig, RunConfig
 from .errors import UserError
