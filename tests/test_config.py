@@ -80,7 +80,7 @@ def test_holdout_must_leave_training_images():
         (lambda: TrainConfig(batch_size=10, grad_accum=4), "--batch-size 10 must be divisible by --grad-accum 4"),
         (lambda: TrainConfig(ema_decay=1.0), r"--ema-decay must lie in \[0, 1\), got 1.0"),
         (lambda: TrainConfig(p_uncond=1.5), r"--p-uncond must lie in \[0, 1\], got 1.5"),
-        (lambda: TrainConfig(lr_decay="linear"), r"unknown lr decay \(--lr-decay\) 'linear'; choose one of: constant, cosine"),
+        (lambda: TrainConfig(lr_decay="step"), r"unknown lr decay \(--lr-decay\) 'step'; choose one of: constant, cosine, linear"),
         (lambda: TrainConfig(steps=True), "--steps must be a positive integer, got True"),
         (lambda: DiffusionConfig(min_snr_gamma=-1), "--min-snr-gamma must not be negative, got -1"),
         (lambda: DataConfig(num_points=0), "--num-points must be a positive integer, got 0"),

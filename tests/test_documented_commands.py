@@ -64,6 +64,17 @@ NOT_RUN = {
     "torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint node0:29500 --rdzv-id faces -m ddpmkit "
     "train --data /shared/faces --image-size 64 --out /shared/runs/faces --batch-size 512":
         "two machines of eight GPUs each",
+    "torchrun --standalone --nproc-per-node 4 -m ddpmkit distill --run-dir runs/digits --to-steps 4 --out runs/digits-4 "
+    "--precision bf16": "four torchrun processes, one per GPU (tests/test_distributed.py distils with two CPU processes)",
+    "torchrun --standalone --nproc-per-node 4 -m ddpmkit distill --run-dir runs/faces --out runs/faces-4":
+        "four torchrun processes, one per GPU (tests/test_distributed.py distils with two CPU processes)",
+    "ddpmkit sample --run RUN --autoguide step-380 --autoguide-scale 2.5":
+        "the step-380 checkpoint of a 950-step run, which the 3-step tiny runs cannot keep (tests/test_autoguidance.py "
+        "samples with step-N guides of a tiny run)",
+    "ddpmkit sample --run RUN --autoguide posthoc:0.05@500":
+        "post-hoc EMA snapshots up to step 500 of a long run (tests/test_autoguidance.py rebuilds posthoc:S@N guides of a tiny run)",
+    "ddpmkit sample --run RUN --autoguide RUN2":
+        "a second, narrower run trained on the same data (tests/test_autoguidance.py guides by a second tiny run)",
     "ddpmkit evaluate --run RUN --features inception -n 50000":
         "Inception-v3's FID weights (a download that ddpmkit never makes; tests use random weights)",
     "ddpmkit evaluate --run RUN --features inception --save-ref ref.npz":
@@ -245,7 +256,9 @@ LINES = documented_lines()
 
 
 # ---- the tiny runs ----------------------------------------------------------------------------
-TINY_RUN = [*TINY_IMAGES, "--groups", "8"]  # `ddpmkit train` options of the tiny image runs
+# `ddpmkit train` options of the tiny image runs; they keep a guide as the digits default does
+# (--guide-at 0.5: RUN/guide.safetensors), so the documented autoguided lines meet what a reader's run has
+TINY_RUN = [*TINY_IMAGES[:TINY_IMAGES.index("--guide-at")], "--guide-at", "0.5", "--groups", "8"]
 
 
 class TinyRuns:

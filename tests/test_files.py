@@ -117,7 +117,7 @@ def test_a_damaged_top_level_weight_file_names_the_intact_checkpoint(run_copy, c
 
 
 # ---- 1. output folders are owned or refused --------------------------------------------------------------
-SAMPLE = ["--steps", "2", "--sampler", "ddim"]
+SAMPLE = ["--steps", "2", "--sampler", "ddim", "--no-progress"]  # no bar: stderr holds what the command says
 
 
 def _pngs(folder: Path) -> list[str]:

@@ -17,6 +17,7 @@ from .nets.unet import UNetConfig
 def points(name: str) -> RunConfig:
     """2-D toy data: a residual MLP (128 wide, 3 blocks) on 20,000 points, 3,000 steps of
     256 at lr 1e-3; EMA 0.995, a window of ~200 steps, settles within the short run.
+
     - v-prediction (Salimans & Ho 2022, Sec. 4), not ε: the few-step grids that start at t = T−1
       (linspace, trailing) meet the cosine schedule's ᾱ ≈ 2·10⁻⁹ there, where an ε-network's
       x̂_0 = (x_t − √(1−ᾱ) ε̂)/√ᾱ multiplies its ε error by 1/√ᾱ ≈ 2·10⁴ (median |x̂_0| 446 for
