@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from ddpmkit import build
+from ddpmkit import api, build
 from ddpmkit.build import check_guide_fits, load_guide, load_run
 from ddpmkit.checkpoint import load_weights, step_dir
 from ddpmkit.cli import main
@@ -207,7 +207,7 @@ def test_a_run_without_a_guide_samples_unguided_by_default(run_dir, tmp_path):
 
 # ---- records --------------------------------------------------------------------------------------
 def test_the_record_stores_the_guide_its_scale_passes_and_interval(run_dir, tmp_path):
-    code, out, _ = run_cli(["sample", "--run", str(run_dir), "-n", "3", "--out", str(tmp_path / "a")])
+    code, out, _ = run_cli(["sample", "--run", str(run_dir), "-n", "3", "--autoguide", "auto", "--out", str(tmp_path / "a")])
     assert code == 0
     record = json.loads((tmp_path / "a" / "sample.json").read_text())["sampling"]
     assert (record["autoguide"], record["autoguide_scale"], record["guide_passes"], record["network_passes"]) == ("auto", 2.0, 20, 40)
@@ -227,10 +227,14 @@ def test_the_record_stores_the_guide_its_scale_passes_and_interval(run_dir, tmp_
     assert "autoguide" not in record and record["network_passes"] == 20
 
 
-def test_a_named_sampler_is_unguided_unless_asked(run_dir):
+def test_sampling_is_unguided_unless_a_guide_is_asked_for(run_dir):
+    assert (run_dir / "guide.safetensors").is_file()  # the run keeps one, and still
     run = build.load_for(run_dir, SamplingRequest())
-    assert run.guide is not None and SamplingRequest().resolve(run).guidance.autoguide == "auto"
-    assert SamplingRequest(sampler="ddim", steps=5).resolve(run).guidance.guide is None
+    assert run.guide is None and SamplingRequest().resolve(run).guidance.guide is None
+    asked = SamplingRequest(guidance=api.Guidance(autoguide="auto"))
+    run = build.load_for(run_dir, asked)
+    assert run.guide is not None and asked.resolve(run).guidance.guide == "auto"
+    assert dataclasses.replace(asked, sampler="ddim", steps=5).resolve(run).guidance.guide == "auto"
 
 
 def test_autoguidance_composes_with_classifier_free_guidance(tmp_path):

@@ -240,13 +240,11 @@ def test_every_consumer_resolves_the_one_default_request(eval_cache, tmp_path, m
         seen[name] = set(resolved)
     expected = SamplingRequest().resolve(load_run(run_dir))
     assert (expected.sampler, expected.steps, expected.clip) == ("dpm++sde", 20, "static")
-    # The commands that load a finished run as `sample` does (build.load_for) take its kept guide by default
-    # (autoguidance, RUN/guide.safetensors); training's own measurements and pictures, compare-samplers (which
-    # names its samplers) and the EMA sweep (whose candidates are the weights) sample without it.
+    # Autoguidance is asked for, never taken by default: a run that keeps a guide (RUN/guide.safetensors)
+    # samples its main model alone in every consumer unless --autoguide names one.
     run = build.load_for(run_dir, SamplingRequest())
     guided = SamplingRequest().resolve(run)
-    assert guided == dataclasses.replace(expected, guidance=api.Guidance(autoguide="auto"))
-    takes_guide = {"sample", "evaluate", "edit", "export (the card's grid)"}
-    assert seen == {name: {guided if name in takes_guide else expected} for name in consumers}
+    assert guided == expected and run.guide is None
+    assert seen == {name: {expected} for name in consumers}
     record = json.loads((tmp_path / "s" / "sample.json").read_text())["sampling"]
     assert record == guided.record(run)  # and every record stores it as resolved

@@ -162,7 +162,7 @@ def export(run_dir: Path | str, out: Path | str | outputs.Output, *, format: str
     diffusers_interop.check_format(format, "--format")
     out = outputs.claim(out, "export")  # new, empty, or an earlier export (replaced whole)
     request = SamplingRequest(weights=weights, progress=progress)
-    run = build.load_for(Path(run_dir), request, device=distributed.pick_device(device))  # with its kept guide, as sample
+    run = build.load_for(Path(run_dir), request, device=distributed.pick_device(device))  # with the guide it names, as sample
     with outputs.write(out, {"run": str(run_dir), "weights": weights}) as into:
         files = diffusers_interop.write_pipeline(into, run.config, run.net.state_dict())
         files += modelcard.write_card(run, into, request, license=license)

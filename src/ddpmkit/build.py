@@ -149,14 +149,10 @@ def load_run(run_dir: Path, weights: str = "ema", device: torch.device | None = 
 
 
 def load_for(run_dir: Path, request: SamplingRequest, device: torch.device | None = None) -> Run:
-    """The run as `request` needs it: the weights it names, the guide of autoguidance it names (or,
-    by default, the run's own RUN/guide.safetensors where it keeps one and the request takes the
-    run's default sampler), and the run's classifier when classifier guidance or classes of an
+    """The run as `request` needs it: the weights it names, the guide of autoguidance it names, and the run's classifier when classifier guidance or classes of an
     unconditional run ask for it (one line when the run has none)."""
     run = load_run(run_dir, request.weights, device)
     guide = request.guide_name()
-    if guide is None and request.default_guide() and (run.directory / GUIDE).is_file():
-        guide = AUTO
     if guide is not None:
         run = load_guide(run, guide)
     if not request.needs_classifier(run.config):

@@ -196,8 +196,7 @@ def add_sampling(p: argparse.ArgumentParser, method: Method = SAMPLE) -> None:
                    "version of itself, D = D_guide + W·(D_main − D_guide). GUIDE: auto (RUN/guide.safetensors, the EMA weights "
                    "the run kept at --guide-at), step-N (the EMA of its checkpoint of step N), posthoc:S[@N] (a post-hoc EMA of "
                    "width S rebuilt from its snapshots, at step N), a run directory (same data, T, schedule, prediction, shape; "
-                   "e.g. a narrower one) or a .safetensors file; none: off (if left out: auto where the run keeps a guide and no "
-                   "--sampler is named, else none); each network evaluation adds a pass of the guide")
+                   "e.g. a narrower one) or a .safetensors file; none: off, as when left out (measured: docs/guidance.md); each network evaluation adds a pass of the guide")
     g.add_argument("--autoguide-scale", type=float, metavar="W", help=f"autoguidance's W: 1 is the main model, 0 the guide "
                    f"(default {D.guidance.autoguide_scale:g})")
     g.add_argument("--guidance-interval", type=_interval, metavar="LO,HI", help="apply --autoguide and --guidance only at "
