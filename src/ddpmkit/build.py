@@ -25,7 +25,8 @@ from .nets.unet import UNet, UNetConfig
 from .posthoc_ema import PowerEMA, reconstruct
 from .precision import Autocast, autocast_dtype
 from .rundir import CONFIG, GUIDE, read_distill_record
-from .sampling import AUTO, FixedGrid, Guide, Run, SamplingRequest
+from .guidance import AUTO, Guide
+from .sampling import FixedGrid, Run, SamplingRequest
 from .schedules import NoiseSchedule
 
 NETS: dict[type, type[nn.Module]] = {MLPConfig: MLP, GatedMLPConfig: GatedMLP, UNetConfig: UNet}
