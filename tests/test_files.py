@@ -17,36 +17,9 @@ import pytest
 from ddpmkit import checkpoint, rundir
 
 from test_cli_faults import TRAIN, cli_run, one_error_line, tree
-
-
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory) -> Path:
-    """The tiny 2-D run of test_cli_faults: 10 steps, checkpoints and log records at 5 and 10."""
-    run = tmp_path_factory.mktemp("files") / "run"
-    code = cli_run_quiet([*TRAIN, "--out", run])
-    assert code == 0
-    return run
-
-
-def cli_run_quiet(argv) -> int:
-    from ddpmkit import cli
-
-    return cli.main([str(a) for a in argv])
-
-
-@pytest.fixture
-def run_copy(toy_run, tmp_path) -> Path:
-    copy = tmp_path / "run"
-    shutil.copytree(toy_run, copy)
-    return copy
-
-
-@pytest.fixture(autouse=True)
-def _in_tmp_cwd(tmp_path, monkeypatch):
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    monkeypatch.delenv("DDPMKIT_DEBUG", raising=False)
+# fixtures shared with test_cli_faults: its tiny 2-D run (10 steps, checkpoints and log records at 5 and 10), a copy
+# of it to damage, and each test in an empty folder
+from test_cli_faults import _in_tmp_cwd, run_copy, toy_run  # noqa: F401
 
 
 TIMES = ("elapsed_s", "examples_per_s")  # what differs between two runs of the same steps
