@@ -16,7 +16,7 @@ import pytest
 
 from ddpmkit import checkpoint, rundir
 
-from test_cli_faults import TRAIN, cli_run, one_error_line, tree
+from test_cli_faults import cli_run, one_error_line, tree
 # fixtures shared with test_cli_faults: its tiny 2-D run (10 steps, checkpoints and log records at 5 and 10), a copy
 # of it to damage, and each test in an empty folder
 from test_cli_faults import _in_tmp_cwd, run_copy, toy_run  # noqa: F401
