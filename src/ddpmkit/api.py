@@ -122,7 +122,7 @@ def train_classifier(run_dir: Path | str, settings: ClassifierTraining = Classif
 def show_forward(data: str, out: Path | str, *, image_size=None, channels: int | None = None, num_images: int = 4,
                  T: int = 1000, seed: int = 0) -> None:
     """Draw the forward process on a few images of `data` for the linear and cosine schedules."""
-    rundir.check_output(Path(out), directory=False)
+    rundir.check_output(Path(out))
     kind = images_only(modality_for(DataConfig(name=data, image_size=image_size, channels=channels)), "show-forward",
                        "for 2-D data see forward.png in a training run")
     dataset, _ = kind.load(seed)
@@ -132,7 +132,7 @@ def show_forward(data: str, out: Path | str, *, image_size=None, channels: int |
 def show_schedule(schedules: list[str | tuple[str, float | None, float | None]], out: Path | str, *, T: int = 1000,
                   beta_start: float | None = None, beta_end: float | None = None) -> list[str]:
     """β_t, ᾱ_t and log-SNR of each schedule (schedules.schedule_tables) in one PNG; returns their labels."""
-    rundir.check_output(Path(out), directory=False)
+    rundir.check_output(Path(out))
     tables = schedule_tables(schedules, T, beta_start, beta_end)
     pictures.schedule_curves(tables, Path(out))
     return list(tables)

@@ -154,25 +154,18 @@ def read_distill_record(run_dir: Path) -> dict | None:
 
 
 # ---- output locations -------------------------------------------------------------------------
-def check_output(path: Path, option: str = "--out", *, directory: bool = True) -> None:
-    """Refuse, before any data are loaded or anything is written, an output location that
-    cannot be written: `path` (a directory with `directory`, else a file) is a file where a
-    directory is needed or the other way round, lies under a file, or its nearest existing
-    folder is read-only or not ours to write; and an output directory that is a run
-    directory (its config.json beside it), whose own samples.png and files a command's
-    outputs would replace."""
+def check_output(path: Path, option: str = "--out") -> None:
+    """Refuse, before any data are loaded or anything is written, an output file that cannot be
+    written: `path` is a directory, lies under a file, its nearest existing folder is read-only or
+    not ours to write, or it is a file of a run directory, which a command never replaces. (Output
+    folders are claimed by outputs.py.)"""
     path = Path(path)
-    if directory and path.exists() and not path.is_dir():
-        raise UserError(f"{option} {path} is a file; pass a directory (a new one is created)")
-    if not directory and path.is_dir():
+    if path.is_dir():
         raise UserError(f"{option} {path} is a directory; pass the path of a file to write")
-    if directory and (path / CONFIG).is_file():
-        raise UserError(f"{option} {path} is a run directory: its own files (samples.png, ...) would be replaced; "
-                        "pass another --out, e.g. the default RUN/samples")
-    if not directory and path.is_file() and (path.parent / CONFIG).is_file():
+    if path.is_file() and (path.parent / CONFIG).is_file():
         raise UserError(f"{option} {path} is a file of a run directory, which a command never replaces; "
                         f"choose another {option}")
-    check_writable(path, option, directory=directory)
+    check_writable(path, option, directory=False)
 
 
 def check_writable(path: Path, option: str = "--out", *, directory: bool = True) -> None:

@@ -102,7 +102,7 @@ def check_out(out: Path) -> None:
     """score's --out: a .csv file that can be written (rundir.check_output)."""
     if out.suffix != ".csv":
         raise UserError(f"--out is the .csv file of the scores; give a name ending in .csv, not {out.name!r}")
-    check_output(out, directory=False)
+    check_output(out)
 
 
 def score_into(run: Run, inputs: InputImages, out: Path, settings: ScoreSettings = ScoreSettings()) -> Scores:
