@@ -124,7 +124,7 @@ def test_a_request_resolves_its_defaults_against_the_run_once(toy_run, tmp_path)
     own = SamplingRequest().resolve(distilled)
     assert (own.sampler, own.steps) == ("ddim", 3) and SamplingRequest(sampler="ddim").resolve(distilled).steps == 3
     assert sampling.grid(distilled, own).tolist() == [40, 20, 0] and sampling.off_grid_note(distilled, own) is None
-    assert "runs it off that grid" in sampling.off_grid_note(distilled, SamplingRequest(steps=5))
+    assert "ddim with 5 steps runs it off that grid" in sampling.off_grid_note(distilled, SamplingRequest(steps=5).resolve(distilled))
 
 
 def test_picture_steps_spread_over_the_sampling_grid():

@@ -279,11 +279,11 @@ def default_sampling(run: Run) -> tuple[str, int]:
     return DEFAULT_SAMPLER, min(DEFAULT_STEPS, run.config.diffusion.num_steps)
 
 
-def off_grid_note(run: Run, request: SamplingRequest) -> str | None:
+def off_grid_note(run: Run, r: SamplingRequest) -> str | None:
     """For a distilled run asked for another sampler or step count than it was distilled for:
     the line that says so (it is allowed: the student is still a diffusion model, but only its
-    own grid was trained to match the teacher, and nothing else was measured)."""
-    r = request.resolve(run)
+    own grid was trained to match the teacher, and nothing else was measured). `r`: the request
+    as resolved against `run`."""
     if run.fixed is None or run.fixed.matches(r.sampler, r.steps):
         return None
     return (f"note: {run.directory} was distilled for {run.fixed.sampler} on {run.fixed.steps} steps "
