@@ -115,6 +115,28 @@ def test_resume_in_one_process_continues_exactly(runs, tmp_path):
     assert checkpoint.load_state(run / "state.pt")["processes"] == 1
 
 
+def test_two_processes_train_the_narrow_guide_as_one_process_does(tmp_path):
+    """--guide-width under torchrun (with --grad-accum 2 and flips): the guide, data-parallel on its
+    own, trains on both ranks' rows as one process trains it, up to the order of float sums; and the
+    2-process checkpoint of step 2 resumes in one process to the same guide at step 4."""
+    argv = ["train", "--steps", "4", *ARGS, "--guide-width", "4", "--guide-at", "0"]
+    done = torchrun(2, [*argv, "--out", str(tmp_path / "two")], tmp_path / "logs")
+    assert done.returncode == 0, done.stderr[-3000:] + "".join(
+        rank_output(tmp_path / "logs", r, s)[-1500:] for r in (0, 1) for s in ("stdout", "stderr"))
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    resumed = shutil.copytree(tmp_path / "two", tmp_path / "resumed")
+    shutil.rmtree(resumed / "checkpoints" / "step-00000004")
+    assert main(["train", "--resume", str(resumed), "--device", "cpu", "--no-progress"]) == 0
+    last = lambda run, name: checkpoint.load_weights(tmp_path / run / "checkpoints" / "step-00000004" / name)  # noqa: E731
+    for run in ("two", "resumed"):
+        for name in ("guide-model.safetensors", "guide-ema.safetensors", "model.safetensors"):
+            a, b = last(run, name), last("one", name)
+            assert set(a) == set(b) and not any(k.startswith("module.") for k in a)
+            diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+            assert float(diff.max()) < 1e-3 and float(diff.mean()) < 1e-6, (run, name)
+    assert checkpoint.load_weights(tmp_path / "two" / "guide.safetensors")["stem.weight"].shape[0] == 4
+
+
 def test_device_choice():
     assert pick_device("cpu") == torch.device("cpu")
     assert pick_device(None).type in ("cpu", "cuda", "mps")

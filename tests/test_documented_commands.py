@@ -75,6 +75,9 @@ NOT_RUN = {
         "post-hoc EMA snapshots up to step 500 of a long run (tests/test_autoguidance.py rebuilds posthoc:S@N guides of a tiny run)",
     "ddpmkit sample --run RUN --autoguide RUN2":
         "a second, narrower run trained on the same data (tests/test_autoguidance.py guides by a second tiny run)",
+    "ddpmkit train --out RUN --guide-width 16":
+        "a guide of width 16 beside the default width 32, wider than the tiny runs' width 8 (tests/test_guide_width.py "
+        "trains width-4 guides beside them)",
     "ddpmkit evaluate --run RUN --features inception -n 50000":
         "Inception-v3's FID weights (a download that ddpmkit never makes; tests use random weights)",
     "ddpmkit evaluate --run RUN --features inception --save-ref ref.npz":

@@ -183,7 +183,8 @@ def check_guide_fits(config: RunConfig, guide: RunConfig, where: Path) -> None:
 
 def load_guide(run: Run, name: str) -> Run:
     """The run with the guide of autoguidance (Karras et al. 2024) that `name` names, on its device:
-    "auto": RUN/guide.safetensors (the EMA weights at TrainConfig.guide_at of the steps);
+    "auto": RUN/guide.safetensors (the EMA weights at TrainConfig.guide_at of the steps; with
+      TrainConfig.guide_width, those of the narrow guide trained beside the run, its network RunConfig.guide_config);
     "step-N": the EMA weights of the run's checkpoint of step N;
     "posthoc:S" or "posthoc:S@N": the power-function EMA of relative width S rebuilt from the run's
       post-hoc EMA snapshots (posthoc_ema.reconstruct), at its last snapshot or the last at or before step N;
@@ -198,7 +199,12 @@ def load_guide(run: Run, name: str) -> Run:
         if not path.is_file():
             raise UserError(f"{where} keeps no guide ({GUIDE}): runs trained with --guide-at F keep the EMA weights at that "
                             f"fraction of their steps; name another guide ({GUIDE_NAMES}) or use --autoguide none")
-        source = f"{path} (the EMA weights at step {checkpoint.weights_metadata(path).get('step', '?')})"
+        kept_at = checkpoint.weights_metadata(path).get("step", "?")
+        if config.train.guide_width:  # the narrow guide trained beside the run: its network at that width
+            config = config.guide_config()
+            source = f"{path} (the EMA weights at step {kept_at} of the width-{config.width} guide trained beside the run)"
+        else:
+            source = f"{path} (the EMA weights at step {kept_at})"
     elif step:
         path = checkpoint.step_dir(where, int(step.group(1))) / "ema.safetensors"
         if not path.is_file():

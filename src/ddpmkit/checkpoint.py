@@ -84,6 +84,11 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def weights_digest(module: nn.Module) -> torch.Tensor:
+    """weights_sha256 of a module's state as 32 uint8: a tensor the data-parallel ranks can all_gather."""
+    return torch.frombuffer(bytearray(bytes.fromhex(weights_sha256(module.state_dict()))), dtype=torch.uint8)
+
+
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     if not Path(path).is_file():
         raise DamagedCheckpoint(f"no weights at {path}; train a model first or pass the right --run directory")

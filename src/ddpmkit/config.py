@@ -25,6 +25,8 @@ from .schedules import SCHEDULES, ScheduleName, beta_range
 
 NetConfig = MLPConfig | GatedMLPConfig | UNetConfig
 NET_KINDS: dict[str, type] = {"mlp": MLPConfig, "gated-mlp": GatedMLPConfig, "unet": UNetConfig}
+# each network's width, the field --width and --guide-width set: the MLPs' hidden width, the U-Net's base width
+WIDTH_FIELDS: dict[type, str] = {MLPConfig: "hidden", GatedMLPConfig: "hidden", UNetConfig: "base_width"}
 LRDecay = Literal["constant", "cosine", "linear"]
 LR_DECAYS: tuple[str, ...] = get_args(LRDecay)
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
@@ -121,6 +123,9 @@ class TrainConfig:
     posthoc_every: int = 0  # steps between snapshots of those profiles in posthoc/ (0: a twentieth of --steps)
     guide_at: float = 0.0  # share of the steps in [0, 1) at which the EMA weights are kept as RUN/guide.safetensors,
     # autoguidance's guide (Karras et al. 2024); 0: none kept
+    guide_width: int = 0  # > 0: also train the paper's reduced-capacity guide, the network at this smaller width W
+    # (RunConfig.guide_config), beside it on the same batches until guide_step; its EMA there, not the main one's, is
+    # RUN/guide.safetensors; 0: off
 
     def __post_init__(self) -> None:
         check_finite_fields(self, "train")
@@ -145,6 +150,7 @@ class TrainConfig:
             raise UserError(f"--eval-samples must be at least 10 (the quality measures need a few nearest neighbours), "
                             f"got {self.eval_samples}")
         check_between("--guide-at", self.guide_at, 0, 1, high_included=False, what="the share of the steps at which the guide is kept")
+        check_not_negative("--guide-width", self.guide_width)  # below the network's width: RunConfig.guide_config
         if self.ema_sigma_rel:
             check_sigma_rel(self.ema_sigma_rel, "--ema-sigma-rel")
         for sigma_rel in self.posthoc_ema:
@@ -163,8 +169,11 @@ class TrainConfig:
 
     @property
     def guide_step(self) -> int | None:
-        """The step whose EMA weights are kept as autoguidance's guide: guide_at of the steps (at least 1); None: off."""
-        return max(1, round(self.guide_at * self.steps)) if self.guide_at else None
+        """The step whose EMA weights are kept as autoguidance's guide: guide_at of the steps (at least 1), or with
+        guide_width alone the last step (the narrow guide trains until this step); None: off."""
+        if self.guide_at:
+            return max(1, round(self.guide_at * self.steps))
+        return self.steps if self.guide_width else None
 
     def epoch_at(self, step: int, num_examples: int) -> float:
         """Epochs completed after `step` optimiser steps over `num_examples` examples: step · batch / N."""
@@ -189,6 +198,29 @@ class RunConfig:
     def num_classes(self) -> int:
         """Classes the network is conditioned on (0: unconditional)."""
         return self.net.num_classes
+
+    @property
+    def width(self) -> int:
+        """The network's width (WIDTH_FIELDS): the MLPs' hidden width, the U-Net's base width."""
+        return getattr(self.net, WIDTH_FIELDS[type(self.net)])
+
+    def guide_config(self) -> RunConfig | None:
+        """The run of the narrow guide train.guide_width asks for (None: none): this run with its network at width W,
+        a smaller, weaker version of the main model, as the guide of autoguidance is (Karras et al. 2024: "a smaller,
+        less-trained version of the model itself"); its own guide_width 0. W must lie below the network's width;
+        the rest the narrower network's own config checks (the U-Net's attention heads must divide every level's width;
+        its GroupNorm groups are clamped to a divisor of each width, as for any width). One line when W does not fit."""
+        w = self.train.guide_width
+        if not w:
+            return None
+        if w >= self.width:
+            raise UserError(f"--guide-width {w} must be smaller than the network's width {self.width} (--width): the guide "
+                            "is a narrower, weaker version of the main network (Karras et al. 2024)")
+        try:
+            net = dataclasses.replace(self.net, **{WIDTH_FIELDS[type(self.net)]: w})
+        except UserError as e:
+            raise UserError(f"--guide-width {w} does not make a network: {e}") from None
+        return dataclasses.replace(self, net=net, train=dataclasses.replace(self.train, guide_width=0))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -58,7 +58,6 @@ class Kind(Protocol):
     default_clip: str  # how x̂_0 is kept in range when a request does not say
     step_samples: int  # samples in each steps/step-N.png
     eval_samples: int  # samples each --eval-every measurement draws (by default)
-    width_field: str  # what --width sets in the network config
 
     def preset(self) -> RunConfig: ...
     def network(self, name: str): ...
@@ -149,7 +148,6 @@ class Points:
     default_clip = "none"  # no known range to keep x̂_0 in
     step_samples = 1000  # points in each steps/step-N.png
     eval_samples = 2000  # points each --eval-every measurement draws (by default)
-    width_field = "hidden"  # what --width sets in the network config
 
     def __init__(self, data: DataConfig):
         self.data = data
@@ -217,7 +215,6 @@ class Images:
     default_clip = "static"  # x̂_0 is kept in the known range [-1, 1]
     step_samples = 64  # images in each steps/step-N.png grid
     eval_samples = 1000  # images each --eval-every measurement draws (by default)
-    width_field = "base_width"  # what --width sets in the network config
 
     def __init__(self, data: DataConfig):
         self.data = data

@@ -194,8 +194,8 @@ def add_sampling(p: argparse.ArgumentParser, method: Method = SAMPLE) -> None:
                        "default) is plain sampling; each network evaluation adds a classifier forward and backward pass")
     g.add_argument("--autoguide", metavar="GUIDE|none", help="autoguidance (Karras et al. 2024): guide the model by a weaker "
                    "version of itself, D = D_guide + W·(D_main − D_guide). GUIDE: auto (RUN/guide.safetensors, the EMA weights "
-                   "the run kept at --guide-at), step-N (the EMA of its checkpoint of step N), posthoc:S[@N] (a post-hoc EMA of "
-                   "width S rebuilt from its snapshots, at step N), a run directory (same data, T, schedule, prediction, shape; "
+                   "the run kept at --guide-at, its narrow guide's if trained with --guide-width), step-N (the EMA of its "
+                   "checkpoint of step N), posthoc:S[@N] (a post-hoc EMA of width S rebuilt from its snapshots, at step N), a run directory (same data, T, schedule, prediction, shape; "
                    "e.g. a narrower one) or a .safetensors file; none: off, as when left out (measured: docs/guidance.md); each network evaluation adds a pass of the guide")
     g.add_argument("--autoguide-scale", type=float, metavar="W", help=f"autoguidance's W: 1 is the main model, 0 the guide "
                    f"(default {D.guidance.autoguide_scale:g})")

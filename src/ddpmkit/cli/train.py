@@ -8,7 +8,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from ..config import LR_DECAYS, RunConfig
+from ..config import LR_DECAYS, WIDTH_FIELDS, RunConfig
 from ..data.images import parse_image_size
 from ..denoiser import PREDICTIONS, VARIANCES
 from ..distributed import world_from_env
@@ -65,6 +65,7 @@ TRAIN_OPTIONS = {
     "posthoc_ema": ("train", "posthoc_ema"),
     "posthoc_every": ("train", "posthoc_every"),
     "guide_at": ("train", "guide_at"),
+    "guide_width": ("train", "guide_width"),
 }
 # Options a resumed run may change (the rest of its config is fixed by config.json). None
 # changes the network's shape or the data, t and ε it sees, so the checkpoint still fits;
@@ -157,6 +158,10 @@ def add_parser(sub) -> None:
     g.add_argument("--guide-at", type=float, metavar="F", help="keep the EMA weights at this share of the steps as "
                    "RUN/guide.safetensors, the guide of autoguidance (sample --autoguide auto; default 0.5 for the digits, "
                    "0 (none kept) otherwise)")
+    g.add_argument("--guide-width", type=int, metavar="W", help="also train the paper's reduced-capacity guide beside the "
+                   "network, in the same loop on the same batches: the network at the smaller width W (below --width: the "
+                   "MLP's hidden width, the U-Net's base width) until --guide-at of the steps (all of them at --guide-at 0); "
+                   "its EMA there is RUN/guide.safetensors instead of the main EMA (default 0: off; its cost: docs/guidance.md)")
     add_grad_accum(g)
     g.add_argument("--workers", type=int, help="data-loader worker processes")
     g.add_argument("--seed", type=int, help="seed for weights, batch order, t and noise (default 0)")
@@ -235,7 +240,7 @@ def config_from_args(args) -> RunConfig:
     if isinstance(net, GatedMLPConfig):
         net = dataclasses.replace(net, num_steps=new["diffusion"].num_steps)
     if args.width is not None:
-        net = dataclasses.replace(net, **{kind.width_field: args.width})
+        net = dataclasses.replace(net, **{WIDTH_FIELDS[type(net)]: args.width})
     unet = {field: getattr(args, option) if parse is None else parse(getattr(args, option), option)
             for option, (field, parse) in UNET_FIELDS.items() if getattr(args, option) is not None}
     if unet:  # image data (2-D data refused them above)
@@ -254,7 +259,9 @@ def config_from_args(args) -> RunConfig:
     if args.groups is not None:
         _check_groups(net)
     seed = config.seed if args.seed is None else args.seed
-    return dataclasses.replace(config, net=net, seed=seed, conditional=bool(args.conditional), **new)
+    config = dataclasses.replace(config, net=net, seed=seed, conditional=bool(args.conditional), **new)
+    config.guide_config()  # --guide-width against the network's width, before anything is written
+    return config
 
 
 def _fit_preset_attention(net, unet: dict, side: int) -> None:

@@ -67,7 +67,7 @@ def loop_config(config: RunConfig, settings: ClassifierTraining) -> RunConfig:
         config.train, steps=settings.steps, epochs=None, batch_size=settings.batch_size, lr=settings.lr,
         weight_decay=settings.weight_decay, warmup_steps=settings.warmup_steps, lr_decay=settings.lr_decay, grad_clip=0.0,
         grad_accum=1, num_workers=0, log_every=max(1, settings.steps // 10), sample_every=0, checkpoint_every=0, keep=1,
-        precision="fp32", compile=False, loggers=(), eval_every=0, posthoc_ema=(), posthoc_every=0, guide_at=0.0)
+        precision="fp32", compile=False, loggers=(), eval_every=0, posthoc_ema=(), posthoc_every=0, guide_at=0.0, guide_width=0)
     return dataclasses.replace(config, seed=settings.seed, train=train)
 
 

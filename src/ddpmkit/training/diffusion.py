@@ -23,6 +23,7 @@ from ..losses import training_losses
 from ..nets.unet import count_parameters
 from ..pictures import for_kind, step_picture_path
 from ..precision import resolve as resolve_precision
+from .guide import NarrowGuide
 from .objective import Batch, TrainResult
 from .trainer import Trainer
 
@@ -30,10 +31,13 @@ from .trainer import Trainer
 class DiffusionLoss:
     """The denoising loss of a run (an objective.Objective): per example a label dropped to the
     null label with probability p_uncond (conditional runs), t and ε, drawn in that order for
-    the global micro-batch, and losses.training_losses through `denoiser`."""
+    the global micro-batch, and losses.training_losses through `denoiser`. With `guide` (the
+    narrow guide's Denoiser, guide.NarrowGuide), the guide's loss on the same x_0, t, ε and label
+    until train.guide_step: added as g − g.detach(), it leaves the recorded loss the main
+    network's, bit for bit, and brings the guide's gradient into the one backward pass."""
 
-    def __init__(self, config: RunConfig, denoiser: Denoiser, discrete: bool):
-        self.config, self.denoiser, self.discrete = config, denoiser, discrete
+    def __init__(self, config: RunConfig, denoiser: Denoiser, discrete: bool, guide: Denoiser | None = None):
+        self.config, self.denoiser, self.discrete, self.guide = config, denoiser, discrete, guide
         self.num_classes = config.num_classes  # 0: unconditional
 
     def losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,6 +47,9 @@ class DiffusionLoss:
         noise = batch.randn()  # [b, ...]
         per_example = training_losses(self.denoiser, batch.x0, t, noise, d.loss, label, d.min_snr_gamma,
                                       discrete=self.discrete)
+        if self.guide is not None and batch.step < self.config.train.guide_step:
+            g = training_losses(self.guide, batch.x0, t, noise, d.loss, label, d.min_snr_gamma, discrete=self.discrete)
+            per_example = per_example + (g - g.detach())  # [b]: g − g is 0 for a finite g, NaN (a skipped step) if not
         return per_example, t
 
     def state_dict(self) -> dict:
@@ -58,9 +65,10 @@ class DiffusionLoss:
 def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device: torch.device = torch.device("cpu"),
             report=lambda message: None, progress: bool = True) -> tuple[Trainer, RunConfig, object]:
     """Load the data, resolve the config against them, and build the network, schedule,
-    Denoiser, objective, augmentation, post-hoc EMA profiles and the step pictures: the Trainer
-    of `config` writing into `run_dir`. Returns (trainer, the resolved config, the training data
-    set). Only rank 0 gets the loggers and the quality measurements."""
+    Denoiser, objective, augmentation, post-hoc EMA profiles, the narrow guide (--guide-width)
+    and the step pictures: the Trainer of `config` writing into `run_dir`. Returns (trainer,
+    the resolved config, the training data set). Only rank 0 gets the loggers and the quality
+    measurements."""
     logger = build.loggers(config, run_dir) if world.is_main else Loggers()
     kind = build.modality(config)
     dataset, data = kind.load(config.seed, report)
@@ -75,6 +83,9 @@ def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device:
         report(f"note: --batch-size {config.train.batch_size} is larger than the {len(dataset):,} training examples: "
                "each batch holds some examples more than once")
     model = build.training_model(net, config, device, world)
+    guide = NarrowGuide(config, device) if config.train.guide_width else None  # --guide-width: autoguidance's narrow guide
+    if guide is not None:
+        report(guide.describe(net))
 
     def step_picture(step: int, ema_net: nn.Module) -> Path:
         """steps/step-N.png from the EMA weights during training."""
@@ -94,9 +105,10 @@ def trainer(config: RunConfig, run_dir: Path, world: World = World(), *, device:
         what, scores, metric = measure
         return measure_quality_now(run, config.train.eval_samples or kind.eval_samples, scores, metric, what)
 
-    objective = DiffusionLoss(config, build.build_denoiser(config, model), kind.discrete)
+    objective = DiffusionLoss(config, build.build_denoiser(config, model), kind.discrete, None if guide is None else
+                              build.build_denoiser(guide.config, build.training_model(guide.net, guide.config, device, world)))
     built = Trainer(config, net, objective, dataset, run_dir, modality=kind, device=device, model=model,
-                    augment=build.HFlip() if config.data.hflip else None, posthoc=build.posthoc_profiles(config, net),
+                    augment=build.HFlip() if config.data.hflip else None, posthoc=build.posthoc_profiles(config, net), guide=guide,
                     on_sample=step_picture, on_eval=evaluate if config.train.eval_every else None, logger=logger,
                     report=report, progress=progress, world=world)
     return built, config, dataset

@@ -262,7 +262,7 @@ def loop_config(config: RunConfig, settings: DistillSettings, batch_size: int) -
         config.train, steps=s.rounds_steps, epochs=None, batch_size=batch_size, lr=s.lr, weight_decay=ADAMW_WEIGHT_DECAY,
         warmup_steps=0, lr_decay="linear", grad_accum=s.grad_accum, num_workers=0, log_every=s.log_every, sample_every=0,
         checkpoint_every=s.checkpoint_every, keep=2, precision=s.precision, compile=False, loggers=s.loggers, eval_every=0,
-        posthoc_ema=(), posthoc_every=0, guide_at=0.0)  # a student keeps no guide of its own
+        posthoc_ema=(), posthoc_every=0, guide_at=0.0, guide_width=0)  # a student keeps no guide of its own
     return dataclasses.replace(config, seed=s.seed, train=train)
 
 

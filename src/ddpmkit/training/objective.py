@@ -29,6 +29,7 @@ class Batch:
     size: int  # n, the global micro-batch (b = n / processes)
     rows: slice  # this rank's rows of the n
     generator: torch.Generator  # the shared generator (CPU)
+    step: int = 0  # the optimiser step it trains, 0-based (the narrow guide trains until TrainConfig.guide_step)
 
     def randint(self, high: int) -> torch.Tensor:
         """[b] integers in [0, high), drawn for all n rows, on the CPU."""
@@ -53,7 +54,9 @@ class Objective(Protocol):
 
     def losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-example losses [b] (the Trainer averages and differentiates them) and each
-        example's timestep [b] (for the log's loss per quarter of the timesteps)."""
+        example's timestep [b] (for the log's loss per quarter of the timesteps). A network
+        trained beside the Trainer's (the narrow guide) adds its losses g as g − g.detach():
+        nothing to the value the log records, its gradient to the backward pass."""
 
     def state_dict(self) -> dict:
         """What a checkpoint keeps of the objective ({} when nothing)."""

@@ -4,17 +4,15 @@ engineering around it: AdamW, LR warm-up and decay, gradient clipping, EMA and p
 profiles, gradient accumulation, non-finite guards, logs and atomic checkpoints, on one process
 or data-parallel over the processes torchrun starts, in fp32 or mixed precision, eager or compiled.
 
-Data parallelism keeps one process's arithmetic: the global batch k is the same
-BatchStream batch whatever the number of processes N, t, ε and augmentation are drawn
-for the whole global batch from the one shared generator, and each rank keeps its
-contiguous rows. Without dropout, N processes therefore compute what one process would,
-up to the order of floating-point sums, and a checkpoint resumes exactly with any N.
-(Every rank draws the whole batch's noise, small beside the network.) Dropout masks are the
-exception: the network draws them from torch's global RNG, which each rank seeds on its own,
-so with dropout > 0 N processes train an equally good but not an identical model, and a
-checkpoint resumes exactly only with the same N (each rank's RNG states are in state.pt).
-Built objects come in (network, objective, data, kind, augmentation, post-hoc EMA profiles):
-diffusion.trainer, distill.distill and classifier.fit assemble them.
+Data parallelism keeps one process's arithmetic: the global batch k is the same BatchStream batch whatever
+the number of processes N, t, ε and augmentation are drawn for the whole global batch from the one shared
+generator, and each rank keeps its contiguous rows. Without dropout, N processes therefore compute what one
+process would, up to the order of floating-point sums, and a checkpoint resumes exactly with any N. (Every
+rank draws the whole batch's noise, small beside the network.) Dropout masks are the exception: the network
+draws them from torch's global RNG, which each rank seeds on its own, so with dropout > 0 N processes train an
+equally good but not an identical model, and a checkpoint resumes exactly only with the same N (each rank's
+RNG states are in state.pt). Built objects come in (network, objective, data, kind, augmentation, post-hoc EMA
+profiles, autoguidance's narrow guide): diffusion.trainer, distill.distill and classifier.fit assemble them.
 """
 
 from __future__ import annotations
@@ -39,14 +37,10 @@ from ..errors import UserError
 from ..loggers import Logger, Loggers
 from ..posthoc_ema import PowerEMA
 from ..training_log import LogInterval, quality_text
+from .guide import NarrowGuide
 from .objective import Augmentation, Batch, Objective, ReplicasDiverged, TrainingDiverged, TrainResult
 
 __all__ = ["Augmentation", "ReplicasDiverged", "TrainResult", "Trainer", "TrainingDiverged", "lr_factor"]
-
-
-def _digest(module: nn.Module) -> torch.Tensor:
-    """checkpoint.weights_sha256 of a module's state as 32 uint8, for an all_gather."""
-    return torch.frombuffer(bytearray(bytes.fromhex(checkpoint.weights_sha256(module.state_dict()))), dtype=torch.uint8)
 
 
 class Trainer:
@@ -61,6 +55,8 @@ class Trainer:
     posthoc: optional PowerEMA profiles of `net` (post-hoc EMA), updated after every step like
         the EMA, snapshotted into run_dir/posthoc/ every config.train.snapshot_every steps and
         at the end, and saved in each checkpoint (posthoc.safetensors) so that --resume continues them exactly.
+    guide: optional guide.NarrowGuide, autoguidance's narrow guide trained beside `net` (the objective adds its loss;
+        guide.py says how); at train.guide_step its EMA, not `net`'s, is kept as RUN/guide.safetensors.
     on_sample: called as on_sample(step, ema_net) every `sample_every` steps; returns the
         picture it wrote, or None (the caller draws the final pictures).
     on_eval: called as on_eval(step, ema_net) every `eval_every` steps and at the last step;
@@ -73,8 +69,8 @@ class Trainer:
     on_checkpoint: called as on_checkpoint(step) after each checkpoint is written (rank 0).
     logger: where the log records, measurements and pictures also go (loggers.Logger; rank 0).
     report: where one-line messages go (the CLI passes print).
-    optimizer: makes the optimiser of the parameters (default: AdamW at config.train's lr and
-        weight decay, fused on CPU and CUDA).
+    optimizer: makes the optimiser of the parameter groups, `net`'s and the guide's (default: AdamW
+        at config.train's lr and weight decay, fused on CPU and CUDA).
     generator: the generator every rank shares for t, ε, augmentation and label dropout
         (default: a fresh one seeded by config.seed); a caller that runs several Trainers
         one after the other (the rounds of a distillation) passes one on.
@@ -90,11 +86,11 @@ class Trainer:
     def __init__(
         self, config: RunConfig, net: nn.Module, objective: Objective, dataset: torch.utils.data.Dataset, run_dir: Path, *,
         modality, device: torch.device, model: nn.Module | None = None, augment: Augmentation | None = None,
-        posthoc: PowerEMA | None = None, on_sample: Callable[[int, nn.Module], Path | None] | None = None,
+        posthoc: PowerEMA | None = None, guide: NarrowGuide | None = None, on_sample: Callable[[int, nn.Module], Path | None] | None = None,
         on_eval: Callable[[int, nn.Module], dict] | None = None, on_step: Callable[[int], None] | None = None,
         on_end: Callable[[], None] | None = None, on_checkpoint: Callable[[int], None] | None = None,
         logger: Logger | None = None, report: Callable[[str], None] = lambda message: None, progress: bool = True,
-        world: World = World(), optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
+        world: World = World(), optimizer: Callable[[list[dict]], torch.optim.Optimizer] | None = None,
         generator: torch.Generator | None = None, origin: int = 0, tags: dict | None = None, description: str | None = None,
     ):
         self.config, self.train, self.world = config, config.train, world
@@ -102,7 +98,7 @@ class Trainer:
         self.device = device
         self.net, self.objective, self.model = net, objective, net if model is None else model
         self.dataset, self.modality, self.augment = dataset, modality, augment
-        self.posthoc = posthoc
+        self.posthoc, self.guide = posthoc, guide
         self.on_sample, self.on_eval, self.report = on_sample, on_eval, report if world.is_main else lambda message: None
         self.on_step, self.on_end, self.on_checkpoint = on_step, on_end, on_checkpoint
         self.tags, self.description = dict(tags or {}), description
@@ -111,18 +107,16 @@ class Trainer:
         self.logged = 0  # the last step an interrupted session logged (set by resume)
         self.progress = progress and world.is_main
         if self.train.batch_size % (self.train.grad_accum * world.size):
-            raise UserError(
-                f"--batch-size {self.train.batch_size} is the global batch and must be divisible by "
-                f"--grad-accum × processes = {self.train.grad_accum} × {world.size}"
-            )
+            raise UserError(f"--batch-size {self.train.batch_size} is the global batch and must be divisible by "
+                            f"--grad-accum × processes = {self.train.grad_accum} × {world.size}")
         # Dropout and anything else on the global RNG: its own stream on each rank (so with
         # dropout N ranks do not draw the masks one process would; see the module docstring).
         torch.manual_seed(config.seed if world.is_main else hash((config.seed, world.rank)) % 2**63)
         self.ema = EMA.of(self.net, self.train)
-        self.optimizer = torch.optim.AdamW(
-            self.net.parameters(), lr=self.train.lr, weight_decay=self.train.weight_decay,
-            fused=True if device.type in ("cuda", "cpu") else None,  # one kernel for the whole update
-        ) if optimizer is None else optimizer(list(self.net.parameters()))
+        params = [{"params": list(m.parameters())} for m in (self.net, *([guide.net] if guide else []))]  # a group each
+        self.optimizer = optimizer(params) if optimizer is not None else torch.optim.AdamW(
+            params, lr=self.train.lr, weight_decay=self.train.weight_decay,
+            fused=True if device.type in ("cuda", "cpu") else None)  # one kernel for the whole update
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.train))
         # fp16's narrow range needs the loss scaled up and the gradients back down (Micikevicius et al. 2018).
         fp16 = self.train.precision == "fp16"
@@ -137,10 +131,8 @@ class Trainer:
         self.overflow_total = 0  # fp16 steps the loss scaler skipped
         if world.active:
             backend = "nccl" if device.type == "cuda" else "gloo"
-            self.report(
-                f"data parallel over {world.size} processes ({backend}): {self.train.batch_size} examples per step, "
-                f"{self.train.batch_size // world.size} per process"
-            )
+            self.report(f"data parallel over {world.size} processes ({backend}): {self.train.batch_size} examples per step, "
+                        f"{self.train.batch_size // world.size} per process")
 
     # ---- state ---------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -151,6 +143,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict(),
             **({"posthoc": self.posthoc.state_dict()} if self.posthoc is not None else {}),
+            **({"guide": self.guide.state_dict()} if self.guide is not None else {}),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "nonfinite_total": self.nonfinite_total,
@@ -175,7 +168,7 @@ class Trainer:
         records their digests in the state."""
         state = self.state_dict()
         if self.world.active:
-            mine = torch.stack([_digest(self.net), _digest(self.ema.model)])  # [2, 32]
+            mine = torch.stack([checkpoint.weights_digest(self.net), checkpoint.weights_digest(self.ema.model)])  # [2, 32]
             digests = self.world.all_gather(mine.to(self.device)).cpu()  # [N, 2, 32]
             if not bool((digests == digests[0]).all()):
                 raise ReplicasDiverged(f"at step {self.step} the {self.world.size} processes hold different weights; "
@@ -185,7 +178,7 @@ class Trainer:
             }
         path = None
         if self.world.is_main:
-            extra = {**self.objective.files(),
+            extra = {**self.objective.files(), **(self.guide.files() if self.guide is not None else {}),
                      **({checkpoint.POSTHOC_WEIGHTS: self.posthoc.weights()} if self.posthoc is not None else {})}
             path = checkpoint.save_checkpoint(
                 self.run_dir, self.step, self.net.state_dict(), self.ema.model.state_dict(), state, self.train.keep,
@@ -219,6 +212,8 @@ class Trainer:
                                 "resume it with its own config.json")
             self.posthoc.load_state_dict(state["posthoc"])
             self.posthoc.load_weights(checkpoint.load_weights(found / checkpoint.POSTHOC_WEIGHTS))
+        if self.guide is not None:
+            self.guide.load(found, state)
         if self.world.is_main:
             self.logged = rundir.last_logged_step(self.run_dir)  # before the records after the checkpoint go
             rundir.truncate_log(self.run_dir, self.step, self.report)
@@ -255,11 +250,11 @@ class Trainer:
 
     # ---- the loop --------------------------------------------------------------------
     def close(self) -> None:
-        """Training is over: drop the wrappers of the network (data-parallel, compiled,
-        autocast) and the objective's networks over them, while the process group is still up. A DDP
-        wrapper left for interpreter shutdown holds the group's communication threads, and a
-        gloo rank was now and then aborted there ("terminate called without an active
-        exception"). The plain network, its EMA and the optimiser stay."""
+        """Training is over: drop the wrappers of the network (data-parallel, compiled, autocast) and the
+        objective's networks over them (the narrow guide's among them), while the process group is still up.
+        A DDP wrapper left for interpreter shutdown holds the group's communication threads, and a gloo rank
+        was now and then aborted there ("terminate called without an active exception"). The plain network,
+        its EMA and the optimiser stay."""
         import gc
 
         self.model = self.objective = None
@@ -301,7 +296,8 @@ class Trainer:
                 if (logs or evaluates) and loss is not None:
                     bar.set_postfix_str(self._epoch_text() + f"loss {loss:.4f}" + (f", {quality}" if quality else ""))
                 if self.step == train.guide_step and self.world.is_main:  # autoguidance's guide (Karras et al. 2024)
-                    checkpoint.save_guide(self.run_dir, self.step, self.ema.model.state_dict())
+                    kept = self.ema if self.guide is None else self.guide.ema  # the narrow guide's, when one trains
+                    checkpoint.save_guide(self.run_dir, self.step, kept.model.state_dict())
                 if self.posthoc is not None and done % train.snapshot_every == 0:
                     self._snapshot()  # before the checkpoint of the same step: a checkpoint implies its snapshots
                 if train.checkpoint_every and done % train.checkpoint_every == 0 and not last:
@@ -344,6 +340,8 @@ class Trainer:
             self.ema.update(self.net)  # on every rank, from identical weights: identical EMA
             if self.posthoc is not None:
                 self.posthoc.update(self.net)
+            if self.guide is not None:
+                self.guide.update(self.step)
             self._consecutive_bad = 0
         else:
             self.optimizer.zero_grad(set_to_none=True)
@@ -360,7 +358,7 @@ class Trainer:
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
             self.scheduler.step()
         self.step += 1
-        self.interval.add(losses, ts, self.config.diffusion.num_steps, float(grad_norms[0]), finite, overflow)
+        self.interval.add(losses, ts, self.config.diffusion.num_steps, float(grad_norms[0, 0]), finite, overflow)
         if self._consecutive_bad >= self.train.max_nonfinite:
             self._log(lr)
             last = checkpoint.newest_checkpoint(self.run_dir)
@@ -372,9 +370,9 @@ class Trainer:
         return lr
 
     def _gradients(self, stream, micro: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Accumulate the gradients of one step's micro-batches (clipped, unscaled under fp16)
-        and gather every rank's per-example losses [A·B], timesteps [A·B] and gradient norms
-        [N], so the log and the decision to skip a step are the global ones on every rank."""
+        """Accumulate the gradients of one step's micro-batches (clipped, unscaled under fp16) and gather
+        every rank's per-example losses [A·B], timesteps [A·B] and gradient norms [N, G] (per parameter
+        group, `net`'s first), so the log and the decision to skip a step are the global ones on every rank."""
         train, world = self.train, self.world
         rows = world.rows(micro)  # this rank's rows of each global micro-batch
         self.optimizer.zero_grad(set_to_none=True)
@@ -386,7 +384,7 @@ class Trainer:
             # rank's rows kept: N processes draw exactly what one process would.
             if self.augment is not None:
                 x0 = self.augment(x0, self.augment.draw(micro, self.generator)[rows])
-            batch = Batch(x0, labels, micro, rows, self.generator)
+            batch = Batch(x0, labels, micro, rows, self.generator, self.step)
             # Gradients are averaged over the ranks once per step, after the last micro-batch.
             last = i == train.grad_accum - 1
             with contextlib.nullcontext() if last or not world.active else self.model.no_sync():
@@ -397,11 +395,12 @@ class Trainer:
             step_t.append(t)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # true gradients, for clipping and the norm
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), train.grad_clip or float("inf"))
-        mine = torch.cat([torch.cat(step_losses).float(), torch.cat(step_t).float(), grad_norm.reshape(1).float()])
-        everything = world.all_gather(mine)  # [N, 2·A·b + 1]: one collective
-        n = (everything.shape[1] - 1) // 2
-        return everything[:, :n].reshape(-1), everything[:, n : 2 * n].reshape(-1).long(), everything[:, -1]
+        norms = torch.stack([torch.nn.utils.clip_grad_norm_(group["params"], train.grad_clip or float("inf")).float().to(
+            self.device) for group in self.optimizer.param_groups])  # [G]: each network clipped on its own norm
+        mine = torch.cat([torch.cat(step_losses).float(), torch.cat(step_t).float(), norms])
+        everything = world.all_gather(mine)  # [N, 2·A·b + G]: one collective
+        n = (everything.shape[1] - len(norms)) // 2
+        return everything[:, :n].reshape(-1), everything[:, n : 2 * n].reshape(-1).long(), everything[:, 2 * n :]
 
     def _log(self, lr: float) -> dict:
         """Close the log interval: its record (with the examples trained on per second since
