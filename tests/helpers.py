@@ -4,7 +4,9 @@ checks of what a written picture holds."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import re
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import torch
 from PIL import Image
 
 from ddpmkit import api, build, rundir
+from ddpmkit.cli import main
 from ddpmkit.config import RunConfig
 from ddpmkit.data.images import to_model_space
 from ddpmkit.distributed import World
@@ -27,6 +30,17 @@ TINY_TOY = ["--steps", "30", "--timesteps", "50", "--num-points", "500", "--batc
             "--no-progress"]
 TINY_IMAGES = ["--steps", "3", "--timesteps", "20", "--batch-size", "8", "--width", "8", "--no-progress",
                "--guide-at", "0"]  # no guide kept: the tiny runs sample their main model alone (test_autoguidance keeps one)
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """`ddpmkit ARGV` in this process: (exit code, what it printed, what it wrote to stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+    return code, out.getvalue(), err.getvalue()
 
 
 # ---- tiny configs ------------------------------------------------------------------------------

@@ -1,9 +1,7 @@
 """Autoguidance (Karras et al. 2024) and guidance intervals (Kynkäänniemi et al. 2024): the closed
 forms they must meet, the guides a run names, and what the records store."""
 
-import contextlib
 import dataclasses
-import io
 import json
 import shutil
 
@@ -13,7 +11,6 @@ import torch
 from ddpmkit import api, build
 from ddpmkit.build import check_guide_fits, load_guide, load_run
 from ddpmkit.checkpoint import load_weights, step_dir
-from ddpmkit.cli import main
 from ddpmkit.denoiser import AutoGuidedDenoiser, Denoiser, GuidedDenoiser, in_interval, noise_level
 from ddpmkit.errors import UserError
 from ddpmkit.samplers import SAMPLERS
@@ -21,19 +18,9 @@ from ddpmkit.sampling import Guidance, SamplingRequest, draw, evaluated_at, pass
 from ddpmkit.schedules import NoiseSchedule
 
 from analytic import GaussianEps
-from helpers import TINY_IMAGES, one_line_error
+from helpers import TINY_IMAGES, one_line_error, run_cli
 
 SAMPLERS_TRIED = [("ddim", 6), ("dpm++", 6), ("dpm++sde", 6), ("heun", 5), ("ddpm", 6)]
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as e:  # argparse's own errors
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -2,34 +2,19 @@
 the main network in the same loop. Its shape and when it trains, what `sample --autoguide auto` makes
 of it, the record, the refusals, exact resume, and that the main network trains as it did without it."""
 
-import contextlib
-import io
 import json
 
 import pytest
 import torch
 
 from ddpmkit import build, checkpoint
-from ddpmkit.cli import main
 from ddpmkit.config import RunConfig
 from ddpmkit.errors import UserError
 from ddpmkit.rundir import read_log
 from ddpmkit.sampling import Guidance, SamplingRequest, draw
 from ddpmkit.training.guide import GUIDE_EMA, GUIDE_MODEL
 
-from helpers import one_line_error, tiny_digits, toy_config, with_train
-
-TINY = ["--timesteps", "20", "--batch-size", "8", "--width", "8", "--no-progress"]
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as e:  # argparse's own errors
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
+from helpers import TINY_IMAGES, one_line_error, run_cli, tiny_digits, toy_config, with_train
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +22,7 @@ def narrow(tmp_path_factory):
     """A 4-step digits run (T = 20, base width 8) training a width-4 guide to step 2 (--guide-at 0.5),
     a checkpoint at every step: (the run directory, what train printed)."""
     out = tmp_path_factory.mktemp("narrow") / "run"
-    code, printed, err = run_cli(["train", "--out", str(out), "--steps", "4", *TINY, "--guide-at", "0.5", "--guide-width", "4",
+    code, printed, err = run_cli(["train", "--out", str(out), *TINY_IMAGES, "--steps", "4", "--guide-at", "0.5", "--guide-width", "4",
                                   "--checkpoint-every", "1", "--keep", "5"])
     assert code == 0, err
     return out, printed
@@ -85,7 +70,7 @@ def test_sample_autoguide_auto_uses_the_narrow_guide_and_records_it(narrow, tmp_
     (["--data", "moons", "--net", "gated-mlp", "--width", "32", "--guide-width", "32"], r"smaller than the network's width 32"),
 ])
 def test_a_guide_width_that_does_not_fit_is_refused_in_one_line_before_anything_is_written(tmp_path, extra, says):
-    code, _, err = run_cli(["train", "--out", str(tmp_path / "run"), "--steps", "2", *TINY, *extra])
+    code, _, err = run_cli(["train", "--out", str(tmp_path / "run"), *TINY_IMAGES, "--steps", "2", *extra])
     assert code == 2
     one_line_error(err, says)
     assert not (tmp_path / "run").exists()
