@@ -175,6 +175,10 @@ class TrainConfig:
             return max(1, round(self.guide_at * self.steps))
         return self.steps if self.guide_width else None
 
+    def guide_trains(self, step: int) -> bool:
+        """Whether the narrow guide (guide_width) trains at optimiser step `step` (0-based): before guide_step."""
+        return bool(self.guide_width) and step < self.guide_step
+
     def epoch_at(self, step: int, num_examples: int) -> float:
         """Epochs completed after `step` optimiser steps over `num_examples` examples: step · batch / N."""
         return step * self.batch_size / num_examples

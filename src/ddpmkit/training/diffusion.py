@@ -47,7 +47,7 @@ class DiffusionLoss:
         noise = batch.randn()  # [b, ...]
         per_example = training_losses(self.denoiser, batch.x0, t, noise, d.loss, label, d.min_snr_gamma,
                                       discrete=self.discrete)
-        if self.guide is not None and batch.step < self.config.train.guide_step:
+        if self.guide is not None and self.config.train.guide_trains(batch.step):
             g = training_losses(self.guide, batch.x0, t, noise, d.loss, label, d.min_snr_gamma, discrete=self.discrete)
             per_example = per_example + (g - g.detach())  # [b]: g − g is 0 for a finite g, NaN (a skipped step) if not
         return per_example, t

@@ -31,29 +31,25 @@ GUIDE_EMA = "guide-ema.safetensors"  # and its EMA weights
 
 class NarrowGuide:
     """The narrow guide of `config` (train.guide_width > 0) on `device`: its run (`config`, the guide's
-    RunConfig), its plain network `net` (what checkpoints hold), its EMA, and `until`, the step it
-    trains to (train.guide_step: it trains on the batches of steps 0 .. until − 1)."""
+    RunConfig), its plain network `net` (what checkpoints hold), its EMA, and `train`, the main run's
+    TrainConfig, which says when it trains (guide_trains: the batches of steps 0 .. guide_step − 1)."""
 
     def __init__(self, config: RunConfig, device: torch.device):
         self.config = config.guide_config()
         self.net = build.build_net(self.config).to(device)  # its initial weights drawn from the run's seed
         self.ema = EMA.of(self.net, config.train)
-        self.until = config.train.guide_step
-
-    def trains(self, step: int) -> bool:
-        """Whether the guide trains at the optimiser step `step` (0-based: the step being taken)."""
-        return step < self.until
+        self.train = config.train
 
     def update(self, step: int) -> None:
         """Its EMA after the optimiser step `step` (0-based), while it trains."""
-        if self.trains(step):
+        if self.train.guide_trains(step):
             self.ema.update(self.net)
 
     def describe(self, model: nn.Module) -> str:
         """One line on the guide, for the training report beside the main `model`'s."""
         share = count_parameters(self.net) / count_parameters(model)
         return (f"guide: {type(self.net).__name__} of width {self.config.width} with {count_parameters(self.net):,} parameters "
-                f"({share:.0%} of the main network's), trained beside it to step {self.until}, "
+                f"({share:.0%} of the main network's), trained beside it to step {self.train.guide_step}, "
                 "its EMA there kept as guide.safetensors (autoguidance, Karras et al. 2024)")
 
     # ---- checkpoints ----
