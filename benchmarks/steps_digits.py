@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -36,20 +34,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from guidance_digits import measure  # noqa: E402  (one measure for the guidance and the length benchmarks)
-from main_job_digits import OLD_COMMIT, old_source  # noqa: E402
+from main_job_digits import OLD_COMMIT, old_source, train  # noqa: E402  (the old default's source, one training)
 
 SAMPLING_SEEDS = (1000, 1001, 1002)
 
 
-def train(src: Path, out: Path, seed: int, steps: int | None) -> None:
-    """`python -m ddpmkit train --seed S [--steps N] --out OUT` with ddpmkit imported from `src`, one thread."""
-    if (out / "ema.safetensors").is_file():
-        return
-    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    flags = ["--seed", str(seed), *(["--steps", str(steps)] if steps else []), "--out", str(out), "--no-progress", "--overwrite"]
-    done = subprocess.run([sys.executable, "-m", "ddpmkit", "train", *flags], env=env, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"training into {out} failed:\n{done.stderr[-2000:]}")
+def train_once(src: Path, out: Path, seed: int, steps: int | None) -> None:
+    """`ddpmkit train --seed S [--steps N] --out OUT` with ddpmkit from `src` on one thread (main_job_digits.train),
+    unless OUT holds a finished run; a half-written OUT stops the script with the training's own message."""
+    if not (out / "ema.safetensors").is_file():
+        train(src, out, 1, ["--seed", str(seed), *(["--steps", str(steps)] if steps else [])])
 
 
 def label(name: str) -> str:
@@ -97,7 +91,7 @@ def main() -> None:
                 old_src = old_source(Path(tmp))
                 jobs += [(old_src, args.root / f"old-{s}", s, None) for s in seeds]
             with ThreadPoolExecutor(args.parallel) as pool:
-                list(pool.map(lambda job: train(*job), jobs))
+                list(pool.map(lambda job: train_once(*job), jobs))
         import torch
 
         from ddpmkit.build import load_run
