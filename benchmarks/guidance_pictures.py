@@ -30,8 +30,7 @@ import torch
 
 from ddpmkit import api, build, checkpoint, rundir, viz
 from ddpmkit.data.toy import normalise
-
-RADIUS = 5.0  # normalised space: twice the farthest real point of any 2-D set (benchmarks/points_samplers.py)
+from points_samplers import RADIUS, beyond_radius  # the outlier measure of the few-step benchmark
 
 
 def digits_picture(run_dir: Path, path: Path, per_class: int, cfg: float, autoguide: float, sampler: str, steps: int) -> None:
@@ -72,7 +71,7 @@ def moons_picture(eps_dir: Path, v_dir: Path, path: Path, n: int, limit: float) 
             r = np.linalg.norm(x, axis=1)
             off = float((np.abs(x) > limit).any(axis=1).mean())
             frames.append(x)
-            titles.append(f"{name}, {sampler} 20 steps: {(r > RADIUS).mean():.1%} beyond r = 5"
+            titles.append(f"{name}, {sampler} 20 steps: {beyond_radius(x):.1%} beyond r = {RADIUS:g}"
                           + (f" ({off:.1%} off the plot)" if off else ""))
             print(f"  {titles[-1]}; median radius {np.median(r):.2f}")
     fig = viz.scatter_strip(frames, titles, path, lims=((-limit, limit), (-limit, limit)))

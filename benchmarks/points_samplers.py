@@ -39,10 +39,14 @@ from ddpmkit.data.toy import TOY_DATASETS, normalise
 RADIUS = 5.0  # normalised space: twice the farthest real point of any set
 
 
+def beyond_radius(z: np.ndarray) -> float:
+    """Share of normalised 2-D points farther than RADIUS from the origin."""
+    return float((np.linalg.norm(z, axis=1) > RADIUS).mean())
+
+
 def outlier_share(run, data: np.ndarray) -> float:
     """Share of data-space points beyond RADIUS in the run's normalised space."""
-    z = normalise(data, run.config.data.mean, run.config.data.scale)
-    return float((np.linalg.norm(z, axis=1) > RADIUS).mean())
+    return beyond_radius(normalise(data, run.config.data.mean, run.config.data.scale))
 
 
 def first_step_x0(run) -> float:
